@@ -1,0 +1,248 @@
+//! Error types, one per operation family.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Errors of [`Segment`](crate::segment::Segment) operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// The name is not a plain segment name.
+    #[error("invalid segment name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A size of zero, or too large for this platform.
+    #[error("invalid segment size {len}")]
+    InvalidSize {
+        /// The size asked for.
+        len: usize,
+    },
+    /// `create` found the name taken.
+    #[error("segment {0:?} already exists")]
+    AlreadyExists(String),
+    /// `open` or `unlink` found no such name.
+    #[error("segment {0:?} does not exist")]
+    NotFound(String),
+    /// The segment belongs to someone else or its mode forbids us.
+    #[error("permission denied for segment {0:?}")]
+    PermissionDenied(String),
+    /// /dev/shm cannot hold the segment.
+    #[error(
+        "not enough space in /dev/shm for segment {name:?}: asked for {requested} bytes, {} free",
+        available.map_or_else(|| "unknown".to_owned(), |a| format!("{a} bytes"))
+    )]
+    NoSpace {
+        /// The segment's name.
+        name: String,
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free on /dev/shm when creation failed, if known.
+        available: Option<u64>,
+    },
+    /// The name exists but is not a regular shared-memory file.
+    #[error("{0:?} in /dev/shm is not a shared-memory segment")]
+    NotASegment(String),
+    /// The segment exists but has no bytes yet (its creator may still be
+    /// sizing it).
+    #[error("segment {0:?} is empty")]
+    Empty(String),
+    /// Any other operating-system error.
+    #[error("{op} failed for segment {name:?}: {source}")]
+    Os {
+        /// The segment's name.
+        name: String,
+        /// The system call that failed.
+        op: &'static str,
+        /// The error number.
+        source: nix::errno::Errno,
+    },
+}
+
+/// Shared state that cannot be right: written by a buggy or hostile peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shared state is corrupt: {0}")]
+pub struct CorruptError(pub String);
+
+/// Errors of creating a buffer or mailbox segment.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The requested geometry is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The segment could not be created.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// Errors of opening an existing buffer or mailbox segment.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The segment could not be opened or mapped.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The bytes in the segment are not one of our headers.
+    #[error("segment {name:?} is not an ipc-core segment ({reason})")]
+    NotOurs {
+        /// The segment's name.
+        name: String,
+        /// What gave it away.
+        reason: String,
+    },
+    /// Ours, but a layout version this build does not speak.
+    #[error("segment {name:?} has layout version {found}, this build expects {expected}")]
+    VersionMismatch {
+        /// The segment's name.
+        name: String,
+        /// Version found in the header.
+        found: u32,
+        /// Version this build writes.
+        expected: u32,
+    },
+    /// The mapping is shorter than its header says.
+    #[error("segment {name:?} is truncated: header needs {expected} bytes, the segment has {actual}")]
+    Truncated {
+        /// The segment's name.
+        name: String,
+        /// Bytes the geometry needs.
+        expected: u64,
+        /// Bytes actually mapped.
+        actual: u64,
+    },
+    /// The creator did not publish the header in time.
+    #[error("segment {name:?} was not initialized within {waited:?}")]
+    NotInitialized {
+        /// The segment's name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A segment of the other model (buffer vs mailbox).
+    #[error("segment {name:?} is a {found}, not a {expected}")]
+    WrongKind {
+        /// The segment's name.
+        name: String,
+        /// What it is.
+        found: &'static str,
+        /// What the caller asked for.
+        expected: &'static str,
+    },
+    /// The header's geometry is impossible.
+    #[error("segment {name:?}: {source}")]
+    Corrupt {
+        /// The segment's name.
+        name: String,
+        /// What is wrong.
+        source: CorruptError,
+    },
+}
+
+/// Errors of attaching a producer or consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// Every slot of the attachment table is taken by a live process.
+    #[error("segment {name:?} already has {max} attached processes")]
+    TooManyPeers {
+        /// The segment's name.
+        name: String,
+        /// Size of the attachment table.
+        max: usize,
+    },
+}
+
+/// Why a send failed. The message is handed back in every case.
+///
+/// `send` returns `Disconnected`, `TooLarge` or `Corrupt`; `try_send` also
+/// `Full`; `send_timeout` also `Timeout`.
+pub enum SendError<M> {
+    /// The buffer is full right now (`try_send` only).
+    Full(M),
+    /// The deadline passed while the buffer stayed full.
+    Timeout(M),
+    /// Every consumer that attached has gone: nobody will ever read it.
+    Disconnected(M),
+    /// The message exceeds the segment's maximum message size.
+    TooLarge {
+        /// The message.
+        msg: M,
+        /// Its length.
+        len: usize,
+        /// The segment's maximum.
+        max: usize,
+    },
+    /// The shared state is corrupt.
+    Corrupt(M, CorruptError),
+}
+
+impl<M> SendError<M> {
+    /// Takes the message back.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Full(m)
+            | SendError::Timeout(m)
+            | SendError::Disconnected(m)
+            | SendError::TooLarge { msg: m, .. }
+            | SendError::Corrupt(m, _) => m,
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            SendError::TooLarge { len, max, .. } => {
+                write!(f, "TooLarge {{ len: {len}, max: {max}, .. }}")
+            }
+            SendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("the buffer is full"),
+            SendError::Timeout(_) => f.write_str("timed out waiting for space in the buffer"),
+            SendError::Disconnected(_) => f.write_str("every consumer has gone"),
+            SendError::TooLarge { len, max, .. } => {
+                write!(f, "message of {len} bytes exceeds the maximum of {max}")
+            }
+            SendError::Corrupt(_, e) => e.fmt(f),
+        }
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// Why a receive failed.
+///
+/// `recv` returns `Disconnected` or `Corrupt`; `try_recv` also `Empty`;
+/// `recv_timeout` also `Timeout`; `recv_into` also `BufferTooSmall`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// Nothing to receive right now (`try_recv` only).
+    #[error("the buffer is empty")]
+    Empty,
+    /// The deadline passed with nothing to receive.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// End of stream: every producer has gone and the buffer is drained.
+    #[error("end of stream: every producer has gone and the buffer is drained")]
+    Disconnected,
+    /// The caller's buffer cannot hold the next message, which stays queued.
+    #[error("the next message has {needed} bytes, the buffer given holds {available}")]
+    BufferTooSmall {
+        /// Length of the next message.
+        needed: usize,
+        /// Length of the caller's buffer.
+        available: usize,
+    },
+    /// The shared state is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptError),
+}

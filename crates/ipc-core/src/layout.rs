@@ -1,0 +1,307 @@
+//! The `#[repr(C)]` layout of a segment and its validation.
+//!
+//! ```text
+//! offset 0            Header (geometry, cursors, wait words, counters)
+//! peers_offset        PEER_SLOTS x PeerEntry (attachment table)
+//! slots_offset        capacity x slot (SlotHeader + max_message bytes, padded)
+//! ```
+//!
+//! Only fixed-width integers and atomics live here, and only offsets, never
+//! pointers: every process maps the segment at its own address. The creator
+//! writes everything, then publishes [`MAGIC`] with a Release store; openers
+//! wait for it with Acquire and check the geometry against the real mapping
+//! size before touching anything else. Each process keeps its own validated
+//! copy of the geometry ([`Geometry`]) and never re-reads it from shared
+//! memory, so a peer that scribbles on the header later cannot make us index
+//! outside the mapping.
+
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::CorruptError;
+use crate::peers::PeerEntry;
+use crate::ring::SlotHeader;
+use crate::sync::EventCount;
+
+/// Identifies an ipc-core segment: ASCII "IPCCORE1" read as little endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
+
+/// Layout version written by this build; openers refuse any other.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Size of the attachment table: at most this many processes attach at once.
+pub const PEER_SLOTS: u32 = 64;
+
+/// Largest slot count accepted.
+pub const MAX_CAPACITY: u32 = 1 << 20;
+
+/// Largest message size accepted (64 MiB).
+pub const MAX_MESSAGE: u32 = 64 << 20;
+
+/// Largest segment accepted (16 GiB), so that no geometry overflows.
+pub const MAX_SEGMENT: u64 = 16 << 30;
+
+/// What a segment holds: the shared-memory model or the message-passing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// A producer/consumer buffer.
+    Buffer = 1,
+    /// A mailbox (message passing).
+    Mailbox = 2,
+}
+
+impl Kind {
+    /// Human name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Buffer => "buffer",
+            Kind::Mailbox => "mailbox",
+        }
+    }
+
+    fn from_u32(v: u32) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Buffer),
+            2 => Some(Kind::Mailbox),
+            _ => None,
+        }
+    }
+}
+
+/// A counter on its own pair of cache lines (adjacent-line prefetch pulls
+/// 128 bytes on x86), so that producers and consumers do not false-share.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// The position: next slot to write (tail) or to read (head).
+    pub pos: AtomicU64,
+}
+
+/// Counters kept for status and for end-of-stream decisions.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Producers that ever attached (monotonic).
+    pub producers_total: AtomicU32,
+    /// Consumers that ever attached (monotonic).
+    pub consumers_total: AtomicU32,
+    /// Messages whose producer died while writing them (never delivered,
+    /// and their send never returned success).
+    pub abandoned_writes: AtomicU64,
+    /// Messages lost because the consumer that held them died mid-read.
+    pub lost_reads: AtomicU64,
+}
+
+/// The segment header, at offset 0.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Header {
+    /// [`MAGIC`] once initialized; zero while the creator works.
+    pub magic: AtomicU64,
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// [`Kind`] as u32.
+    pub kind: u32,
+    /// Most messages queued at once.
+    pub capacity: u32,
+    /// Number of slots in the ring (a power of two, at least `capacity`).
+    pub slots: u32,
+    /// Largest payload per message, bytes.
+    pub max_message: u32,
+    /// Bytes from one slot to the next.
+    pub slot_stride: u32,
+    /// Entries in the attachment table.
+    pub peer_slots: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Total bytes of the segment.
+    pub total_size: u64,
+    /// Offset of the attachment table.
+    pub peers_offset: u64,
+    /// Offset of slot 0.
+    pub slots_offset: u64,
+    /// Free for the layer above (mailbox capacity mode).
+    pub user_flags: u32,
+    /// Free for the layer above (mailbox: logical capacity).
+    pub user_value: u32,
+    /// Next position to write.
+    pub tail: Cursor,
+    /// Next position to read.
+    pub head: Cursor,
+    /// Consumers sleep here waiting for data.
+    pub data_ready: EventCount,
+    /// Producers sleep here waiting for space (or for a rendezvous).
+    pub space_ready: EventCount,
+    /// Statistics and attachment history.
+    pub counters: Counters,
+}
+
+/// Geometry of a segment, validated, in this process's own memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// What the segment holds.
+    pub kind: Kind,
+    /// Most messages queued at once.
+    pub capacity: u32,
+    /// Slots in the ring: a power of two, at least 2 and `capacity`.
+    pub slots: u32,
+    /// Largest payload per message.
+    pub max_message: u32,
+    /// Bytes from one slot to the next.
+    pub slot_stride: u32,
+    /// Entries in the attachment table.
+    pub peer_slots: u32,
+    /// Offset of the attachment table.
+    pub peers_offset: u64,
+    /// Offset of slot 0.
+    pub slots_offset: u64,
+    /// Total bytes.
+    pub total_size: u64,
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+impl Geometry {
+    /// Computes the geometry for `capacity` messages of `max_message` bytes.
+    /// The ring gets the next power of two of slots (at least 2).
+    pub fn new(kind: Kind, capacity: u32, max_message: u32) -> Result<Geometry, String> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(format!("capacity must be 1 to {MAX_CAPACITY} slots, got {capacity}"));
+        }
+        if max_message == 0 || max_message > MAX_MESSAGE {
+            return Err(format!(
+                "max message size must be 1 to {MAX_MESSAGE} bytes, got {max_message}"
+            ));
+        }
+        let slots = capacity.next_power_of_two().max(2);
+        let slot_stride = round_up(size_of::<SlotHeader>() as u64 + max_message as u64, 64);
+        let peers_offset = round_up(size_of::<Header>() as u64, 128);
+        let slots_offset = round_up(
+            peers_offset + PEER_SLOTS as u64 * size_of::<PeerEntry>() as u64,
+            128,
+        );
+        let total_size = round_up(slots_offset + slot_stride * slots as u64, 4096);
+        if total_size > MAX_SEGMENT {
+            return Err(format!(
+                "{capacity} slots of {max_message} bytes need {total_size} bytes, more than the limit of {MAX_SEGMENT}"
+            ));
+        }
+        Ok(Geometry {
+            kind,
+            capacity,
+            slots,
+            max_message,
+            slot_stride: slot_stride as u32,
+            peer_slots: PEER_SLOTS,
+            peers_offset,
+            slots_offset,
+            total_size,
+        })
+    }
+
+    /// Writes the geometry into a zeroed header, without publishing it.
+    pub fn write_to(&self, h: &mut Header) {
+        h.version = LAYOUT_VERSION;
+        h.kind = self.kind as u32;
+        h.capacity = self.capacity;
+        h.slots = self.slots;
+        h.max_message = self.max_message;
+        h.slot_stride = self.slot_stride;
+        h.peer_slots = self.peer_slots;
+        h.total_size = self.total_size;
+        h.peers_offset = self.peers_offset;
+        h.slots_offset = self.slots_offset;
+    }
+
+    /// Reads and checks the geometry of a published header against the size
+    /// of the mapping that holds it. Every field is recomputed from
+    /// (kind, capacity, max_message) and must match exactly.
+    pub fn read_from(h: &Header, mapped_len: u64) -> Result<Geometry, ValidateError> {
+        if h.version != LAYOUT_VERSION {
+            return Err(ValidateError::Version(h.version));
+        }
+        let kind = Kind::from_u32(h.kind)
+            .ok_or_else(|| ValidateError::Corrupt(format!("unknown segment kind {}", h.kind)))?;
+        let geo = Geometry::new(kind, h.capacity, h.max_message).map_err(ValidateError::Corrupt)?;
+        let stored = Geometry {
+            kind,
+            capacity: h.capacity,
+            slots: h.slots,
+            max_message: h.max_message,
+            slot_stride: h.slot_stride,
+            peer_slots: h.peer_slots,
+            peers_offset: h.peers_offset,
+            slots_offset: h.slots_offset,
+            total_size: h.total_size,
+        };
+        if stored != geo {
+            return Err(ValidateError::Corrupt(format!(
+                "header geometry is inconsistent: {stored:?}"
+            )));
+        }
+        if mapped_len < geo.total_size {
+            return Err(ValidateError::Truncated {
+                expected: geo.total_size,
+                actual: mapped_len,
+            });
+        }
+        Ok(geo)
+    }
+}
+
+/// Why a header failed validation (mapped to `OpenError` by the caller, who
+/// knows the segment's name).
+#[derive(Debug)]
+pub enum ValidateError {
+    /// Another layout version.
+    Version(u32),
+    /// Shorter than the geometry needs.
+    Truncated {
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes mapped.
+        actual: u64,
+    },
+    /// Impossible geometry.
+    Corrupt(String),
+}
+
+impl From<ValidateError> for CorruptError {
+    fn from(v: ValidateError) -> Self {
+        CorruptError(format!("{v:?}"))
+    }
+}
+
+/// Reads the magic word: `Some(true)` ours and published, `Some(false)` not
+/// yet published (zero), `None` foreign.
+pub fn magic_state(h: &Header) -> Option<bool> {
+    match h.magic.load(Ordering::Acquire) {
+        MAGIC => Some(true),
+        0 => Some(false),
+        _ => None,
+    }
+}
+
+const _: () = assert!(size_of::<Header>() % 128 == 0);
+const _: () = assert!(std::mem::align_of::<Header>() <= 4096);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_rounds_and_bounds() {
+        let g = Geometry::new(Kind::Buffer, 5, 100).unwrap();
+        assert_eq!((g.capacity, g.slots), (5, 8));
+        assert_eq!(Geometry::new(Kind::Buffer, 1, 8).unwrap().slots, 2);
+        assert_eq!(g.slot_stride % 64, 0);
+        assert!(g.slot_stride as usize >= 100 + size_of::<SlotHeader>());
+        assert_eq!(g.total_size % 4096, 0);
+        assert!(Geometry::new(Kind::Buffer, 0, 100).is_err());
+        assert!(Geometry::new(Kind::Buffer, 4, 0).is_err());
+        assert!(Geometry::new(Kind::Buffer, MAX_CAPACITY, MAX_MESSAGE).is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! The attachment table: which processes are attached to a segment, in which
+//! role, and whether they still live.
+//!
+//! Each entry's state word packs `(state << 32) | pid`, so that claiming,
+//! detaching and reaping are single compare-and-swaps. A process is
+//! identified by pid *and* start time (from `/proc/PID/stat`), so a reused
+//! pid never passes for a dead peer. Counts of live producers and consumers
+//! are not stored: they are derived by scanning the table, so a process that
+//! dies at any instant never leaves a wrong count behind.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::sys;
+
+const FREE: u64 = 0;
+const CLAIMING: u64 = 1;
+const ALIVE: u64 = 2;
+const REAPING: u64 = 3;
+
+fn pack(state: u64, pid: u32) -> u64 {
+    (state << 32) | pid as u64
+}
+
+fn unpack(word: u64) -> (u64, u32) {
+    (word >> 32, word as u32)
+}
+
+/// The part a process plays on a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Role {
+    /// Writes messages.
+    Producer = 1,
+    /// Reads messages.
+    Consumer = 2,
+}
+
+impl Role {
+    fn from_u32(v: u32) -> Option<Role> {
+        match v {
+            1 => Some(Role::Producer),
+            2 => Some(Role::Consumer),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the attachment table, in shared memory.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct PeerEntry {
+    state: AtomicU64,
+    start_time: AtomicU64,
+    role: AtomicU32,
+    /// A free word for the layer above (the direct-port registry).
+    pub tag: AtomicU32,
+}
+
+/// A view of one attached process, for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Index in the table (also the owner id stamped on slots it holds).
+    pub index: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Role, if the entry holds a valid one.
+    pub role: Option<Role>,
+    /// True if the process still runs.
+    pub alive: bool,
+}
+
+/// The table, as a slice of entries in the mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerTable<'a> {
+    entries: &'a [PeerEntry],
+}
+
+impl<'a> PeerTable<'a> {
+    /// Wraps the entries of a mapping.
+    pub fn new(entries: &'a [PeerEntry]) -> Self {
+        PeerTable { entries }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the table has no entries at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Claims a free entry for the calling process. `None` if all are taken.
+    pub fn attach(&self, role: Role) -> Option<u32> {
+        let pid = sys::current_pid();
+        let start = sys::process_info(pid).map_or(0, |i| i.start_time);
+        for (i, e) in self.entries.iter().enumerate() {
+            if e
+                .state
+                .compare_exchange(FREE, pack(CLAIMING, pid), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.start_time.store(start, Ordering::Relaxed);
+                e.role.store(role as u32, Ordering::Relaxed);
+                e.tag.store(0, Ordering::Relaxed);
+                e.state.store(pack(ALIVE, pid), Ordering::Release);
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// Releases the caller's own entry. The caller must hold no slot.
+    pub fn detach(&self, index: u32) {
+        if let Some(e) = self.entries.get(index as usize) {
+            let pid = sys::current_pid();
+            // Release: everything we committed happens-before a reader that
+            // sees us gone.
+            let _ = e.state.compare_exchange(
+                pack(ALIVE, pid),
+                FREE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// True if entry `index` is still held by the calling process (false if
+    /// a peer overwrote it).
+    pub fn holds(&self, index: u32) -> bool {
+        self.entries.get(index as usize).is_some_and(|e| {
+            e.state.load(Ordering::Relaxed) == pack(ALIVE, sys::current_pid())
+        })
+    }
+
+    /// The tag word of an entry (for the layer above).
+    pub fn entry(&self, index: u32) -> Option<&'a PeerEntry> {
+        self.entries.get(index as usize)
+    }
+
+    /// Number of attached processes in `role`, counting those not yet found
+    /// dead (run [`PeerTable::reap_dead`] first for an exact figure).
+    pub fn count(&self, role: Role) -> u32 {
+        self.entries
+            .iter()
+            .filter(|e| {
+                let (state, _) = unpack(e.state.load(Ordering::Acquire));
+                (state == ALIVE || state == CLAIMING)
+                    && e.role.load(Ordering::Relaxed) == role as u32
+            })
+            .count() as u32
+    }
+
+    /// Lists the occupied entries with a liveness check (reads /proc).
+    pub fn list(&self) -> Vec<PeerInfo> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let (state, pid) = unpack(e.state.load(Ordering::Acquire));
+                (state == ALIVE || state == CLAIMING).then(|| PeerInfo {
+                    index: i as u32,
+                    pid,
+                    role: Role::from_u32(e.role.load(Ordering::Relaxed)),
+                    alive: sys::process_alive(pid, e.start_time.load(Ordering::Relaxed)),
+                })
+            })
+            .collect()
+    }
+
+    /// Finds entries whose process has died and releases them, calling
+    /// `recover(index, role)` for each while the entry is still reserved (so
+    /// the index cannot be reused while the caller repairs slots stamped
+    /// with it). Returns how many were reaped. Reads /proc: a slow path.
+    pub fn reap_dead(&self, mut recover: impl FnMut(u32, Option<Role>)) -> u32 {
+        let me = sys::current_pid();
+        let mut reaped = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            let word = e.state.load(Ordering::Acquire);
+            let (state, pid) = unpack(word);
+            let dead = match state {
+                ALIVE => !sys::process_alive(pid, e.start_time.load(Ordering::Relaxed)),
+                // Start time may not be written yet: judge by pid alone.
+                CLAIMING => !sys::process_alive(pid, 0),
+                // A reaper that died mid-way: take its work over.
+                REAPING => !sys::process_alive(pid, 0),
+                _ => false,
+            };
+            if !dead || pid == me && state != REAPING {
+                continue;
+            }
+            if e
+                .state
+                .compare_exchange(word, pack(REAPING, me), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                recover(i as u32, Role::from_u32(e.role.load(Ordering::Relaxed)));
+                e.state.store(FREE, Ordering::Release);
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_count_detach() {
+        let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
+        let t = PeerTable::new(&entries);
+        let a = t.attach(Role::Producer).unwrap();
+        let b = t.attach(Role::Consumer).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.count(Role::Producer), 1);
+        assert_eq!(t.count(Role::Consumer), 1);
+        assert!(t.holds(a));
+        assert_eq!(t.reap_dead(|_, _| panic!("we are alive")), 0);
+        t.detach(a);
+        assert_eq!(t.count(Role::Producer), 0);
+        assert_eq!(t.list().len(), 1);
+    }
+
+    #[test]
+    fn dead_pid_is_reaped_once() {
+        let entries: Vec<PeerEntry> = (0..2).map(|_| PeerEntry::default()).collect();
+        // A pid above pid_max can never be alive.
+        entries[1]
+            .state
+            .store(pack(ALIVE, u32::MAX - 1), Ordering::Relaxed);
+        entries[1].role.store(Role::Consumer as u32, Ordering::Relaxed);
+        let t = PeerTable::new(&entries);
+        let mut seen = vec![];
+        assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 1);
+        assert_eq!(seen, vec![(1, Some(Role::Consumer))]);
+        assert_eq!(t.reap_dead(|_, _| panic!("reaped twice")), 0);
+        assert_eq!(t.count(Role::Consumer), 0);
+    }
+}

@@ -1,0 +1,629 @@
+//! A bounded multi-producer multi-consumer ring of variable-length slots,
+//! lock-free, with per-slot sequence stamps, that survivors can repair when a
+//! process dies in the middle of an operation.
+//!
+//! The algorithm follows Dmitry Vyukov's bounded MPMC queue (each slot
+//! carries a stamp saying which lap it is ready for), with one change: a
+//! writer or reader claims a *slot* by a compare-and-swap on its stamp that
+//! also records the claimer's attachment index, and only then advances the
+//! shared cursor (anyone who sees a claimed slot helps advance it). So at
+//! every instant, a half-written or half-read slot names its owner, and
+//! [`Ring::recover_owner`] can finish the work of a dead process.
+//!
+//! Stamp states for the slot at position `p` (capacity `c`):
+//!
+//! | stamp                    | meaning                                   |
+//! |--------------------------|-------------------------------------------|
+//! | `p`                      | free, ready for the writer of `p`         |
+//! | `WRITING│owner│p`        | being written                             |
+//! | `p+1`                    | committed, ready for a reader             |
+//! | `SKIP│p+1`               | abandoned by a dead writer: readers skip  |
+//! | `READING│owner│p+1`      | being read                                |
+//! | `p+c`                    | released: free for the writer of `p+c`    |
+//!
+//! Every value read from shared memory is checked against this table; any
+//! other stamp, or a length above the maximum, is reported as corrupt.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+
+use crate::error::CorruptError;
+use crate::layout::Cursor;
+
+const WRITING: u64 = 1 << 63;
+const READING: u64 = 1 << 62;
+const SKIP: u64 = 1 << 61;
+const OWNER_SHIFT: u32 = 53;
+const OWNER_MASK: u64 = 0xFF << OWNER_SHIFT;
+const SEQ_MASK: u64 = (1 << OWNER_SHIFT) - 1;
+
+/// The largest owner index a stamp can carry.
+pub const MAX_OWNER: u32 = 0xFF;
+
+/// How many times a cursor may look stale before we call it corrupt.
+const STALE_LIMIT: u32 = 1 << 16;
+
+fn seq(stamp: u64) -> u64 {
+    stamp & SEQ_MASK
+}
+
+fn owner_of(stamp: u64) -> u32 {
+    ((stamp & OWNER_MASK) >> OWNER_SHIFT) as u32
+}
+
+fn claimed(flag: u64, owner: u32, seq: u64) -> u64 {
+    flag | ((owner as u64) << OWNER_SHIFT) | seq
+}
+
+/// The header at the start of every slot, followed by the payload.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotHeader {
+    stamp: AtomicU64,
+    len: AtomicU32,
+    /// Free for the layer above (sender's port id in mailboxes).
+    tag: AtomicU32,
+}
+
+/// A view of a ring inside a mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct Ring<'a> {
+    tail: &'a Cursor,
+    head: &'a Cursor,
+    slots: *mut u8,
+    capacity: u64,
+    limit: u64,
+    stride: usize,
+    max_message: usize,
+}
+
+// SAFETY: the slot memory is shared between processes by design; every
+// access goes through the stamp protocol (atomics) or raw copies into slots
+// the caller has claimed.
+unsafe impl Send for Ring<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Ring<'_> {}
+
+/// A slot claimed for writing. Commit it, or abandon it (readers skip it).
+#[derive(Debug)]
+pub struct WriteClaim {
+    pos: u64,
+    slot: *mut u8,
+}
+
+/// A slot claimed for reading. Release it when done.
+#[derive(Debug)]
+pub struct ReadClaim {
+    pos: u64,
+    slot: *mut u8,
+    len: usize,
+}
+
+/// What a reader found.
+#[derive(Debug)]
+pub enum ReadAttempt {
+    /// A message, claimed.
+    Claimed(ReadClaim),
+    /// No committed message at the head.
+    Empty,
+    /// The next message is longer than the reader accepts; not claimed.
+    TooLong(usize),
+}
+
+/// What [`Ring::recover_owner`] repaired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Slots the dead process was writing: now skipped by readers.
+    pub abandoned_writes: u64,
+    /// Slots the dead process was reading: released, their message lost.
+    pub lost_reads: u64,
+}
+
+impl<'a> Ring<'a> {
+    /// Initializes the stamps of a fresh ring (slot `i` ready for the writer
+    /// of position `i`).
+    ///
+    /// # Safety
+    /// `slots` must point to `capacity * stride` writable bytes that no
+    /// other process uses yet.
+    pub unsafe fn init(slots: *mut u8, capacity: u32, stride: usize) {
+        for i in 0..capacity as usize {
+            // SAFETY: i < capacity, so the slot lies inside the region the
+            // caller vouched for; slots are 64-byte aligned.
+            let h = unsafe { &*(slots.add(i * stride) as *const SlotHeader) };
+            h.stamp.store(i as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A view over an initialized ring.
+    ///
+    /// # Safety
+    /// `slots` must point to `capacity * stride` bytes mapped for as long as
+    /// `'a`, initialized by [`Ring::init`]; `capacity` a power of two;
+    /// `stride >= size_of::<SlotHeader>() + max_message`, a multiple of 8.
+    /// At most `limit` messages are queued at once (`1..=capacity`).
+    pub unsafe fn new(
+        tail: &'a Cursor,
+        head: &'a Cursor,
+        slots: *mut u8,
+        capacity: u32,
+        limit: u32,
+        stride: usize,
+        max_message: usize,
+    ) -> Self {
+        debug_assert!(capacity.is_power_of_two() && capacity >= 2);
+        debug_assert!(limit >= 1 && limit <= capacity);
+        debug_assert!(stride >= std::mem::size_of::<SlotHeader>() + max_message);
+        Ring {
+            tail,
+            head,
+            slots,
+            capacity: capacity as u64,
+            limit: limit as u64,
+            stride,
+            max_message,
+        }
+    }
+
+    fn header(&self, pos: u64) -> &SlotHeader {
+        let i = (pos & (self.capacity - 1)) as usize;
+        // SAFETY: the index is masked below capacity, so the header lies in
+        // the mapped slot region (see `new`).
+        unsafe { &*(self.slots.add(i * self.stride) as *const SlotHeader) }
+    }
+
+    fn payload(&self, pos: u64) -> *mut u8 {
+        let i = (pos & (self.capacity - 1)) as usize;
+        // SAFETY: inside slot i, after its header (see `new`).
+        unsafe {
+            self.slots
+                .add(i * self.stride + std::mem::size_of::<SlotHeader>())
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Most messages queued at once.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Largest payload.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Messages queued or in flight, clamped to the capacity.
+    pub fn len(&self) -> u64 {
+        let head = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+        let tail = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+        tail.saturating_sub(head).min(self.capacity)
+    }
+
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Position of the next write (for rendezvous bookkeeping).
+    pub fn tail_pos(&self) -> u64 {
+        self.tail.pos.load(Ordering::Acquire) & SEQ_MASK
+    }
+
+    /// Claims the next free slot for `owner`, or `None` if the ring is full.
+    ///
+    /// `cached_head` is the caller's private copy of the read cursor: the
+    /// shared one is re-read only when the ring looks full, so that a
+    /// writer does not pull the readers' cache line on every message.
+    pub fn try_claim_write(
+        &self,
+        owner: u32,
+        cached_head: &mut u64,
+    ) -> Result<Option<WriteClaim>, CorruptError> {
+        debug_assert!(owner <= MAX_OWNER);
+        let cap = self.capacity;
+        let mut pos = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+        let mut stale = 0;
+        loop {
+            if pos.wrapping_sub(*cached_head) >= self.limit {
+                *cached_head = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                let queued = pos.wrapping_sub(*cached_head);
+                if queued > cap && *cached_head <= pos {
+                    return Err(CorruptError(format!(
+                        "cursors impossible: read {cached_head}, write {pos}"
+                    )));
+                }
+                if queued >= self.limit && *cached_head <= pos {
+                    return Ok(None);
+                }
+            }
+            let h = self.header(pos);
+            let s = h.stamp.load(Ordering::Acquire);
+            if s == pos {
+                let mine = claimed(WRITING, owner, pos);
+                if h
+                    .stamp
+                    .compare_exchange_weak(s, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    // Failure means a helper advanced it already.
+                    let _ = self.tail.pos.compare_exchange(
+                        pos,
+                        pos + 1,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    );
+                    return Ok(Some(WriteClaim {
+                        pos,
+                        slot: self.payload(pos),
+                    }));
+                }
+                continue;
+            }
+            let sq = seq(s);
+            if (sq == pos && s & WRITING != 0) || (sq > pos && sq <= pos + cap) {
+                // Claimed at this lap by someone else: help the cursor on.
+                let _ = self.tail.pos.compare_exchange(
+                    pos,
+                    pos + 1,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+                pos = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+                continue;
+            }
+            if sq + cap == pos + 1 || (sq + cap == pos && s & WRITING != 0) {
+                // Still holds the previous lap's message: full.
+                return Ok(None);
+            }
+            let now = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+            if now != pos {
+                pos = now;
+                continue;
+            }
+            stale += 1;
+            if stale > STALE_LIMIT {
+                return Err(CorruptError(format!(
+                    "slot stamp {s:#x} impossible for write position {pos}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The writable payload of a claimed slot (`max_message` bytes). The
+    /// caller keeps the mapping alive as long as the claim.
+    pub fn payload_mut<'c>(&self, claim: &'c mut WriteClaim) -> &'c mut [u8] {
+        // SAFETY: the slot is claimed by us (stamp WRITING|owner), so no
+        // other process reads or writes its payload until we commit.
+        unsafe { std::slice::from_raw_parts_mut(claim.slot, self.max_message) }
+    }
+
+    /// Publishes a claimed slot holding `len` bytes (at most `max_message`).
+    pub fn commit(&self, claim: WriteClaim, len: usize, tag: u32) {
+        debug_assert!(len <= self.max_message);
+        let h = self.header(claim.pos);
+        h.len.store(len.min(self.max_message) as u32, Ordering::Relaxed);
+        h.tag.store(tag, Ordering::Relaxed);
+        h.stamp.store(claim.pos + 1, Ordering::Release);
+    }
+
+    /// Gives a claimed slot up without a message: readers skip it.
+    pub fn abandon(&self, claim: WriteClaim) {
+        self.header(claim.pos)
+            .stamp
+            .store(SKIP | (claim.pos + 1), Ordering::Release);
+    }
+
+    /// Withdraws a committed message that no reader has claimed yet (for
+    /// rendezvous timeouts). False if a reader already has it.
+    pub fn retract(&self, pos: u64) -> bool {
+        self.header(pos)
+            .stamp
+            .compare_exchange(pos + 1, SKIP | (pos + 1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// True once the message committed at `pos` has been read and released
+    /// (the slot has moved on to the next lap).
+    pub fn was_taken(&self, pos: u64) -> bool {
+        seq(self.header(pos).stamp.load(Ordering::Acquire)) >= pos + self.capacity
+    }
+
+    /// Claims the message at the head for `owner`. Skipped slots (abandoned
+    /// or retracted by their writer) are released on the way.
+    pub fn try_claim_read(&self, owner: u32, max_len: usize) -> Result<ReadAttempt, CorruptError> {
+        debug_assert!(owner <= MAX_OWNER);
+        let cap = self.capacity;
+        let mut pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+        let mut stale = 0;
+        loop {
+            let h = self.header(pos);
+            let s = h.stamp.load(Ordering::Acquire);
+            let sq = seq(s);
+            if s == pos + 1 || s == SKIP | (pos + 1) {
+                let len = h.len.load(Ordering::Relaxed) as usize;
+                let skip = s & SKIP != 0;
+                if !skip && len > self.max_message {
+                    return Err(CorruptError(format!(
+                        "message length {len} exceeds the maximum {}",
+                        self.max_message
+                    )));
+                }
+                if !skip && len > max_len {
+                    return Ok(ReadAttempt::TooLong(len));
+                }
+                let next = if skip {
+                    pos + cap
+                } else {
+                    claimed(READING, owner, pos + 1)
+                };
+                if h
+                    .stamp
+                    .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let _ = self.head.pos.compare_exchange(
+                    pos,
+                    pos + 1,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+                if skip {
+                    pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                    continue;
+                }
+                // Re-read the length after the claim: the Acquire on the
+                // claim orders it after the writer's commit.
+                let len = (h.len.load(Ordering::Relaxed) as usize).min(self.max_message);
+                return Ok(ReadAttempt::Claimed(ReadClaim {
+                    pos,
+                    slot: self.payload(pos),
+                    len,
+                }));
+            }
+            let busy = s & (WRITING | READING) != 0;
+            if sq == pos || (busy && sq + cap == pos + 1) {
+                // Free or being written at this lap, or a reader of the
+                // previous lap still holds it: nothing to read yet.
+                return Ok(ReadAttempt::Empty);
+            }
+            if (sq == pos + 1 && s & READING != 0) || (sq > pos + 1 && sq <= pos + cap + 1) {
+                // Read at this lap by someone else: help the cursor on.
+                let _ = self.head.pos.compare_exchange(
+                    pos,
+                    pos + 1,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+                pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                continue;
+            }
+            let now = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+            if now != pos {
+                pos = now;
+                continue;
+            }
+            stale += 1;
+            if stale > STALE_LIMIT {
+                return Err(CorruptError(format!(
+                    "slot stamp {s:#x} impossible for read position {pos}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The payload of a claimed message. The caller keeps the mapping alive
+    /// as long as the claim.
+    pub fn payload_of<'c>(&self, claim: &'c ReadClaim) -> &'c [u8] {
+        // SAFETY: the slot is claimed by us (READING|owner): its writer has
+        // committed and nobody writes it until we release it; `len` was
+        // bounded by `max_message`.
+        unsafe { std::slice::from_raw_parts(claim.slot, claim.len) }
+    }
+
+    /// The tag the writer stored with the message.
+    pub fn tag_of(&self, claim: &ReadClaim) -> u32 {
+        self.header(claim.pos).tag.load(Ordering::Relaxed)
+    }
+
+    /// Frees a read slot for the writer of the next lap.
+    pub fn release(&self, claim: ReadClaim) {
+        self.header(claim.pos)
+            .stamp
+            .store(claim.pos + self.capacity, Ordering::Release);
+    }
+
+    /// Repairs every slot that `owner` (a dead process) left claimed:
+    /// half-written slots become skipped, half-read slots are released.
+    /// Idempotent; the caller must keep `owner`'s index reserved meanwhile.
+    pub fn recover_owner(&self, owner: u32) -> Recovered {
+        let mut r = Recovered::default();
+        for i in 0..self.capacity {
+            let h = self.header(i);
+            let s = h.stamp.load(Ordering::Acquire);
+            if s & (WRITING | READING) == 0 || owner_of(s) != owner {
+                continue;
+            }
+            let sq = seq(s);
+            let (next, counter) = if s & WRITING != 0 {
+                (SKIP | (sq + 1), &mut r.abandoned_writes)
+            } else {
+                (sq - 1 + self.capacity, &mut r.lost_reads)
+            };
+            if h
+                .stamp
+                .compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                *counter += 1;
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Heap {
+        tail: Cursor,
+        head: Cursor,
+        slots: Vec<u64>,
+        cap: u32,
+        stride: usize,
+    }
+
+    impl Heap {
+        fn new(cap: u32, max: usize) -> Heap {
+            let stride = (std::mem::size_of::<SlotHeader>() + max).div_ceil(64) * 64;
+            let mut slots = vec![0u64; cap as usize * stride / 8];
+            // SAFETY: the vector holds cap * stride bytes, 8-aligned.
+            unsafe { Ring::init(slots.as_mut_ptr().cast(), cap, stride) };
+            Heap {
+                tail: Cursor::default(),
+                head: Cursor::default(),
+                slots,
+                cap,
+                stride,
+            }
+        }
+
+        fn ring(&mut self, max: usize) -> Ring<'_> {
+            self.ring_limited(max, self.cap)
+        }
+
+        fn ring_limited(&mut self, max: usize, limit: u32) -> Ring<'_> {
+            // SAFETY: built by `Heap::new` with the same geometry.
+            unsafe {
+                Ring::new(
+                    &self.tail,
+                    &self.head,
+                    self.slots.as_mut_ptr().cast(),
+                    self.cap,
+                    limit,
+                    self.stride,
+                    max,
+                )
+            }
+        }
+    }
+
+    fn put(r: &Ring<'_>, owner: u32, msg: &[u8]) -> bool {
+        let mut cached_head = 0;
+        match r.try_claim_write(owner, &mut cached_head).unwrap() {
+            Some(mut c) => {
+                r.payload_mut(&mut c)[..msg.len()].copy_from_slice(msg);
+                r.commit(c, msg.len(), 0);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take(r: &Ring<'_>) -> Option<Vec<u8>> {
+        match r.try_claim_read(1, usize::MAX).unwrap() {
+            ReadAttempt::Claimed(c) => {
+                let v = r.payload_of(&c).to_vec();
+                r.release(c);
+                Some(v)
+            }
+            ReadAttempt::Empty => None,
+            ReadAttempt::TooLong(_) => panic!("too long"),
+        }
+    }
+
+    #[test]
+    fn fills_to_capacity_then_drains_in_order() {
+        let mut heap = Heap::new(4, 16);
+        let r = heap.ring(16);
+        for lap in 0..3u8 {
+            for i in 0..4u8 {
+                assert!(put(&r, 0, &[lap, i]));
+            }
+            assert!(!put(&r, 0, b"x"), "fifth message fits in 4 slots");
+            assert_eq!(r.len(), 4);
+            for i in 0..4u8 {
+                assert_eq!(take(&r).unwrap(), vec![lap, i]);
+            }
+            assert!(take(&r).is_none());
+        }
+    }
+
+    #[test]
+    fn limit_below_slot_count_is_honoured() {
+        let mut heap = Heap::new(8, 4);
+        let r = heap.ring_limited(4, 5);
+        for round in 0..4 {
+            for i in 0..5u8 {
+                assert!(put(&r, 0, &[i]), "round {round} message {i}");
+            }
+            assert!(!put(&r, 0, b"x"));
+            assert_eq!(take(&r).unwrap(), [0]);
+            assert!(put(&r, 0, &[5]));
+            assert!(!put(&r, 0, b"x"));
+            for i in 1..6u8 {
+                assert_eq!(take(&r).unwrap(), [i]);
+            }
+        }
+    }
+
+    #[test]
+    fn dead_writer_and_reader_are_repaired() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        let _lost_claim = r.try_claim_write(7, &mut 0).unwrap().unwrap();
+        assert!(put(&r, 0, b"ok"));
+        // The reader waits behind the half-written slot...
+        assert!(matches!(
+            r.try_claim_read(1, 8).unwrap(),
+            ReadAttempt::Empty
+        ));
+        // ...until its dead owner is recovered.
+        let rec = r.recover_owner(7);
+        assert_eq!(rec.abandoned_writes, 1);
+        assert_eq!(take(&r).unwrap(), b"ok");
+        // A reader dying with a claim: the slot comes back to writers.
+        assert!(put(&r, 0, b"a") && put(&r, 0, b"b"));
+        let ReadAttempt::Claimed(_held) = r.try_claim_read(9, 8).unwrap() else {
+            panic!("expected a message")
+        };
+        assert_eq!(r.recover_owner(9).lost_reads, 1);
+        assert_eq!(take(&r).unwrap(), b"b");
+        assert!(put(&r, 0, b"c") && put(&r, 0, b"d"));
+    }
+
+    #[test]
+    fn garbage_stamps_are_reported_not_looped_on() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        r.header(0).stamp.store(12345, Ordering::Relaxed);
+        assert!(r.try_claim_write(0, &mut 0).is_err());
+        r.header(0).stamp.store(1, Ordering::Relaxed);
+        r.header(0).len.store(1 << 30, Ordering::Relaxed);
+        assert!(r.try_claim_read(0, 8).is_err());
+    }
+
+    #[test]
+    fn retract_only_before_a_reader_claims() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        let pos = r.tail_pos();
+        assert!(put(&r, 0, b"x"));
+        assert!(!r.was_taken(pos));
+        assert!(r.retract(pos));
+        assert!(take(&r).is_none());
+        let pos = r.tail_pos();
+        assert!(put(&r, 0, b"y"));
+        assert_eq!(take(&r).unwrap(), b"y");
+        assert!(r.was_taken(pos));
+        assert!(!r.retract(pos));
+    }
+}

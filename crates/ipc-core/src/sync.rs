@@ -1,0 +1,280 @@
+//! Process-shared synchronization on futexes: an [`EventCount`] (the wake-up
+//! channel of the rings) and a counting [`Semaphore`].
+//!
+//! Both follow the same recipe: an atomic fast path, a bounded spin, then a
+//! futex sleep; a count of sleepers so that the fast path makes no system
+//! call when nobody sleeps. They are `#[repr(C)]` and live in shared memory.
+//!
+//! Why the rings do not use counting semaphores: a process killed between
+//! taking a permit and using it leaks that permit forever. The rings keep
+//! their state in per-slot stamps that a survivor can repair, and use the
+//! event count only to sleep and wake.
+
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys::{futex_wait, futex_wake};
+
+/// A futex-backed "something changed" signal with a sleeper count.
+///
+/// Waiters call [`EventCount::prepare`], re-check their condition, then
+/// [`EventCount::wait`] with the returned ticket. Notifiers change the
+/// condition, then call [`EventCount::notify`], which is a single load when
+/// nobody sleeps.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct EventCount {
+    epoch: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+/// A snapshot of an [`EventCount`]'s epoch, taken before re-checking.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Ticket(u32);
+
+impl EventCount {
+    /// Announces a waiter and returns the epoch to wait on. Pair every call
+    /// with [`EventCount::wait`] or [`EventCount::cancel`].
+    pub fn prepare(&self) -> Ticket {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `notify`: either the notifier sees our
+        // sleeper count, or our re-check sees its change.
+        fence(Ordering::SeqCst);
+        Ticket(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Sleeps until notified after `ticket` was taken, or `timeout` passes.
+    /// Spurious returns are possible; callers re-check. Ends the wait.
+    pub fn wait(&self, ticket: Ticket, timeout: Option<Duration>) {
+        futex_wait(&self.epoch, ticket.0, timeout);
+        self.cancel();
+    }
+
+    /// Withdraws a waiter announced by [`EventCount::prepare`].
+    pub fn cancel(&self) {
+        // A hostile peer may have zeroed the count: never wrap below zero.
+        let _ = self
+            .sleepers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Wakes every sleeper, if there is any. One fence and one load when
+    /// nobody sleeps.
+    pub fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            futex_wake(&self.epoch, i32::MAX);
+        }
+    }
+
+    /// Number of announced waiters (for status and tests).
+    pub fn sleepers(&self) -> u32 {
+        self.sleepers.load(Ordering::Relaxed)
+    }
+}
+
+/// How a blocking call spends its time before sleeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinPolicy {
+    /// Busy-wait iterations (`spin_loop`) before yielding.
+    pub spins: u32,
+    /// `sched_yield` calls before sleeping on the futex.
+    pub yields: u32,
+}
+
+impl SpinPolicy {
+    /// Spin briefly, yield a little, then sleep: good latency without
+    /// burning a core for long.
+    pub const DEFAULT: SpinPolicy = SpinPolicy {
+        spins: 256,
+        yields: 8,
+    };
+    /// Sleep at once: lowest CPU use.
+    pub const SLEEP: SpinPolicy = SpinPolicy { spins: 0, yields: 0 };
+    /// Spin long before sleeping: lowest latency when a core is free.
+    pub const SPIN: SpinPolicy = SpinPolicy {
+        spins: 1 << 16,
+        yields: 64,
+    };
+}
+
+impl Default for SpinPolicy {
+    fn default() -> Self {
+        SpinPolicy::DEFAULT
+    }
+}
+
+/// When a blocking operation gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Do not wait at all.
+    Now,
+    /// Wait until this instant.
+    At(Instant),
+    /// Wait as long as it takes.
+    Never,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now (saturating to [`Deadline::Never`]).
+    pub fn after(timeout: Duration) -> Deadline {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Deadline::Never, Deadline::At)
+    }
+
+    /// Time left, `None` for never; zero once passed.
+    pub fn remaining(self) -> Option<Duration> {
+        match self {
+            Deadline::Now => Some(Duration::ZERO),
+            Deadline::At(t) => Some(t.saturating_duration_since(Instant::now())),
+            Deadline::Never => None,
+        }
+    }
+
+    /// True once the deadline has passed.
+    pub fn passed(self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+}
+
+/// A process-shared counting semaphore.
+///
+/// ```
+/// use ipc_core::sync::Semaphore;
+/// use std::time::Duration;
+/// let s = Semaphore::new(1);
+/// assert!(s.try_wait());
+/// assert!(!s.try_wait());
+/// assert!(!s.wait_timeout(Duration::from_millis(1)));
+/// s.post();
+/// s.wait();
+/// ```
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Semaphore {
+    count: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Semaphore {
+    /// A semaphore holding `permits`. To place one in shared memory, write
+    /// this value into the mapping before publishing it.
+    pub const fn new(permits: u32) -> Semaphore {
+        Semaphore {
+            count: AtomicU32::new(permits),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes a permit if one is available, without waiting.
+    pub fn try_wait(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        while c > 0 {
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    pub fn wait(&self) {
+        self.wait_until(Deadline::Never, SpinPolicy::DEFAULT);
+    }
+
+    /// Takes a permit, waiting at most `timeout`. False if none came.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Deadline::after(timeout), SpinPolicy::DEFAULT)
+    }
+
+    /// Takes a permit before `deadline`, spinning as `policy` says first.
+    pub fn wait_until(&self, deadline: Deadline, policy: SpinPolicy) -> bool {
+        for _ in 0..policy.spins {
+            if self.try_wait() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        for _ in 0..policy.yields {
+            if self.try_wait() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        loop {
+            if self.try_wait() {
+                return true;
+            }
+            let remaining = deadline.remaining();
+            if remaining == Some(Duration::ZERO) {
+                return false;
+            }
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // Sleep only while the count is still zero; a post in between
+            // changes the word and the futex returns at once.
+            futex_wait(&self.count, 0, remaining);
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Returns a permit, waking one sleeper if there is any.
+    pub fn post(&self) {
+        self.count.fetch_add(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            futex_wake(&self.count, 1);
+        }
+    }
+
+    /// Permits available now.
+    pub fn value(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn semaphore_wakes_a_sleeping_thread() {
+        let s = Arc::new(Semaphore::new(0));
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait_until(Deadline::Never, SpinPolicy::SLEEP));
+        std::thread::sleep(Duration::from_millis(20));
+        s.post();
+        assert!(t.join().unwrap());
+        assert_eq!(s.value(), 0);
+    }
+
+    #[test]
+    fn semaphore_counts_permits() {
+        let s = Semaphore::new(0);
+        for _ in 0..3 {
+            s.post();
+        }
+        assert_eq!(s.value(), 3);
+        assert!(s.try_wait() && s.try_wait() && s.try_wait());
+        assert!(!s.try_wait());
+    }
+
+    #[test]
+    fn event_count_notify_without_sleepers_is_quiet() {
+        let e = EventCount::default();
+        e.notify();
+        let t = e.prepare();
+        e.notify();
+        // The epoch moved after the ticket: the wait returns at once.
+        e.wait(t, Some(Duration::from_secs(10)));
+        assert_eq!(e.sleepers(), 0);
+    }
+}

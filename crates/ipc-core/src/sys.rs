@@ -1,0 +1,143 @@
+//! The only module that talks to the operating system: futex wait/wake on
+//! shared (not `FUTEX_PRIVATE`) words, process liveness, free space of a file
+//! system.
+//!
+//! Everything above this module is plain Rust over atomics in a mapping.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Outcome of [`futex_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutexWait {
+    /// Woken by a `futex_wake`, or the word had already changed, or a signal
+    /// arrived: the caller re-checks its condition in every case.
+    Woken,
+    /// The timeout elapsed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (forever if `None`).
+///
+/// Uses the shared futex operation so that a wake from another process that
+/// maps the same page (at any address) reaches us.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the
+    // call; FUTEX_WAIT only reads it. `ts_ptr` is null or points to a live
+    // timespec on this stack frame.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT) {
+        FutexWait::TimedOut
+    } else {
+        FutexWait::Woken
+    }
+}
+
+/// Wakes up to `count` processes sleeping in [`futex_wait`] on `word`.
+pub fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: `word` is a valid, aligned 32-bit atomic; FUTEX_WAKE does not
+    // dereference the remaining arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            count,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// The id of the calling process.
+pub fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// What `/proc/PID/stat` tells about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Start time in clock ticks since boot (field 22): with the pid it
+    /// identifies a process even after the pid is reused.
+    pub start_time: u64,
+    /// True for a zombie or dead task: it will never touch memory again.
+    pub exited: bool,
+}
+
+/// Reads the start time and state of `pid`, or `None` if no such process.
+pub fn process_info(pid: u32) -> Option<ProcessInfo> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse
+    // from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?; // field 3
+    let start_time = fields.nth(18)?.parse().ok()?; // field 22
+    Some(ProcessInfo {
+        start_time,
+        exited: matches!(state, "Z" | "X" | "x"),
+    })
+}
+
+/// True if the process `pid` that started at `start_time` still runs.
+///
+/// `start_time == 0` means "unknown": only the pid is checked.
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    match process_info(pid) {
+        None => false,
+        Some(info) => !info.exited && (start_time == 0 || info.start_time == start_time),
+    }
+}
+
+/// Bytes available to an unprivileged writer on the file system holding `path`.
+pub fn free_bytes(path: &str) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_has_a_start_time() {
+        let info = process_info(current_pid()).expect("own /proc entry");
+        assert!(info.start_time > 0);
+        assert!(process_alive(current_pid(), info.start_time));
+        assert!(!process_alive(current_pid(), info.start_time + 1));
+    }
+
+    #[test]
+    fn futex_wait_returns_at_once_when_word_differs() {
+        let w = AtomicU32::new(5);
+        assert_eq!(
+            futex_wait(&w, 4, Some(Duration::from_secs(5))),
+            FutexWait::Woken
+        );
+        assert_eq!(
+            futex_wait(&w, 5, Some(Duration::from_millis(1))),
+            FutexWait::TimedOut
+        );
+    }
+}
