@@ -1,1 +1,152 @@
+//! Helpers for the multi-process integration tests: unique segment names
+//! removed even when a test fails, paths of the workspace's binaries, and
+//! child processes killed (by their own PID) when a test ends.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A segment name unique to this test process and call, removed from
+/// /dev/shm on drop (with any chained `NAME.*` segments), even on panic.
+#[derive(Debug)]
+pub struct ShmName(pub String);
+
+impl ShmName {
+    /// A fresh name containing `tag`, the pid and a counter.
+    pub fn new(tag: &str) -> ShmName {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        ShmName(format!("ipct-{tag}-{}-{n}", std::process::id()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Path of the segment's file.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/dev/shm").join(&self.0)
+    }
+}
+
+impl std::fmt::Display for ShmName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for ShmName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            let prefix = format!("{}.", self.0);
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Path of a binary of the workspace (`producer`, `consumer`, `ipcctl`),
+/// built by `cargo build --workspace --bins` into the same profile folder
+/// as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins; scripts/test.sh does it)",
+        path.display()
+    );
+    path
+}
+
+/// A command for one of the workspace's binaries.
+pub fn cmd(name: &str) -> Command {
+    Command::new(bin(name))
+}
+
+/// A child process killed (SIGKILL, by its PID) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Wraps a spawned child.
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard(Some(child))
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+
+    /// Waits for exit at most `timeout`; `None` if it still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.0.as_mut().expect("child");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for exit and collects stdout/stderr (if piped), at most
+    /// `timeout`; panics (after killing the child) if it does not end.
+    pub fn output_timeout(mut self, timeout: Duration) -> Output {
+        let child = self.0.take().expect("child");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(out) => out.expect("wait_with_output"),
+            Err(_) => {
+                // SAFETY: kill(2) on a pid we spawned and have not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("process {pid} did not finish within {timeout:?}");
+            }
+        }
+    }
+
+    /// Sends SIGKILL now.
+    pub fn kill(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion within `timeout`, capturing its output.
+pub fn run(mut command: Command, timeout: Duration) -> Output {
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    ChildGuard::new(command.spawn().expect("spawn")).output_timeout(timeout)
+}
+
+/// Generous bound for one CLI run in tests: long enough for a loaded
+/// 2-core machine, short enough that a hang fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(60);

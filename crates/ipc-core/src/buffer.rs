@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use crate::error::{AttachError, CreateError, OpenError, RecvError, SegmentError, SendError};
 use crate::layout::{Geometry, Kind};
+use crate::peers::Role;
 use crate::queue::{ClaimFail, Endpoint, Queue, Status, Stop, INIT_TIMEOUT};
 use crate::ring::WriteClaim;
 use crate::segment::{Segment, DEFAULT_MODE};
 use crate::sync::{Deadline, SpinPolicy};
-use crate::peers::Role;
 
 /// How to create a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl SharedBuffer {
     /// finish initializing it.
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<SharedBuffer, OpenError> {
         Ok(SharedBuffer {
-            q: Arc::new(Queue::open(name, Kind::Buffer, timeout)?),
+            q: Arc::new(Queue::open(name, Some(Kind::Buffer), timeout)?),
         })
     }
 
@@ -152,7 +152,10 @@ impl SlotWriter<'_> {
     /// If `len` exceeds the maximum message size.
     pub fn commit(mut self, len: usize) {
         let max = self.producer.ep.q.geometry().max_message as usize;
-        assert!(len <= max, "message of {len} bytes exceeds the maximum {max}");
+        assert!(
+            len <= max,
+            "message of {len} bytes exceeds the maximum {max}"
+        );
         let claim = self.claim.take().expect("claim held until commit");
         let ring = self.producer.ep.q.ring();
         self.producer.ep.commit(&ring, claim, len, 0);
@@ -296,11 +299,16 @@ impl Consumer {
     /// `BufferTooSmall` leaves the message queued.
     pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
         let ring = self.ep.q.ring();
-        self.ep
-            .recv_with(&ring, deadline, buf.len(), self.min_producers, |bytes, _| {
+        self.ep.recv_with(
+            &ring,
+            deadline,
+            buf.len(),
+            self.min_producers,
+            |bytes, _| {
                 buf[..bytes.len()].copy_from_slice(bytes);
                 bytes.len()
-            })
+            },
+        )
     }
 
     /// Receives the next message and hands it to `f` in place, in the

@@ -102,7 +102,9 @@ pub enum OpenError {
         expected: u32,
     },
     /// The mapping is shorter than its header says.
-    #[error("segment {name:?} is truncated: header needs {expected} bytes, the segment has {actual}")]
+    #[error(
+        "segment {name:?} is truncated: header needs {expected} bytes, the segment has {actual}"
+    )]
     Truncated {
         /// The segment's name.
         name: String,

@@ -169,7 +169,9 @@ impl Geometry {
     /// The ring gets the next power of two of slots (at least 2).
     pub fn new(kind: Kind, capacity: u32, max_message: u32) -> Result<Geometry, String> {
         if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(format!("capacity must be 1 to {MAX_CAPACITY} slots, got {capacity}"));
+            return Err(format!(
+                "capacity must be 1 to {MAX_CAPACITY} slots, got {capacity}"
+            ));
         }
         if max_message == 0 || max_message > MAX_MESSAGE {
             return Err(format!(

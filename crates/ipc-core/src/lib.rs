@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod admin;
 pub mod buffer;
 pub mod error;
 pub mod layout;
@@ -23,11 +24,13 @@ pub mod peers;
 mod queue;
 pub mod ring;
 pub mod segment;
-pub mod synthetic;
 pub mod sync;
+pub mod synthetic;
 pub mod sys;
 
 pub use buffer::{BufferConfig, Consumer, Producer, SharedBuffer, SlotWriter};
-pub use error::{AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError};
+pub use error::{
+    AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError,
+};
 pub use queue::Status;
 pub use sync::Deadline;

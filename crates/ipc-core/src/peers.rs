@@ -96,9 +96,13 @@ impl<'a> PeerTable<'a> {
         let pid = sys::current_pid();
         let start = sys::process_info(pid).map_or(0, |i| i.start_time);
         for (i, e) in self.entries.iter().enumerate() {
-            if e
-                .state
-                .compare_exchange(FREE, pack(CLAIMING, pid), Ordering::AcqRel, Ordering::Relaxed)
+            if e.state
+                .compare_exchange(
+                    FREE,
+                    pack(CLAIMING, pid),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 e.start_time.store(start, Ordering::Relaxed);
@@ -129,9 +133,9 @@ impl<'a> PeerTable<'a> {
     /// True if entry `index` is still held by the calling process (false if
     /// a peer overwrote it).
     pub fn holds(&self, index: u32) -> bool {
-        self.entries.get(index as usize).is_some_and(|e| {
-            e.state.load(Ordering::Relaxed) == pack(ALIVE, sys::current_pid())
-        })
+        self.entries
+            .get(index as usize)
+            .is_some_and(|e| e.state.load(Ordering::Relaxed) == pack(ALIVE, sys::current_pid()))
     }
 
     /// The tag word of an entry (for the layer above).
@@ -190,8 +194,7 @@ impl<'a> PeerTable<'a> {
             if !dead || pid == me && state != REAPING {
                 continue;
             }
-            if e
-                .state
+            if e.state
                 .compare_exchange(word, pack(REAPING, me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
@@ -231,7 +234,9 @@ mod tests {
         entries[1]
             .state
             .store(pack(ALIVE, u32::MAX - 1), Ordering::Relaxed);
-        entries[1].role.store(Role::Consumer as u32, Ordering::Relaxed);
+        entries[1]
+            .role
+            .store(Role::Consumer as u32, Ordering::Relaxed);
         let t = PeerTable::new(&entries);
         let mut seen = vec![];
         assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 1);

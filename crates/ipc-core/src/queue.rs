@@ -90,7 +90,11 @@ impl Queue {
         Ok(q)
     }
 
-    pub(crate) fn open(name: &str, expect: Kind, timeout: Duration) -> Result<Queue, OpenError> {
+    pub(crate) fn open(
+        name: &str,
+        expect: Option<Kind>,
+        timeout: Duration,
+    ) -> Result<Queue, OpenError> {
         let start = Instant::now();
         loop {
             let waited = start.elapsed();
@@ -146,7 +150,7 @@ impl Queue {
                     source: CorruptError(what),
                 },
             })?;
-            if geo.kind != expect {
+            if let Some(expect) = expect.filter(|k| *k != geo.kind) {
                 return Err(OpenError::WrongKind {
                     name: name.to_owned(),
                     found: geo.kind.name(),
@@ -274,10 +278,12 @@ impl Endpoint {
             Some(i) => i,
             None => {
                 q.reap();
-                table.attach(role).ok_or_else(|| AttachError::TooManyPeers {
-                    name: q.name().to_owned(),
-                    max: table.len(),
-                })?
+                table
+                    .attach(role)
+                    .ok_or_else(|| AttachError::TooManyPeers {
+                        name: q.name().to_owned(),
+                        max: table.len(),
+                    })?
             }
         };
         debug_assert!(me <= MAX_OWNER);
@@ -412,7 +418,9 @@ impl Endpoint {
                 // look once more now that we saw it gone.
                 match ring.try_claim_read(me, max_len) {
                     Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
-                    Ok(ReadAttempt::Empty) if ring.is_empty() => Step::Fail(RecvError::Disconnected),
+                    Ok(ReadAttempt::Empty) if ring.is_empty() => {
+                        Step::Fail(RecvError::Disconnected)
+                    }
                     Ok(ReadAttempt::Empty) => Step::Wait,
                     Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
                         needed,

@@ -26,7 +26,6 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-
 use crate::error::CorruptError;
 use crate::layout::Cursor;
 
@@ -244,8 +243,7 @@ impl<'a> Ring<'a> {
             let s = h.stamp.load(Ordering::Acquire);
             if s == pos {
                 let mine = claimed(WRITING, owner, pos);
-                if h
-                    .stamp
+                if h.stamp
                     .compare_exchange_weak(s, mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
@@ -306,7 +304,8 @@ impl<'a> Ring<'a> {
     pub fn commit(&self, claim: WriteClaim, len: usize, tag: u32) {
         debug_assert!(len <= self.max_message);
         let h = self.header(claim.pos);
-        h.len.store(len.min(self.max_message) as u32, Ordering::Relaxed);
+        h.len
+            .store(len.min(self.max_message) as u32, Ordering::Relaxed);
         h.tag.store(tag, Ordering::Relaxed);
         h.stamp.store(claim.pos + 1, Ordering::Release);
     }
@@ -323,7 +322,12 @@ impl<'a> Ring<'a> {
     pub fn retract(&self, pos: u64) -> bool {
         self.header(pos)
             .stamp
-            .compare_exchange(pos + 1, SKIP | (pos + 1), Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                pos + 1,
+                SKIP | (pos + 1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
@@ -361,8 +365,7 @@ impl<'a> Ring<'a> {
                 } else {
                     claimed(READING, owner, pos + 1)
                 };
-                if h
-                    .stamp
+                if h.stamp
                     .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
                     .is_err()
                 {
@@ -457,8 +460,7 @@ impl<'a> Ring<'a> {
             } else {
                 (sq - 1 + self.capacity, &mut r.lost_reads)
             };
-            if h
-                .stamp
+            if h.stamp
                 .compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {

@@ -119,7 +119,12 @@ impl Segment {
         }
     }
 
-    fn size_and_map(name: &str, fd: OwnedFd, len: usize, mode: u32) -> Result<Segment, SegmentError> {
+    fn size_and_map(
+        name: &str,
+        fd: OwnedFd,
+        len: usize,
+        mode: u32,
+    ) -> Result<Segment, SegmentError> {
         // The umask may have cleared bits the caller asked for explicitly.
         stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(|e| map_errno(name, "fchmod", e))?;
@@ -186,8 +191,7 @@ impl Segment {
 
     /// True if a segment (or any file) of that name exists in /dev/shm.
     pub fn exists(name: &str) -> bool {
-        validate_name(name).is_ok()
-            && std::path::Path::new(SHM_DIR).join(name).exists()
+        validate_name(name).is_ok() && std::path::Path::new(SHM_DIR).join(name).exists()
     }
 
     /// The segment's name (without the leading `/`).
@@ -248,6 +252,9 @@ mod tests {
             assert_eq!(b.as_ptr().read(), 42);
         }
         Segment::unlink(&name).unwrap();
-        assert!(matches!(Segment::open(&name), Err(SegmentError::NotFound(_))));
+        assert!(matches!(
+            Segment::open(&name),
+            Err(SegmentError::NotFound(_))
+        ));
     }
 }

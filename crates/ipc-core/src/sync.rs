@@ -92,7 +92,10 @@ impl SpinPolicy {
         yields: 8,
     };
     /// Sleep at once: lowest CPU use.
-    pub const SLEEP: SpinPolicy = SpinPolicy { spins: 0, yields: 0 };
+    pub const SLEEP: SpinPolicy = SpinPolicy {
+        spins: 0,
+        yields: 0,
+    };
     /// Spin long before sleeping: lowest latency when a core is free.
     pub const SPIN: SpinPolicy = SpinPolicy {
         spins: 1 << 16,

@@ -40,13 +40,18 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// # Panics
 /// If `buf` is shorter than [`HEADER_LEN`].
 pub fn encode(buf: &mut [u8], id: u32, seq: u64) {
-    assert!(buf.len() >= HEADER_LEN, "synthetic messages need {HEADER_LEN} bytes");
+    assert!(
+        buf.len() >= HEADER_LEN,
+        "synthetic messages need {HEADER_LEN} bytes"
+    );
     buf[0..4].copy_from_slice(&id.to_le_bytes());
     buf[4..8].copy_from_slice(&0u32.to_le_bytes());
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
     let mut x = (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq;
     for b in &mut buf[HEADER_LEN..] {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *b = (x >> 56) as u8;
     }
     let sum = fnv1a(&[&buf[0..16], &buf[HEADER_LEN..]]);
