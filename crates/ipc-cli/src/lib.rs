@@ -106,7 +106,7 @@ impl Meter {
         self.messages += 1;
         self.bytes += len as u64;
         if self.tty
-            && self.messages % 1024 == 0
+            && self.messages.is_multiple_of(1024)
             && self.last_shown.elapsed() > Duration::from_millis(500)
         {
             self.last_shown = Instant::now();

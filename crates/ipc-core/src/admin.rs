@@ -4,10 +4,10 @@
 use std::io::Read;
 use std::time::Duration;
 
-use crate::error::OpenError;
+use crate::error::{OpenError, SegmentError};
 use crate::layout::MAGIC;
 use crate::queue::{Queue, Status};
-use crate::segment::{validate_name, SHM_DIR};
+use crate::segment::{validate_name, Segment, SHM_DIR};
 
 /// What a listed segment looks like from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,26 @@ pub struct SegmentInfo {
 /// reaping dead peers first.
 pub fn inspect(name: &str) -> Result<Status, OpenError> {
     Ok(Queue::open(name, None, Duration::from_millis(200))?.status())
+}
+
+/// Removes a segment's name and the names of its chained blocks
+/// (`NAME.b1`, `NAME.b2`, ... of an unbounded queue).
+pub fn unlink_with_chain(name: &str) -> Result<(), SegmentError> {
+    Segment::unlink(name)?;
+    let prefix = format!("{name}.b");
+    if let Ok(dir) = std::fs::read_dir(SHM_DIR) {
+        for entry in dir.flatten() {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let is_block = file
+                .strip_prefix(&prefix)
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+            if is_block {
+                let _ = Segment::unlink(file);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The state a status implies.

@@ -16,17 +16,20 @@
 //! ```
 
 use std::sync::Arc;
+
+use crate::channel::{stop_to_send, Claimed, Rx, Tx};
+use crate::error::{AttachError, CreateError, OpenError, RecvError, SegmentError, SendError};
+use crate::layout::{Flavor, Geometry, Kind};
+use crate::peers::Role;
+use crate::queue::{Endpoint, Queue, Status, INIT_TIMEOUT};
+use crate::segment::DEFAULT_MODE;
+use crate::sync::{Deadline, SpinPolicy};
 use std::time::Duration;
 
-use crate::error::{AttachError, CreateError, OpenError, RecvError, SegmentError, SendError};
-use crate::layout::{Geometry, Kind};
-use crate::peers::Role;
-use crate::queue::{ClaimFail, Endpoint, Queue, Status, Stop, INIT_TIMEOUT};
-use crate::ring::WriteClaim;
-use crate::segment::{Segment, DEFAULT_MODE};
-use crate::sync::{Deadline, SpinPolicy};
-
 /// How to create a buffer.
+///
+/// For an unbounded buffer ([`SharedBuffer::create_unbounded`]),
+/// `capacity` is the number of messages per chained segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferConfig {
     /// Most messages queued at once (1 to 2^20).
@@ -55,12 +58,47 @@ pub struct SharedBuffer {
 }
 
 impl SharedBuffer {
-    /// Creates a new buffer segment (fails if the name exists).
+    /// Creates a new bounded buffer segment (fails if the name exists):
+    /// producers wait while `capacity` messages are queued.
     pub fn create(name: &str, config: &BufferConfig) -> Result<SharedBuffer, CreateError> {
+        Self::create_flavor(name, config, Flavor::Bounded)
+    }
+
+    /// Creates a new unbounded buffer: producers never wait. Storage grows
+    /// by chaining segments of `config.capacity` messages (`NAME.b1`,
+    /// `NAME.b2`, ...) created on demand and unlinked once drained.
+    ///
+    /// ```
+    /// use ipc_core::buffer::{BufferConfig, SharedBuffer};
+    /// # let name = format!("doc-unbounded-{}", std::process::id());
+    /// let cfg = BufferConfig { capacity: 4, max_message: 16, ..Default::default() };
+    /// let buf = SharedBuffer::create_unbounded(&name, &cfg)?;
+    /// let mut tx = buf.producer()?;
+    /// for i in 0..10u8 {
+    ///     tx.try_send([i])?; // never full
+    /// }
+    /// let mut rx = buf.consumer()?;
+    /// drop(tx);
+    /// assert_eq!(rx.by_ref().count(), 10);
+    /// SharedBuffer::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_unbounded(
+        name: &str,
+        config: &BufferConfig,
+    ) -> Result<SharedBuffer, CreateError> {
+        Self::create_flavor(name, config, Flavor::Unbounded)
+    }
+
+    fn create_flavor(
+        name: &str,
+        config: &BufferConfig,
+        flavor: Flavor,
+    ) -> Result<SharedBuffer, CreateError> {
         let geo = Geometry::new(Kind::Buffer, config.capacity, config.max_message)
             .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
-            q: Arc::new(Queue::create(name, geo, config.mode, 0, 0)?),
+            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0)?),
         })
     }
 
@@ -77,9 +115,10 @@ impl SharedBuffer {
         })
     }
 
-    /// Removes the segment's name; attached processes keep working.
+    /// Removes the segment's name (and the names of an unbounded buffer's
+    /// chained blocks); attached processes keep working.
     pub fn unlink(name: &str) -> Result<(), SegmentError> {
-        Segment::unlink(name)
+        crate::admin::unlink_with_chain(name)
     }
 
     /// The segment's name.
@@ -92,9 +131,14 @@ impl SharedBuffer {
         *self.q.geometry()
     }
 
+    /// True for an unbounded buffer.
+    pub fn is_unbounded(&self) -> bool {
+        self.q.flavor() == Flavor::Unbounded
+    }
+
     /// Messages queued now.
     pub fn len(&self) -> usize {
-        self.q.ring().len() as usize
+        self.q.queued() as usize
     }
 
     /// True if no message is queued.
@@ -110,17 +154,16 @@ impl SharedBuffer {
 
     /// Attaches a producer.
     pub fn producer(&self) -> Result<Producer, AttachError> {
+        let ep = Endpoint::attach(self.q.clone(), Role::Producer)?;
         Ok(Producer {
-            ep: Endpoint::attach(self.q.clone(), Role::Producer)?,
+            tx: Tx::new(ep, false),
         })
     }
 
     /// Attaches a consumer.
     pub fn consumer(&self) -> Result<Consumer, AttachError> {
-        Ok(Consumer {
-            ep: Endpoint::attach(self.q.clone(), Role::Consumer)?,
-            min_producers: 1,
-        })
+        let ep = Endpoint::attach(self.q.clone(), Role::Consumer)?;
+        Ok(Consumer { rx: Rx::new(ep) })
     }
 }
 
@@ -128,22 +171,24 @@ impl SharedBuffer {
 /// the buffer is drained, consumers see end of stream.
 #[derive(Debug)]
 pub struct Producer {
-    ep: Endpoint,
+    tx: Tx,
 }
 
 /// A slot claimed for writing in place (zero copy). Commit it with
 /// [`SlotWriter::commit`]; dropping it unused leaves a skipped slot.
 #[derive(Debug)]
 pub struct SlotWriter<'a> {
-    producer: &'a mut Producer,
-    claim: Option<WriteClaim>,
+    tx: &'a mut Tx,
+    claimed: Option<Claimed>,
 }
 
 impl SlotWriter<'_> {
     /// The slot's payload area, `max_message` bytes long.
     pub fn buf(&mut self) -> &mut [u8] {
-        let claim = self.claim.as_mut().expect("claim held until commit");
-        self.producer.ep.q.ring().payload_mut(claim)
+        self.claimed
+            .as_mut()
+            .expect("claim held until commit")
+            .buf()
     }
 
     /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
@@ -151,22 +196,21 @@ impl SlotWriter<'_> {
     /// # Panics
     /// If `len` exceeds the maximum message size.
     pub fn commit(mut self, len: usize) {
-        let max = self.producer.ep.q.geometry().max_message as usize;
+        let max = self.tx.max_message();
         assert!(
             len <= max,
             "message of {len} bytes exceeds the maximum {max}"
         );
-        let claim = self.claim.take().expect("claim held until commit");
-        let ring = self.producer.ep.q.ring();
-        self.producer.ep.commit(&ring, claim, len, 0);
+        let claimed = self.claimed.take().expect("claim held until commit");
+        // Bounded and unbounded flavors never fail at commit.
+        let _ = self.tx.commit(claimed, len, 0, Deadline::Never);
     }
 }
 
 impl Drop for SlotWriter<'_> {
     fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            self.producer.ep.q.ring().abandon(claim);
-            self.producer.ep.q.header().data_ready.notify();
+        if let Some(claimed) = self.claimed.take() {
+            self.tx.abandon(claimed);
         }
     }
 }
@@ -199,22 +243,7 @@ impl Producer {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
-        let bytes = msg.as_ref();
-        let max = self.ep.q.geometry().max_message as usize;
-        if bytes.len() > max {
-            let len = bytes.len();
-            return Err(SendError::TooLarge { msg, len, max });
-        }
-        let q = self.ep.q.clone();
-        let ring = q.ring();
-        match self.ep.claim(&ring, deadline) {
-            Ok(mut claim) => {
-                ring.payload_mut(&mut claim)[..bytes.len()].copy_from_slice(bytes);
-                self.ep.commit(&ring, claim, bytes.len(), 0);
-                Ok(())
-            }
-            Err(stop) => Err(send_error(stop, deadline, msg)),
-        }
+        self.tx.send(msg, deadline, 0)
     }
 
     /// Claims a slot to build a message in place, waiting for room until
@@ -235,42 +264,30 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn claim(&mut self, deadline: Deadline) -> Result<SlotWriter<'_>, SendError<()>> {
-        let q = self.ep.q.clone();
-        let ring = q.ring();
-        match self.ep.claim(&ring, deadline) {
-            Ok(claim) => Ok(SlotWriter {
-                producer: self,
-                claim: Some(claim),
+        match self.tx.claim(deadline) {
+            Ok(claimed) => Ok(SlotWriter {
+                tx: &mut self.tx,
+                claimed: Some(claimed),
             }),
-            Err(stop) => Err(send_error(stop, deadline, ())),
+            Err(stop) => Err(stop_to_send(stop, deadline, ())),
         }
     }
 
     /// How the producer waits: spin, yield, then sleep.
     pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
-        self.ep.policy = policy;
+        self.tx.ep.policy = policy;
     }
 
     /// Largest message accepted.
     pub fn max_message(&self) -> usize {
-        self.ep.q.geometry().max_message as usize
-    }
-}
-
-fn send_error<M>(stop: Stop<ClaimFail>, deadline: Deadline, msg: M) -> SendError<M> {
-    match stop {
-        Stop::Timeout if deadline == Deadline::Now => SendError::Full(msg),
-        Stop::Timeout => SendError::Timeout(msg),
-        Stop::Fail(ClaimFail::Disconnected) => SendError::Disconnected(msg),
-        Stop::Fail(ClaimFail::Corrupt(e)) => SendError::Corrupt(msg, e),
+        self.tx.max_message()
     }
 }
 
 /// The reading end. Each message goes to exactly one consumer.
 #[derive(Debug)]
 pub struct Consumer {
-    ep: Endpoint,
-    min_producers: u32,
+    rx: Rx,
 }
 
 impl Consumer {
@@ -298,17 +315,11 @@ impl Consumer {
     /// Receives into `buf` without allocating; returns the length.
     /// `BufferTooSmall` leaves the message queued.
     pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
-        let ring = self.ep.q.ring();
-        self.ep.recv_with(
-            &ring,
-            deadline,
-            buf.len(),
-            self.min_producers,
-            |bytes, _| {
-                buf[..bytes.len()].copy_from_slice(bytes);
-                bytes.len()
-            },
-        )
+        let max_len = buf.len();
+        self.rx.recv_with(deadline, max_len, |bytes, _| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        })
     }
 
     /// Receives the next message and hands it to `f` in place, in the
@@ -323,26 +334,24 @@ impl Consumer {
         deadline: Deadline,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
-        let ring = self.ep.q.ring();
-        self.ep
-            .recv_with(&ring, deadline, usize::MAX, self.min_producers, |b, _| f(b))
+        self.rx.recv_with(deadline, usize::MAX, |b, _| f(b))
     }
 
     /// Reports end of stream only after at least `n` producers have
     /// attached (default 1): lets a consumer started first wait for a whole
     /// pipeline of producers.
     pub fn set_min_producers(&mut self, n: u32) {
-        self.min_producers = n.max(1);
+        self.rx.min_producers = n.max(1);
     }
 
     /// How the consumer waits: spin, yield, then sleep.
     pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
-        self.ep.policy = policy;
+        self.rx.ep.policy = policy;
     }
 
     /// Largest message the buffer carries.
     pub fn max_message(&self) -> usize {
-        self.ep.q.geometry().max_message as usize
+        self.rx.ep.q.geometry().max_message as usize
     }
 }
 

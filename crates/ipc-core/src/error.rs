@@ -156,8 +156,8 @@ pub enum AttachError {
 
 /// Why a send failed. The message is handed back in every case.
 ///
-/// `send` returns `Disconnected`, `TooLarge` or `Corrupt`; `try_send` also
-/// `Full`; `send_timeout` also `Timeout`.
+/// `send` returns `Disconnected`, `TooLarge`, `NoSpace` (unbounded only) or
+/// `Corrupt`; `try_send` also `Full`; `send_timeout` also `Timeout`.
 pub enum SendError<M> {
     /// The buffer is full right now (`try_send` only).
     Full(M),
@@ -174,6 +174,9 @@ pub enum SendError<M> {
         /// The segment's maximum.
         max: usize,
     },
+    /// An unbounded queue could not grow: the system refused more shared
+    /// memory. Nothing already queued is lost.
+    NoSpace(M, String),
     /// The shared state is corrupt.
     Corrupt(M, CorruptError),
 }
@@ -186,6 +189,7 @@ impl<M> SendError<M> {
             | SendError::Timeout(m)
             | SendError::Disconnected(m)
             | SendError::TooLarge { msg: m, .. }
+            | SendError::NoSpace(m, _)
             | SendError::Corrupt(m, _) => m,
         }
     }
@@ -200,6 +204,7 @@ impl<M> fmt::Debug for SendError<M> {
             SendError::TooLarge { len, max, .. } => {
                 write!(f, "TooLarge {{ len: {len}, max: {max}, .. }}")
             }
+            SendError::NoSpace(_, why) => write!(f, "NoSpace(.., {why:?})"),
             SendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
         }
     }
@@ -214,6 +219,7 @@ impl<M> fmt::Display for SendError<M> {
             SendError::TooLarge { len, max, .. } => {
                 write!(f, "message of {len} bytes exceeds the maximum of {max}")
             }
+            SendError::NoSpace(_, why) => write!(f, "the queue cannot grow: {why}"),
             SendError::Corrupt(_, e) => e.fmt(f),
         }
     }

@@ -19,7 +19,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::CorruptError;
-use crate::peers::PeerEntry;
+use crate::peers::{PeerEntry, Roster};
 use crate::ring::SlotHeader;
 use crate::sync::EventCount;
 
@@ -69,6 +69,30 @@ impl Kind {
     }
 }
 
+/// How a queue buffers messages (stored in [`Header::flavor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Flavor {
+    /// At most `capacity` messages wait; senders block when full.
+    Bounded = 0,
+    /// Rendezvous: a send completes only when a receiver took the message.
+    Zero = 1,
+    /// Senders never block; storage grows by chaining further segments.
+    Unbounded = 2,
+}
+
+impl Flavor {
+    /// Reads the stored value.
+    pub fn from_u32(v: u32) -> Option<Flavor> {
+        match v {
+            0 => Some(Flavor::Bounded),
+            1 => Some(Flavor::Zero),
+            2 => Some(Flavor::Unbounded),
+            _ => None,
+        }
+    }
+}
+
 /// A counter on its own pair of cache lines (adjacent-line prefetch pulls
 /// 128 bytes on x86), so that producers and consumers do not false-share.
 #[repr(C, align(128))]
@@ -91,6 +115,18 @@ pub struct Counters {
     pub abandoned_writes: AtomicU64,
     /// Messages lost because the consumer that held them died mid-read.
     pub lost_reads: AtomicU64,
+    /// Receivers inside a blocking receive now (rendezvous `try_send`).
+    pub waiting_receivers: AtomicU32,
+}
+
+/// Where an unbounded queue's chain of blocks starts and ends.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Chain {
+    /// Index of the oldest block still being read.
+    pub head_block: AtomicU64,
+    /// Index of the block being written.
+    pub tail_block: AtomicU64,
 }
 
 /// The segment header, at offset 0.
@@ -121,10 +157,11 @@ pub struct Header {
     pub peers_offset: u64,
     /// Offset of slot 0.
     pub slots_offset: u64,
-    /// Free for the layer above (mailbox capacity mode).
-    pub user_flags: u32,
-    /// Free for the layer above (mailbox: logical capacity).
-    pub user_value: u32,
+    /// Capacity mode (see `channel::Flavor`).
+    pub flavor: u32,
+    /// For a block of an unbounded chain: its index in the chain (0 for a
+    /// main segment).
+    pub block_index: u32,
     /// Next position to write.
     pub tail: Cursor,
     /// Next position to read.
@@ -135,6 +172,10 @@ pub struct Header {
     pub space_ready: EventCount,
     /// Statistics and attachment history.
     pub counters: Counters,
+    /// Who is attached now, one bit per table entry and role.
+    pub roster: Roster,
+    /// The chain of blocks of an unbounded queue.
+    pub chain: Chain,
 }
 
 /// Geometry of a segment, validated, in this process's own memory.
@@ -287,7 +328,7 @@ pub fn magic_state(h: &Header) -> Option<bool> {
     }
 }
 
-const _: () = assert!(size_of::<Header>() % 128 == 0);
+const _: () = assert!(size_of::<Header>().is_multiple_of(128));
 const _: () = assert!(std::mem::align_of::<Header>() <= 4096);
 
 #[cfg(test)]

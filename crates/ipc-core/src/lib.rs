@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod buffer;
+mod channel;
 pub mod error;
 pub mod layout;
 pub mod peers;

@@ -6,7 +6,10 @@
 //! identified by pid *and* start time (from `/proc/PID/stat`), so a reused
 //! pid never passes for a dead peer. Counts of live producers and consumers
 //! are not stored: they are derived by scanning the table, so a process that
-//! dies at any instant never leaves a wrong count behind.
+//! dies at any instant never leaves a wrong count behind. For the hot path,
+//! a [`Roster`] keeps one bit per entry and role: setting and clearing a bit
+//! is idempotent, so attach, detach and reaping keep it exact even when a
+//! process dies between any two steps.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -45,6 +48,38 @@ impl Role {
     }
 }
 
+/// One bit per attachment-table entry, per role: who is attached now.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Roster {
+    producers: AtomicU64,
+    consumers: AtomicU64,
+}
+
+impl Roster {
+    fn mask(&self, role: Role) -> &AtomicU64 {
+        match role {
+            Role::Producer => &self.producers,
+            Role::Consumer => &self.consumers,
+        }
+    }
+
+    /// True if some entry in `role` is attached (one load: hot-path safe).
+    pub fn any(&self, role: Role) -> bool {
+        self.mask(role).load(Ordering::Acquire) != 0
+    }
+
+    fn set(&self, role: Role, index: u32) {
+        self.mask(role).fetch_or(1 << index, Ordering::AcqRel);
+    }
+
+    fn clear(&self, index: u32) {
+        let bit = !(1u64 << index);
+        self.producers.fetch_and(bit, Ordering::AcqRel);
+        self.consumers.fetch_and(bit, Ordering::AcqRel);
+    }
+}
+
 /// One entry of the attachment table, in shared memory.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
@@ -73,12 +108,22 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerTable<'a> {
     entries: &'a [PeerEntry],
+    roster: &'a Roster,
 }
 
 impl<'a> PeerTable<'a> {
-    /// Wraps the entries of a mapping.
-    pub fn new(entries: &'a [PeerEntry]) -> Self {
-        PeerTable { entries }
+    /// Wraps the entries of a mapping (at most 64) and its roster.
+    pub fn new(entries: &'a [PeerEntry], roster: &'a Roster) -> Self {
+        debug_assert!(entries.len() <= 64);
+        PeerTable {
+            entries: &entries[..entries.len().min(64)],
+            roster,
+        }
+    }
+
+    /// The roster of attached entries.
+    pub fn roster(&self) -> &'a Roster {
+        self.roster
     }
 
     /// Number of entries.
@@ -108,6 +153,9 @@ impl<'a> PeerTable<'a> {
                 e.start_time.store(start, Ordering::Relaxed);
                 e.role.store(role as u32, Ordering::Relaxed);
                 e.tag.store(0, Ordering::Relaxed);
+                // Before ALIVE: a death in between leaves a CLAIMING entry,
+                // whose reaping clears the bit again.
+                self.roster.set(role, i as u32);
                 e.state.store(pack(ALIVE, pid), Ordering::Release);
                 return Some(i as u32);
             }
@@ -119,6 +167,7 @@ impl<'a> PeerTable<'a> {
     pub fn detach(&self, index: u32) {
         if let Some(e) = self.entries.get(index as usize) {
             let pid = sys::current_pid();
+            self.roster.clear(index);
             // Release: everything we committed happens-before a reader that
             // sees us gone.
             let _ = e.state.compare_exchange(
@@ -191,13 +240,14 @@ impl<'a> PeerTable<'a> {
                 REAPING => !sys::process_alive(pid, 0),
                 _ => false,
             };
-            if !dead || pid == me && state != REAPING {
+            if !dead {
                 continue;
             }
             if e.state
                 .compare_exchange(word, pack(REAPING, me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                self.roster.clear(i as u32);
                 recover(i as u32, Role::from_u32(e.role.load(Ordering::Relaxed)));
                 e.state.store(FREE, Ordering::Release);
                 reaped += 1;
@@ -214,16 +264,19 @@ mod tests {
     #[test]
     fn attach_count_detach() {
         let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
-        let t = PeerTable::new(&entries);
+        let roster = Roster::default();
+        let t = PeerTable::new(&entries, &roster);
         let a = t.attach(Role::Producer).unwrap();
         let b = t.attach(Role::Consumer).unwrap();
         assert_ne!(a, b);
         assert_eq!(t.count(Role::Producer), 1);
         assert_eq!(t.count(Role::Consumer), 1);
+        assert!(roster.any(Role::Producer) && roster.any(Role::Consumer));
         assert!(t.holds(a));
         assert_eq!(t.reap_dead(|_, _| panic!("we are alive")), 0);
         t.detach(a);
         assert_eq!(t.count(Role::Producer), 0);
+        assert!(!roster.any(Role::Producer));
         assert_eq!(t.list().len(), 1);
     }
 
@@ -237,11 +290,14 @@ mod tests {
         entries[1]
             .role
             .store(Role::Consumer as u32, Ordering::Relaxed);
-        let t = PeerTable::new(&entries);
+        let roster = Roster::default();
+        roster.set(Role::Consumer, 1);
+        let t = PeerTable::new(&entries, &roster);
         let mut seen = vec![];
         assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 1);
         assert_eq!(seen, vec![(1, Some(Role::Consumer))]);
         assert_eq!(t.reap_dead(|_, _| panic!("reaped twice")), 0);
         assert_eq!(t.count(Role::Consumer), 0);
+        assert!(!roster.any(Role::Consumer));
     }
 }

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError};
-use crate::layout::{magic_state, Geometry, Header, Kind, ValidateError, MAGIC};
+use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
+use crate::layout::{magic_state, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
 use crate::peers::{PeerEntry, PeerInfo, PeerTable, Role};
-use crate::ring::{ReadAttempt, Ring, WriteClaim, MAX_OWNER};
+use crate::ring::{Recovered, Ring, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{Deadline, EventCount, SpinPolicy};
 
@@ -21,11 +21,16 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 /// How long `open` waits for a creator to publish the header.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most blocks an unbounded chain may span (a sanity bound on indices read
+/// from shared memory, not a capacity limit in practice).
+pub const MAX_CHAIN: u64 = 1 << 24;
+
 /// A mapped, validated queue segment.
 #[derive(Debug)]
 pub(crate) struct Queue {
     seg: Segment,
     geo: Geometry,
+    flavor: Flavor,
 }
 
 /// A snapshot of a queue segment, for status displays.
@@ -47,8 +52,10 @@ pub struct Status {
     pub abandoned_writes: u64,
     /// Messages lost because the reader holding them died.
     pub lost_reads: u64,
-    /// The layer above's flags word (mailbox capacity mode).
-    pub user_flags: u32,
+    /// Capacity mode.
+    pub flavor: Flavor,
+    /// Extra segments of an unbounded chain alive now.
+    pub chain_blocks: u64,
 }
 
 impl Status {
@@ -66,8 +73,8 @@ impl Queue {
         name: &str,
         geo: Geometry,
         mode: u32,
-        user_flags: u32,
-        user_value: u32,
+        flavor: Flavor,
+        block_index: u32,
     ) -> Result<Queue, CreateError> {
         let seg = Segment::create(name, geo.total_size as usize, mode)?;
         let base = seg.as_ptr();
@@ -77,15 +84,15 @@ impl Queue {
         unsafe {
             let h = &mut *(base as *mut Header);
             geo.write_to(h);
-            h.user_flags = user_flags;
-            h.user_value = user_value;
+            h.flavor = flavor as u32;
+            h.block_index = block_index;
             Ring::init(
                 base.add(geo.slots_offset as usize),
                 geo.slots,
                 geo.slot_stride as usize,
             );
         }
-        let q = Queue { seg, geo };
+        let q = Queue { seg, geo, flavor };
         q.header().magic.store(MAGIC, Ordering::Release);
         Ok(q)
     }
@@ -157,7 +164,11 @@ impl Queue {
                     expected: expect.name(),
                 });
             }
-            return Ok(Queue { seg, geo });
+            let flavor = Flavor::from_u32(h.flavor).ok_or_else(|| OpenError::Corrupt {
+                name: name.to_owned(),
+                source: CorruptError(format!("unknown capacity mode {}", h.flavor)),
+            })?;
+            return Ok(Queue { seg, geo, flavor });
         }
     }
 
@@ -183,7 +194,7 @@ impl Queue {
                 self.geo.peer_slots as usize,
             )
         };
-        PeerTable::new(entries)
+        PeerTable::new(entries, &self.header().roster)
     }
 
     pub(crate) fn ring_with_limit(&self, limit: u32) -> Ring<'_> {
@@ -204,19 +215,42 @@ impl Queue {
         }
     }
 
+    /// The ring, bounded as the flavor says: `capacity` messages
+    /// (bounded), one slot per concurrent sender (zero), or write-once
+    /// (a block of an unbounded chain).
     pub(crate) fn ring(&self) -> Ring<'_> {
-        self.ring_with_limit(self.geo.capacity)
+        match self.flavor {
+            Flavor::Bounded => self.ring_with_limit(self.geo.capacity),
+            Flavor::Zero => self.ring_with_limit(self.geo.slots),
+            Flavor::Unbounded => self
+                .ring_with_limit(self.geo.slots)
+                .with_end(self.geo.slots as u64),
+        }
     }
 
-    /// Releases dead peers' attachments and repairs slots they held.
+    pub(crate) fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Releases dead peers' attachments and repairs slots they held, in
+    /// this segment and in every block of its chain.
     pub(crate) fn reap(&self) -> u32 {
-        let ring = self.ring();
         let c = &self.header().counters;
         let n = self.peers().reap_dead(|index, _role| {
-            let r = ring.recover_owner(index);
-            c.abandoned_writes
-                .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-            c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+            let add = |r: Recovered| {
+                c.abandoned_writes
+                    .fetch_add(r.abandoned_writes, Ordering::Relaxed);
+                c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+            };
+            add(self.ring().recover_owner(index));
+            if let Some((head, tail)) = self.chain_span() {
+                for k in head.max(1)..=tail {
+                    match self.open_block(k) {
+                        Ok(b) => add(b.ring().recover_owner(index)),
+                        Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
+                    }
+                }
+            }
         });
         if n > 0 {
             self.header().data_ready.notify();
@@ -225,19 +259,87 @@ impl Queue {
         n
     }
 
+    /// (head, tail) block indices of an unbounded chain, if this segment
+    /// heads one and the indices are plausible.
+    pub(crate) fn chain_span(&self) -> Option<(u64, u64)> {
+        let h = self.header();
+        if self.flavor != Flavor::Unbounded || h.block_index != 0 {
+            return None;
+        }
+        let head = h.chain.head_block.load(Ordering::Acquire);
+        let tail = h.chain.tail_block.load(Ordering::Acquire);
+        (head <= tail && tail - head <= MAX_CHAIN).then_some((head, tail))
+    }
+
+    /// Name of block `k` (k >= 1) of this segment's chain.
+    pub(crate) fn block_name(&self, k: u64) -> String {
+        format!("{}.b{k}", self.name())
+    }
+
+    /// Opens block `k` of the chain (block 0 is this segment itself) and
+    /// checks that it belongs here.
+    pub(crate) fn open_block(&self, k: u64) -> Result<Queue, OpenError> {
+        let name = self.block_name(k);
+        let b = Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?;
+        let h = b.header();
+        if b.geo != self.geo || h.block_index as u64 != k || b.flavor != self.flavor {
+            return Err(OpenError::Corrupt {
+                name,
+                source: CorruptError(format!("not block {k} of {}", self.name())),
+            });
+        }
+        Ok(b)
+    }
+
+    /// Creates block `k` of the chain, or opens it if another process was
+    /// first. The bool says whether we created it.
+    pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(Queue, bool), CreateError> {
+        let index = u32::try_from(k)
+            .map_err(|_| CreateError::InvalidConfig(format!("chain block {k} out of range")))?;
+        match Queue::create(&self.block_name(k), self.geo, mode, self.flavor, index) {
+            Ok(b) => Ok((b, true)),
+            Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => self
+                .open_block(k)
+                .map(|b| (b, false))
+                .map_err(|e| CreateError::InvalidConfig(e.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Messages queued, across the whole chain for an unbounded queue.
+    pub(crate) fn queued(&self) -> u64 {
+        let Some((head, tail)) = self.chain_span() else {
+            return self.ring().len();
+        };
+        (head..=tail)
+            .map(|k| match k {
+                0 => self.ring().len(),
+                k => self.open_block(k).map_or(0, |b| b.ring().len()),
+            })
+            .sum()
+    }
+
+    /// Mode bits of the segment file, for chain blocks to copy.
+    pub(crate) fn mode(&self) -> u32 {
+        self.seg.mode()
+    }
+
     pub(crate) fn status(&self) -> Status {
         self.reap();
         let h = self.header();
         Status {
             name: self.name().to_owned(),
             geometry: self.geo,
-            len: self.ring().len(),
+            len: self.queued(),
             peers: self.peers().list(),
             producers_total: h.counters.producers_total.load(Ordering::Relaxed),
             consumers_total: h.counters.consumers_total.load(Ordering::Relaxed),
             abandoned_writes: h.counters.abandoned_writes.load(Ordering::Relaxed),
             lost_reads: h.counters.lost_reads.load(Ordering::Relaxed),
-            user_flags: h.user_flags,
+            flavor: self.flavor,
+            chain_blocks: self
+                .chain_span()
+                .map_or(0, |(head, tail)| tail - head.max(1) + 1),
         }
     }
 }
@@ -248,7 +350,6 @@ pub(crate) struct Endpoint {
     pub(crate) q: Arc<Queue>,
     pub(crate) me: u32,
     role: Role,
-    cached_head: u64,
     pub(crate) policy: SpinPolicy,
 }
 
@@ -263,12 +364,6 @@ pub(crate) enum Step<T, E> {
 pub(crate) enum Stop<E> {
     Timeout,
     Fail(E),
-}
-
-/// Why a write claim failed.
-pub(crate) enum ClaimFail {
-    Disconnected,
-    Corrupt(CorruptError),
 }
 
 impl Endpoint {
@@ -299,20 +394,22 @@ impl Endpoint {
             q,
             me,
             role,
-            cached_head: 0,
             policy: SpinPolicy::DEFAULT,
         })
     }
 
     /// Every peer of `role` that attached has gone (and at least `min`
-    /// attached). Scans the table: slow path only.
+    /// attached). Two loads: cheap enough for the hot path.
     pub(crate) fn all_gone(&self, role: Role, min: u32) -> bool {
-        let c = &self.q.header().counters;
+        let h = self.q.header();
+        if h.roster.any(role) {
+            return false;
+        }
         let total = match role {
-            Role::Producer => c.producers_total.load(Ordering::Acquire),
-            Role::Consumer => c.consumers_total.load(Ordering::Acquire),
+            Role::Producer => h.counters.producers_total.load(Ordering::Acquire),
+            Role::Consumer => h.counters.consumers_total.load(Ordering::Acquire),
         };
-        total >= min.max(1) && self.q.peers().count(role) == 0
+        total >= min.max(1)
     }
 
     /// Runs `attempt` until it is ready or fails, spinning, yielding, then
@@ -362,87 +459,6 @@ impl Endpoint {
                 last_reap = Instant::now();
             }
         }
-    }
-
-    /// Claims a slot to write into, waiting for space until `deadline`.
-    /// `Disconnected` when it would wait but every consumer has gone.
-    pub(crate) fn claim(
-        &mut self,
-        ring: &Ring<'_>,
-        deadline: Deadline,
-    ) -> Result<WriteClaim, Stop<ClaimFail>> {
-        let me = self.me;
-        let mut cached_head = self.cached_head;
-        let r = self.block_on(
-            |h| &h.space_ready,
-            deadline,
-            |thorough| match ring.try_claim_write(me, &mut cached_head) {
-                Ok(Some(c)) => Step::Ready(c),
-                Ok(None) if thorough && self.all_gone(Role::Consumer, 1) => {
-                    Step::Fail(ClaimFail::Disconnected)
-                }
-                Ok(None) => Step::Wait,
-                Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
-            },
-        );
-        self.cached_head = cached_head;
-        r
-    }
-
-    /// Publishes a claimed slot and wakes sleeping consumers.
-    pub(crate) fn commit(&self, ring: &Ring<'_>, claim: WriteClaim, len: usize, tag: u32) {
-        ring.commit(claim, len, tag);
-        self.q.header().data_ready.notify();
-    }
-
-    /// Receives one message into `f`, waiting until `deadline`. End of
-    /// stream once at least `min_producers` attached, all have gone, and
-    /// the ring is drained.
-    pub(crate) fn recv_with<R>(
-        &self,
-        ring: &Ring<'_>,
-        deadline: Deadline,
-        max_len: usize,
-        min_producers: u32,
-        f: impl FnOnce(&[u8], u32) -> R,
-    ) -> Result<R, RecvError> {
-        let me = self.me;
-        let attempt = |thorough: bool| match ring.try_claim_read(me, max_len) {
-            Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
-            Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
-                needed,
-                available: max_len,
-            }),
-            Ok(ReadAttempt::Empty) if thorough && self.all_gone(Role::Producer, min_producers) => {
-                // A producer may have committed just before detaching:
-                // look once more now that we saw it gone.
-                match ring.try_claim_read(me, max_len) {
-                    Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
-                    Ok(ReadAttempt::Empty) if ring.is_empty() => {
-                        Step::Fail(RecvError::Disconnected)
-                    }
-                    Ok(ReadAttempt::Empty) => Step::Wait,
-                    Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
-                        needed,
-                        available: max_len,
-                    }),
-                    Err(e) => Step::Fail(RecvError::Corrupt(e)),
-                }
-            }
-            Ok(ReadAttempt::Empty) => Step::Wait,
-            Err(e) => Step::Fail(RecvError::Corrupt(e)),
-        };
-        let claim = self
-            .block_on(|h| &h.data_ready, deadline, attempt)
-            .map_err(|stop| match stop {
-                Stop::Timeout if deadline == Deadline::Now => RecvError::Empty,
-                Stop::Timeout => RecvError::Timeout,
-                Stop::Fail(e) => e,
-            })?;
-        let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
-        ring.release(claim);
-        self.q.header().space_ready.notify();
-        Ok(out)
     }
 }
 

@@ -72,6 +72,7 @@ pub struct Ring<'a> {
     slots: *mut u8,
     capacity: u64,
     limit: u64,
+    end: u64,
     stride: usize,
     max_message: usize,
 }
@@ -88,6 +89,13 @@ unsafe impl Sync for Ring<'_> {}
 pub struct WriteClaim {
     pos: u64,
     slot: *mut u8,
+}
+
+impl WriteClaim {
+    /// The position claimed (to follow the message with [`Ring::was_taken`]).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
 }
 
 /// A slot claimed for reading. Release it when done.
@@ -159,6 +167,7 @@ impl<'a> Ring<'a> {
             slots,
             capacity: capacity as u64,
             limit: limit as u64,
+            end: SEQ_MASK,
             stride,
             max_message,
         }
@@ -178,6 +187,22 @@ impl<'a> Ring<'a> {
             self.slots
                 .add(i * self.stride + std::mem::size_of::<SlotHeader>())
         }
+    }
+
+    /// The same ring, writable only below position `end`: a write-once
+    /// block of an unbounded chain is sealed once `end` messages went in.
+    pub fn with_end(self, end: u64) -> Self {
+        Ring { end, ..self }
+    }
+
+    /// True once the write cursor reached the end set by [`Ring::with_end`].
+    pub fn sealed(&self) -> bool {
+        self.tail_pos() >= self.end
+    }
+
+    /// Position of the next read.
+    pub fn head_pos(&self) -> u64 {
+        self.head.pos.load(Ordering::Acquire) & SEQ_MASK
     }
 
     /// Number of slots.
@@ -227,6 +252,9 @@ impl<'a> Ring<'a> {
         let mut pos = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
         let mut stale = 0;
         loop {
+            if pos >= self.end {
+                return Ok(None);
+            }
             if pos.wrapping_sub(*cached_head) >= self.limit {
                 *cached_head = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
                 let queued = pos.wrapping_sub(*cached_head);

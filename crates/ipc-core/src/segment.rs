@@ -87,6 +87,7 @@ pub struct Segment {
     name: String,
     ptr: NonNull<u8>,
     len: usize,
+    mode: u32,
 }
 
 // SAFETY: the mapping is process-wide memory, valid until drop; every access
@@ -141,7 +142,7 @@ impl Segment {
             }
             Err(e) => return Err(map_errno(name, "posix_fallocate", e)),
         }
-        Self::map(name, &fd, len)
+        Self::map(name, &fd, len, mode)
     }
 
     /// Opens and maps an existing segment at its current size.
@@ -157,10 +158,10 @@ impl Segment {
         if len == 0 {
             return Err(SegmentError::Empty(name.to_owned()));
         }
-        Self::map(name, &fd, len)
+        Self::map(name, &fd, len, st.st_mode & 0o777)
     }
 
-    fn map(name: &str, fd: &OwnedFd, len: usize) -> Result<Segment, SegmentError> {
+    fn map(name: &str, fd: &OwnedFd, len: usize, mode: u32) -> Result<Segment, SegmentError> {
         let nz = NonZeroUsize::new(len).ok_or(SegmentError::InvalidSize { len })?;
         // SAFETY: a fresh shared mapping of a descriptor we hold; no existing
         // Rust object lives at the address the kernel picks.
@@ -179,6 +180,7 @@ impl Segment {
             name: name.to_owned(),
             ptr: ptr.cast(),
             len,
+            mode,
         })
     }
 
@@ -207,6 +209,11 @@ impl Segment {
     /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Permission bits of the segment file.
+    pub fn mode(&self) -> u32 {
+        self.mode
     }
 
     /// Always false: a segment is never empty once mapped.

@@ -1,0 +1,490 @@
+//! One sending and one receiving end over the three capacity flavors, in
+//! the manner of crossbeam-channel: the same methods whatever the flavor.
+//!
+//! * **Bounded**: the ring of the segment; senders wait while it is full.
+//! * **Zero** (rendezvous): the sender puts its message in a slot of its
+//!   own and waits until a receiver has taken it out; on timeout or
+//!   disconnection it retracts the message if no receiver claimed it yet.
+//! * **Unbounded**: a chain of write-once blocks. Block 0 is the segment
+//!   itself; block `k` is the segment `NAME.b<k>`. A sender that finds its
+//!   block sealed creates (or opens) the next one and moves the shared
+//!   tail-block index on; receivers that drain a sealed block move the
+//!   head-block index on, and the one that moves it unlinks the block.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{CorruptError, CreateError, RecvError, SegmentError, SendError};
+use crate::layout::Flavor;
+use crate::peers::Role;
+use crate::queue::{Endpoint, Queue, Step, Stop};
+use crate::ring::{ReadAttempt, ReadClaim, Ring, WriteClaim};
+use crate::segment::Segment;
+use crate::sync::Deadline;
+
+/// How long a rendezvous `try_send` waits for the receiver it saw waiting.
+const RENDEZVOUS_GRACE: Duration = Duration::from_millis(50);
+
+/// How often a slow process may find the chain moved under it before the
+/// chain is called corrupt.
+const CHASE_LIMIT: u32 = 1000;
+
+/// A block of an unbounded chain, mapped in this process.
+#[derive(Debug)]
+struct Block {
+    index: u64,
+    q: Arc<Queue>,
+}
+
+/// Why a write claim failed.
+pub(crate) enum ClaimFail {
+    Disconnected,
+    NoSpace(String),
+    Corrupt(CorruptError),
+}
+
+impl ClaimFail {
+    fn into_send_error<M>(self, msg: M) -> SendError<M> {
+        match self {
+            ClaimFail::Disconnected => SendError::Disconnected(msg),
+            ClaimFail::NoSpace(why) => SendError::NoSpace(msg, why),
+            ClaimFail::Corrupt(e) => SendError::Corrupt(msg, e),
+        }
+    }
+}
+
+pub(crate) fn stop_to_send<M>(stop: Stop<ClaimFail>, deadline: Deadline, msg: M) -> SendError<M> {
+    match stop {
+        Stop::Timeout if deadline == Deadline::Now => SendError::Full(msg),
+        Stop::Timeout => SendError::Timeout(msg),
+        Stop::Fail(f) => f.into_send_error(msg),
+    }
+}
+
+/// A slot claimed for writing, in the block that holds it.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    q: Arc<Queue>,
+    claim: WriteClaim,
+}
+
+impl Claimed {
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
+        self.q.ring().payload_mut(&mut self.claim)
+    }
+}
+
+/// The sending end.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    pub(crate) ep: Endpoint,
+    cached_head: u64,
+    tail: Option<Block>,
+    /// Fail every send at once when all receivers have gone (mailbox
+    /// semantics); otherwise only when the send would have to wait.
+    strict_disconnect: bool,
+}
+
+impl Tx {
+    pub(crate) fn new(ep: Endpoint, strict_disconnect: bool) -> Tx {
+        Tx {
+            ep,
+            cached_head: 0,
+            tail: None,
+            strict_disconnect,
+        }
+    }
+
+    fn main(&self) -> &Arc<Queue> {
+        &self.ep.q
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.main().geometry().max_message as usize
+    }
+
+    /// Sends `msg` with `tag` before `deadline`.
+    pub(crate) fn send<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Deadline,
+        tag: u32,
+    ) -> Result<(), SendError<M>> {
+        let len = msg.as_ref().len();
+        let max = self.max_message();
+        if len > max {
+            return Err(SendError::TooLarge { msg, len, max });
+        }
+        let claimed = match self.claim(deadline) {
+            Ok(c) => c,
+            Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
+        };
+        let mut claimed = claimed;
+        claimed.buf()[..len].copy_from_slice(msg.as_ref());
+        match self.commit(claimed, len, tag, deadline) {
+            Ok(()) => Ok(()),
+            Err(stop) => Err(stop_to_send(stop, deadline, msg)),
+        }
+    }
+
+    /// Claims a slot to build a message in, waiting for room (bounded and
+    /// zero flavors) until `deadline`.
+    pub(crate) fn claim(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
+        if self.strict_disconnect && self.ep.all_gone(Role::Consumer, 1) {
+            return Err(Stop::Fail(ClaimFail::Disconnected));
+        }
+        match self.main().flavor() {
+            Flavor::Bounded => self.claim_bounded(deadline),
+            Flavor::Zero => {
+                let waiting = self
+                    .main()
+                    .header()
+                    .counters
+                    .waiting_receivers
+                    .load(Ordering::SeqCst);
+                if deadline == Deadline::Now && waiting == 0 {
+                    return Err(Stop::Timeout);
+                }
+                self.claim_bounded(deadline)
+            }
+            Flavor::Unbounded => self.claim_unbounded().map_err(Stop::Fail),
+        }
+    }
+
+    fn claim_bounded(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
+        let q = self.main().clone();
+        let ring = q.ring();
+        let me = self.ep.me;
+        let mut cached_head = self.cached_head;
+        let r = self.ep.block_on(
+            |h| &h.space_ready,
+            deadline,
+            |thorough| match ring.try_claim_write(me, &mut cached_head) {
+                Ok(Some(c)) => Step::Ready(c),
+                Ok(None) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
+                    Step::Fail(ClaimFail::Disconnected)
+                }
+                Ok(None) => Step::Wait,
+                Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+            },
+        );
+        self.cached_head = cached_head;
+        r.map(|claim| Claimed {
+            q: q.clone(),
+            claim,
+        })
+    }
+
+    fn claim_unbounded(&mut self) -> Result<Claimed, ClaimFail> {
+        let me = self.ep.me;
+        loop {
+            let shared_tail = self
+                .main()
+                .header()
+                .chain
+                .tail_block
+                .load(Ordering::Acquire);
+            if self.tail.as_ref().is_none_or(|b| b.index < shared_tail) {
+                self.tail = Some(self.open_tail()?);
+                self.cached_head = 0;
+            }
+            let block = self.tail.as_ref().expect("just set");
+            let ring = block.q.ring();
+            match ring.try_claim_write(me, &mut self.cached_head) {
+                Ok(Some(claim)) => {
+                    return Ok(Claimed {
+                        q: block.q.clone(),
+                        claim,
+                    })
+                }
+                Ok(None) if ring.sealed() => {
+                    let k = block.index;
+                    self.tail = Some(self.next_block(k)?);
+                    self.cached_head = 0;
+                }
+                Ok(None) => {
+                    return Err(ClaimFail::Corrupt(CorruptError(
+                        "a write-once block looks full before its end".to_owned(),
+                    )))
+                }
+                Err(e) => return Err(ClaimFail::Corrupt(e)),
+            }
+        }
+    }
+
+    /// Maps the current tail block. A block we were slow to reach may be
+    /// drained and unlinked already: then the tail has moved on; follow it.
+    fn open_tail(&self) -> Result<Block, ClaimFail> {
+        let main = self.main();
+        let mut last_error = None;
+        for _ in 0..CHASE_LIMIT {
+            let k = main.header().chain.tail_block.load(Ordering::Acquire);
+            if k == 0 {
+                return Ok(Block {
+                    index: 0,
+                    q: main.clone(),
+                });
+            }
+            match main.open_block(k) {
+                Ok(q) => {
+                    return Ok(Block {
+                        index: k,
+                        q: Arc::new(q),
+                    })
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(ClaimFail::Corrupt(CorruptError(format!(
+            "cannot reach the tail block: {}",
+            last_error.map_or_else(String::new, |e| e.to_string())
+        ))))
+    }
+
+    /// Moves on from sealed block `k`: creates block `k+1` (or opens it if
+    /// another sender was first) and publishes it as the tail.
+    fn next_block(&self, k: u64) -> Result<Block, ClaimFail> {
+        let main = self.main();
+        let chain = &main.header().chain;
+        if chain.tail_block.load(Ordering::Acquire) > k {
+            return self.open_tail();
+        }
+        let (q, created) = match main.create_block(k + 1, main.mode()) {
+            Ok(r) => r,
+            Err(CreateError::Segment(e @ SegmentError::NoSpace { .. })) => {
+                return Err(ClaimFail::NoSpace(e.to_string()))
+            }
+            // Created by another sender, then drained and unlinked before
+            // we could open it: the tail has moved on.
+            Err(_) if chain.tail_block.load(Ordering::Acquire) > k => return self.open_tail(),
+            Err(e) => {
+                return Err(ClaimFail::NoSpace(format!(
+                    "cannot add block {} to the chain: {e}",
+                    k + 1
+                )))
+            }
+        };
+        if created && chain.head_block.load(Ordering::Acquire) > k + 1 {
+            // We slept through the life of block k+1: this one is stale.
+            let _ = Segment::unlink(&main.block_name(k + 1));
+            return self.open_tail();
+        }
+        let _ = chain
+            .tail_block
+            .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire);
+        Ok(Block {
+            index: k + 1,
+            q: Arc::new(q),
+        })
+    }
+
+    /// Publishes a claimed slot; for the zero flavor, waits until a
+    /// receiver took the message (retracting it on timeout/disconnect).
+    pub(crate) fn commit(
+        &mut self,
+        claimed: Claimed,
+        len: usize,
+        tag: u32,
+        deadline: Deadline,
+    ) -> Result<(), Stop<ClaimFail>> {
+        let Claimed { q, claim } = claimed;
+        let ring = q.ring();
+        let pos = claim.pos();
+        ring.commit(claim, len, tag);
+        self.main().header().data_ready.notify();
+        if self.main().flavor() != Flavor::Zero {
+            return Ok(());
+        }
+        let wait_until = match deadline {
+            Deadline::Now => Deadline::after(RENDEZVOUS_GRACE),
+            d => d,
+        };
+        let outcome = self.ep.block_on(
+            |h| &h.space_ready,
+            wait_until,
+            |thorough| {
+                if ring.was_taken(pos) {
+                    Step::Ready(())
+                } else if thorough && self.ep.all_gone(Role::Consumer, 1) {
+                    Step::Fail(ClaimFail::Disconnected)
+                } else {
+                    Step::Wait
+                }
+            },
+        );
+        match outcome {
+            Ok(()) => Ok(()),
+            // A receiver claimed it meanwhile: it has the message.
+            Err(_) if !ring.retract(pos) => Ok(()),
+            Err(stop) => {
+                self.main().header().data_ready.notify();
+                Err(stop)
+            }
+        }
+    }
+
+    /// Abandons a claimed slot: receivers skip it.
+    pub(crate) fn abandon(&self, claimed: Claimed) {
+        claimed.q.ring().abandon(claimed.claim);
+        self.main().header().data_ready.notify();
+    }
+}
+
+/// The receiving end.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    pub(crate) ep: Endpoint,
+    head: Option<Block>,
+    pub(crate) min_producers: u32,
+}
+
+/// Counts a receiver as waiting (for rendezvous `try_send`) while alive.
+struct WaitingGuard<'a>(&'a Queue);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.header().counters.waiting_receivers.fetch_update(
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+    }
+}
+
+impl Rx {
+    pub(crate) fn new(ep: Endpoint) -> Rx {
+        Rx {
+            ep,
+            head: None,
+            min_producers: 1,
+        }
+    }
+
+    /// Receives one message into `f(payload, tag)` before `deadline`.
+    /// End of stream (`Disconnected`) once at least `min_producers`
+    /// senders attached, all have gone, and everything is drained.
+    pub(crate) fn recv_with<R>(
+        &mut self,
+        deadline: Deadline,
+        max_len: usize,
+        f: impl FnOnce(&[u8], u32) -> R,
+    ) -> Result<R, RecvError> {
+        let main = self.ep.q.clone();
+        let _waiting = (main.flavor() == Flavor::Zero && deadline != Deadline::Now).then(|| {
+            main.header()
+                .counters
+                .waiting_receivers
+                .fetch_add(1, Ordering::SeqCst);
+            // A sender may be waiting to see us before it offers.
+            main.header().space_ready.notify();
+            WaitingGuard(&main)
+        });
+        let Rx {
+            ep,
+            head,
+            min_producers,
+        } = self;
+        let me = ep.me;
+        let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+            let try_once = |head: &mut Option<Block>| match main.flavor() {
+                Flavor::Unbounded => read_chain(&main, head, me, max_len),
+                _ => read_ring(&main, &main.ring(), me, max_len),
+            };
+            match try_once(head) {
+                Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
+                    // A sender may have committed just before leaving: look
+                    // once more now that we saw it gone.
+                    match try_once(head) {
+                        Step::Wait if main.queued() == 0 => Step::Fail(RecvError::Disconnected),
+                        other => other,
+                    }
+                }
+                other => other,
+            }
+        };
+        let (q, claim) = ep
+            .block_on(|h| &h.data_ready, deadline, attempt)
+            .map_err(|stop| match stop {
+                Stop::Timeout if deadline == Deadline::Now => RecvError::Empty,
+                Stop::Timeout => RecvError::Timeout,
+                Stop::Fail(e) => e,
+            })?;
+        let ring = q.ring();
+        let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
+        ring.release(claim);
+        main.header().space_ready.notify();
+        Ok(out)
+    }
+}
+
+fn read_ring(
+    q: &Arc<Queue>,
+    ring: &Ring<'_>,
+    me: u32,
+    max_len: usize,
+) -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+    match ring.try_claim_read(me, max_len) {
+        Ok(ReadAttempt::Claimed(c)) => Step::Ready((q.clone(), c)),
+        Ok(ReadAttempt::Empty) => Step::Wait,
+        Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
+            needed,
+            available: max_len,
+        }),
+        Err(e) => Step::Fail(RecvError::Corrupt(e)),
+    }
+}
+
+/// One read attempt along an unbounded chain: read the head block, and
+/// move on (unlinking the drained block) when it is sealed and drained.
+fn read_chain(
+    main: &Arc<Queue>,
+    head: &mut Option<Block>,
+    me: u32,
+    max_len: usize,
+) -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+    let chain = &main.header().chain;
+    let mut chased = 0;
+    loop {
+        let shared_head = chain.head_block.load(Ordering::Acquire);
+        if head.as_ref().is_none_or(|b| b.index < shared_head) {
+            let q = match shared_head {
+                0 => main.clone(),
+                k => match main.open_block(k) {
+                    Ok(b) => Arc::new(b),
+                    // Drained and unlinked by another reader meanwhile.
+                    Err(_) if chased < CHASE_LIMIT => {
+                        chased += 1;
+                        continue;
+                    }
+                    Err(e) => return Step::Fail(RecvError::Corrupt(CorruptError(e.to_string()))),
+                },
+            };
+            *head = Some(Block {
+                index: shared_head,
+                q,
+            });
+        }
+        let block = head.as_ref().expect("just set");
+        let ring = block.q.ring();
+        match read_ring(&block.q, &ring, me, max_len) {
+            Step::Wait => {}
+            other => return other,
+        }
+        let k = block.index;
+        let drained = ring.sealed() && ring.head_pos() >= ring.capacity();
+        if !drained || chain.tail_block.load(Ordering::Acquire) <= k {
+            return Step::Wait;
+        }
+        if chain
+            .head_block
+            .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && k > 0
+        {
+            // Readers still holding a slot keep their mapping; the name
+            // and, once they unmap, the memory go away.
+            let _ = Segment::unlink(&main.block_name(k));
+        }
+    }
+}
