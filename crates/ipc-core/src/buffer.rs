@@ -17,13 +17,11 @@
 
 use std::sync::Arc;
 
-use crate::channel::{stop_to_send, Claimed, Rx, Tx};
-use crate::error::{AttachError, CreateError, OpenError, RecvError, SegmentError, SendError};
+pub use crate::endpoint::{Receiver, Sender, SlotWriter};
+use crate::error::{AttachError, CreateError, OpenError, SegmentError};
 use crate::layout::{Flavor, Geometry, Kind};
-use crate::peers::Role;
-use crate::queue::{Endpoint, Queue, Status, INIT_TIMEOUT};
+use crate::queue::{Queue, Status, INIT_TIMEOUT};
 use crate::segment::DEFAULT_MODE;
-use crate::sync::{Deadline, SpinPolicy};
 use std::time::Duration;
 
 /// How to create a buffer.
@@ -152,214 +150,24 @@ impl SharedBuffer {
         self.q.status()
     }
 
-    /// Attaches a producer.
+    /// Attaches a producer. A producer's sends fail with `Disconnected`
+    /// only when they would have to wait and every consumer has gone, so
+    /// a replacement consumer can pick up what was written meanwhile.
     pub fn producer(&self) -> Result<Producer, AttachError> {
-        let ep = Endpoint::attach(self.q.clone(), Role::Producer)?;
-        Ok(Producer {
-            tx: Tx::new(ep, false),
-        })
+        Sender::attach(self.q.clone(), false)
     }
 
     /// Attaches a consumer.
     pub fn consumer(&self) -> Result<Consumer, AttachError> {
-        let ep = Endpoint::attach(self.q.clone(), Role::Consumer)?;
-        Ok(Consumer { rx: Rx::new(ep) })
+        Receiver::attach(self.q.clone())
     }
 }
 
-/// The writing end. Detaches on drop; once every producer has detached and
-/// the buffer is drained, consumers see end of stream.
-#[derive(Debug)]
-pub struct Producer {
-    tx: Tx,
-}
+/// The writing end of a buffer: a [`Sender`] attached as a producer.
+/// Detaches on drop; once every producer has detached and the buffer is
+/// drained, consumers see end of stream.
+pub type Producer = Sender;
 
-/// A slot claimed for writing in place (zero copy). Commit it with
-/// [`SlotWriter::commit`]; dropping it unused leaves a skipped slot.
-#[derive(Debug)]
-pub struct SlotWriter<'a> {
-    tx: &'a mut Tx,
-    claimed: Option<Claimed>,
-}
-
-impl SlotWriter<'_> {
-    /// The slot's payload area, `max_message` bytes long.
-    pub fn buf(&mut self) -> &mut [u8] {
-        self.claimed
-            .as_mut()
-            .expect("claim held until commit")
-            .buf()
-    }
-
-    /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
-    ///
-    /// # Panics
-    /// If `len` exceeds the maximum message size.
-    pub fn commit(mut self, len: usize) {
-        let max = self.tx.max_message();
-        assert!(
-            len <= max,
-            "message of {len} bytes exceeds the maximum {max}"
-        );
-        let claimed = self.claimed.take().expect("claim held until commit");
-        // Bounded and unbounded flavors never fail at commit.
-        let _ = self.tx.commit(claimed, len, 0, Deadline::Never);
-    }
-}
-
-impl Drop for SlotWriter<'_> {
-    fn drop(&mut self) {
-        if let Some(claimed) = self.claimed.take() {
-            self.tx.abandon(claimed);
-        }
-    }
-}
-
-impl Producer {
-    /// Sends `msg`, waiting while the buffer is full.
-    /// Fails with `Disconnected` if it would wait and every consumer that
-    /// attached has gone, `TooLarge` if `msg` exceeds the maximum size.
-    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, Deadline::Never)
-    }
-
-    /// Sends `msg` if there is room now; `Full` otherwise.
-    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, Deadline::Now)
-    }
-
-    /// Sends `msg`, waiting at most `timeout` for room; `Timeout` otherwise.
-    pub fn send_timeout<M: AsRef<[u8]>>(
-        &mut self,
-        msg: M,
-        timeout: Duration,
-    ) -> Result<(), SendError<M>> {
-        self.send_until(msg, Deadline::after(timeout))
-    }
-
-    /// Sends `msg` before `deadline`.
-    pub fn send_until<M: AsRef<[u8]>>(
-        &mut self,
-        msg: M,
-        deadline: Deadline,
-    ) -> Result<(), SendError<M>> {
-        self.tx.send(msg, deadline, 0)
-    }
-
-    /// Claims a slot to build a message in place, waiting for room until
-    /// `deadline`. The error carries no message (`()`).
-    ///
-    /// ```
-    /// # use ipc_core::buffer::{BufferConfig, SharedBuffer};
-    /// # use ipc_core::sync::Deadline;
-    /// # let name = format!("doc-claim-{}", std::process::id());
-    /// # let buf = SharedBuffer::create(&name, &BufferConfig::default())?;
-    /// let mut tx = buf.producer()?;
-    /// let mut slot = tx.claim(Deadline::Never)?;
-    /// slot.buf()[..3].copy_from_slice(b"abc");
-    /// slot.commit(3);
-    /// let mut rx = buf.consumer()?;
-    /// assert_eq!(rx.recv_with(|bytes| bytes.len())?, 3);
-    /// # SharedBuffer::unlink(&name)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn claim(&mut self, deadline: Deadline) -> Result<SlotWriter<'_>, SendError<()>> {
-        match self.tx.claim(deadline) {
-            Ok(claimed) => Ok(SlotWriter {
-                tx: &mut self.tx,
-                claimed: Some(claimed),
-            }),
-            Err(stop) => Err(stop_to_send(stop, deadline, ())),
-        }
-    }
-
-    /// How the producer waits: spin, yield, then sleep.
-    pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
-        self.tx.ep.policy = policy;
-    }
-
-    /// Largest message accepted.
-    pub fn max_message(&self) -> usize {
-        self.tx.max_message()
-    }
-}
-
-/// The reading end. Each message goes to exactly one consumer.
-#[derive(Debug)]
-pub struct Consumer {
-    rx: Rx,
-}
-
-impl Consumer {
-    /// Receives the next message, waiting while the buffer is empty.
-    /// `Disconnected` is end of stream: every producer has gone, drained.
-    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(Deadline::Never)
-    }
-
-    /// Receives a message if one is queued now; `Empty` otherwise.
-    pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(Deadline::Now)
-    }
-
-    /// Receives, waiting at most `timeout`; `Timeout` otherwise.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(Deadline::after(timeout))
-    }
-
-    /// Receives before `deadline`.
-    pub fn recv_until(&mut self, deadline: Deadline) -> Result<Vec<u8>, RecvError> {
-        self.recv_with_until(deadline, |b| b.to_vec())
-    }
-
-    /// Receives into `buf` without allocating; returns the length.
-    /// `BufferTooSmall` leaves the message queued.
-    pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
-        let max_len = buf.len();
-        self.rx.recv_with(deadline, max_len, |bytes, _| {
-            buf[..bytes.len()].copy_from_slice(bytes);
-            bytes.len()
-        })
-    }
-
-    /// Receives the next message and hands it to `f` in place, in the
-    /// shared slot (zero copy); the slot is released when `f` returns.
-    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        self.recv_with_until(Deadline::Never, f)
-    }
-
-    /// [`Consumer::recv_with`] with a deadline.
-    pub fn recv_with_until<R>(
-        &mut self,
-        deadline: Deadline,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, RecvError> {
-        self.rx.recv_with(deadline, usize::MAX, |b, _| f(b))
-    }
-
-    /// Reports end of stream only after at least `n` producers have
-    /// attached (default 1): lets a consumer started first wait for a whole
-    /// pipeline of producers.
-    pub fn set_min_producers(&mut self, n: u32) {
-        self.rx.min_producers = n.max(1);
-    }
-
-    /// How the consumer waits: spin, yield, then sleep.
-    pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
-        self.rx.ep.policy = policy;
-    }
-
-    /// Largest message the buffer carries.
-    pub fn max_message(&self) -> usize {
-        self.rx.ep.q.geometry().max_message as usize
-    }
-}
-
-impl Iterator for Consumer {
-    type Item = Vec<u8>;
-
-    /// The next message; `None` at end of stream (or on corruption).
-    fn next(&mut self) -> Option<Vec<u8>> {
-        self.recv().ok()
-    }
-}
+/// The reading end of a buffer: a [`Receiver`] attached as a consumer.
+/// Each message goes to exactly one consumer.
+pub type Consumer = Receiver;

@@ -182,6 +182,22 @@ pub enum SendError<M> {
 }
 
 impl<M> SendError<M> {
+    /// The same error carrying `f(message)`.
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> SendError<N> {
+        match self {
+            SendError::Full(m) => SendError::Full(f(m)),
+            SendError::Timeout(m) => SendError::Timeout(f(m)),
+            SendError::Disconnected(m) => SendError::Disconnected(f(m)),
+            SendError::TooLarge { msg, len, max } => SendError::TooLarge {
+                msg: f(msg),
+                len,
+                max,
+            },
+            SendError::NoSpace(m, why) => SendError::NoSpace(f(m), why),
+            SendError::Corrupt(m, e) => SendError::Corrupt(f(m), e),
+        }
+    }
+
     /// Takes the message back.
     pub fn into_inner(self) -> M {
         match self {
@@ -249,6 +265,14 @@ pub enum RecvError {
         needed: usize,
         /// Length of the caller's buffer.
         available: usize,
+    },
+    /// A typed receive found a message of another size (it is consumed).
+    #[error("expected a message of {expected} bytes, got {found}")]
+    WrongSize {
+        /// Size of the type asked for.
+        expected: usize,
+        /// Size of the message.
+        found: usize,
     },
     /// The shared state is corrupt.
     #[error(transparent)]

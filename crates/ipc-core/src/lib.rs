@@ -19,9 +19,12 @@
 pub mod admin;
 pub mod buffer;
 mod channel;
+pub mod endpoint;
 pub mod error;
 pub mod layout;
+pub mod mailbox;
 pub mod peers;
+pub mod ports;
 mod queue;
 pub mod ring;
 pub mod segment;
@@ -29,7 +32,8 @@ pub mod sync;
 pub mod synthetic;
 pub mod sys;
 
-pub use buffer::{BufferConfig, Consumer, Producer, SharedBuffer, SlotWriter};
+pub use buffer::{BufferConfig, Consumer, Producer, SharedBuffer};
+pub use endpoint::{Receiver, Sender, SlotWriter};
 pub use error::{
     AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError,
 };

@@ -1,0 +1,330 @@
+//! The endpoints shared by both models: [`Sender`] and [`Receiver`], with
+//! blocking, non-blocking and timed operations, zero-copy claims and
+//! in-place reads, and plain-old-data conveniences. A buffer's producer and
+//! consumer are the same types (`buffer::Producer`, `buffer::Consumer`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::channel::{stop_to_send, Claimed, Rx, Tx};
+use crate::error::{AttachError, RecvError, SendError};
+use crate::layout::Flavor;
+use crate::peers::Role;
+use crate::queue::{Endpoint, Queue};
+use crate::sync::{Deadline, SpinPolicy};
+
+fn queued(q: &Queue) -> usize {
+    match q.flavor() {
+        Flavor::Zero => 0,
+        _ => q.queued() as usize,
+    }
+}
+
+fn capacity(q: &Queue) -> Option<usize> {
+    match q.flavor() {
+        Flavor::Zero => Some(0),
+        Flavor::Bounded => Some(q.geometry().capacity as usize),
+        Flavor::Unbounded => None,
+    }
+}
+
+fn is_full(q: &Queue) -> bool {
+    match q.flavor() {
+        Flavor::Zero => true,
+        Flavor::Bounded => q.queued() >= q.geometry().capacity as u64,
+        Flavor::Unbounded => false,
+    }
+}
+
+/// The sending end of a buffer or mailbox. Detaches on drop; once every
+/// sender has detached and the queue is drained, receivers see
+/// `Disconnected` (end of stream).
+#[derive(Debug)]
+pub struct Sender {
+    tx: Tx,
+}
+
+/// A slot claimed for writing in place (zero copy). Commit it with
+/// [`SlotWriter::commit`]; dropping it unused leaves a skipped slot.
+#[derive(Debug)]
+pub struct SlotWriter<'a> {
+    tx: &'a mut Tx,
+    claimed: Option<Claimed>,
+}
+
+impl SlotWriter<'_> {
+    /// The slot's payload area, `max_message` bytes long.
+    pub fn buf(&mut self) -> &mut [u8] {
+        self.claimed
+            .as_mut()
+            .expect("claim held until commit")
+            .buf()
+    }
+
+    /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
+    ///
+    /// # Panics
+    /// If `len` exceeds the maximum message size.
+    pub fn commit(mut self, len: usize) {
+        let max = self.tx.max_message();
+        assert!(
+            len <= max,
+            "message of {len} bytes exceeds the maximum {max}"
+        );
+        let claimed = self.claimed.take().expect("claim held until commit");
+        // Bounded and unbounded flavors never fail at commit.
+        let _ = self.tx.commit(claimed, len, 0, Deadline::Never);
+    }
+}
+
+impl Drop for SlotWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(claimed) = self.claimed.take() {
+            self.tx.abandon(claimed);
+        }
+    }
+}
+
+impl Sender {
+    pub(crate) fn attach(q: Arc<Queue>, strict_disconnect: bool) -> Result<Sender, AttachError> {
+        let ep = Endpoint::attach(q, Role::Producer)?;
+        Ok(Sender {
+            tx: Tx::new(ep, strict_disconnect),
+        })
+    }
+
+    /// Sends a plain-old-data value as its bytes.
+    pub fn send_pod<T: Pod>(&mut self, value: T) -> Result<(), SendError<T>> {
+        self.send(bytemuck::bytes_of(&value))
+            .map_err(|e| e.map(|_| value))
+    }
+
+    /// Messages queued now (always 0 for a rendezvous queue).
+    pub fn len(&self) -> usize {
+        queued(&self.tx.ep.q)
+    }
+
+    /// True if no message is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True if a send would wait now (always for a rendezvous queue, never
+    /// for an unbounded one).
+    pub fn is_full(&self) -> bool {
+        is_full(&self.tx.ep.q)
+    }
+
+    /// Most messages queued at once: `Some(0)` for a rendezvous queue,
+    /// `None` for an unbounded one.
+    pub fn capacity(&self) -> Option<usize> {
+        capacity(&self.tx.ep.q)
+    }
+
+    /// Sends `msg`, waiting while the queue is full (for a rendezvous
+    /// queue: until a receiver has taken it). `Disconnected` when every
+    /// receiver has gone (for a buffer's producer: only if it would wait),
+    /// `TooLarge` if `msg` exceeds the maximum size.
+    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_until(msg, Deadline::Never)
+    }
+
+    /// Sends `msg` if there is room now; `Full` otherwise.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_until(msg, Deadline::Now)
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room; `Timeout` otherwise.
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
+        self.send_until(msg, Deadline::after(timeout))
+    }
+
+    /// Sends `msg` before `deadline`.
+    pub fn send_until<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Deadline,
+    ) -> Result<(), SendError<M>> {
+        self.tx.send(msg, deadline, 0)
+    }
+
+    /// Claims a slot to build a message in place, waiting for room until
+    /// `deadline`. The error carries no message (`()`).
+    ///
+    /// ```
+    /// # use ipc_core::buffer::{BufferConfig, SharedBuffer};
+    /// # use ipc_core::sync::Deadline;
+    /// # let name = format!("doc-claim-{}", std::process::id());
+    /// # let buf = SharedBuffer::create(&name, &BufferConfig::default())?;
+    /// let mut tx = buf.producer()?;
+    /// let mut slot = tx.claim(Deadline::Never)?;
+    /// slot.buf()[..3].copy_from_slice(b"abc");
+    /// slot.commit(3);
+    /// let mut rx = buf.consumer()?;
+    /// assert_eq!(rx.recv_with(|bytes| bytes.len())?, 3);
+    /// # SharedBuffer::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim(&mut self, deadline: Deadline) -> Result<SlotWriter<'_>, SendError<()>> {
+        match self.tx.claim(deadline) {
+            Ok(claimed) => Ok(SlotWriter {
+                tx: &mut self.tx,
+                claimed: Some(claimed),
+            }),
+            Err(stop) => Err(stop_to_send(stop, deadline, ())),
+        }
+    }
+
+    /// How the sender waits: spin, yield, then sleep.
+    pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
+        self.tx.ep.policy = policy;
+    }
+
+    pub(crate) fn tx_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// Largest message accepted.
+    pub fn max_message(&self) -> usize {
+        self.tx.max_message()
+    }
+}
+
+/// The receiving end of a buffer or mailbox. Each message goes to exactly
+/// one receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    rx: Rx,
+}
+
+impl Receiver {
+    pub(crate) fn attach(q: Arc<Queue>) -> Result<Receiver, AttachError> {
+        let ep = Endpoint::attach(q, Role::Consumer)?;
+        Ok(Receiver { rx: Rx::new(ep) })
+    }
+
+    /// Receives a plain-old-data value; `WrongSize` (message dropped) if
+    /// the message is not exactly `size_of::<T>()` bytes.
+    pub fn recv_pod<T: Pod>(&mut self) -> Result<T, RecvError> {
+        self.recv_pod_until(Deadline::Never)
+    }
+
+    /// [`Receiver::recv_pod`] with a deadline.
+    pub fn recv_pod_until<T: Pod>(&mut self, deadline: Deadline) -> Result<T, RecvError> {
+        self.recv_with_until(deadline, |b| {
+            bytemuck::try_pod_read_unaligned(b).map_err(|_| RecvError::WrongSize {
+                expected: std::mem::size_of::<T>(),
+                found: b.len(),
+            })
+        })?
+    }
+
+    /// A blocking iterator: yields messages until end of stream.
+    pub fn iter(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+
+    /// A non-blocking iterator: yields the messages queued now.
+    pub fn try_iter(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        std::iter::from_fn(move || self.try_recv().ok())
+    }
+
+    /// Messages queued now (always 0 for a rendezvous queue).
+    pub fn len(&self) -> usize {
+        queued(&self.rx.ep.q)
+    }
+
+    /// True if no message is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True if a send would wait now.
+    pub fn is_full(&self) -> bool {
+        is_full(&self.rx.ep.q)
+    }
+
+    /// Most messages queued at once: `Some(0)` for a rendezvous queue,
+    /// `None` for an unbounded one.
+    pub fn capacity(&self) -> Option<usize> {
+        capacity(&self.rx.ep.q)
+    }
+
+    /// Receives the next message, waiting while the queue is empty.
+    /// `Disconnected` is end of stream: every sender has gone, drained.
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(Deadline::Never)
+    }
+
+    /// Receives a message if one is queued now; `Empty` otherwise.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(Deadline::Now)
+    }
+
+    /// Receives, waiting at most `timeout`; `Timeout` otherwise.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(Deadline::after(timeout))
+    }
+
+    /// Receives before `deadline`.
+    pub fn recv_until(&mut self, deadline: Deadline) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_until(deadline, |b| b.to_vec())
+    }
+
+    /// Receives into `buf` without allocating; returns the length.
+    /// `BufferTooSmall` leaves the message queued.
+    pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
+        let max_len = buf.len();
+        self.rx.recv_with(deadline, max_len, |bytes, _| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        })
+    }
+
+    /// Receives the next message and hands it to `f` in place, in the
+    /// shared slot (zero copy); the slot is released when `f` returns.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.recv_with_until(Deadline::Never, f)
+    }
+
+    /// [`Consumer::recv_with`] with a deadline.
+    pub fn recv_with_until<R>(
+        &mut self,
+        deadline: Deadline,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        self.rx.recv_with(deadline, usize::MAX, |b, _| f(b))
+    }
+
+    /// Reports end of stream only after at least `n` senders have attached
+    /// (default 1): lets a receiver started first wait for a whole pipeline
+    /// of senders.
+    pub fn set_min_producers(&mut self, n: u32) {
+        self.rx.min_producers = n.max(1);
+    }
+
+    /// How the receiver waits: spin, yield, then sleep.
+    pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
+        self.rx.ep.policy = policy;
+    }
+
+    /// Largest message the buffer carries.
+    pub fn max_message(&self) -> usize {
+        self.rx.ep.q.geometry().max_message as usize
+    }
+}
+
+impl Iterator for Receiver {
+    type Item = Vec<u8>;
+
+    /// The next message; `None` at end of stream (or on corruption).
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.recv().ok()
+    }
+}

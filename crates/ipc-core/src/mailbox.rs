@@ -1,0 +1,200 @@
+//! The message-passing model: named mailboxes (indirect addressing) that
+//! any number of processes open as senders or receivers, with a capacity
+//! chosen at creation. Direct addressing (process ports) is in
+//! [`crate::ports`].
+//!
+//! | capacity              | `send` waits                          |
+//! |-----------------------|---------------------------------------|
+//! | `Capacity::Zero`      | until a receiver has taken the message |
+//! | `Capacity::Bounded(n)`| while `n` messages wait                |
+//! | `Capacity::Unbounded` | never (storage grows by segments)      |
+//!
+//! ```
+//! use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+//! # let name = format!("doc-mailbox-{}", std::process::id());
+//! let mb = Mailbox::create(&name, &MailboxConfig { capacity: Capacity::Bounded(2), ..Default::default() })?;
+//! let mut tx = mb.sender()?;
+//! let mut rx = mb.receiver()?;
+//! tx.send(b"one")?;
+//! tx.send_pod(42u64)?;
+//! assert!(matches!(tx.try_send(b"three"), Err(ipc_core::SendError::Full(_))));
+//! assert_eq!(rx.recv()?, b"one");
+//! assert_eq!(rx.recv_pod::<u64>()?, 42);
+//! drop(rx); // every receiver gone: sends fail at once, handing the message back
+//! assert_eq!(tx.send(b"x").unwrap_err().into_inner(), b"x");
+//! Mailbox::unlink(&name)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::endpoint::{Receiver, Sender};
+use crate::error::{AttachError, CreateError, OpenError, SegmentError};
+use crate::layout::{Flavor, Geometry, Kind, PEER_SLOTS};
+use crate::queue::{Queue, Status, INIT_TIMEOUT};
+use crate::segment::DEFAULT_MODE;
+
+/// Messages per segment of an unbounded mailbox's chain.
+pub const UNBOUNDED_BLOCK: u32 = 1024;
+
+/// How many messages a mailbox buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// Rendezvous: `send` returns once a receiver has taken the message.
+    Zero,
+    /// At most `n` messages wait; `Bounded(0)` is `Zero`.
+    Bounded(u32),
+    /// Senders never wait.
+    Unbounded,
+}
+
+impl Capacity {
+    fn flavor_and_slots(self) -> (Flavor, u32) {
+        match self {
+            // One slot for every process that may send at once.
+            Capacity::Zero | Capacity::Bounded(0) => (Flavor::Zero, PEER_SLOTS),
+            Capacity::Bounded(n) => (Flavor::Bounded, n),
+            Capacity::Unbounded => (Flavor::Unbounded, UNBOUNDED_BLOCK),
+        }
+    }
+}
+
+impl std::str::FromStr for Capacity {
+    type Err = String;
+
+    /// `0` (rendezvous), a number, or `unbounded`.
+    fn from_str(s: &str) -> Result<Capacity, String> {
+        match s {
+            "unbounded" => Ok(Capacity::Unbounded),
+            "0" | "zero" => Ok(Capacity::Zero),
+            n => n.parse().map(Capacity::Bounded).map_err(|_| {
+                format!("capacity {n:?} is not 0, a number of messages, or 'unbounded'")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::Zero | Capacity::Bounded(0) => f.write_str("0 (rendezvous)"),
+            Capacity::Bounded(n) => write!(f, "{n}"),
+            Capacity::Unbounded => f.write_str("unbounded"),
+        }
+    }
+}
+
+/// How to create a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Buffering.
+    pub capacity: Capacity,
+    /// Largest message, bytes (1 to 64 MiB).
+    pub max_message: u32,
+    /// Permission bits (default 0600, owner only).
+    pub mode: u32,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            capacity: Capacity::Bounded(64),
+            max_message: 4096,
+            mode: DEFAULT_MODE,
+        }
+    }
+}
+
+/// A handle to a named mailbox. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    q: Arc<Queue>,
+}
+
+impl Mailbox {
+    /// Creates a mailbox (fails if the name exists).
+    pub fn create(name: &str, config: &MailboxConfig) -> Result<Mailbox, CreateError> {
+        let (flavor, slots) = config.capacity.flavor_and_slots();
+        let geo = Geometry::new(Kind::Mailbox, slots, config.max_message)
+            .map_err(CreateError::InvalidConfig)?;
+        Ok(Mailbox {
+            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0)?),
+        })
+    }
+
+    /// Opens an existing mailbox.
+    pub fn open(name: &str) -> Result<Mailbox, OpenError> {
+        Self::open_timeout(name, INIT_TIMEOUT)
+    }
+
+    /// Opens an existing mailbox, waiting up to `timeout` for its creator.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Mailbox, OpenError> {
+        Ok(Mailbox {
+            q: Arc::new(Queue::open(name, Some(Kind::Mailbox), timeout)?),
+        })
+    }
+
+    /// Opens the mailbox, creating it with `config` if it does not exist.
+    pub fn open_or_create(name: &str, config: &MailboxConfig) -> Result<Mailbox, OpenError> {
+        loop {
+            match Self::open(name) {
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => {}
+                other => return other,
+            }
+            match Self::create(name, config) {
+                Ok(mb) => return Ok(mb),
+                Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => continue,
+                Err(CreateError::Segment(e)) => return Err(e.into()),
+                Err(CreateError::InvalidConfig(why)) => {
+                    return Err(OpenError::Corrupt {
+                        name: name.to_owned(),
+                        source: crate::error::CorruptError(why),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Removes the name (and any chained segments); open handles keep
+    /// working.
+    pub fn unlink(name: &str) -> Result<(), SegmentError> {
+        crate::admin::unlink_with_chain(name)
+    }
+
+    /// The mailbox's name.
+    pub fn name(&self) -> &str {
+        self.q.name()
+    }
+
+    /// The capacity it was created with.
+    pub fn capacity(&self) -> Capacity {
+        match self.q.flavor() {
+            Flavor::Zero => Capacity::Zero,
+            Flavor::Bounded => Capacity::Bounded(self.q.geometry().capacity),
+            Flavor::Unbounded => Capacity::Unbounded,
+        }
+    }
+
+    /// Largest message.
+    pub fn max_message(&self) -> usize {
+        self.q.geometry().max_message as usize
+    }
+
+    /// Status: geometry, queued messages, attached processes.
+    pub fn status(&self) -> Status {
+        self.q.status()
+    }
+
+    /// Attaches a sender. Once every receiver has gone, its sends fail
+    /// with `Disconnected`, handing the message back.
+    pub fn sender(&self) -> Result<Sender, AttachError> {
+        Sender::attach(self.q.clone(), true)
+    }
+
+    /// Attaches a receiver. Once every sender has gone and the mailbox is
+    /// drained, its receives return `Disconnected`.
+    pub fn receiver(&self) -> Result<Receiver, AttachError> {
+        Receiver::attach(self.q.clone())
+    }
+}
