@@ -1,27 +1,50 @@
-//! `consumer`: reads from a shared-memory buffer to stdout, or verifies.
+//! `consumer`: reads from a shared-memory buffer, a mailbox or a port to
+//! stdout, or verifies synthetic messages.
 
 use std::io::{ErrorKind, Write};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ipc_cli::{finish, init, stop_requested, Meter, EXIT_FAILURE, EXIT_OK, POLL};
-use ipc_core::buffer::{Consumer, SharedBuffer};
+use ipc_core::buffer::SharedBuffer;
+use ipc_core::mailbox::{Mailbox, MailboxConfig};
+use ipc_core::ports::Port;
 use ipc_core::sync::{Deadline, SpinPolicy};
 use ipc_core::synthetic::Verifier;
-use ipc_core::RecvError;
+use ipc_core::{Receiver, RecvError};
 
-/// Reads messages from a shared-memory buffer and writes their payloads to
+/// Reads messages from a shared-memory buffer (--segment), a mailbox
+/// (--mailbox) or its own named port (--port) and writes their payloads to
 /// stdout, in order, until end of stream (every producer that attached has
-/// detached and the buffer is drained).
+/// detached and everything is drained).
 ///
 /// Exit codes: 0 success, 1 runtime error or failed verification, 2 usage
 /// error, 130 interrupted. A closed stdout (`consumer | head`) ends quietly.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["segment", "mailbox", "port"])))]
 struct Args {
-    /// Name of the segment in /dev/shm.
+    /// Shared-memory model: name of the buffer segment in /dev/shm.
     #[arg(short, long)]
-    segment: String,
+    segment: Option<String>,
+
+    /// Message passing, indirect: name of the mailbox to receive from.
+    #[arg(short, long)]
+    mailbox: Option<String>,
+
+    /// Message passing, direct: register this port name and receive what
+    /// producers send to it with `--to NAME` (the name is released on exit).
+    #[arg(long)]
+    port: Option<String>,
+
+    /// With --port: receive only messages signed by this sender (others
+    /// are kept aside, not lost, until the consumer exits).
+    #[arg(long, requires = "port")]
+    from: Option<String>,
+
+    /// With --port: largest payload accepted (K, M suffixes allowed).
+    #[arg(long, default_value = "64K", value_parser = ipc_cli::parse_size, requires = "port")]
+    max_message: u64,
 
     /// Check synthetic messages (checksum, per-producer order, duplicates)
     /// instead of printing them; print one summary line on stderr; exit 1
@@ -42,8 +65,8 @@ struct Args {
     #[arg(long)]
     timeout: Option<f64>,
 
-    /// Remove the segment's name once the stream has ended.
-    #[arg(long)]
+    /// Remove the segment or mailbox once the stream has ended.
+    #[arg(long, conflicts_with = "port")]
     remove: bool,
 
     /// How to wait when the buffer is empty.
@@ -74,26 +97,79 @@ enum Next {
     Stopped,
 }
 
-fn run(args: &Args) -> Result<i32> {
-    let name = &args.segment;
-    let buffer = SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?;
-    let mut consumer = buffer
-        .consumer()
-        .with_context(|| format!("attaching a consumer to segment {name}"))?;
-    consumer.set_min_producers(args.producers);
-    consumer.set_spin_policy(match args.wait {
+/// Where messages come from.
+enum Source {
+    Queue(Receiver),
+    Port { port: Port, from: Option<String> },
+}
+
+impl Source {
+    /// Receives one message into `f` before `deadline`.
+    fn recv_with_until(
+        &mut self,
+        deadline: Deadline,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Result<()>, RecvError> {
+        match self {
+            Source::Queue(rx) => rx.recv_with_until(deadline, f),
+            Source::Port { port, from: None } => port.recv_until(deadline).map(|m| f(&m.payload)),
+            Source::Port {
+                port,
+                from: Some(from),
+            } => port.recv_from(from, deadline).map(|p| f(&p)),
+        }
+    }
+}
+
+fn open_source(args: &Args) -> Result<(Source, String)> {
+    let policy = match args.wait {
         Wait::Adaptive => SpinPolicy::DEFAULT,
         Wait::Spin => SpinPolicy::SPIN,
         Wait::Sleep => SpinPolicy::SLEEP,
-    });
-    log::info!("attached to {name} as a consumer");
+    };
+    let (mut rx, what) = if let Some(name) = &args.segment {
+        let buffer = SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?;
+        let rx = buffer
+            .consumer()
+            .with_context(|| format!("attaching a consumer to segment {name}"))?;
+        (rx, format!("segment {name}"))
+    } else if let Some(name) = &args.mailbox {
+        let mailbox = Mailbox::open(name).with_context(|| format!("opening mailbox {name}"))?;
+        let rx = mailbox
+            .receiver()
+            .with_context(|| format!("attaching a receiver to mailbox {name}"))?;
+        (rx, format!("mailbox {name}"))
+    } else {
+        let name = args.port.as_ref().expect("clap requires a source");
+        let config = MailboxConfig {
+            max_message: u32::try_from(args.max_message)
+                .with_context(|| format!("--max-message {} is too large", args.max_message))?,
+            ..MailboxConfig::default()
+        };
+        let mut port =
+            Port::register(name, &config).with_context(|| format!("registering port {name}"))?;
+        port.set_min_senders(args.producers);
+        let source = Source::Port {
+            port,
+            from: args.from.clone(),
+        };
+        return Ok((source, format!("port {name}")));
+    };
+    rx.set_min_producers(args.producers);
+    rx.set_spin_policy(policy);
+    Ok((Source::Queue(rx), what))
+}
+
+fn run(args: &Args) -> Result<i32> {
+    let (mut source, what) = open_source(args)?;
+    log::info!("attached to {what} as a consumer");
     let mut meter = Meter::new("consumer");
     let mut verifier = Verifier::default();
     let mut stdout = std::io::stdout().lock();
     let mut out_closed = false;
     let limit = args.count.unwrap_or(u64::MAX);
     while meter.messages < limit {
-        let next = receive(&mut consumer, args.timeout, name, |bytes| {
+        let next = receive(&mut source, args.timeout, &what, |bytes| {
             meter.add(bytes.len());
             if args.verify {
                 verifier.check(bytes);
@@ -114,8 +190,11 @@ fn run(args: &Args) -> Result<i32> {
             Next::Message => {}
             Next::EndOfStream => {
                 if args.remove {
-                    SharedBuffer::unlink(name)
-                        .with_context(|| format!("removing segment {name}"))?;
+                    let name = args.segment.as_ref().or(args.mailbox.as_ref());
+                    if let Some(name) = name {
+                        // Both kinds unlink alike, chained blocks included.
+                        Mailbox::unlink(name).with_context(|| format!("removing {what}"))?;
+                    }
                 }
                 break;
             }
@@ -141,9 +220,9 @@ fn run(args: &Args) -> Result<i32> {
 /// Receives one message in place and hands it to `f`, polling the stop
 /// flag and honouring the idle timeout.
 fn receive(
-    consumer: &mut Consumer,
+    source: &mut Source,
     timeout: Option<f64>,
-    name: &str,
+    what: &str,
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Next> {
     let started = std::time::Instant::now();
@@ -151,17 +230,17 @@ fn receive(
         if stop_requested() {
             return Ok(Next::Stopped);
         }
-        match consumer.recv_with_until(Deadline::after(POLL), &mut f) {
+        match source.recv_with_until(Deadline::after(POLL), &mut f) {
             Ok(r) => return r.map(|()| Next::Message),
             Err(RecvError::Disconnected) => return Ok(Next::EndOfStream),
             Err(RecvError::Timeout) => {
                 if let Some(t) = timeout {
                     if started.elapsed().as_secs_f64() >= t {
-                        bail!("segment {name}: no message for {t} s");
+                        bail!("{what}: no message for {t} s");
                     }
                 }
             }
-            Err(e) => bail!("segment {name}: {e}"),
+            Err(e) => bail!("{what}: {e}"),
         }
     }
 }

@@ -35,8 +35,17 @@ use crate::layout::{Flavor, Geometry, Kind, PEER_SLOTS};
 use crate::queue::{Queue, Status, INIT_TIMEOUT};
 use crate::segment::DEFAULT_MODE;
 
-/// Messages per segment of an unbounded mailbox's chain.
+/// Most messages per segment of an unbounded queue's chain.
 pub const UNBOUNDED_BLOCK: u32 = 1024;
+
+/// Bytes an unbounded queue's chained segment aims at.
+const UNBOUNDED_BLOCK_BYTES: u32 = 4 << 20;
+
+/// Messages per chained segment for messages of up to `max_message`
+/// bytes: about 4 MiB per segment, 16 to [`UNBOUNDED_BLOCK`] messages.
+pub fn unbounded_block_for(max_message: u32) -> u32 {
+    (UNBOUNDED_BLOCK_BYTES / max_message.saturating_add(64)).clamp(16, UNBOUNDED_BLOCK)
+}
 
 /// How many messages a mailbox buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +59,12 @@ pub enum Capacity {
 }
 
 impl Capacity {
-    fn flavor_and_slots(self) -> (Flavor, u32) {
+    fn flavor_and_slots(self, max_message: u32) -> (Flavor, u32) {
         match self {
             // One slot for every process that may send at once.
             Capacity::Zero | Capacity::Bounded(0) => (Flavor::Zero, PEER_SLOTS),
             Capacity::Bounded(n) => (Flavor::Bounded, n),
-            Capacity::Unbounded => (Flavor::Unbounded, UNBOUNDED_BLOCK),
+            Capacity::Unbounded => (Flavor::Unbounded, unbounded_block_for(max_message)),
         }
     }
 }
@@ -115,7 +124,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// Creates a mailbox (fails if the name exists).
     pub fn create(name: &str, config: &MailboxConfig) -> Result<Mailbox, CreateError> {
-        let (flavor, slots) = config.capacity.flavor_and_slots();
+        let (flavor, slots) = config.capacity.flavor_and_slots(config.max_message);
         let geo = Geometry::new(Kind::Mailbox, slots, config.max_message)
             .map_err(CreateError::InvalidConfig)?;
         Ok(Mailbox {

@@ -124,6 +124,17 @@ impl PortSender {
         &self.me
     }
 
+    /// Largest payload port `to` accepts from us; `None` if no process has
+    /// registered it.
+    pub fn max_payload(&mut self, to: &str) -> Option<usize> {
+        if !self.links.contains_key(to) {
+            let link = Mailbox::open(&mailbox_name(to)).ok()?.sender().ok()?;
+            self.links.insert(to.to_owned(), link);
+        }
+        let link = self.links.get(to)?;
+        Some(link.max_message().saturating_sub(1 + self.me.len()))
+    }
+
     /// Sends `msg` to port `to`, waiting as its capacity says.
     /// `Disconnected` if no live process has registered `to`.
     pub fn send_to<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
@@ -281,6 +292,12 @@ impl Port {
     /// The port's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reports `Disconnected` only after at least `n` senders have attached
+    /// and all have gone (default 1).
+    pub fn set_min_senders(&mut self, n: u32) {
+        self.rx.set_min_producers(n);
     }
 
     /// Receives the next message from anyone, waiting as long as it takes.

@@ -1,35 +1,58 @@
-//! `producer`: writes into a shared-memory buffer, from stdin or synthetic.
+//! `producer`: writes into a shared-memory buffer, a mailbox or a port,
+//! from stdin or synthetic.
 
 use std::io::{ErrorKind, Read};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ipc_cli::{finish, init, parse_mode, parse_size, stop_requested, Meter, EXIT_OK, POLL};
-use ipc_core::buffer::{BufferConfig, Producer, SharedBuffer};
+use ipc_core::buffer::{BufferConfig, SharedBuffer};
+use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::ports::PortSender;
 use ipc_core::sync::{Deadline, SpinPolicy};
-use ipc_core::{synthetic, SendError};
+use ipc_core::{synthetic, SendError, Sender};
 
-/// Streams stdin (or synthetic messages) into a shared-memory buffer.
+/// Streams stdin (or synthetic messages) into a shared-memory buffer
+/// (--segment), a mailbox (--mailbox) or a process's named port (--to).
 ///
 /// Without --count, reads stdin until end of file and sends what each read
-/// returns as one message (at most the segment's max message size), then
-/// detaches. Consumers see end of stream once every producer has detached.
+/// returns as one message (at most the max message size), then detaches.
+/// Receivers see end of stream once every producer has detached.
 ///
 /// Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["segment", "mailbox", "to"])))]
 struct Args {
-    /// Name of the segment in /dev/shm (letters, digits, '.', '_', '-').
+    /// Shared-memory model: name of the buffer segment in /dev/shm (letters,
+    /// digits, '.', '_', '-').
     #[arg(short, long)]
-    segment: String,
+    segment: Option<String>,
 
-    /// Create the segment (fails if it exists) instead of attaching to it.
+    /// Message passing, indirect: name of the mailbox to send to.
+    #[arg(short, long)]
+    mailbox: Option<String>,
+
+    /// Message passing, direct: name of the port (registered by a
+    /// `consumer --port NAME`) to send to.
     #[arg(long)]
+    to: Option<String>,
+
+    /// With --to: the name this producer signs its messages with
+    /// (default: producer-PID).
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+
+    /// Create the segment or mailbox (fails if it exists) instead of
+    /// attaching to it.
+    #[arg(long, conflicts_with = "to")]
     create: bool,
 
-    /// With --create: most messages queued at once.
-    #[arg(long, default_value_t = 64, requires = "create")]
-    capacity: u32,
+    /// With --create: most messages queued at once: a number, `unbounded`
+    /// (the producer never waits; storage grows by extra segments), or for
+    /// a mailbox `0` (rendezvous: each send waits for a receiver).
+    #[arg(long, default_value = "64", requires = "create")]
+    capacity: Capacity,
 
     /// With --create: largest message in bytes (K, M suffixes allowed).
     #[arg(long, default_value = "64K", value_parser = parse_size, requires = "create")]
@@ -52,7 +75,8 @@ struct Args {
     #[arg(long)]
     id: Option<u32>,
 
-    /// Give up if the buffer stays full this many seconds (default: wait).
+    /// Give up if a send cannot complete for this many seconds (default:
+    /// wait).
     #[arg(long)]
     timeout: Option<f64>,
 
@@ -74,54 +98,148 @@ enum Wait {
 fn main() {
     init("producer");
     let args = Args::parse();
+    if args.segment.is_some() && matches!(args.capacity, Capacity::Zero | Capacity::Bounded(0)) {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--capacity 0 (rendezvous) is for mailboxes; a buffer needs at least 1",
+            )
+            .exit();
+    }
     finish("producer", run(&args));
 }
 
-fn run(args: &Args) -> Result<i32> {
-    let name = &args.segment;
-    let buffer = if args.create {
-        let max_message = u32::try_from(args.max_message)
-            .with_context(|| format!("--max-message {} is too large", args.max_message))?;
-        let config = BufferConfig {
-            capacity: args.capacity,
-            max_message,
-            mode: args.mode,
-        };
-        SharedBuffer::create(name, &config).with_context(|| format!("creating segment {name}"))?
-    } else {
-        SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?
-    };
-    let mut producer = buffer
-        .producer()
-        .with_context(|| format!("attaching a producer to segment {name}"))?;
-    producer.set_spin_policy(match args.wait {
+/// Where messages go.
+enum Sink {
+    Queue(Sender),
+    Port { out: PortSender, to: String },
+}
+
+impl Sink {
+    fn send_until<'m>(
+        &mut self,
+        msg: &'m [u8],
+        deadline: Deadline,
+    ) -> Result<(), SendError<&'m [u8]>> {
+        match self {
+            Sink::Queue(tx) => tx.send_until(msg, deadline),
+            Sink::Port { out, to } => out.send_to_until(to, msg, deadline),
+        }
+    }
+
+    fn max_message(&mut self) -> Result<usize> {
+        match self {
+            Sink::Queue(tx) => Ok(tx.max_message()),
+            Sink::Port { out, to } => out
+                .max_payload(to)
+                .with_context(|| format!("no live process has registered port {to}")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sink::Queue(_) => "the queue".to_owned(),
+            Sink::Port { to, .. } => format!("port {to}"),
+        }
+    }
+}
+
+fn open_sink(args: &Args) -> Result<(Sink, String)> {
+    let max_message = u32::try_from(args.max_message)
+        .with_context(|| format!("--max-message {} is too large", args.max_message))?;
+    let policy = match args.wait {
         Wait::Adaptive => SpinPolicy::DEFAULT,
         Wait::Spin => SpinPolicy::SPIN,
         Wait::Sleep => SpinPolicy::SLEEP,
-    });
-    log::info!("attached to {name} as a producer");
+    };
+    let mut tx = if let Some(name) = &args.segment {
+        let buffer = if args.create {
+            let config = BufferConfig {
+                capacity: match args.capacity {
+                    Capacity::Bounded(n) => n,
+                    _ => ipc_core::mailbox::unbounded_block_for(max_message),
+                },
+                max_message,
+                mode: args.mode,
+            };
+            let created = if args.capacity == Capacity::Unbounded {
+                SharedBuffer::create_unbounded(name, &config)
+            } else {
+                SharedBuffer::create(name, &config)
+            };
+            created.with_context(|| format!("creating segment {name}"))?
+        } else {
+            SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?
+        };
+        buffer
+            .producer()
+            .with_context(|| format!("attaching a producer to segment {name}"))?
+    } else if let Some(name) = &args.mailbox {
+        let mailbox = if args.create {
+            let config = MailboxConfig {
+                capacity: args.capacity,
+                max_message,
+                mode: args.mode,
+            };
+            Mailbox::create(name, &config).with_context(|| format!("creating mailbox {name}"))?
+        } else {
+            Mailbox::open(name).with_context(|| format!("opening mailbox {name}"))?
+        };
+        mailbox
+            .sender()
+            .with_context(|| format!("attaching a sender to mailbox {name}"))?
+    } else {
+        let to = args.to.clone().expect("clap requires a target");
+        let me = args
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("producer-{}", std::process::id()));
+        let out = PortSender::new(&me).with_context(|| format!("--from {me}"))?;
+        return Ok((
+            Sink::Port {
+                out,
+                to: to.clone(),
+            },
+            format!("port {to}"),
+        ));
+    };
+    tx.set_spin_policy(policy);
+    let what = args
+        .segment
+        .as_ref()
+        .map(|s| format!("segment {s}"))
+        .or_else(|| args.mailbox.as_ref().map(|m| format!("mailbox {m}")))
+        .unwrap_or_default();
+    Ok((Sink::Queue(tx), what))
+}
+
+fn run(args: &Args) -> Result<i32> {
+    let (sink, what) = open_sink(args)?;
+    log::info!("attached to {what} as a producer");
     let mut meter = Meter::new("producer");
-    let sender = Sender {
-        producer: &mut producer,
+    let mut sender = Sending {
+        sink,
         timeout: args.timeout,
-        name,
+        what,
     };
     match (args.count, args.size) {
-        (Some(count), Some(size)) => synthetic_stream(sender, count, size, args.id, &mut meter)?,
-        _ => stdin_stream(sender, &mut meter)?,
+        (Some(count), Some(size)) => {
+            synthetic_stream(&mut sender, count, size, args.id, &mut meter)?
+        }
+        _ => stdin_stream(&mut sender, &mut meter)?,
     }
     meter.summary();
     Ok(EXIT_OK)
 }
 
-/// Sends with the stop flag and the idle timeout in mind.
-struct Sender<'a> {
-    producer: &'a mut Producer,
+/// Sends with the stop flag and the timeout in mind.
+struct Sending {
+    sink: Sink,
     timeout: Option<f64>,
-    name: &'a str,
+    what: String,
 }
 
-impl Sender<'_> {
+impl Sending {
     /// Sends `msg`; `Ok(false)` if a signal asked us to stop.
     fn send(&mut self, msg: &[u8]) -> Result<bool> {
         let started = std::time::Instant::now();
@@ -129,32 +247,36 @@ impl Sender<'_> {
             if stop_requested() {
                 return Ok(false);
             }
-            match self.producer.send_until(msg, Deadline::after(POLL)) {
+            match self.sink.send_until(msg, Deadline::after(POLL)) {
                 Ok(()) => return Ok(true),
                 Err(SendError::Timeout(_)) => {
                     if let Some(t) = self.timeout {
                         if started.elapsed().as_secs_f64() >= t {
-                            bail!("segment {}: buffer stayed full for {t} s", self.name);
+                            bail!(
+                                "{}: {} is full: no room for {t} s",
+                                self.what,
+                                self.sink.describe()
+                            );
                         }
                     }
                 }
-                Err(e) => bail!("segment {}: {e}", self.name),
+                Err(e) => bail!("{}: {e}", self.what),
             }
         }
     }
 }
 
 fn synthetic_stream(
-    mut sender: Sender<'_>,
+    sender: &mut Sending,
     count: u64,
     size: u64,
     id: Option<u32>,
     meter: &mut Meter,
 ) -> Result<()> {
-    let max = sender.producer.max_message() as u64;
+    let max = sender.sink.max_message()? as u64;
     if size < synthetic::HEADER_LEN as u64 || size > max {
         bail!(
-            "--size {size} must be between {} and the segment's max message size {max}",
+            "--size {size} must be between {} and the max message size {max}",
             synthetic::HEADER_LEN
         );
     }
@@ -170,8 +292,8 @@ fn synthetic_stream(
     Ok(())
 }
 
-fn stdin_stream(mut sender: Sender<'_>, meter: &mut Meter) -> Result<()> {
-    let mut buf = vec![0u8; sender.producer.max_message()];
+fn stdin_stream(sender: &mut Sending, meter: &mut Meter) -> Result<()> {
+    let mut buf = vec![0u8; sender.sink.max_message()?];
     let mut stdin = std::io::stdin().lock();
     loop {
         let n = match stdin.read(&mut buf) {
