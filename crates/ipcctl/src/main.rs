@@ -5,8 +5,9 @@ use clap::{Parser, Subcommand};
 use ipc_cli::{finish, init, parse_mode, parse_size, EXIT_FAILURE, EXIT_OK};
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
+use ipc_core::layout::Flavor;
+use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
 use ipc_core::peers::Role;
-use ipc_core::segment::Segment;
 use ipc_core::Status;
 
 /// Creates, inspects, lists and removes ipc-core shared-memory segments.
@@ -21,13 +22,18 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create a bounded buffer segment (fails if the name exists).
+    /// Create a buffer segment, or with --mailbox a mailbox (fails if the
+    /// name exists).
     Create {
         /// Segment name (letters, digits, '.', '_', '-').
         name: String,
-        /// Most messages queued at once.
-        #[arg(long, default_value_t = 64)]
-        capacity: u32,
+        /// Most messages queued at once: a number, `unbounded` (senders
+        /// never wait), or for a mailbox `0` (rendezvous).
+        #[arg(long, default_value = "64")]
+        capacity: Capacity,
+        /// Create a mailbox (message passing) instead of a buffer.
+        #[arg(long)]
+        mailbox: bool,
         /// Largest message in bytes (K, M suffixes allowed).
         #[arg(long, default_value = "64K", value_parser = parse_size)]
         max_message: u64,
@@ -72,22 +78,42 @@ fn run(cmd: Command) -> Result<i32> {
         Command::Create {
             name,
             capacity,
+            mailbox,
             max_message,
             mode,
         } => {
             let max_message = u32::try_from(max_message)
                 .with_context(|| format!("--max-message {max_message} is too large"))?;
-            let config = BufferConfig {
-                capacity,
-                max_message,
-                mode,
-            };
-            let buf = SharedBuffer::create(&name, &config)
+            if mailbox {
+                let config = MailboxConfig {
+                    capacity,
+                    max_message,
+                    mode,
+                };
+                Mailbox::create(&name, &config)
+                    .with_context(|| format!("creating mailbox {name}"))?;
+            } else {
+                let config = BufferConfig {
+                    capacity: match capacity {
+                        Capacity::Bounded(n) => n,
+                        Capacity::Unbounded => unbounded_block_for(max_message),
+                        Capacity::Zero => bail!(
+                            "--capacity 0 (rendezvous) is for mailboxes (add --mailbox); a buffer needs at least 1"
+                        ),
+                    },
+                    max_message,
+                    mode,
+                };
+                if capacity == Capacity::Unbounded {
+                    SharedBuffer::create_unbounded(&name, &config)
+                } else {
+                    SharedBuffer::create(&name, &config)
+                }
                 .with_context(|| format!("creating segment {name}"))?;
-            let g = buf.geometry();
+            }
             eprintln!(
-                "ipcctl: created {name}: capacity {} messages of up to {} bytes ({} bytes, mode {mode:o})",
-                g.capacity, g.max_message, g.total_size
+                "ipcctl: created {} {name}: capacity {capacity}, messages of up to {max_message} bytes, mode {mode:o}",
+                if mailbox { "mailbox" } else { "buffer" }
             );
             Ok(EXIT_OK)
         }
@@ -116,7 +142,7 @@ fn run(cmd: Command) -> Result<i32> {
                 }
                 Err(_) => {}
             }
-            Segment::unlink(&name).with_context(|| format!("removing segment {name}"))?;
+            admin::unlink_with_chain(&name).with_context(|| format!("removing segment {name}"))?;
             eprintln!("ipcctl: removed {name}");
             Ok(EXIT_OK)
         }
@@ -150,7 +176,7 @@ fn run(cmd: Command) -> Result<i32> {
                     SegmentState::Live => false,
                 };
                 if remove {
-                    match Segment::unlink(&s.name) {
+                    match admin::unlink_with_chain(&s.name) {
                         Ok(()) => eprintln!("ipcctl: removed {} ({})", s.name, s.state.word()),
                         Err(e) => {
                             eprintln!("ipcctl: error: {e}");
@@ -168,10 +194,15 @@ fn print_status(s: &Status) {
     let g = &s.geometry;
     println!("segment:        {}", s.name);
     println!("kind:           {}", g.kind.name());
-    println!(
-        "capacity:       {} messages ({} slots)",
-        g.capacity, g.slots
-    );
+    let capacity = match s.flavor {
+        Flavor::Bounded => format!("{} messages ({} slots)", g.capacity, g.slots),
+        Flavor::Zero => "0 (rendezvous)".to_owned(),
+        Flavor::Unbounded => format!(
+            "unbounded ({} messages per segment, {} extra segments now)",
+            g.capacity, s.chain_blocks
+        ),
+    };
+    println!("capacity:       {capacity}");
     println!("max message:    {} bytes", g.max_message);
     println!("size:           {} bytes", g.total_size);
     println!("queued:         {}", s.len);
