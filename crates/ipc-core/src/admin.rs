@@ -98,17 +98,27 @@ pub fn list() -> Vec<SegmentInfo> {
     let mut out: Vec<SegmentInfo> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| validate_name(name).is_ok() && has_our_magic(name))
-        .map(|name| match inspect(&name) {
-            Ok(status) => SegmentInfo {
+        .filter_map(|name| match inspect(&name) {
+            // A chained block belongs to its queue's entry, unless the
+            // queue is gone: then it is an orphan to clean.
+            Ok(status) if status.block_index != 0 => {
+                let parent = name.rsplit_once(".b").map_or("", |(p, _)| p);
+                (!Segment::exists(parent)).then(|| SegmentInfo {
+                    state: SegmentState::Orphaned,
+                    status: Some(status),
+                    name,
+                })
+            }
+            Ok(status) => Some(SegmentInfo {
                 state: state_of(&status),
                 status: Some(status),
                 name,
-            },
-            Err(e) => SegmentInfo {
+            }),
+            Err(e) => Some(SegmentInfo {
                 state: SegmentState::Corrupt(e.to_string()),
                 status: None,
                 name,
-            },
+            }),
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

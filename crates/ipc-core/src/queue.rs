@@ -56,6 +56,9 @@ pub struct Status {
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
     pub chain_blocks: u64,
+    /// For a chained segment of an unbounded queue: its index (0 for the
+    /// queue's own segment).
+    pub block_index: u32,
 }
 
 impl Status {
@@ -339,7 +342,8 @@ impl Queue {
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()
-                .map_or(0, |(head, tail)| tail - head.max(1) + 1),
+                .map_or(0, |(head, tail)| (tail + 1).saturating_sub(head.max(1))),
+            block_index: h.block_index,
         }
     }
 }
