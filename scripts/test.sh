@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, build, every test; then a
+# check that the run left nothing behind in /dev/shm.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: scripts/test.sh [CARGO_TEST_ARGS...]
+
+Runs, from the repository root wherever it is called from:
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets -- -D warnings
+  cargo build --workspace --bins        (the multi-process tests run them)
+  cargo test --workspace [CARGO_TEST_ARGS...]
+and fails if the run left new entries in /dev/shm.
+Exit codes: 0 all passed, 1 a step failed, 2 usage error.
+USAGE
+}
+
+case "${1:-}" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+esac
+
+cd "$(dirname "$0")/.."
+
+shm_before=$(mktemp)
+shm_after=$(mktemp)
+cleanup() { rm -f "$shm_before" "$shm_after"; }
+trap cleanup EXIT
+ls /dev/shm | sort >"$shm_before"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+step "cargo test --workspace $*"
+cargo test --workspace "$@"
+
+ls /dev/shm | sort >"$shm_after"
+leaked=$(comm -13 "$shm_before" "$shm_after" | grep -E '^(ipct-|ipc-|doc-|port\.doc-)' || true)
+if [ -n "$leaked" ]; then
+    echo "test.sh: the run left these in /dev/shm:" >&2
+    echo "$leaked" >&2
+    exit 1
+fi
+echo "test.sh: all checks passed; nothing left in /dev/shm" >&2
