@@ -1,0 +1,223 @@
+//! Unbounded mailboxes (`Capacity::Unbounded`: a chain of segments
+//! `NAME.b1`, `NAME.b2`, ...) with the endpoints in separate processes: the
+//! scenarios of crossbeam-channel's list-flavor tests, a million messages
+//! queued with nobody receiving, and the chain's segments freed after
+//! drain.
+
+#[path = "mailbox_common.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipc_core::mailbox::{Capacity, Mailbox, UNBOUNDED_BLOCK};
+
+const U: Capacity = Capacity::Unbounded;
+
+#[test]
+fn smoke() {
+    let (name, mb) = mailbox("usmoke", U);
+    let mut tx = mb.sender().unwrap();
+    let mut p = Peer::spawn(&["repl", name.as_str(), "--receiver"]);
+    tx.send(b"7").unwrap();
+    assert_eq!(p.call("try_recv"), "msg 7");
+    tx.send(b"8").unwrap();
+    assert_eq!(p.call("recv"), "msg 8");
+    assert_eq!(p.call("try_recv"), "empty");
+    assert_eq!(p.call("recv_timeout 1"), "timeout");
+    p.finish();
+}
+
+#[test]
+fn capacity() {
+    let (name, mb) = mailbox("ucap", U);
+    assert_eq!(mb.capacity(), U);
+    assert_eq!(mb.sender().unwrap().capacity(), None);
+    let mut p = Peer::spawn(&["repl", name.as_str(), "--receiver"]);
+    assert_eq!(p.call("len"), "len=0 empty=true full=false cap=none");
+    p.finish();
+}
+
+/// Never full, whatever is queued (here across several chain blocks).
+#[test]
+fn len_empty_full() {
+    let (name, mb) = mailbox("ulef", U);
+    let mut tx = mb.sender().unwrap();
+    let mut p = Peer::spawn(&["repl", name.as_str(), "--receiver"]);
+    assert_eq!(p.call("len"), "len=0 empty=true full=false cap=none");
+    let n = 3 * UNBOUNDED_BLOCK as usize + 5;
+    for i in 0..n {
+        tx.send(i.to_string()).unwrap();
+        assert!(!tx.is_full());
+    }
+    assert_eq!(tx.len(), n);
+    assert_eq!(
+        p.call("len"),
+        format!("len={n} empty=false full=false cap=none")
+    );
+    assert_eq!(p.call("recv"), "msg 0");
+    assert_eq!(tx.len(), n - 1);
+    p.finish();
+}
+
+#[test]
+fn try_recv() {
+    common::try_recv(U);
+}
+
+#[test]
+fn recv() {
+    recv_blocks_until_send(U);
+}
+
+#[test]
+fn recv_timeout() {
+    common::recv_timeout(U);
+}
+
+/// `try_send`, `send` and `send_timeout` never wait and never report
+/// `Full` or `Timeout`, with nobody receiving; `Disconnected` once the
+/// receiver has gone.
+#[test]
+fn send_variants_never_wait() {
+    let (name, mb) = mailbox("usend", U);
+    let mut tx = mb.sender().unwrap();
+    let mut p = Peer::spawn(&["repl", name.as_str(), "--receiver"]);
+    let per = 2 * UNBOUNDED_BLOCK as u64;
+    for seq in 0..per {
+        tx.try_send(encode(0, seq, 16)).unwrap();
+    }
+    for seq in per..2 * per {
+        tx.send_timeout(encode(0, seq, 16), Duration::from_millis(1))
+            .unwrap();
+    }
+    for seq in 2 * per..3 * per {
+        tx.send(encode(0, seq, 16)).unwrap();
+    }
+    assert_eq!(tx.len(), 3 * per as usize);
+    assert_eq!(p.call("drop-receiver"), "ok");
+    for r in [
+        tx.try_send(b"x".to_vec()),
+        tx.send(b"x".to_vec()),
+        tx.send_timeout(b"x".to_vec(), PATIENCE),
+    ] {
+        let (kind, back) = split(r.unwrap_err());
+        assert_eq!((kind, back.as_slice()), ("disconnected", &b"x"[..]));
+    }
+    p.finish();
+}
+
+#[test]
+fn send_after_disconnect() {
+    common::send_after_disconnect(U);
+}
+
+#[test]
+fn recv_after_disconnect() {
+    common::recv_after_disconnect(U);
+}
+
+#[test]
+fn disconnect_wakes_receiver() {
+    common::disconnect_wakes_receiver(U);
+}
+
+#[test]
+fn killed_sender_disconnects_receiver() {
+    common::killed_sender_disconnects_receiver(U);
+}
+
+/// A sender of an unbounded mailbox never waits, so it never runs the
+/// waiters' liveness check: does it ever learn that its only receiver was
+/// SIGKILLed, or does it fill /dev/shm for ever?
+#[test]
+#[ignore = "bug: an unbounded sender never notices a SIGKILLed receiver; sends succeed for ever"]
+fn killed_receiver_disconnects_sender() {
+    let (name, mb) = mailbox("ukillrx", U);
+    let mut tx = mb.sender().unwrap();
+    let mut p = Peer::spawn(&["repl", name.as_str(), "--receiver"]);
+    assert!(p.call("len").starts_with("len=0"));
+    p.kill();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        match tx.send(b"into the void".to_vec()) {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                let (kind, back) = split(e);
+                assert_eq!(
+                    (kind, back.as_slice()),
+                    ("disconnected", &b"into the void"[..])
+                );
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{sent} sends succeeded after the only receiver was killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+const MILLION: u64 = 1_000_000;
+
+/// A million messages sent with nobody receiving (never blocks), then
+/// drained in order by another process; every drained chain segment is
+/// then gone from /dev/shm.
+#[test]
+fn million_queued_then_drained_and_chain_freed() {
+    let (name, mb) = mailbox("umillion", U);
+    let mut tx = mb.sender().unwrap();
+    let mut msg = encode(0, 0, 16);
+    for seq in 0..MILLION {
+        msg[4..12].copy_from_slice(&seq.to_le_bytes());
+        msg[12..].copy_from_slice(&encode(0, seq, 16)[12..]);
+        tx.send(&msg[..]).unwrap();
+    }
+    assert_eq!(tx.len(), MILLION as usize);
+    let blocks = MILLION.div_ceil(UNBOUNDED_BLOCK as u64) - 1;
+    assert_eq!(chain_segments(name.as_str()).len() as u64, blocks);
+    drop(tx);
+    let r = run_peer(&["recv", name.as_str()]);
+    check(
+        &r,
+        &[
+            ("received", &MILLION.to_string()),
+            ("bad", "0"),
+            ("disorder", "0"),
+            ("gaps", "0"),
+            ("end", "disconnected"),
+            ("ids", &format!("0:{MILLION}:0:{}", MILLION - 1)),
+        ],
+    );
+    // Every drained block is gone; the chain's current tail block (where
+    // the next send would go) stays until the mailbox is unlinked.
+    let left = chain_segments(name.as_str());
+    assert_eq!(
+        left,
+        vec![format!("{name}.b{blocks}")],
+        "chain segments left after the drain"
+    );
+    assert!(name.path().exists());
+    Mailbox::unlink(name.as_str()).unwrap();
+    assert!(!name.path().exists());
+    assert!(chain_segments(name.as_str()).is_empty());
+}
+
+/// The stricter expectation: once every sender has gone and everything is
+/// drained, no chain segment is left, only the main one.
+#[test]
+#[ignore = "design question: the drained tail block NAME.bK stays in /dev/shm until unlink"]
+fn drained_chain_leaves_only_the_main_segment() {
+    let (name, mb) = mailbox("udrained", U);
+    let mut tx = mb.sender().unwrap();
+    let n = 2 * UNBOUNDED_BLOCK as u64 + 5;
+    for seq in 0..n {
+        tx.send(encode(0, seq, 16)).unwrap();
+    }
+    drop(tx);
+    let r = run_peer(&["recv", name.as_str()]);
+    check(&r, &[("received", &n.to_string()), ("end", "disconnected")]);
+    assert_eq!(chain_segments(name.as_str()), Vec::<String>::new());
+}
