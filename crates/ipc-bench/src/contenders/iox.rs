@@ -1,0 +1,204 @@
+//! iceoryx2 0.10, publish-subscribe over `[u8]` slices (built with the
+//! `iceoryx2` feature).
+//!
+//! The publisher loans a sample, copies the message in and sends it
+//! (`RetryUntilDelivered`, no overflow: a full subscriber buffer makes the
+//! publisher wait, as a bounded buffer does); the subscriber copies the
+//! payload out. Spinning mode polls `receive`; sleeping mode pairs the
+//! service with an event service and waits in `Listener::timed_wait`,
+//! the way iceoryx2 applications sleep.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use iceoryx2::port::listener::Listener;
+use iceoryx2::port::notifier::Notifier;
+use iceoryx2::port::publisher::Publisher;
+use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::prelude::*;
+use iceoryx2::service::port_factory::{event, publish_subscribe};
+
+use crate::harness::{check_deadline, spin_until, Mode, Rx, Transport, Tx};
+
+type Svc = ipc::Service;
+
+fn err(what: &'static str) -> impl Fn(&dyn std::fmt::Debug) -> anyhow::Error {
+    move |e| anyhow!("iceoryx2 {what}: {e:?}")
+}
+
+/// Quiets iceoryx2's own logger (call once at start).
+pub fn init() {
+    set_log_level(LogLevel::Error);
+}
+
+/// The iceoryx2 contender.
+#[derive(Debug, Default)]
+pub struct Iceoryx2;
+
+/// Service names and geometry; each process creates its own node.
+#[derive(Debug)]
+pub struct IoxLink {
+    name: String,
+    size: usize,
+    depth: usize,
+}
+
+struct Opened {
+    events: event::PortFactory<Svc>,
+    service: publish_subscribe::PortFactory<Svc, [u8], ()>,
+    _node: Node<Svc>,
+}
+
+fn open(link: &IoxLink) -> Result<Opened> {
+    let node = NodeBuilder::new()
+        .signal_handling_mode(SignalHandlingMode::Disabled)
+        .create::<Svc>()
+        .map_err(|e| err("node")(&e))?;
+    let name = ServiceName::new(&link.name).map_err(|e| err("service name")(&e))?;
+    let service = node
+        .service_builder(&name)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(1)
+        .history_size(0)
+        .subscriber_max_buffer_size(link.depth)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .map_err(|e| err("publish-subscribe service")(&e))?;
+    let ev_name =
+        ServiceName::new(&format!("{}/ev", link.name)).map_err(|e| err("event name")(&e))?;
+    let events = node
+        .service_builder(&ev_name)
+        .event()
+        .open_or_create()
+        .map_err(|e| err("event service")(&e))?;
+    Ok(Opened {
+        events,
+        service,
+        _node: node,
+    })
+}
+
+/// Publisher end. Fields drop in order: ports before services before node.
+pub struct IoxTx {
+    publisher: Publisher<Svc, [u8], ()>,
+    notifier: Option<Notifier<Svc>>,
+    _opened: Opened,
+}
+
+/// Subscriber end.
+pub struct IoxRx {
+    subscriber: Subscriber<Svc, [u8], ()>,
+    listener: Option<Listener<Svc>>,
+    _opened: Opened,
+}
+
+impl Transport for Iceoryx2 {
+    type Link = IoxLink;
+    type Tx = IoxTx;
+    type Rx = IoxRx;
+
+    fn link(&self, size: usize, depth: u32, _mode: Mode) -> Result<IoxLink> {
+        Ok(IoxLink {
+            name: crate::harness::unique("iox"),
+            size,
+            depth: depth as usize,
+        })
+    }
+
+    fn tx(&self, link: &mut IoxLink, mode: Mode) -> Result<IoxTx> {
+        let opened = open(link)?;
+        let publisher = opened
+            .service
+            .publisher_builder()
+            .initial_max_slice_len(link.size)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .map_err(|e| err("publisher")(&e))?;
+        let notifier = match mode {
+            Mode::Sleep => Some(
+                opened
+                    .events
+                    .notifier_builder()
+                    .create()
+                    .map_err(|e| err("notifier")(&e))?,
+            ),
+            Mode::Spin => None,
+        };
+        Ok(IoxTx {
+            publisher,
+            notifier,
+            _opened: opened,
+        })
+    }
+
+    fn rx(&self, link: &mut IoxLink, mode: Mode) -> Result<IoxRx> {
+        let opened = open(link)?;
+        let subscriber = opened
+            .service
+            .subscriber_builder()
+            .create()
+            .map_err(|e| err("subscriber")(&e))?;
+        let listener = match mode {
+            Mode::Sleep => Some(
+                opened
+                    .events
+                    .listener_builder()
+                    .create()
+                    .map_err(|e| err("listener")(&e))?,
+            ),
+            Mode::Spin => None,
+        };
+        Ok(IoxRx {
+            subscriber,
+            listener,
+            _opened: opened,
+        })
+    }
+}
+
+impl Tx for IoxTx {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let sample = spin_until(|| match self.publisher.loan_slice_uninit(msg.len()) {
+            Ok(s) => Ok(Some(s)),
+            // Every sample is still held by the subscriber: wait.
+            Err(e) if format!("{e:?}").contains("ExceedsMaxLoan") => Ok(None),
+            Err(e) => Err(err("loan")(&e)),
+        })?;
+        sample
+            .write_from_slice(msg)
+            .send()
+            .map_err(|e| err("send")(&e))?;
+        if let Some(n) = &self.notifier {
+            n.notify().map_err(|e| err("notify")(&e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Rx for IoxRx {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut take = |sub: &Subscriber<Svc, [u8], ()>| -> Result<Option<usize>> {
+            match sub.receive().map_err(|e| err("receive")(&e))? {
+                Some(sample) => {
+                    let p = sample.payload();
+                    buf[..p.len()].copy_from_slice(p);
+                    Ok(Some(p.len()))
+                }
+                None => Ok(None),
+            }
+        };
+        match &self.listener {
+            None => spin_until(|| take(&self.subscriber)),
+            Some(listener) => loop {
+                if let Some(n) = take(&self.subscriber)? {
+                    return Ok(n);
+                }
+                listener
+                    .timed_wait(|_| {}, Duration::from_millis(100))
+                    .map_err(|e| err("wait")(&e))?;
+                check_deadline()?;
+            },
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! ipc-core's bounded buffer: one producer to one consumer (a
+//! [`Transport`]) and several to several ([`IpcMany`]).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use ipc_core::sync::{Deadline, SpinPolicy};
+use ipc_core::{BufferConfig, Consumer, Producer, RecvError, SharedBuffer};
+
+use crate::harness::{
+    depth_for, now_ns, set_deadline, Child, Contender, Handshake, Measure, Mode, Rate, Rx,
+    Transport, Tx,
+};
+
+fn policy(mode: Mode) -> SpinPolicy {
+    match mode {
+        Mode::Spin => SpinPolicy::SPIN,
+        Mode::Sleep => SpinPolicy::SLEEP,
+    }
+}
+
+/// A buffer segment created by the parent; its name is unlinked on drop.
+#[derive(Debug)]
+pub struct BufferLink {
+    name: String,
+    /// The creator's handle: keeps the segment mapped for the whole run.
+    _creator: SharedBuffer,
+}
+
+impl BufferLink {
+    fn create(size: usize, depth: u32) -> Result<BufferLink> {
+        let name = crate::harness::unique("buf");
+        let config = BufferConfig {
+            capacity: depth,
+            max_message: size as u32,
+            mode: 0o600,
+        };
+        let buf = SharedBuffer::create(&name, &config)
+            .with_context(|| format!("creating segment {name}"))?;
+        Ok(BufferLink {
+            name,
+            _creator: buf,
+        })
+    }
+
+    /// Opens the segment by name, as an unrelated process would.
+    fn open(&self) -> Result<SharedBuffer> {
+        SharedBuffer::open(&self.name).with_context(|| format!("opening segment {}", self.name))
+    }
+}
+
+impl Drop for BufferLink {
+    fn drop(&mut self) {
+        let _ = SharedBuffer::unlink(&self.name);
+    }
+}
+
+/// ipc-core's bounded buffer, one producer and one consumer, copying in
+/// (`send`) and out (`recv_into`) like the kernel channels do.
+#[derive(Debug, Default)]
+pub struct IpcBuffer;
+
+/// Producer end.
+#[derive(Debug)]
+pub struct IpcTx(Producer);
+
+/// Consumer end.
+#[derive(Debug)]
+pub struct IpcRx(Consumer);
+
+impl Tx for IpcTx {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.0.send(msg).map_err(|e| anyhow!("send: {e}"))
+    }
+}
+
+impl Rx for IpcRx {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.0
+            .recv_into(buf, Deadline::Never)
+            .map_err(|e| anyhow!("recv: {e}"))
+    }
+}
+
+impl Transport for IpcBuffer {
+    type Link = BufferLink;
+    type Tx = IpcTx;
+    type Rx = IpcRx;
+
+    fn link(&self, size: usize, depth: u32, _mode: Mode) -> Result<BufferLink> {
+        BufferLink::create(size, depth)
+    }
+
+    fn tx(&self, link: &mut BufferLink, mode: Mode) -> Result<IpcTx> {
+        let mut p = link.open()?.producer()?;
+        p.set_spin_policy(policy(mode));
+        Ok(IpcTx(p))
+    }
+
+    fn rx(&self, link: &mut BufferLink, mode: Mode) -> Result<IpcRx> {
+        let mut c = link.open()?.consumer()?;
+        c.set_spin_policy(policy(mode));
+        Ok(IpcRx(c))
+    }
+}
+
+/// ipc-core's bounded buffer shared by several producer and consumer
+/// processes (throughput only): the total rate of all of them.
+#[derive(Debug)]
+pub struct IpcMany {
+    /// Row label.
+    pub name: &'static str,
+    /// Producer processes.
+    pub producers: u32,
+    /// Consumer processes.
+    pub consumers: u32,
+}
+
+impl Contender for IpcMany {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn applies(&self, measure: Measure, _size: usize, _mode: Mode) -> bool {
+        measure == Measure::Throughput
+    }
+
+    fn throughput(&self, size: usize, count: u64, mode: Mode, timeout: Duration) -> Result<Rate> {
+        let link = BufferLink::create(size, depth_for(size))?;
+        let hs = Handshake::new()?;
+        set_deadline(timeout);
+        let per_producer = count.div_ceil(self.producers as u64);
+        let child_timeout = timeout + Duration::from_secs(5);
+        let mut children = Vec::new();
+        for _ in 0..self.producers {
+            children.push(Child::spawn(child_timeout, || {
+                let gate = hs.child()?;
+                gate.wait_build()?;
+                let mut p = link.open()?.producer()?;
+                p.set_spin_policy(policy(mode));
+                gate.ready()?;
+                gate.wait_start()?;
+                let msg = vec![0x5a; size];
+                for _ in 0..per_producer {
+                    p.send(&msg[..]).map_err(|e| anyhow!("send: {e}"))?;
+                }
+                Ok(())
+            })?);
+        }
+        for _ in 0..self.consumers {
+            children.push(Child::spawn(child_timeout, || {
+                let gate = hs.child()?;
+                gate.wait_build()?;
+                let mut c = link.open()?.consumer()?;
+                c.set_spin_policy(policy(mode));
+                c.set_min_producers(self.producers);
+                gate.ready()?;
+                gate.wait_start()?;
+                let mut buf = vec![0u8; size];
+                let (mut n, mut last) = (0u64, now_ns());
+                loop {
+                    match c.recv_into(&mut buf, Deadline::Never) {
+                        Ok(_) => {
+                            n += 1;
+                            last = now_ns();
+                        }
+                        Err(RecvError::Disconnected) => break,
+                        Err(e) => bail!("recv: {e}"),
+                    }
+                }
+                gate.report(n, last)
+            })?);
+        }
+        let gate = hs.parent();
+        let n = (self.producers + self.consumers) as usize;
+        gate.build(n)?;
+        gate.wait_ready(n)?;
+        let start = now_ns();
+        let started = Instant::now();
+        gate.start(n)?;
+        let (mut total, mut end) = (0u64, start);
+        for _ in 0..self.consumers {
+            let [got, last] = gate.read_report()?;
+            total += got;
+            end = end.max(last);
+        }
+        for child in children {
+            child.wait()?;
+        }
+        let expected = per_producer * self.producers as u64;
+        if total != expected {
+            bail!("consumers got {total} messages, producers sent {expected}");
+        }
+        let secs = (end - start) as f64 / 1e9;
+        debug_assert!(secs <= started.elapsed().as_secs_f64() + 1e-3);
+        Ok(Rate {
+            messages: total,
+            secs,
+        })
+    }
+
+    fn round_trip(&self, _: usize, _: u64, _: Mode, _: Duration) -> Result<Histogram<u64>> {
+        bail!("not measured: round trip is a one-to-one measurement")
+    }
+}

@@ -1,0 +1,74 @@
+//! The contenders. Each is one small [`Transport`](crate::harness::Transport)
+//! impl (a one-way channel: link, send end, receive end) wrapped in
+//! [`OneToOne`], or a [`Contender`] of its own when it is not one-to-one.
+//!
+//! To add one (for instance ipc-core's mailboxes, bounded / zero /
+//! unbounded, once that API exists): write a `Transport` impl in a new
+//! module here and push it in [`all`] under the name the report should show.
+
+pub mod fd;
+#[cfg(feature = "iceoryx2")]
+pub mod iox;
+pub mod ipc;
+pub mod mq;
+pub mod probe;
+
+use crate::harness::{Contender, OneToOne};
+
+/// Row label of ipc-core's bounded buffer, one to one.
+pub const IPC: &str = "ipc-core 1→1";
+/// Row label of ipc-core's bounded buffer, four to four.
+pub const IPC_4X4: &str = "ipc-core 4×4";
+/// Row label of the pipe.
+pub const PIPE: &str = "pipe";
+/// Row label of the Unix stream socket.
+pub const UDS: &str = "unix socket";
+/// Row label of the POSIX queue.
+pub const MQ: &str = "POSIX mq";
+/// Row label of iceoryx2.
+pub const IOX: &str = "iceoryx2";
+/// Row label of the cache-line probe.
+pub const CACHE_LINE: &str = "cache-line probe";
+/// Row label of the futex probe.
+pub const FUTEX: &str = "futex probe";
+
+/// Every contender this build has, in report order.
+pub fn all() -> Vec<Box<dyn Contender>> {
+    let mut v: Vec<Box<dyn Contender>> = vec![
+        Box::new(OneToOne {
+            name: IPC,
+            transport: ipc::IpcBuffer,
+        }),
+        Box::new(ipc::IpcMany {
+            name: IPC_4X4,
+            producers: 4,
+            consumers: 4,
+        }),
+        Box::new(OneToOne {
+            name: PIPE,
+            transport: fd::Pipe,
+        }),
+        Box::new(OneToOne {
+            name: UDS,
+            transport: fd::UnixStream,
+        }),
+        Box::new(OneToOne {
+            name: MQ,
+            transport: mq::PosixMq,
+        }),
+    ];
+    #[cfg(feature = "iceoryx2")]
+    v.push(Box::new(OneToOne {
+        name: IOX,
+        transport: iox::Iceoryx2,
+    }));
+    v.push(Box::new(OneToOne {
+        name: CACHE_LINE,
+        transport: probe::CacheLine,
+    }));
+    v.push(Box::new(OneToOne {
+        name: FUTEX,
+        transport: probe::Futex,
+    }));
+    v
+}

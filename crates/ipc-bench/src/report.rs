@@ -1,0 +1,588 @@
+//! Results and the Markdown report: absolute figures, ratios of ipc-core
+//! to every other contender, the memcpy ceiling, the stream benchmark, the
+//! machine, and the project's targets checked against this run.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::contenders::{CACHE_LINE, FUTEX, IOX, IPC, IPC_4X4, MQ, PIPE, UDS};
+use crate::harness::{new_histogram, Measure, Mode, Rate};
+use crate::memcpy::Memcpy;
+use crate::stream::StreamResult;
+
+/// A key of the measurement table: contender, measure, mode, size.
+pub type Key = (String, Measure, Mode, usize);
+
+/// The outcome of one timed run.
+#[derive(Debug)]
+pub enum Cell {
+    /// Throughput.
+    Rate(Rate),
+    /// Round-trip times, nanoseconds.
+    Latency(Histogram<u64>),
+}
+
+impl Cell {
+    /// One line for the progress log.
+    pub fn summary(&self, size: usize) -> String {
+        match self {
+            Cell::Rate(r) => format!(
+                "{} msg/s, {:.2} GB/s",
+                si(r.per_sec()),
+                r.per_sec() * size as f64 / 1e9
+            ),
+            Cell::Latency(h) => format!("p50 {}", us(h.value_at_quantile(0.5))),
+        }
+    }
+}
+
+/// Everything one invocation measured.
+#[derive(Debug)]
+pub struct Results {
+    names: Vec<String>,
+    sizes: Vec<usize>,
+    rounds: u32,
+    run_time: f64,
+    command: String,
+    rates: HashMap<Key, Vec<Rate>>,
+    lats: HashMap<Key, Histogram<u64>>,
+    failures: HashMap<Key, String>,
+    /// memcpy ceiling per size.
+    pub memcpy: Vec<Memcpy>,
+    /// Stream benchmark, or why it did not run.
+    pub stream: Option<Result<StreamResult, String>>,
+    /// Wall-clock seconds of the whole run.
+    pub elapsed: f64,
+}
+
+/// `1234567.0` → `1.23 M`.
+fn si(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Nanoseconds as microseconds, 3 significant digits.
+fn us(ns: u64) -> String {
+    let u = ns as f64 / 1e3;
+    if u < 10.0 {
+        format!("{u:.2}")
+    } else if u < 100.0 {
+        format!("{u:.1}")
+    } else {
+        format!("{u:.0}")
+    }
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1 << 20 && size & ((1 << 20) - 1) == 0 {
+        format!("{} MiB", size >> 20)
+    } else if size >= 1 << 10 && size & ((1 << 10) - 1) == 0 {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    }
+}
+
+fn median(v: &[Rate]) -> Option<f64> {
+    let mut r: Vec<f64> = v.iter().map(Rate::per_sec).collect();
+    r.sort_by(f64::total_cmp);
+    let n = r.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(r[n / 2]),
+        _ => Some((r[n / 2 - 1] + r[n / 2]) / 2.0),
+    }
+}
+
+fn median_f(v: &[f64]) -> f64 {
+    let mut r = v.to_vec();
+    r.sort_by(f64::total_cmp);
+    let n = r.len();
+    if n % 2 == 1 {
+        r[n / 2]
+    } else {
+        (r[n / 2 - 1] + r[n / 2]) / 2.0
+    }
+}
+
+/// The machine: CPUs, CPU model, kernel.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("nproc {nproc}, CPU \"{model}\", Linux {}", kernel.trim())
+}
+
+/// Today's date, UTC, as YYYY-MM-DD.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    // Civil from days (H. Hinnant's algorithm).
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+impl Results {
+    /// An empty result set.
+    pub fn new(
+        names: Vec<String>,
+        sizes: Vec<usize>,
+        rounds: u32,
+        run_time: f64,
+        command: String,
+    ) -> Results {
+        Results {
+            names,
+            sizes,
+            rounds,
+            run_time,
+            command,
+            rates: HashMap::new(),
+            lats: HashMap::new(),
+            failures: HashMap::new(),
+            memcpy: Vec::new(),
+            stream: None,
+            elapsed: 0.0,
+        }
+    }
+
+    /// True if this cell failed before (it is not tried again).
+    pub fn failed(&self, key: &Key) -> bool {
+        self.failures.contains_key(key)
+    }
+
+    /// Records a failure.
+    pub fn fail(&mut self, key: Key, why: String) {
+        self.failures.insert(key, why);
+    }
+
+    /// Records one run.
+    pub fn add(&mut self, key: Key, cell: Cell) {
+        match cell {
+            Cell::Rate(r) => self.rates.entry(key).or_default().push(r),
+            Cell::Latency(h) => {
+                let merged = self.lats.entry(key).or_insert_with(new_histogram);
+                // Both histograms have the same bounds: adding cannot fail.
+                let _ = merged.add(&h);
+            }
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Median messages/s.
+    fn rate(&self, name: &str, mode: Mode, size: usize) -> Option<f64> {
+        median(
+            self.rates
+                .get(&(name.to_owned(), Measure::Throughput, mode, size))?,
+        )
+    }
+
+    fn lat(&self, name: &str, mode: Mode, size: usize) -> Option<&Histogram<u64>> {
+        self.lats
+            .get(&(name.to_owned(), Measure::RoundTrip, mode, size))
+    }
+
+    fn p50(&self, name: &str, mode: Mode, size: usize) -> Option<f64> {
+        self.lat(name, mode, size)
+            .map(|h| h.value_at_quantile(0.5) as f64)
+    }
+
+    fn na(&self, name: &str, measure: Measure, mode: Mode, size: usize) -> String {
+        if self
+            .failures
+            .contains_key(&(name.to_owned(), measure, mode, size))
+        {
+            "failed†".to_owned()
+        } else {
+            "–".to_owned()
+        }
+    }
+
+    fn probe(mode: Mode) -> &'static str {
+        match mode {
+            Mode::Spin => CACHE_LINE,
+            Mode::Sleep => FUTEX,
+        }
+    }
+
+    fn throughput_table(&self, out: &mut String, mode: Mode) {
+        let cols: Vec<&str> = [IPC, IPC_4X4, PIPE, UDS, MQ, IOX]
+            .into_iter()
+            .filter(|n| self.has(n))
+            .collect();
+        let others: Vec<&str> = [PIPE, UDS, MQ, IOX]
+            .into_iter()
+            .filter(|n| self.has(n))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n### Throughput, {} (messages/s · GB/s, median of rounds)\n",
+            mode.label()
+        );
+        let mut head = "| size |".to_owned();
+        for c in &cols {
+            let _ = write!(head, " {c} |");
+        }
+        for o in &others {
+            let _ = write!(head, " ipc / {o} |");
+        }
+        if self.has(IPC_4X4) {
+            head.push_str(" 4×4 / 1→1 |");
+        }
+        let _ = writeln!(out, "{head}");
+        let _ = writeln!(out, "|{}", "---|".repeat(head.matches('|').count() - 1));
+        for &size in &self.sizes {
+            let _ = write!(out, "| {} |", size_label(size));
+            for c in &cols {
+                match self.rate(c, mode, size) {
+                    Some(r) => {
+                        let _ = write!(out, " {} · {:.2} |", si(r), r * size as f64 / 1e9);
+                    }
+                    None => {
+                        let _ = write!(out, " {} |", self.na(c, Measure::Throughput, mode, size));
+                    }
+                }
+            }
+            let ipc = self.rate(IPC, mode, size);
+            for o in &others {
+                let _ = write!(out, " {} |", ratio(ipc, self.rate(o, mode, size)));
+            }
+            if self.has(IPC_4X4) {
+                let _ = write!(out, " {} |", ratio(self.rate(IPC_4X4, mode, size), ipc));
+            }
+            out.push('\n');
+        }
+    }
+
+    fn latency_table(&self, out: &mut String, mode: Mode) {
+        let probe = Self::probe(mode);
+        let cols: Vec<&str> = [IPC, PIPE, UDS, MQ, IOX, probe]
+            .into_iter()
+            .filter(|n| self.has(n))
+            .collect();
+        let others: Vec<&str> = [PIPE, UDS, MQ, IOX, probe]
+            .into_iter()
+            .filter(|n| self.has(n))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n### Round trip, {} (p50 / p99 / p99.9 in µs; ratios of p50, lower is better)\n",
+            mode.label()
+        );
+        let mut head = "| size |".to_owned();
+        for c in &cols {
+            let _ = write!(head, " {c} |");
+        }
+        for o in &others {
+            let _ = write!(head, " ipc / {o} |");
+        }
+        let _ = writeln!(out, "{head}");
+        let _ = writeln!(out, "|{}", "---|".repeat(head.matches('|').count() - 1));
+        for &size in &self.sizes {
+            let _ = write!(out, "| {} |", size_label(size));
+            for c in &cols {
+                match self.lat(c, mode, size) {
+                    Some(h) => {
+                        let _ = write!(
+                            out,
+                            " {} / {} / {} |",
+                            us(h.value_at_quantile(0.5)),
+                            us(h.value_at_quantile(0.99)),
+                            us(h.value_at_quantile(0.999))
+                        );
+                    }
+                    None => {
+                        let _ = write!(out, " {} |", self.na(c, Measure::RoundTrip, mode, size));
+                    }
+                }
+            }
+            let ipc = self.p50(IPC, mode, size);
+            for o in &others {
+                let _ = write!(out, " {} |", ratio(ipc, self.p50(o, mode, size)));
+            }
+            out.push('\n');
+        }
+    }
+
+    fn memcpy_table(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n### memcpy ceiling (one core) and ipc-core 1→1 against it\n\n\
+             \"hot\" copies one buffer again and again; \"ring-sized\" copies through as many \
+             buffers as the ipc-core ring of that size holds.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| size | memcpy hot GB/s | memcpy ring-sized GB/s | ipc spinning GB/s | % hot | % ring-sized | ipc sleeping GB/s | % hot | % ring-sized |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for m in &self.memcpy {
+            let _ = write!(
+                out,
+                "| {} | {:.2} | {:.2} |",
+                size_label(m.size),
+                m.hot / 1e9,
+                m.ring / 1e9
+            );
+            for mode in Mode::ALL {
+                match self.rate(IPC, mode, m.size) {
+                    Some(r) => {
+                        let bw = r * m.size as f64;
+                        let _ = write!(
+                            out,
+                            " {:.2} | {:.0}% | {:.0}% |",
+                            bw / 1e9,
+                            100.0 * bw / m.hot,
+                            100.0 * bw / m.ring
+                        );
+                    }
+                    None => out.push_str(" – | – | – |"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+
+    fn stream_table(&self, out: &mut String) {
+        let _ = writeln!(out, "\n### End-to-end stream: a file through `producer | consumer` vs `cat file | cat`, to /dev/null\n");
+        match &self.stream {
+            None => {
+                let _ = writeln!(out, "Not run (`--no-stream`).");
+            }
+            Some(Err(why)) => {
+                let _ = writeln!(out, "Not measured: {why}");
+            }
+            Some(Ok(s)) => {
+                let cat = median_f(&s.cat);
+                let ipc = median_f(&s.ipc);
+                let gb = s.bytes as f64 / 1e9;
+                let _ = writeln!(
+                    out,
+                    "File: {} MiB, page-cached; producer `--capacity {} --max-message {}`; median of {} runs each.\n",
+                    s.bytes >> 20,
+                    crate::stream::CAPACITY,
+                    crate::stream::MAX_MESSAGE,
+                    s.cat.len()
+                );
+                let _ = writeln!(out, "| pipeline | time (s) | GB/s |\n|---|---|---|");
+                let _ = writeln!(out, "| `cat file \\| cat` | {cat:.3} | {:.2} |", gb / cat);
+                let _ = writeln!(
+                    out,
+                    "| `producer \\| consumer` | {ipc:.3} | {:.2} |",
+                    gb / ipc
+                );
+                let _ = writeln!(
+                    out,
+                    "\nipc-core CLI is {:.2}× as fast as `cat | cat`.",
+                    cat / ipc
+                );
+            }
+        }
+    }
+
+    fn targets(&self, out: &mut String) {
+        let _ = writeln!(out, "\n### Targets (ratios from this run)\n");
+        let _ = writeln!(out, "| target | measured | met? |\n|---|---|---|");
+        let mut row = |what: String,
+                       measured: Option<f64>,
+                       fmt: &dyn Fn(f64) -> String,
+                       ok: &dyn Fn(f64) -> bool| {
+            let (m, met) = match measured {
+                Some(v) => (fmt(v), if ok(v) { "yes" } else { "**no**" }),
+                None => ("not measured".to_owned(), "–"),
+            };
+            let _ = writeln!(out, "| {what} | {m} | {met} |");
+        };
+        let x = |v: f64| format!("{v:.2}×");
+        let pct = |v: f64| format!("{:.0}%", 100.0 * v);
+        let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        for mode in Mode::ALL {
+            let l = mode.label();
+            let ipc64 = self.rate(IPC, mode, 64);
+            row(
+                format!("64 B 1→1 rate ≥ 20× pipe ({l})"),
+                div(ipc64, self.rate(PIPE, mode, 64)),
+                &x,
+                &|v| v >= 20.0,
+            );
+            row(
+                format!("64 B 1→1 rate ≥ 100× POSIX mq ({l})"),
+                div(ipc64, self.rate(MQ, mode, 64)),
+                &x,
+                &|v| v >= 100.0,
+            );
+        }
+        for size in [8, 64] {
+            row(
+                format!("{size} B round trip spinning ≤ 1.5× cache-line probe (p50)"),
+                div(
+                    self.p50(IPC, Mode::Spin, size),
+                    self.p50(CACHE_LINE, Mode::Spin, size),
+                ),
+                &x,
+                &|v| v <= 1.5,
+            );
+            row(
+                format!("{size} B round trip sleeping ≤ 1.2× futex probe (p50)"),
+                div(
+                    self.p50(IPC, Mode::Sleep, size),
+                    self.p50(FUTEX, Mode::Sleep, size),
+                ),
+                &x,
+                &|v| v <= 1.2,
+            );
+        }
+        let mib = 1 << 20;
+        if let Some(m) = self.memcpy.iter().find(|m| m.size == mib) {
+            for mode in Mode::ALL {
+                let bw = self.rate(IPC, mode, mib).map(|r| r * mib as f64);
+                row(
+                    format!("1 MiB rate ≥ 50% of hot memcpy ({})", mode.label()),
+                    div(bw, Some(m.hot)),
+                    &pct,
+                    &|v| v >= 0.5,
+                );
+                row(
+                    format!("1 MiB rate ≥ 50% of ring-sized memcpy ({})", mode.label()),
+                    div(bw, Some(m.ring)),
+                    &pct,
+                    &|v| v >= 0.5,
+                );
+            }
+        }
+        let stream = match &self.stream {
+            Some(Ok(s)) => Some(median_f(&s.cat) / median_f(&s.ipc)),
+            _ => None,
+        };
+        row(
+            "file through the CLI ≥ 1.5× as fast as `cat | cat`".to_owned(),
+            stream,
+            &x,
+            &|v| v >= 1.5,
+        );
+        if self.has(IOX) {
+            for mode in Mode::ALL {
+                for size in [8, 64] {
+                    row(
+                        format!("{size} B rate ahead of iceoryx2 ({})", mode.label()),
+                        div(self.rate(IPC, mode, size), self.rate(IOX, mode, size)),
+                        &x,
+                        &|v| v > 1.0,
+                    );
+                    row(
+                        format!(
+                            "{size} B round trip ahead of iceoryx2 ({}, iceoryx2 p50 / ipc p50)",
+                            mode.label()
+                        ),
+                        div(self.p50(IOX, mode, size), self.p50(IPC, mode, size)),
+                        &x,
+                        &|v| v > 1.0,
+                    );
+                }
+            }
+        } else {
+            row(
+                "ahead of iceoryx2 (not built: feature `iceoryx2`)".to_owned(),
+                None,
+                &x,
+                &|_| true,
+            );
+        }
+        for mode in Mode::ALL {
+            for &size in &self.sizes {
+                row(
+                    format!(
+                        "{} 4×4 total ≥ ½ of 1→1 ({})",
+                        size_label(size),
+                        mode.label()
+                    ),
+                    div(self.rate(IPC_4X4, mode, size), self.rate(IPC, mode, size)),
+                    &x,
+                    &|v| v >= 0.5,
+                );
+            }
+        }
+    }
+
+    /// The whole report.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## ipc-bench run of {}\n", today());
+        let _ = writeln!(out, "- Machine: {}", machine());
+        let _ = writeln!(out, "- Command: `{}`", self.command);
+        let _ = writeln!(
+            out,
+            "- {} interleaved round(s), about {} s per timed run, {:.0} s in all",
+            self.rounds, self.run_time, self.elapsed
+        );
+        let _ = writeln!(
+            out,
+            "- Every contender copies each message in and out (ipc-core: `send` + `recv_into`). \
+             Queue depth for throughput: 256 messages up to 64 KiB, 16 MiB worth above (ipc-core ring, \
+             POSIX mq if the system allows, else 10; iceoryx2 subscriber buffer); pipe and socket keep \
+             their default kernel buffers. Round trips use depth 4. Probes carry 8 bytes whatever the row."
+        );
+        for mode in Mode::ALL {
+            self.throughput_table(&mut out, mode);
+        }
+        for mode in Mode::ALL {
+            self.latency_table(&mut out, mode);
+        }
+        self.memcpy_table(&mut out);
+        self.stream_table(&mut out);
+        self.targets(&mut out);
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\n### † Failed cells\n");
+            let mut f: Vec<_> = self.failures.iter().collect();
+            f.sort_by(|a, b| a.0.cmp(b.0));
+            for ((name, measure, mode, size), why) in f {
+                let _ = writeln!(
+                    out,
+                    "- {name}, {measure:?}, {}, {}: {why}",
+                    mode.label(),
+                    size_label(*size)
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,219 @@
+//! End-to-end stream benchmark: a file through the workspace's
+//! `producer | consumer` command-line tools against `cat file | cat`,
+//! both into /dev/null, interleaved.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Ring geometry given to `producer`.
+pub const CAPACITY: u32 = 64;
+/// Largest message given to `producer` (bytes per chunk of the stream).
+pub const MAX_MESSAGE: u32 = 64 * 1024;
+
+/// Timings of one stream benchmark.
+#[derive(Debug, Clone)]
+pub struct StreamResult {
+    /// File size.
+    pub bytes: u64,
+    /// Seconds for each `cat | cat` run.
+    pub cat: Vec<f64>,
+    /// Seconds for each `producer | consumer` run.
+    pub ipc: Vec<f64>,
+}
+
+/// A temporary file, removed on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A spawned process, killed and reaped by PID on drop unless waited for.
+struct Proc(Option<std::process::Child>);
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Result<Proc> {
+        Ok(Proc(Some(
+            cmd.spawn().with_context(|| format!("starting {cmd:?}"))?,
+        )))
+    }
+
+    fn wait(&mut self, what: &str, deadline: Instant) -> Result<()> {
+        let child = self.0.as_mut().expect("not yet waited for");
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.0 = None;
+                if !status.success() {
+                    bail!("{what} ended with {status}");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not finish in time");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.0.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Checks that `bin --help` runs and mentions every option we pass.
+fn check_tool(bin: &Path, options: &[&str]) -> Result<()> {
+    if !bin.is_file() {
+        bail!(
+            "{} not found (build the workspace with --release)",
+            bin.display()
+        );
+    }
+    let out = Command::new(bin)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --help", bin.display()))?;
+    let help = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    for opt in options {
+        if !help.contains(opt) {
+            bail!(
+                "{} --help does not offer {opt}: not the expected CLI yet",
+                bin.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn make_file(bytes: u64) -> Result<TempFile> {
+    let path = std::env::temp_dir().join(format!("{}.dat", crate::harness::unique("stream")));
+    let file = TempFile(path);
+    let mut f = File::create(&file.0).with_context(|| format!("creating {}", file.0.display()))?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut left = bytes;
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            // xorshift: cheap bytes that do not compress or repeat.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all().ok();
+    Ok(file)
+}
+
+fn run_cat(file: &Path, deadline: Instant) -> Result<f64> {
+    let start = Instant::now();
+    let mut first = Command::new("cat");
+    first.arg(file).stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut a = Proc::spawn(&mut first)?;
+    let pipe =
+        a.0.as_mut()
+            .and_then(|c| c.stdout.take())
+            .context("cat's stdout")?;
+    let mut second = Command::new("cat");
+    second.stdin(pipe).stdout(Stdio::null());
+    let mut b = Proc::spawn(&mut second)?;
+    a.wait("cat file", deadline)?;
+    b.wait("| cat", deadline)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
+    let name = crate::harness::unique("stream");
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = ipc_core::SharedBuffer::unlink(&self.0);
+        }
+    }
+    let _unlink = Unlink(name.clone());
+    let start = Instant::now();
+    let mut producer = Proc::spawn(
+        Command::new(bin_dir.join("producer"))
+            .args(["--segment", &name, "--create"])
+            .args(["--capacity", &CAPACITY.to_string()])
+            .args(["--max-message", &MAX_MESSAGE.to_string()])
+            .stdin(File::open(file)?)
+            .stdout(Stdio::null()),
+    )?;
+    let shm = Path::new("/dev/shm").join(&name);
+    while !shm.exists() {
+        if producer.exited() || Instant::now() > deadline {
+            producer.wait("producer", deadline)?;
+            bail!("producer never created segment {name}");
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let mut consumer = Proc::spawn(
+        Command::new(bin_dir.join("consumer"))
+            .args(["--segment", &name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )?;
+    producer.wait("producer", deadline)?;
+    consumer.wait("consumer", deadline)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Runs `rounds` of each, alternating, on a file of `bytes` bytes.
+pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
+    check_tool(
+        &bin_dir.join("producer"),
+        &["--segment", "--create", "--capacity", "--max-message"],
+    )?;
+    check_tool(&bin_dir.join("consumer"), &["--segment"])?;
+    let file = make_file(bytes)?;
+    let timeout = Duration::from_secs(30) + Duration::from_secs(bytes >> 27);
+    // Page the file in once.
+    run_cat(&file.0, Instant::now() + timeout)?;
+    let mut r = StreamResult {
+        bytes,
+        cat: Vec::new(),
+        ipc: Vec::new(),
+    };
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for ipc in order {
+            let deadline = Instant::now() + timeout;
+            if ipc {
+                r.ipc.push(run_ipc(bin_dir, &file.0, deadline)?);
+            } else {
+                r.cat.push(run_cat(&file.0, deadline)?);
+            }
+        }
+        log::info!(
+            "stream round {}: cat {:.3} s, ipc {:.3} s",
+            round + 1,
+            r.cat[round as usize],
+            r.ipc[round as usize]
+        );
+    }
+    Ok(r)
+}
