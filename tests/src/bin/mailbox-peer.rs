@@ -519,6 +519,12 @@ fn count_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Mappings of files under /dev/shm.
+fn count_maps() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map_or(0, |m| m.lines().filter(|l| l.contains("/dev/shm/")).count())
+}
+
 /// Interactive endpoint. Commands, one a line; each answered by `begin`
 /// (the command has started) and one result line:
 ///
@@ -529,7 +535,8 @@ fn count_fds() -> usize {
 /// | `send TEXT`, `try_send TEXT`, `send_timeout MS TEXT` | `ok` or `KIND TEXT-HANDED-BACK` |
 /// | `recv`, `try_recv`, `recv_timeout MS` | `msg TEXT` or `KIND` |
 /// | `len` | `len=L empty=E full=F cap=C\|none` |
-/// | `fds` | `fds=N` (open file descriptors) |
+/// | `recv_n N` | `got=G last=TEXT\|KIND` (receives `N` messages) |
+/// | `fds` | `fds=N maps=M` (open descriptors, mappings of /dev/shm files) |
 /// | `exit` | `bye` |
 fn repl(a: &Args) -> i32 {
     let mut mb = open(a.pos(0, "NAME"));
@@ -594,7 +601,26 @@ fn repl(a: &Args) -> i32 {
                 let cap = cap.map_or_else(|| "none".to_owned(), |c| c.to_string());
                 format!("len={len} empty={empty} full={full} cap={cap}")
             }
-            "fds" => format!("fds={}", count_fds()),
+            "fds" => format!("fds={} maps={}", count_fds(), count_maps()),
+            "recv_n" => {
+                let n: u64 = arg1.parse().unwrap_or_else(|_| fail("bad N"));
+                let rx = need(&mut rx);
+                let mut last = String::new();
+                let mut got = 0;
+                for _ in 0..n {
+                    match rx.recv() {
+                        Ok(m) => {
+                            got += 1;
+                            last = String::from_utf8_lossy(&m).into_owned();
+                        }
+                        Err(e) => {
+                            last = recv_kind(&e).to_owned();
+                            break;
+                        }
+                    }
+                }
+                format!("got={got} last={last}")
+            }
             "exit" => {
                 say("bye");
                 break;
