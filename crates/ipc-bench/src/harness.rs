@@ -333,6 +333,12 @@ impl ChildGate {
 pub trait Tx {
     /// Sends one message (all of `msg`).
     fn send(&mut self, msg: &[u8]) -> Result<()>;
+
+    /// Called in the parent once the child built its ends, before the
+    /// measurement: a chance to connect to ports that appeared since.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The receiving end of a one-way channel.
@@ -340,6 +346,11 @@ pub trait Rx {
     /// Receives one message into `buf` (as long as the largest message);
     /// returns its length.
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize>;
+
+    /// As [`Tx::connect`].
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A kind of one-way channel between two processes: one small impl per
@@ -441,7 +452,12 @@ fn check_stamp(msg: &[u8], len: usize, want_len: usize, seq: u64) -> Result<()> 
     let mut want = [0u8; 8];
     want[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
     if msg[..n] != want[..n] {
-        bail!("message {seq} arrived out of order or corrupt");
+        let mut got = [0u8; 8];
+        got[..n].copy_from_slice(&msg[..n]);
+        bail!(
+            "message {seq} lost, out of order or corrupt: got stamp {}",
+            u64::from_le_bytes(got)
+        );
     }
     Ok(())
 }
@@ -483,6 +499,7 @@ impl<T: Transport> Contender for OneToOne<T> {
         let mut rx = t.rx(&mut link, mode)?;
         gate.build(1)?;
         gate.wait_ready(1)?;
+        rx.connect()?;
         gate.start(1)?;
         let mut buf = vec![0u8; size];
         for seq in 0..warmup {
@@ -535,6 +552,8 @@ impl<T: Transport> Contender for OneToOne<T> {
         let mut rx = t.rx(&mut pong, mode)?;
         gate.build(1)?;
         gate.wait_ready(1)?;
+        tx.connect()?;
+        rx.connect()?;
         gate.start(1)?;
         let mut msg = payload(size);
         let mut buf = vec![0u8; size];

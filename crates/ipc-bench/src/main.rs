@@ -101,7 +101,7 @@ fn run(args: &Args) -> Result<()> {
     harness::install_alarm_handler()?;
     contenders::mq::raise_limits();
     #[cfg(feature = "iceoryx2")]
-    contenders::iox::init();
+    let iox_existed = contenders::iox::init();
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let run_time = args.run_time.unwrap_or(if args.quick { 0.02 } else { 0.5 });
     let stream_size = args
@@ -224,6 +224,8 @@ fn run(args: &Args) -> Result<()> {
         results.stream =
             Some(stream::run(&bin_dir, stream_size, rounds).map_err(|e| format!("{e:#}")));
     }
+    #[cfg(feature = "iceoryx2")]
+    contenders::iox::cleanup(iox_existed);
     results.elapsed = started.elapsed().as_secs_f64();
     print!("{}", results.markdown());
     Ok(())

@@ -13,13 +13,14 @@ pub struct Memcpy {
     pub size: usize,
     /// Bytes/s copying one buffer to another again and again (cache hot).
     pub hot: f64,
-    /// Bytes/s copying through as many buffers as an ipc-core ring of that
-    /// message size holds (`depth_for(size)` messages), round robin.
+    /// Bytes/s copying one source buffer into as many destination buffers
+    /// as an ipc-core ring of that message size holds (`depth_for(size)`
+    /// slots), round robin: what a producer's copy into the ring costs.
     pub ring: f64,
 }
 
 fn copy_rate(size: usize, buffers: usize, time: Duration) -> f64 {
-    let src = vec![0x5au8; size * buffers];
+    let src = vec![0x5au8; size];
     let mut dst = vec![0u8; size * buffers];
     let per_check = ((1 << 20) / size).max(1);
     let start = Instant::now();
@@ -28,7 +29,7 @@ fn copy_rate(size: usize, buffers: usize, time: Duration) -> f64 {
     while start.elapsed() < time {
         for _ in 0..per_check {
             let at = i * size;
-            dst[at..at + size].copy_from_slice(black_box(&src[at..at + size]));
+            dst[at..at + size].copy_from_slice(black_box(&src[..]));
             i = (i + 1) % buffers;
             copies += 1;
         }

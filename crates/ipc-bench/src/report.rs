@@ -134,7 +134,13 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("nproc {nproc}, CPU \"{model}\", Linux {}", kernel.trim())
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "nproc {nproc}, CPU \"{model}\", Linux {}; load average at the end {}",
+        kernel.trim(),
+        load.join(" ")
+    )
 }
 
 /// Today's date, UTC, as YYYY-MM-DD.

@@ -15,6 +15,7 @@ use iceoryx2::port::listener::Listener;
 use iceoryx2::port::notifier::Notifier;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::port::update_connections::UpdateConnections;
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::{event, publish_subscribe};
 
@@ -26,9 +27,48 @@ fn err(what: &'static str) -> impl Fn(&dyn std::fmt::Debug) -> anyhow::Error {
     move |e| anyhow!("iceoryx2 {what}: {e:?}")
 }
 
-/// Quiets iceoryx2's own logger (call once at start).
-pub fn init() {
+/// iceoryx2's files in /dev/shm (all named `iox2_*`).
+fn global_files() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().contains("/iox2_"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Quiets iceoryx2's own logger (call once at start). Returns true if
+/// iceoryx2 had left global files before this run (then they are kept).
+pub fn init() -> bool {
     set_log_level(LogLevel::Error);
+    !global_files().is_empty() || std::path::Path::new("/tmp/iceoryx2").exists()
+}
+
+/// Removes what dead iceoryx2 nodes (children killed on error) left, and,
+/// if iceoryx2 had nothing here before this run and no node is alive, every
+/// iceoryx2 file (all of them are this run's).
+pub fn cleanup(existed_before: bool) {
+    let mut alive = 0;
+    let _ = Node::<Svc>::list(Config::global_config(), |state| {
+        match state {
+            NodeState::Dead(view) => {
+                let _ = view.blocking_remove_stale_resources(Duration::from_secs(1));
+            }
+            _ => alive += 1,
+        }
+        CallbackProgression::Continue
+    });
+    if existed_before || alive > 0 {
+        return;
+    }
+    for f in global_files() {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all("/tmp/iceoryx2");
 }
 
 /// The iceoryx2 contender.
@@ -174,9 +214,27 @@ impl Tx for IoxTx {
         }
         Ok(())
     }
+
+    fn connect(&mut self) -> Result<()> {
+        if let Some(n) = &self.notifier {
+            n.update_connections()
+                .map_err(|e| err("notifier connect")(&e))?;
+        }
+        Ok(())
+    }
 }
 
 impl Rx for IoxRx {
+    /// A subscriber created before its publisher connects only when it
+    /// next looks for samples; until then a full buffer makes the
+    /// publisher drop messages (it sees no connected receiver to wait for).
+    fn connect(&mut self) -> Result<()> {
+        self.subscriber
+            .has_samples()
+            .map_err(|e| err("subscriber connect")(&e))?;
+        Ok(())
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut take = |sub: &Subscriber<Svc, [u8], ()>| -> Result<Option<usize>> {
             match sub.receive().map_err(|e| err("receive")(&e))? {
