@@ -73,12 +73,34 @@ pub fn set_deadline(timeout: Duration) {
     DEADLINE_NS.store(now_ns() + timeout.as_nanos() as u64, Ordering::Relaxed);
 }
 
-/// Fails once the current measurement's deadline has passed.
+/// Set by SIGINT or SIGTERM: stop, clean up, exit 130.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fails once the current measurement's deadline has passed or the run was
+/// interrupted.
 pub fn check_deadline() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
     if now_ns() > DEADLINE_NS.load(Ordering::Relaxed) {
         bail!("timed out");
     }
     Ok(())
+}
+
+/// How long a timed run may last before it stops early and reports what
+/// it measured so far (calibration is only an estimate on a noisy
+/// machine).
+static TIME_BOX_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sets the time box of timed runs (see [`TIME_BOX_NS`]).
+pub fn set_time_box(d: Duration) {
+    TIME_BOX_NS.store(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// True once a timed run that started at `start` has used its time box.
+pub fn boxed_out(start: Instant) -> bool {
+    start.elapsed().as_nanos() as u64 > TIME_BOX_NS.load(Ordering::Relaxed)
 }
 
 /// Calls `poll_once` until it yields a value: spins (bounded), then yields
@@ -113,6 +135,10 @@ pub fn unique(tag: &str) -> String {
 
 extern "C" fn on_alarm(_: libc::c_int) {}
 
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
 /// Makes SIGALRM interrupt blocking system calls of the parent (no
 /// `SA_RESTART`) instead of killing it, so that a measurement stuck in
 /// `read` fails with `EINTR` and cleans up. Call once at start.
@@ -124,6 +150,15 @@ pub fn install_alarm_handler() -> Result<()> {
     );
     // SAFETY: the handler does nothing, so it is async-signal-safe.
     unsafe { signal::sigaction(Signal::SIGALRM, &action) }.context("installing SIGALRM handler")?;
+    let action = signal::SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        signal::SaFlags::empty(),
+        signal::SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic: async-signal-safe.
+        unsafe { signal::sigaction(sig, &action) }.context("installing SIGINT handler")?;
+    }
     Ok(())
 }
 
@@ -183,8 +218,10 @@ fn child_main(timeout: Duration, body: impl FnOnce() -> Result<()>) -> i32 {
     // SAFETY: plain prctl call; asks the kernel to kill us if the parent
     // dies, so no child outlives an interrupted benchmark.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    // SAFETY: restoring the default action is always sound.
-    let _ = unsafe { signal::signal(Signal::SIGALRM, SigHandler::SigDfl) };
+    for sig in [Signal::SIGALRM, Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: restoring the default action is always sound.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+    }
     let _ = nix::unistd::alarm::set(timeout.as_secs().max(1) as u32);
     set_deadline(timeout);
     match std::panic::catch_unwind(AssertUnwindSafe(body)) {
@@ -507,15 +544,22 @@ impl<T: Transport> Contender for OneToOne<T> {
             check_stamp(&buf, n, size, seq)?;
         }
         let start = Instant::now();
+        let mut got = 0;
         for seq in warmup..warmup + count {
             let n = rx.recv(&mut buf)?;
             check_stamp(&buf, n, size, seq)?;
+            got += 1;
+            if got & 255 == 0 && boxed_out(start) {
+                break;
+            }
         }
         let secs = start.elapsed().as_secs_f64();
         drop(rx);
-        child.wait()?;
+        if got == count {
+            child.wait()?;
+        } // else the child guard kills the sender.
         Ok(Rate {
-            messages: count,
+            messages: got,
             secs,
         })
     }
@@ -558,7 +602,16 @@ impl<T: Transport> Contender for OneToOne<T> {
         let mut msg = payload(size);
         let mut buf = vec![0u8; size];
         let mut hist = new_histogram();
+        let mut start_all = Instant::now();
+        let mut done = true;
         for seq in 0..warmup + count {
+            if seq == warmup {
+                start_all = Instant::now();
+            }
+            if seq > warmup && seq & 63 == 0 && boxed_out(start_all) {
+                done = false;
+                break;
+            }
             stamp(&mut msg, seq);
             let start = Instant::now();
             tx.send(&msg)?;
@@ -570,7 +623,9 @@ impl<T: Transport> Contender for OneToOne<T> {
             }
         }
         drop((tx, rx));
-        child.wait()?;
+        if done {
+            child.wait()?;
+        } // else the child guard kills the echo.
         Ok(hist)
     }
 }

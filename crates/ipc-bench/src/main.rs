@@ -64,8 +64,17 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let args = Args::parse();
-    match run(&args) {
+    #[cfg(feature = "iceoryx2")]
+    let iox_existed = contenders::iox::init();
+    let result = run(&args);
+    #[cfg(feature = "iceoryx2")]
+    contenders::iox::cleanup(iox_existed);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if harness::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) => {
+            eprintln!("ipc-bench: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("ipc-bench: {e:#}");
             ExitCode::FAILURE
@@ -100,14 +109,13 @@ fn speed(cell: &Cell) -> f64 {
 fn run(args: &Args) -> Result<()> {
     harness::install_alarm_handler()?;
     contenders::mq::raise_limits();
-    #[cfg(feature = "iceoryx2")]
-    let iox_existed = contenders::iox::init();
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let run_time = args.run_time.unwrap_or(if args.quick { 0.02 } else { 0.5 });
     let stream_size = args
         .stream_size
         .unwrap_or(if args.quick { 64 << 20 } else { 1 << 30 });
     let timeout = Duration::from_secs_f64(30.0 + 20.0 * run_time);
+    harness::set_time_box(Duration::from_secs_f64(run_time * 2.0));
     let all: Vec<Box<dyn Contender>> = contenders::all()
         .into_iter()
         .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name().contains(o.as_str())))
@@ -138,6 +146,9 @@ fn run(args: &Args) -> Result<()> {
                     let shift = (round as usize + si) % here.len();
                     here.rotate_left(shift);
                     for c in here {
+                        if harness::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                            anyhow::bail!("interrupted");
+                        }
                         let key: Key = (c.name().to_owned(), measure, mode, size);
                         if results.failed(&key) {
                             continue;
@@ -224,8 +235,6 @@ fn run(args: &Args) -> Result<()> {
         results.stream =
             Some(stream::run(&bin_dir, stream_size, rounds).map_err(|e| format!("{e:#}")));
     }
-    #[cfg(feature = "iceoryx2")]
-    contenders::iox::cleanup(iox_existed);
     results.elapsed = started.elapsed().as_secs_f64();
     print!("{}", results.markdown());
     Ok(())

@@ -48,21 +48,18 @@ pub fn init() -> bool {
     !global_files().is_empty() || std::path::Path::new("/tmp/iceoryx2").exists()
 }
 
-/// Removes what dead iceoryx2 nodes (children killed on error) left, and,
-/// if iceoryx2 had nothing here before this run and no node is alive, every
-/// iceoryx2 file (all of them are this run's).
+/// Removes what dead iceoryx2 nodes (children killed on error or at the
+/// end of a time box) left, and, if iceoryx2 had nothing here before this
+/// run, every iceoryx2 file: all of them are this run's, and every process
+/// of this run has ended.
 pub fn cleanup(existed_before: bool) {
-    let mut alive = 0;
     let _ = Node::<Svc>::list(Config::global_config(), |state| {
-        match state {
-            NodeState::Dead(view) => {
-                let _ = view.blocking_remove_stale_resources(Duration::from_secs(1));
-            }
-            _ => alive += 1,
+        if let NodeState::Dead(view) = state {
+            let _ = view.blocking_remove_stale_resources(Duration::from_secs(1));
         }
         CallbackProgression::Continue
     });
-    if existed_before || alive > 0 {
+    if existed_before {
         return;
     }
     for f in global_files() {
