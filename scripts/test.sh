@@ -12,6 +12,7 @@ Runs, from the repository root wherever it is called from:
   cargo clippy --workspace --all-targets -- -D warnings
   cargo build --workspace --bins        (the multi-process tests run them)
   cargo test --workspace [CARGO_TEST_ARGS...]
+  the loom model checks (RUSTFLAGS="--cfg loom", own target dir)
 and fails if the run left new entries in /dev/shm.
 Exit codes: 0 all passed, 1 a step failed, 2 usage error.
 USAGE
@@ -42,6 +43,8 @@ step "cargo build --workspace --bins"
 cargo build --workspace --bins
 step "cargo test --workspace $*"
 cargo test --workspace "$@"
+step "loom model of the ring and semaphore (crates/ipc-core/tests/loom.rs)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ipc-core --release --test loom
 
 ls /dev/shm | sort >"$shm_after"
 leaked=$(comm -13 "$shm_before" "$shm_after" | grep -E '^(ipct-|ipc-|doc-|port\.doc-)' || true)

@@ -103,7 +103,7 @@ pub fn list() -> Vec<SegmentInfo> {
             // queue is gone: then it is an orphan to clean.
             Ok(status) if status.block_index != 0 => {
                 let parent = name.rsplit_once(".b").map_or("", |(p, _)| p);
-                (!Segment::exists(parent)).then(|| SegmentInfo {
+                (!Segment::exists(parent)).then_some(SegmentInfo {
                     state: SegmentState::Orphaned,
                     status: Some(status),
                     name,

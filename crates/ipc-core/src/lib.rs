@@ -17,6 +17,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
+mod atomic;
 pub mod buffer;
 mod channel;
 pub mod endpoint;

@@ -24,7 +24,9 @@
 //! Every value read from shared memory is checked against this table; any
 //! other stamp, or a length above the maximum, is reported as corrupt.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::atomic::{spin_hint, AtomicU32, AtomicU64};
 
 use crate::error::CorruptError;
 use crate::layout::Cursor;
@@ -316,7 +318,7 @@ impl<'a> Ring<'a> {
                     "slot stamp {s:#x} impossible for write position {pos}"
                 )));
             }
-            std::hint::spin_loop();
+            spin_hint();
         }
     }
 
@@ -446,7 +448,7 @@ impl<'a> Ring<'a> {
                     "slot stamp {s:#x} impossible for read position {pos}"
                 )));
             }
-            std::hint::spin_loop();
+            spin_hint();
         }
     }
 
@@ -496,6 +498,118 @@ impl<'a> Ring<'a> {
             }
         }
         r
+    }
+}
+
+/// Payload bytes per slot of a [`HeapRing`].
+pub const HEAP_PAYLOAD: usize = 48;
+
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct HeapSlot {
+    header: SlotHeader,
+    payload: [u8; HEAP_PAYLOAD],
+}
+
+impl Default for HeapSlot {
+    fn default() -> Self {
+        HeapSlot {
+            header: SlotHeader::default(),
+            payload: [0; HEAP_PAYLOAD],
+        }
+    }
+}
+
+/// A ring on the heap of one process, for tests, fuzzing and model
+/// checking (built with `--cfg loom`, its atomics are loom's). Messages of
+/// up to [`HEAP_PAYLOAD`] bytes.
+///
+/// ```
+/// use ipc_core::ring::{HeapRing, ReadAttempt};
+/// let heap = HeapRing::new(4, 3);
+/// let ring = heap.ring();
+/// let mut claim = ring.try_claim_write(0, &mut 0)?.expect("room");
+/// ring.payload_mut(&mut claim)[..2].copy_from_slice(b"hi");
+/// ring.commit(claim, 2, 0);
+/// let ReadAttempt::Claimed(read) = ring.try_claim_read(1, 64)? else { panic!() };
+/// assert_eq!(ring.payload_of(&read), b"hi");
+/// ring.release(read);
+/// # Ok::<(), ipc_core::CorruptError>(())
+/// ```
+#[derive(Debug)]
+pub struct HeapRing {
+    tail: Cursor,
+    head: Cursor,
+    slots: Box<[HeapSlot]>,
+    limit: u32,
+}
+
+impl HeapRing {
+    /// A ring of `slots` slots (a power of two, at least 2) holding at most
+    /// `limit` messages (1 to `slots`).
+    ///
+    /// # Panics
+    /// If the sizes are out of range.
+    pub fn new(slots: u32, limit: u32) -> HeapRing {
+        assert!(
+            slots.is_power_of_two() && slots >= 2,
+            "slots must be a power of two >= 2"
+        );
+        assert!((1..=slots).contains(&limit), "limit must be 1 to slots");
+        let slots: Box<[HeapSlot]> = (0..slots).map(|_| HeapSlot::default()).collect();
+        let heap = HeapRing {
+            tail: Cursor::default(),
+            head: Cursor::default(),
+            slots,
+            limit,
+        };
+        for (i, slot) in heap.slots.iter().enumerate() {
+            slot.header.stamp.store(i as u64, Ordering::Relaxed);
+        }
+        heap
+    }
+
+    /// The ring view over this memory.
+    pub fn ring(&self) -> Ring<'_> {
+        // SAFETY: `slots` holds `len` initialized slots of
+        // `size_of::<HeapSlot>()` bytes, each a SlotHeader followed by
+        // HEAP_PAYLOAD bytes (repr(C)), alive as long as `self`; stamps
+        // were initialized in `new`. Payload bytes are written only through
+        // raw pointers by claim holders, never through `&HeapSlot`.
+        unsafe {
+            Ring::new(
+                &self.tail,
+                &self.head,
+                self.slots.as_ptr() as *mut u8,
+                self.slots.len() as u32,
+                self.limit,
+                std::mem::size_of::<HeapSlot>(),
+                HEAP_PAYLOAD,
+            )
+        }
+    }
+
+    /// Overwrites the raw stamp of slot `i` (for tests that play a hostile
+    /// peer).
+    pub fn scribble_stamp(&self, i: usize, value: u64) {
+        self.slots[i % self.slots.len()]
+            .header
+            .stamp
+            .store(value, Ordering::Relaxed);
+    }
+
+    /// Overwrites the raw length of slot `i`.
+    pub fn scribble_len(&self, i: usize, value: u32) {
+        self.slots[i % self.slots.len()]
+            .header
+            .len
+            .store(value, Ordering::Relaxed);
+    }
+
+    /// Overwrites the raw cursors.
+    pub fn scribble_cursors(&self, tail: u64, head: u64) {
+        self.tail.pos.store(tail, Ordering::Relaxed);
+        self.head.pos.store(head, Ordering::Relaxed);
     }
 }
 

@@ -10,10 +10,29 @@
 //! their state in per-slot stamps that a survivor can repair, and use the
 //! event count only to sleep and wake.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::sys::{futex_wait, futex_wake};
+use crate::atomic::{fence, spin_hint, AtomicU32};
+
+/// Sleeps while `*word == expected` (a shared futex; under loom, a yield).
+fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    #[cfg(not(loom))]
+    crate::sys::futex_wait(word, expected, timeout);
+    #[cfg(loom)]
+    {
+        let _ = (word, expected, timeout);
+        loom::thread::yield_now();
+    }
+}
+
+/// Wakes up to `count` sleepers on `word`.
+fn wake(word: &AtomicU32, count: i32) {
+    #[cfg(not(loom))]
+    crate::sys::futex_wake(word, count);
+    #[cfg(loom)]
+    let _ = (word, count);
+}
 
 /// A futex-backed "something changed" signal with a sleeper count.
 ///
@@ -47,7 +66,7 @@ impl EventCount {
     /// Sleeps until notified after `ticket` was taken, or `timeout` passes.
     /// Spurious returns are possible; callers re-check. Ends the wait.
     pub fn wait(&self, ticket: Ticket, timeout: Option<Duration>) {
-        futex_wait(&self.epoch, ticket.0, timeout);
+        sleep_on(&self.epoch, ticket.0, timeout);
         self.cancel();
     }
 
@@ -65,7 +84,7 @@ impl EventCount {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.epoch.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&self.epoch, i32::MAX);
+            wake(&self.epoch, i32::MAX);
         }
     }
 
@@ -165,7 +184,7 @@ pub struct Semaphore {
 impl Semaphore {
     /// A semaphore holding `permits`. To place one in shared memory, write
     /// this value into the mapping before publishing it.
-    pub const fn new(permits: u32) -> Semaphore {
+    pub fn new(permits: u32) -> Semaphore {
         Semaphore {
             count: AtomicU32::new(permits),
             sleepers: AtomicU32::new(0),
@@ -203,7 +222,7 @@ impl Semaphore {
             if self.try_wait() {
                 return true;
             }
-            std::hint::spin_loop();
+            spin_hint();
         }
         for _ in 0..policy.yields {
             if self.try_wait() {
@@ -223,7 +242,7 @@ impl Semaphore {
             fence(Ordering::SeqCst);
             // Sleep only while the count is still zero; a post in between
             // changes the word and the futex returns at once.
-            futex_wait(&self.count, 0, remaining);
+            sleep_on(&self.count, 0, remaining);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -233,7 +252,7 @@ impl Semaphore {
         self.count.fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
-            futex_wake(&self.count, 1);
+            wake(&self.count, 1);
         }
     }
 
