@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Write};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ipc_cli::{finish, init, stop_requested, Meter, EXIT_FAILURE, EXIT_OK, POLL};
+use ipc_cli::{finish, init, parse_name, stop_requested, Meter, EXIT_FAILURE, EXIT_OK, POLL};
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::mailbox::{Mailbox, MailboxConfig};
 use ipc_core::ports::Port;
@@ -25,21 +25,21 @@ use ipc_core::{Receiver, RecvError};
 #[command(group(clap::ArgGroup::new("source").required(true).args(["segment", "mailbox", "port"])))]
 struct Args {
     /// Shared-memory model: name of the buffer segment in /dev/shm.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_name)]
     segment: Option<String>,
 
     /// Message passing, indirect: name of the mailbox to receive from.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_name)]
     mailbox: Option<String>,
 
     /// Message passing, direct: register this port name and receive what
     /// producers send to it with `--to NAME` (the name is released on exit).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_name)]
     port: Option<String>,
 
     /// With --port: receive only messages signed by this sender (others
     /// are kept aside, not lost, until the consumer exits).
-    #[arg(long, requires = "port")]
+    #[arg(long, requires = "port", value_parser = parse_name)]
     from: Option<String>,
 
     /// With --port: largest payload accepted (K, M suffixes allowed).

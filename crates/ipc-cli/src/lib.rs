@@ -54,14 +54,32 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// An error in what the user asked for (exit code 2), found after
+/// argument parsing because it depends on the segment (e.g. a message size
+/// above the segment's maximum).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Runs a tool's `run`, prints an error once with its context chain, and
-/// exits with the documented code.
+/// exits with the documented code: 2 for a [`UsageError`], 1 otherwise.
 pub fn finish(tool: &str, result: anyhow::Result<i32>) -> ! {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{tool}: error: {e:#}");
-            EXIT_FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            }
         }
     };
     let code = if stop_requested() && code == EXIT_OK {
@@ -133,6 +151,26 @@ impl Meter {
         }
         eprintln!("{}: {}", self.tool, self.line());
     }
+}
+
+/// Parses a segment, mailbox or port name (checked like the library does,
+/// so that a bad name is a usage error).
+pub fn parse_name(s: &str) -> Result<String, String> {
+    ipc_core::segment::validate_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a synthetic message size: at least the self-checking header.
+pub fn parse_message_size(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    let min = ipc_core::synthetic::HEADER_LEN as u64;
+    if v < min {
+        return Err(format!(
+            "{v} is below the {min} bytes of the self-checking header"
+        ));
+    }
+    Ok(v)
 }
 
 /// Parses a permission mode given in octal (`600`, `0640`).

@@ -125,14 +125,10 @@ impl PortSender {
     }
 
     /// Largest payload port `to` accepts from us; `None` if no process has
-    /// registered it.
-    pub fn max_payload(&mut self, to: &str) -> Option<usize> {
-        if !self.links.contains_key(to) {
-            let link = Mailbox::open(&mailbox_name(to)).ok()?.sender().ok()?;
-            self.links.insert(to.to_owned(), link);
-        }
-        let link = self.links.get(to)?;
-        Some(link.max_message().saturating_sub(1 + self.me.len()))
+    /// registered it. Does not attach.
+    pub fn max_payload(&self, to: &str) -> Option<usize> {
+        let mb = Mailbox::open(&mailbox_name(to)).ok()?;
+        Some(mb.max_message().saturating_sub(1 + self.me.len()))
     }
 
     /// Sends `msg` to port `to`, waiting as its capacity says.

@@ -29,7 +29,8 @@ pub const SHM_DIR: &str = "/dev/shm";
 pub const DEFAULT_MODE: u32 = 0o600;
 
 /// Checks that `name` is a plain segment name: 1 to [`MAX_NAME_LEN`] bytes of
-/// ASCII letters, digits, `.`, `_` or `-`, not `.` or `..`.
+/// ASCII letters, digits, `.`, `_` or `-`, not `.` or `..`, not starting
+/// with `-`.
 ///
 /// ```
 /// assert!(ipc_core::segment::validate_name("demo-1.buf").is_ok());
@@ -51,6 +52,9 @@ pub fn validate_name(name: &str) -> Result<(), SegmentError> {
     }
     if name == "." || name == ".." {
         return bad("'.' and '..' are not segment names");
+    }
+    if name.starts_with('-') {
+        return bad("a name may not start with '-' (it would read as an option)");
     }
     if let Some(c) = name
         .chars()
@@ -236,7 +240,7 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        for bad in ["", "a/b", "/x", "..", ".", "sp ace", "é"] {
+        for bad in ["", "a/b", "/x", "..", ".", "sp ace", "é", "-x"] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());

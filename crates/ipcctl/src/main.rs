@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ipc_cli::{finish, init, parse_mode, parse_size, EXIT_FAILURE, EXIT_OK};
+use ipc_cli::{
+    finish, init, parse_mode, parse_name, parse_size, UsageError, EXIT_FAILURE, EXIT_OK,
+};
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::layout::Flavor;
@@ -26,6 +28,7 @@ enum Command {
     /// name exists).
     Create {
         /// Segment name (letters, digits, '.', '_', '-').
+        #[arg(value_parser = parse_name)]
         name: String,
         /// Most messages queued at once: a number, `unbounded` (senders
         /// never wait), or for a mailbox `0` (rendezvous).
@@ -44,11 +47,13 @@ enum Command {
     /// Show geometry, fill level, attached processes and their liveness.
     Status {
         /// Segment name.
+        #[arg(value_parser = parse_name)]
         name: String,
     },
     /// Remove a segment; refuses while live processes are attached.
     Remove {
         /// Segment name.
+        #[arg(value_parser = parse_name)]
         name: String,
         /// Remove even with live processes attached (they keep their
         /// mapping until they exit).
@@ -64,6 +69,9 @@ enum Command {
         /// Also remove idle segments.
         #[arg(long)]
         idle: bool,
+        /// Only segments whose name starts with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
 }
 
@@ -97,9 +105,13 @@ fn run(cmd: Command) -> Result<i32> {
                     capacity: match capacity {
                         Capacity::Bounded(n) => n,
                         Capacity::Unbounded => unbounded_block_for(max_message),
-                        Capacity::Zero => bail!(
-                            "--capacity 0 (rendezvous) is for mailboxes (add --mailbox); a buffer needs at least 1"
-                        ),
+                        Capacity::Zero => {
+                            return Err(UsageError(
+                                "--capacity 0 (rendezvous) is for mailboxes (add --mailbox); a buffer needs at least 1"
+                                    .to_owned(),
+                            )
+                            .into())
+                        }
                     },
                     max_message,
                     mode,
@@ -167,9 +179,12 @@ fn run(cmd: Command) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        Command::Clean { idle } => {
+        Command::Clean { idle, prefix } => {
             let mut failed = false;
-            for s in admin::list() {
+            for s in admin::list()
+                .into_iter()
+                .filter(|s| s.name.starts_with(&prefix))
+            {
                 let remove = match s.state {
                     SegmentState::Orphaned | SegmentState::Corrupt(_) => true,
                     SegmentState::Idle => idle,

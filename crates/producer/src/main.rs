@@ -5,9 +5,12 @@ use std::io::{ErrorKind, Read};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
-use ipc_cli::{finish, init, parse_mode, parse_size, stop_requested, Meter, EXIT_OK, POLL};
+use ipc_cli::{
+    finish, init, parse_message_size, parse_mode, parse_name, parse_size, stop_requested, Meter,
+    UsageError, EXIT_OK, POLL,
+};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
 use ipc_core::ports::PortSender;
 use ipc_core::sync::{Deadline, SpinPolicy};
 use ipc_core::{synthetic, SendError, Sender};
@@ -26,21 +29,21 @@ use ipc_core::{synthetic, SendError, Sender};
 struct Args {
     /// Shared-memory model: name of the buffer segment in /dev/shm (letters,
     /// digits, '.', '_', '-').
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_name)]
     segment: Option<String>,
 
     /// Message passing, indirect: name of the mailbox to send to.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_name)]
     mailbox: Option<String>,
 
     /// Message passing, direct: name of the port (registered by a
     /// `consumer --port NAME`) to send to.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_name)]
     to: Option<String>,
 
     /// With --to: the name this producer signs its messages with
     /// (default: producer-PID).
-    #[arg(long, requires = "to")]
+    #[arg(long, requires = "to", value_parser = parse_name)]
     from: Option<String>,
 
     /// Create the segment or mailbox (fails if it exists) instead of
@@ -68,7 +71,7 @@ struct Args {
     count: Option<u64>,
 
     /// Synthetic mode: bytes per message (at least 24).
-    #[arg(long, value_parser = parse_size, requires = "count")]
+    #[arg(long, value_parser = parse_message_size, requires = "count")]
     size: Option<u64>,
 
     /// Synthetic mode: producer id stamped on every message (default: pid).
@@ -109,7 +112,15 @@ fn main() {
     finish("producer", run(&args));
 }
 
-/// Where messages go.
+/// Where messages go, opened but not yet attached (so that bad input is
+/// refused before this process counts as a producer).
+enum Target {
+    Buffer(SharedBuffer),
+    Mailbox(Mailbox),
+    Port { out: PortSender, to: String },
+}
+
+/// Where messages go, attached.
 enum Sink {
     Queue(Sender),
     Port { out: PortSender, to: String },
@@ -126,95 +137,95 @@ impl Sink {
             Sink::Port { out, to } => out.send_to_until(to, msg, deadline),
         }
     }
+}
 
-    fn max_message(&mut self) -> Result<usize> {
+impl Target {
+    fn open(args: &Args) -> Result<(Target, String)> {
+        let max_message = u32::try_from(args.max_message)
+            .with_context(|| format!("--max-message {} is too large", args.max_message))?;
+        if let Some(name) = &args.segment {
+            let what = format!("segment {name}");
+            let buffer = if args.create {
+                let config = BufferConfig {
+                    capacity: match args.capacity {
+                        Capacity::Bounded(n) => n,
+                        _ => unbounded_block_for(max_message),
+                    },
+                    max_message,
+                    mode: args.mode,
+                };
+                let created = if args.capacity == Capacity::Unbounded {
+                    SharedBuffer::create_unbounded(name, &config)
+                } else {
+                    SharedBuffer::create(name, &config)
+                };
+                created.with_context(|| format!("creating {what}"))?
+            } else {
+                SharedBuffer::open(name).with_context(|| format!("opening {what}"))?
+            };
+            Ok((Target::Buffer(buffer), what))
+        } else if let Some(name) = &args.mailbox {
+            let what = format!("mailbox {name}");
+            let mailbox = if args.create {
+                let config = MailboxConfig {
+                    capacity: args.capacity,
+                    max_message,
+                    mode: args.mode,
+                };
+                Mailbox::create(name, &config).with_context(|| format!("creating {what}"))?
+            } else {
+                Mailbox::open(name).with_context(|| format!("opening {what}"))?
+            };
+            Ok((Target::Mailbox(mailbox), what))
+        } else {
+            let to = args.to.clone().expect("clap requires a target");
+            let me = args
+                .from
+                .clone()
+                .unwrap_or_else(|| format!("producer-{}", std::process::id()));
+            let out = PortSender::new(&me).with_context(|| format!("--from {me}"))?;
+            let what = format!("port {to}");
+            Ok((Target::Port { out, to }, what))
+        }
+    }
+
+    fn max_payload(&self) -> Result<usize> {
         match self {
-            Sink::Queue(tx) => Ok(tx.max_message()),
-            Sink::Port { out, to } => out
+            Target::Buffer(b) => Ok(b.geometry().max_message as usize),
+            Target::Mailbox(m) => Ok(m.max_message()),
+            Target::Port { out, to } => out
                 .max_payload(to)
                 .with_context(|| format!("no live process has registered port {to}")),
         }
     }
 
-    fn describe(&self) -> String {
-        match self {
-            Sink::Queue(_) => "the queue".to_owned(),
-            Sink::Port { to, .. } => format!("port {to}"),
+    fn attach(self, policy: SpinPolicy, what: &str) -> Result<Sink> {
+        let mut tx = match self {
+            Target::Buffer(b) => b.producer(),
+            Target::Mailbox(m) => m.sender(),
+            Target::Port { out, to } => return Ok(Sink::Port { out, to }),
         }
+        .with_context(|| format!("attaching a producer to {what}"))?;
+        tx.set_spin_policy(policy);
+        Ok(Sink::Queue(tx))
     }
 }
 
-fn open_sink(args: &Args) -> Result<(Sink, String)> {
-    let max_message = u32::try_from(args.max_message)
-        .with_context(|| format!("--max-message {} is too large", args.max_message))?;
+fn run(args: &Args) -> Result<i32> {
+    let (target, what) = Target::open(args)?;
+    let max = target.max_payload()?;
+    if let Some(size) = args.size.filter(|&size| size > max as u64) {
+        return Err(UsageError(format!(
+            "--size {size} exceeds the max message size {max} of {what}"
+        ))
+        .into());
+    }
     let policy = match args.wait {
         Wait::Adaptive => SpinPolicy::DEFAULT,
         Wait::Spin => SpinPolicy::SPIN,
         Wait::Sleep => SpinPolicy::SLEEP,
     };
-    let mut tx = if let Some(name) = &args.segment {
-        let buffer = if args.create {
-            let config = BufferConfig {
-                capacity: match args.capacity {
-                    Capacity::Bounded(n) => n,
-                    _ => ipc_core::mailbox::unbounded_block_for(max_message),
-                },
-                max_message,
-                mode: args.mode,
-            };
-            let created = if args.capacity == Capacity::Unbounded {
-                SharedBuffer::create_unbounded(name, &config)
-            } else {
-                SharedBuffer::create(name, &config)
-            };
-            created.with_context(|| format!("creating segment {name}"))?
-        } else {
-            SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?
-        };
-        buffer
-            .producer()
-            .with_context(|| format!("attaching a producer to segment {name}"))?
-    } else if let Some(name) = &args.mailbox {
-        let mailbox = if args.create {
-            let config = MailboxConfig {
-                capacity: args.capacity,
-                max_message,
-                mode: args.mode,
-            };
-            Mailbox::create(name, &config).with_context(|| format!("creating mailbox {name}"))?
-        } else {
-            Mailbox::open(name).with_context(|| format!("opening mailbox {name}"))?
-        };
-        mailbox
-            .sender()
-            .with_context(|| format!("attaching a sender to mailbox {name}"))?
-    } else {
-        let to = args.to.clone().expect("clap requires a target");
-        let me = args
-            .from
-            .clone()
-            .unwrap_or_else(|| format!("producer-{}", std::process::id()));
-        let out = PortSender::new(&me).with_context(|| format!("--from {me}"))?;
-        return Ok((
-            Sink::Port {
-                out,
-                to: to.clone(),
-            },
-            format!("port {to}"),
-        ));
-    };
-    tx.set_spin_policy(policy);
-    let what = args
-        .segment
-        .as_ref()
-        .map(|s| format!("segment {s}"))
-        .or_else(|| args.mailbox.as_ref().map(|m| format!("mailbox {m}")))
-        .unwrap_or_default();
-    Ok((Sink::Queue(tx), what))
-}
-
-fn run(args: &Args) -> Result<i32> {
-    let (sink, what) = open_sink(args)?;
+    let sink = target.attach(policy, &what)?;
     log::info!("attached to {what} as a producer");
     let mut meter = Meter::new("producer");
     let mut sender = Sending {
@@ -226,7 +237,7 @@ fn run(args: &Args) -> Result<i32> {
         (Some(count), Some(size)) => {
             synthetic_stream(&mut sender, count, size, args.id, &mut meter)?
         }
-        _ => stdin_stream(&mut sender, &mut meter)?,
+        _ => stdin_stream(&mut sender, max, &mut meter)?,
     }
     meter.summary();
     Ok(EXIT_OK)
@@ -252,11 +263,7 @@ impl Sending {
                 Err(SendError::Timeout(_)) => {
                     if let Some(t) = self.timeout {
                         if started.elapsed().as_secs_f64() >= t {
-                            bail!(
-                                "{}: {} is full: no room for {t} s",
-                                self.what,
-                                self.sink.describe()
-                            );
+                            bail!("{}: full: no room for {t} s", self.what);
                         }
                     }
                 }
@@ -273,13 +280,6 @@ fn synthetic_stream(
     id: Option<u32>,
     meter: &mut Meter,
 ) -> Result<()> {
-    let max = sender.sink.max_message()? as u64;
-    if size < synthetic::HEADER_LEN as u64 || size > max {
-        bail!(
-            "--size {size} must be between {} and the max message size {max}",
-            synthetic::HEADER_LEN
-        );
-    }
     let id = id.unwrap_or_else(std::process::id);
     let mut buf = vec![0u8; size as usize];
     for seq in 0..count {
@@ -292,8 +292,8 @@ fn synthetic_stream(
     Ok(())
 }
 
-fn stdin_stream(sender: &mut Sending, meter: &mut Meter) -> Result<()> {
-    let mut buf = vec![0u8; sender.sink.max_message()?];
+fn stdin_stream(sender: &mut Sending, max: usize, meter: &mut Meter) -> Result<()> {
+    let mut buf = vec![0u8; max];
     let mut stdin = std::io::stdin().lock();
     loop {
         let n = match stdin.read(&mut buf) {
