@@ -13,12 +13,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::{CorruptError, CreateError, RecvError, SegmentError, SendError};
+use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError};
 use crate::layout::Flavor;
 use crate::peers::Role;
-use crate::queue::{Endpoint, Queue, Step, Stop};
+use crate::queue::{Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
 use crate::ring::{ReadAttempt, ReadClaim, Ring, WriteClaim};
 use crate::segment::Segment;
 use crate::sync::Deadline;
@@ -84,15 +84,24 @@ pub(crate) struct Tx {
     /// Fail every send at once when all receivers have gone (mailbox
     /// semantics); otherwise only when the send would have to wait.
     strict_disconnect: bool,
+    /// Sends since the last look for dead receivers.
+    sends: u32,
+    /// When we last looked for dead receivers.
+    last_reap: Instant,
 }
 
 impl Tx {
     pub(crate) fn new(ep: Endpoint, strict_disconnect: bool) -> Tx {
+        // An unbounded queue never makes a sender wait, so waiting cannot
+        // be where it notices that nobody reads any more.
+        let strict_disconnect = strict_disconnect || ep.q.flavor() == Flavor::Unbounded;
         Tx {
             ep,
             cached_head: 0,
             tail: None,
             strict_disconnect,
+            sends: 0,
+            last_reap: Instant::now(),
         }
     }
 
@@ -131,8 +140,18 @@ impl Tx {
     /// Claims a slot to build a message in, waiting for room (bounded and
     /// zero flavors) until `deadline`.
     pub(crate) fn claim(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
-        if self.strict_disconnect && self.ep.all_gone(Role::Consumer, 1) {
-            return Err(Stop::Fail(ClaimFail::Disconnected));
+        if self.strict_disconnect {
+            // A receiver killed without detaching is found by reaping,
+            // which blocked callers do; a sender that never blocks looks
+            // now and then (a clock read every 256 sends).
+            self.sends = self.sends.wrapping_add(1);
+            if self.sends % 256 == 0 && self.last_reap.elapsed() >= LIVENESS_PERIOD {
+                self.last_reap = Instant::now();
+                self.ep.q.reap();
+            }
+            if self.ep.all_gone(Role::Consumer, 1) {
+                return Err(Stop::Fail(ClaimFail::Disconnected));
+            }
         }
         match self.main().flavor() {
             Flavor::Bounded => self.claim_bounded(deadline),
@@ -232,6 +251,13 @@ impl Tx {
                         index: k,
                         q: Arc::new(q),
                     })
+                }
+                // Closed and removed by a receiver at end of stream: the
+                // chain goes on with a new block.
+                Err(OpenError::Segment(SegmentError::NotFound(_)))
+                    if main.header().chain.tail_block.load(Ordering::Acquire) == k =>
+                {
+                    return self.next_block(k);
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -396,7 +422,10 @@ impl Rx {
                     // A sender may have committed just before leaving: look
                     // once more now that we saw it gone.
                     match try_once(head) {
-                        Step::Wait if main.queued() == 0 => Step::Fail(RecvError::Disconnected),
+                        Step::Wait if main.queued() == 0 => {
+                            retire_tail_block(&main, head);
+                            Step::Fail(RecvError::Disconnected)
+                        }
                         other => other,
                     }
                 }
@@ -415,6 +444,22 @@ impl Rx {
         ring.release(claim);
         main.header().space_ready.notify();
         Ok(out)
+    }
+}
+
+/// At end of stream, gives the memory of a drained unbounded queue back:
+/// seals its last chained block and removes it. A sender that comes later
+/// starts a new block.
+fn retire_tail_block(main: &Queue, head: &Option<Block>) {
+    let chain = &main.header().chain;
+    let Some(block) = head.as_ref().filter(|b| b.index > 0) else {
+        return;
+    };
+    if chain.tail_block.load(Ordering::Acquire) != block.index {
+        return;
+    }
+    if block.q.ring().close().is_ok() {
+        let _ = Segment::unlink(&main.block_name(block.index));
     }
 }
 
@@ -452,9 +497,19 @@ fn read_chain(
                 0 => main.clone(),
                 k => match main.open_block(k) {
                     Ok(b) => Arc::new(b),
-                    // Drained and unlinked by another reader meanwhile.
+                    // Closed at end of stream and removed: empty until a
+                    // sender starts the next block...
+                    Err(_) if chain.tail_block.load(Ordering::Acquire) == k => return Step::Wait,
+                    // ...and skipped once it has. (A block goes away only
+                    // once drained.)
                     Err(_) if chased < CHASE_LIMIT => {
                         chased += 1;
+                        let _ = chain.head_block.compare_exchange(
+                            k,
+                            k + 1,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
                         continue;
                     }
                     Err(e) => return Step::Fail(RecvError::Corrupt(CorruptError(e.to_string()))),

@@ -347,6 +347,39 @@ impl<'a> Ring<'a> {
             .store(SKIP | (claim.pos + 1), Ordering::Release);
     }
 
+    /// Seals a write-once ring (see [`Ring::with_end`]) at its current
+    /// write position: every slot not yet claimed becomes skipped, so
+    /// writers find it sealed and readers pass over the rest. A writer
+    /// racing with this either claims its slot first (and its message is
+    /// delivered) or finds it skipped and moves on.
+    pub fn close(&self) -> Result<(), CorruptError> {
+        let mut pos = self.tail_pos();
+        let mut steps = 0u64;
+        while pos < self.end {
+            steps += 1;
+            if steps > 2 * self.capacity + STALE_LIMIT as u64 {
+                return Err(CorruptError(format!("cannot close the ring at {pos}")));
+            }
+            let h = self.header(pos);
+            if h.stamp
+                .compare_exchange(pos, SKIP | (pos + 1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                || seq(h.stamp.load(Ordering::Acquire)) > pos
+                || h.stamp.load(Ordering::Acquire) & WRITING != 0
+            {
+                // Ours or claimed by a writer: move the cursor past it.
+                let _ = self.tail.pos.compare_exchange(
+                    pos,
+                    pos + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+            pos = self.tail_pos();
+        }
+        Ok(())
+    }
+
     /// Withdraws a committed message that no reader has claimed yet (for
     /// rendezvous timeouts). False if a reader already has it.
     pub fn retract(&self, pos: u64) -> bool {
@@ -753,6 +786,22 @@ mod tests {
         r.header(0).stamp.store(1, Ordering::Relaxed);
         r.header(0).len.store(1 << 30, Ordering::Relaxed);
         assert!(r.try_claim_read(0, 8).is_err());
+    }
+
+    #[test]
+    fn closed_write_once_ring_is_sealed_and_drains() {
+        let mut heap = Heap::new(4, 8);
+        let r = heap.ring(8).with_end(4);
+        assert!(put(&r, 0, b"a"));
+        let pending = r.try_claim_write(3, &mut 0).unwrap().unwrap();
+        r.close().unwrap();
+        assert!(r.sealed());
+        assert!(!put(&r, 0, b"late"));
+        r.commit(pending, 1, 0);
+        assert_eq!(take(&r).unwrap(), b"a");
+        assert_eq!(take(&r).unwrap(), [0]);
+        assert!(take(&r).is_none());
+        assert_eq!(r.head_pos(), 4, "readers passed the skipped slots");
     }
 
     #[test]
