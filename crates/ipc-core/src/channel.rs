@@ -145,7 +145,7 @@ impl Tx {
             // which blocked callers do; a sender that never blocks looks
             // now and then (a clock read every 256 sends).
             self.sends = self.sends.wrapping_add(1);
-            if self.sends % 256 == 0 && self.last_reap.elapsed() >= LIVENESS_PERIOD {
+            if self.sends.is_multiple_of(256) && self.last_reap.elapsed() >= LIVENESS_PERIOD {
                 self.last_reap = Instant::now();
                 self.ep.q.reap();
             }
