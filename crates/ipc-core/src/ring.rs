@@ -44,6 +44,32 @@ pub const MAX_OWNER: u32 = 0xFF;
 /// How many times a cursor may look stale before we call it corrupt.
 const STALE_LIMIT: u32 = 1 << 16;
 
+/// Most rounds one claim may take: far beyond what contention between 64
+/// processes produces, so only a corrupt ring reaches it.
+const ROUND_LIMIT: u32 = 1 << 22;
+
+/// Cursors stay below this: 2^52 messages (over a year at 100 million a
+/// second). A larger value can only come from a scribbling peer, and
+/// would make `pos + 1` spill into the owner bits of a stamp.
+const POS_LIMIT: u64 = 1 << 52;
+
+fn load_pos(cursor: &Cursor) -> Result<u64, CorruptError> {
+    let raw = cursor.pos.load(Ordering::Acquire);
+    if raw < POS_LIMIT {
+        Ok(raw)
+    } else {
+        Err(CorruptError(format!("cursor {raw:#x} out of range")))
+    }
+}
+
+fn too_many_rounds(rounds: &mut u32, pos: u64) -> Result<(), CorruptError> {
+    *rounds += 1;
+    if *rounds > ROUND_LIMIT {
+        return Err(CorruptError(format!("no progress at position {pos}")));
+    }
+    Ok(())
+}
+
 fn seq(stamp: u64) -> u64 {
     stamp & SEQ_MASK
 }
@@ -251,14 +277,16 @@ impl<'a> Ring<'a> {
     ) -> Result<Option<WriteClaim>, CorruptError> {
         debug_assert!(owner <= MAX_OWNER);
         let cap = self.capacity;
-        let mut pos = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+        let mut pos = load_pos(self.tail)?;
         let mut stale = 0;
+        let mut rounds = 0;
         loop {
+            too_many_rounds(&mut rounds, pos)?;
             if pos >= self.end {
                 return Ok(None);
             }
             if pos.wrapping_sub(*cached_head) >= self.limit {
-                *cached_head = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                *cached_head = load_pos(self.head)?;
                 let queued = pos.wrapping_sub(*cached_head);
                 if queued > cap && *cached_head <= pos {
                     return Err(CorruptError(format!(
@@ -300,14 +328,14 @@ impl<'a> Ring<'a> {
                     Ordering::Release,
                     Ordering::Relaxed,
                 );
-                pos = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+                pos = load_pos(self.tail)?;
                 continue;
             }
             if sq + cap == pos + 1 || (sq + cap == pos && s & WRITING != 0) {
                 // Still holds the previous lap's message: full.
                 return Ok(None);
             }
-            let now = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
+            let now = load_pos(self.tail)?;
             if now != pos {
                 pos = now;
                 continue;
@@ -405,9 +433,11 @@ impl<'a> Ring<'a> {
     pub fn try_claim_read(&self, owner: u32, max_len: usize) -> Result<ReadAttempt, CorruptError> {
         debug_assert!(owner <= MAX_OWNER);
         let cap = self.capacity;
-        let mut pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+        let mut pos = load_pos(self.head)?;
         let mut stale = 0;
+        let mut rounds = 0;
         loop {
+            too_many_rounds(&mut rounds, pos)?;
             let h = self.header(pos);
             let s = h.stamp.load(Ordering::Acquire);
             let sq = seq(s);
@@ -441,7 +471,7 @@ impl<'a> Ring<'a> {
                     Ordering::Relaxed,
                 );
                 if skip {
-                    pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                    pos = load_pos(self.head)?;
                     continue;
                 }
                 // Re-read the length after the claim: the Acquire on the
@@ -467,10 +497,10 @@ impl<'a> Ring<'a> {
                     Ordering::Release,
                     Ordering::Relaxed,
                 );
-                pos = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+                pos = load_pos(self.head)?;
                 continue;
             }
-            let now = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
+            let now = load_pos(self.head)?;
             if now != pos {
                 pos = now;
                 continue;
@@ -518,6 +548,10 @@ impl<'a> Ring<'a> {
                 continue;
             }
             let sq = seq(s);
+            if sq >= POS_LIMIT || (s & READING != 0 && sq == 0) {
+                // No claim ever carries these: a scribble, not ours to fix.
+                continue;
+            }
             let (next, counter) = if s & WRITING != 0 {
                 (SKIP | (sq + 1), &mut r.abandoned_writes)
             } else {
@@ -775,6 +809,26 @@ mod tests {
         assert_eq!(r.recover_owner(9).lost_reads, 1);
         assert_eq!(take(&r).unwrap(), b"b");
         assert!(put(&r, 0, b"c") && put(&r, 0, b"d"));
+    }
+
+    #[test]
+    fn out_of_range_cursors_and_stamps_are_reported() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        heap_cursors(&r, u64::MAX - 3, 0);
+        assert!(r.try_claim_write(0, &mut 0).is_err());
+        heap_cursors(&r, 0, (1 << 53) - 1);
+        assert!(r.try_claim_read(0, 8).is_err());
+        heap_cursors(&r, 0, 0);
+        r.header(1)
+            .stamp
+            .store(READING | (3 << OWNER_SHIFT), Ordering::Relaxed);
+        assert_eq!(r.recover_owner(3), Recovered::default());
+    }
+
+    fn heap_cursors(r: &Ring<'_>, tail: u64, head: u64) {
+        r.tail.pos.store(tail, Ordering::Relaxed);
+        r.head.pos.store(head, Ordering::Relaxed);
     }
 
     #[test]
