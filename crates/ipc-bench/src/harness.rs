@@ -515,7 +515,7 @@ impl<T: Transport> Contender for OneToOne<T> {
     fn throughput(&self, size: usize, count: u64, mode: Mode, timeout: Duration) -> Result<Rate> {
         let t = &self.transport;
         let depth = depth_for(size);
-        let warmup = (count / 8).max(2 * depth as u64);
+        let warmup = (count / 32).max(2 * depth as u64);
         let mut link = t.link(size, depth, mode)?;
         let hs = Handshake::new()?;
         set_deadline(timeout);
@@ -572,7 +572,7 @@ impl<T: Transport> Contender for OneToOne<T> {
         timeout: Duration,
     ) -> Result<Histogram<u64>> {
         let t = &self.transport;
-        let warmup = (count / 10).max(10);
+        let warmup = (count / 40).max(10);
         let mut ping = t.link(size, ROUND_TRIP_DEPTH, mode)?;
         let mut pong = t.link(size, ROUND_TRIP_DEPTH, mode)?;
         let hs = Handshake::new()?;

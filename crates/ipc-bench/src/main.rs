@@ -115,7 +115,7 @@ fn run(args: &Args) -> Result<()> {
         .stream_size
         .unwrap_or(if args.quick { 64 << 20 } else { 1 << 30 });
     let timeout = Duration::from_secs_f64(30.0 + 20.0 * run_time);
-    harness::set_time_box(Duration::from_secs_f64(run_time * 2.0));
+    harness::set_time_box(Duration::from_secs_f64(run_time));
     let all: Vec<Box<dyn Contender>> = contenders::all()
         .into_iter()
         .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name().contains(o.as_str())))
@@ -161,10 +161,15 @@ fn run(args: &Args) -> Result<()> {
                                 let n0 = first_count(measure, size);
                                 match run_one(c, &key, n0, timeout) {
                                     Ok(cell) => {
-                                        let n = (speed(&cell) * run_time) as u64;
+                                        // Four times the estimate: the time
+                                        // box ends the run after `run_time`,
+                                        // so runs are time-driven and a
+                                        // pessimistic estimate cannot make
+                                        // them short.
+                                        let n = (speed(&cell) * run_time * 4.0) as u64;
                                         let n = match measure {
-                                            Measure::Throughput => n.clamp(16, 50_000_000),
-                                            Measure::RoundTrip => n.clamp(20, 2_000_000),
+                                            Measure::Throughput => n.clamp(1000, 200_000_000),
+                                            Measure::RoundTrip => n.clamp(200, 10_000_000),
                                         };
                                         counts.insert(key.clone(), n);
                                         n
