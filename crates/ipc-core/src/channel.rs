@@ -62,16 +62,19 @@ pub(crate) fn stop_to_send<M>(stop: Stop<ClaimFail>, deadline: Deadline, msg: M)
     }
 }
 
-/// A slot claimed for writing, in the block that holds it.
+/// A slot claimed for writing: in the sender's own segment, or in a block
+/// of an unbounded chain (kept mapped while the claim lives).
 #[derive(Debug)]
 pub(crate) struct Claimed {
-    q: Arc<Queue>,
+    block: Option<Arc<Queue>>,
     claim: WriteClaim,
 }
 
 impl Claimed {
-    pub(crate) fn buf(&mut self) -> &mut [u8] {
-        self.q.ring().payload_mut(&mut self.claim)
+    /// The slot's payload area; `main` is the sender's own segment.
+    pub(crate) fn buf<'a>(&'a mut self, main: &'a Queue) -> &'a mut [u8] {
+        let q = self.block.as_deref().unwrap_or(main);
+        q.ring().payload_mut(&mut self.claim)
     }
 }
 
@@ -130,7 +133,7 @@ impl Tx {
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
         };
         let mut claimed = claimed;
-        claimed.buf()[..len].copy_from_slice(msg.as_ref());
+        claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
         match self.commit(claimed, len, tag, deadline) {
             Ok(()) => Ok(()),
             Err(stop) => Err(stop_to_send(stop, deadline, msg)),
@@ -172,9 +175,14 @@ impl Tx {
     }
 
     fn claim_bounded(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
-        let q = self.main().clone();
-        let ring = q.ring();
+        let ring = self.ep.q.ring();
         let me = self.ep.me;
+        // The fast path: room now, no waiting machinery.
+        match ring.try_claim_write(me, &mut self.cached_head) {
+            Ok(Some(claim)) => return Ok(Claimed { block: None, claim }),
+            Ok(None) => {}
+            Err(e) => return Err(Stop::Fail(ClaimFail::Corrupt(e))),
+        }
         let mut cached_head = self.cached_head;
         let r = self.ep.block_on(
             |h| &h.space_ready,
@@ -189,10 +197,7 @@ impl Tx {
             },
         );
         self.cached_head = cached_head;
-        r.map(|claim| Claimed {
-            q: q.clone(),
-            claim,
-        })
+        r.map(|claim| Claimed { block: None, claim })
     }
 
     fn claim_unbounded(&mut self) -> Result<Claimed, ClaimFail> {
@@ -213,7 +218,7 @@ impl Tx {
             match ring.try_claim_write(me, &mut self.cached_head) {
                 Ok(Some(claim)) => {
                     return Ok(Claimed {
-                        q: block.q.clone(),
+                        block: Some(block.q.clone()),
                         claim,
                     })
                 }
@@ -314,7 +319,8 @@ impl Tx {
         tag: u32,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
-        let Claimed { q, claim } = claimed;
+        let Claimed { block, claim } = claimed;
+        let q = block.as_deref().unwrap_or(&self.ep.q);
         let ring = q.ring();
         let pos = claim.pos();
         ring.commit(claim, len, tag);
@@ -352,7 +358,8 @@ impl Tx {
 
     /// Abandons a claimed slot: receivers skip it.
     pub(crate) fn abandon(&self, claimed: Claimed) {
-        claimed.q.ring().abandon(claimed.claim);
+        let Claimed { block, claim } = claimed;
+        block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim);
         self.main().header().data_ready.notify();
     }
 }
@@ -396,6 +403,38 @@ impl Rx {
         max_len: usize,
         f: impl FnOnce(&[u8], u32) -> R,
     ) -> Result<R, RecvError> {
+        // The fast path: a message is there now.
+        let q = &self.ep.q;
+        if q.flavor() != Flavor::Unbounded {
+            let ring = q.ring();
+            match ring.try_claim_read(self.ep.me, max_len) {
+                Ok(ReadAttempt::Claimed(claim)) => {
+                    let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
+                    ring.release(claim);
+                    q.header().space_ready.notify();
+                    return Ok(out);
+                }
+                Ok(ReadAttempt::Empty) => {}
+                Ok(ReadAttempt::TooLong(needed)) => {
+                    return Err(RecvError::BufferTooSmall {
+                        needed,
+                        available: max_len,
+                    })
+                }
+                Err(e) => return Err(RecvError::Corrupt(e)),
+            }
+        }
+        self.recv_slow(deadline, max_len, f)
+    }
+
+    /// Receiving when nothing is ready: wait, follow the chain, detect the
+    /// end of the stream.
+    fn recv_slow<R>(
+        &mut self,
+        deadline: Deadline,
+        max_len: usize,
+        f: impl FnOnce(&[u8], u32) -> R,
+    ) -> Result<R, RecvError> {
         let main = self.ep.q.clone();
         let _waiting = (main.flavor() == Flavor::Zero && deadline != Deadline::Now).then(|| {
             main.header()
@@ -415,7 +454,7 @@ impl Rx {
         let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim), RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
-                _ => read_ring(&main, &main.ring(), me, max_len),
+                _ => read_ring(&main, main.ring(), me, max_len),
             };
             match try_once(head) {
                 Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
@@ -522,7 +561,7 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.q.ring();
-        match read_ring(&block.q, &ring, me, max_len) {
+        match read_ring(&block.q, ring, me, max_len) {
             Step::Wait => {}
             other => return other,
         }

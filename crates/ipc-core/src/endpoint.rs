@@ -60,7 +60,7 @@ impl SlotWriter<'_> {
         self.claimed
             .as_mut()
             .expect("claim held until commit")
-            .buf()
+            .buf(&self.tx.ep.q)
     }
 
     /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.

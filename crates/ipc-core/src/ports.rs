@@ -198,7 +198,7 @@ fn send_framed<M: AsRef<[u8]>>(
         Ok(c) => c,
         Err(stop) => return Err(crate::channel::stop_to_send(stop, deadline, msg)),
     };
-    let buf = claimed.buf();
+    let buf = claimed.buf(&tx.ep.q);
     buf[0] = me.len() as u8;
     buf[1..1 + me.len()].copy_from_slice(me.as_bytes());
     buf[1 + me.len()..len].copy_from_slice(payload);

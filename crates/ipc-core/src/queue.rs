@@ -28,6 +28,8 @@ pub const MAX_CHAIN: u64 = 1 << 24;
 /// A mapped, validated queue segment.
 #[derive(Debug)]
 pub(crate) struct Queue {
+    // Declared before `seg`: dropped while the mapping still exists.
+    ring: Ring<'static>,
     seg: Segment,
     geo: Geometry,
     flavor: Flavor,
@@ -95,7 +97,7 @@ impl Queue {
                 geo.slot_stride as usize,
             );
         }
-        let q = Queue { seg, geo, flavor };
+        let q = Queue::assemble(seg, geo, flavor);
         q.header().magic.store(MAGIC, Ordering::Release);
         Ok(q)
     }
@@ -171,7 +173,7 @@ impl Queue {
                 name: name.to_owned(),
                 source: CorruptError(format!("unknown capacity mode {}", h.flavor)),
             })?;
-            return Ok(Queue { seg, geo, flavor });
+            return Ok(Queue::assemble(seg, geo, flavor));
         }
     }
 
@@ -200,35 +202,52 @@ impl Queue {
         PeerTable::new(entries, &self.header().roster)
     }
 
-    pub(crate) fn ring_with_limit(&self, limit: u32) -> Ring<'_> {
-        let h = self.header();
-        // SAFETY: validated geometry: `slots` slots of `slot_stride` bytes
-        // fit at `slots_offset`; initialized by the creator before the magic
-        // was published.
-        unsafe {
+    /// Wraps a validated mapping, building its ring view once (the hot
+    /// path then uses it without recomputing anything).
+    fn assemble(seg: Segment, geo: Geometry, flavor: Flavor) -> Queue {
+        // The ring's bound as the flavor says: `capacity` messages
+        // (bounded), one slot per concurrent sender (zero), or write-once
+        // (a block of an unbounded chain).
+        let (limit, end) = match flavor {
+            Flavor::Bounded => (geo.capacity, None),
+            Flavor::Zero => (geo.slots, None),
+            Flavor::Unbounded => (geo.slots, Some(geo.slots as u64)),
+        };
+        let base = seg.as_ptr();
+        // SAFETY: the geometry was validated against the mapping (or just
+        // written by us): the header sits at offset 0 and `slots` slots of
+        // `slot_stride` bytes fit at `slots_offset`, initialized before the
+        // magic was published. The mapping lives as long as `seg`, which
+        // the Queue owns; the 'static view never leaves the Queue except
+        // reborrowed for the Queue's own lifetime (see `ring`).
+        let ring = unsafe {
+            let h: &'static Header = &*(base as *const Header);
             Ring::new(
                 &h.tail,
                 &h.head,
-                self.seg.as_ptr().add(self.geo.slots_offset as usize),
-                self.geo.slots,
-                limit.clamp(1, self.geo.slots),
-                self.geo.slot_stride as usize,
-                self.geo.max_message as usize,
+                base.add(geo.slots_offset as usize),
+                geo.slots,
+                limit.clamp(1, geo.slots),
+                geo.slot_stride as usize,
+                geo.max_message as usize,
             )
+        };
+        let ring = match end {
+            Some(end) => ring.with_end(end),
+            None => ring,
+        };
+        Queue {
+            ring,
+            seg,
+            geo,
+            flavor,
         }
     }
 
-    /// The ring, bounded as the flavor says: `capacity` messages
-    /// (bounded), one slot per concurrent sender (zero), or write-once
-    /// (a block of an unbounded chain).
-    pub(crate) fn ring(&self) -> Ring<'_> {
-        match self.flavor {
-            Flavor::Bounded => self.ring_with_limit(self.geo.capacity),
-            Flavor::Zero => self.ring_with_limit(self.geo.slots),
-            Flavor::Unbounded => self
-                .ring_with_limit(self.geo.slots)
-                .with_end(self.geo.slots as u64),
-        }
+    /// The ring, bounded as the flavor says.
+    #[inline]
+    pub(crate) fn ring(&self) -> &Ring<'_> {
+        &self.ring
     }
 
     pub(crate) fn flavor(&self) -> Flavor {
