@@ -298,7 +298,7 @@ fn garbage_file_is_refused_at_open() {
 }
 
 #[test]
-#[ignore = "bug: a cursor word with bits above the 53-bit sequence makes sends and receives spin forever inside try_claim_write/try_claim_read (deadlines are not checked there)"]
+/// Was a bug (fixed in c746c33): peers spun forever.
 fn cursor_with_high_bits_does_not_hang_peers() {
     let seg = segment("hostile-cursor");
     let file = OpenOptions::new()
@@ -327,7 +327,7 @@ fn cursor_with_high_bits_does_not_hang_peers() {
 }
 
 #[test]
-#[ignore = "bug: reaping a dead peer whose index is stamped READING with sequence 0 panics (`seq - 1` overflow in Ring::recover_owner), e.g. in `ipcctl status`"]
+/// Was a bug (fixed in c746c33): `ipcctl status` panicked.
 fn recover_owner_on_a_reading_stamp_of_seq_zero() {
     let seg = segment("hostile-reap");
     let file = OpenOptions::new()
