@@ -59,7 +59,27 @@ impl SharedBuffer {
     /// Creates a new bounded buffer segment (fails if the name exists):
     /// producers wait while `capacity` messages are queued.
     pub fn create(name: &str, config: &BufferConfig) -> Result<SharedBuffer, CreateError> {
-        Self::create_flavor(name, config, Flavor::Bounded)
+        Self::create_flavor(name, config, Flavor::Bounded, false)
+    }
+
+    /// Creates a bounded buffer for one producer and one consumer at a
+    /// time (a second one of either is refused with `RoleTaken` while the
+    /// first lives): the fastest path, without compare-and-swaps. A
+    /// replacement may attach once the first has gone or died.
+    ///
+    /// ```
+    /// use ipc_core::buffer::{BufferConfig, SharedBuffer};
+    /// # let name = format!("doc-single-{}", std::process::id());
+    /// let buf = SharedBuffer::create_single(&name, &BufferConfig::default())?;
+    /// let mut tx = buf.producer()?;
+    /// assert!(buf.producer().is_err()); // one at a time
+    /// tx.send(b"fast")?;
+    /// assert_eq!(buf.consumer()?.recv()?, b"fast");
+    /// # SharedBuffer::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_single(name: &str, config: &BufferConfig) -> Result<SharedBuffer, CreateError> {
+        Self::create_flavor(name, config, Flavor::Bounded, true)
     }
 
     /// Creates a new unbounded buffer: producers never wait. Storage grows
@@ -85,18 +105,19 @@ impl SharedBuffer {
         name: &str,
         config: &BufferConfig,
     ) -> Result<SharedBuffer, CreateError> {
-        Self::create_flavor(name, config, Flavor::Unbounded)
+        Self::create_flavor(name, config, Flavor::Unbounded, false)
     }
 
     fn create_flavor(
         name: &str,
         config: &BufferConfig,
         flavor: Flavor,
+        single: bool,
     ) -> Result<SharedBuffer, CreateError> {
         let geo = Geometry::new(Kind::Buffer, config.capacity, config.max_message)
             .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
-            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0)?),
+            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0, single)?),
         })
     }
 
@@ -127,6 +148,11 @@ impl SharedBuffer {
     /// The validated geometry.
     pub fn geometry(&self) -> Geometry {
         *self.q.geometry()
+    }
+
+    /// True for a buffer made by [`SharedBuffer::create_single`].
+    pub fn is_single(&self) -> bool {
+        self.q.is_single()
     }
 
     /// True for an unbounded buffer.

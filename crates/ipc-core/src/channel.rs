@@ -324,7 +324,7 @@ impl Tx {
         let ring = q.ring();
         let pos = claim.pos();
         ring.commit(claim, len, tag);
-        self.main().header().data_ready.notify();
+        self.main().notify(&self.main().header().data_ready);
         if self.main().flavor() != Flavor::Zero {
             return Ok(());
         }
@@ -350,7 +350,7 @@ impl Tx {
             // A receiver claimed it meanwhile: it has the message.
             Err(_) if !ring.retract(pos) => Ok(()),
             Err(stop) => {
-                self.main().header().data_ready.notify();
+                self.main().notify(&self.main().header().data_ready);
                 Err(stop)
             }
         }
@@ -360,7 +360,7 @@ impl Tx {
     pub(crate) fn abandon(&self, claimed: Claimed) {
         let Claimed { block, claim } = claimed;
         block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim);
-        self.main().header().data_ready.notify();
+        self.main().notify(&self.main().header().data_ready);
     }
 }
 
@@ -411,7 +411,7 @@ impl Rx {
                 Ok(ReadAttempt::Claimed(claim)) => {
                     let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
                     ring.release(claim);
-                    q.header().space_ready.notify();
+                    q.notify(&q.header().space_ready);
                     return Ok(out);
                 }
                 Ok(ReadAttempt::Empty) => {}
@@ -442,7 +442,7 @@ impl Rx {
                 .waiting_receivers
                 .fetch_add(1, Ordering::SeqCst);
             // A sender may be waiting to see us before it offers.
-            main.header().space_ready.notify();
+            main.notify(&main.header().space_ready);
             WaitingGuard(&main)
         });
         let Rx {
@@ -481,7 +481,7 @@ impl Rx {
         let ring = q.ring();
         let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
         ring.release(claim);
-        main.header().space_ready.notify();
+        main.notify(&main.header().space_ready);
         Ok(out)
     }
 }

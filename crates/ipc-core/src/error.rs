@@ -152,6 +152,15 @@ pub enum AttachError {
         /// Size of the attachment table.
         max: usize,
     },
+    /// A single-producer/single-consumer segment already has a live
+    /// process in that role.
+    #[error("segment {name:?} takes one {role} at a time and has one")]
+    RoleTaken {
+        /// The segment's name.
+        name: String,
+        /// "producer" or "consumer".
+        role: &'static str,
+    },
 }
 
 /// Why a send failed. The message is handed back in every case.

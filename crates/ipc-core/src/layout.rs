@@ -151,8 +151,9 @@ pub struct Header {
     pub slot_stride: u32,
     /// Entries in the attachment table.
     pub peer_slots: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// 1 if at most one producer and one consumer attach at a time (the
+    /// fast path without compare-and-swaps), else 0.
+    pub single: u32,
     /// Total bytes of the segment.
     pub total_size: u64,
     /// Offset of the attachment table.
@@ -164,6 +165,9 @@ pub struct Header {
     /// For a block of an unbounded chain: its index in the chain (0 for a
     /// main segment).
     pub block_index: u32,
+    /// Set by any attached process that cannot take part in asymmetric
+    /// barriers (membarrier refused): every wake-up then uses full fences.
+    pub needs_fences: AtomicU32,
     /// Next position to write.
     pub tail: Cursor,
     /// Next position to read.

@@ -73,6 +73,13 @@ impl Roster {
         self.mask(role).fetch_or(1 << index, Ordering::AcqRel);
     }
 
+    /// Sets the bit only if no entry holds `role`; false otherwise.
+    fn set_alone(&self, role: Role, index: u32) -> bool {
+        self.mask(role)
+            .compare_exchange(0, 1 << index, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     fn clear(&self, index: u32) {
         let bit = !(1u64 << index);
         self.producers.fetch_and(bit, Ordering::AcqRel);
@@ -138,6 +145,12 @@ impl<'a> PeerTable<'a> {
 
     /// Claims a free entry for the calling process. `None` if all are taken.
     pub fn attach(&self, role: Role) -> Option<u32> {
+        self.attach_as(role, false).ok()
+    }
+
+    /// Claims a free entry; with `alone`, only if no other process holds
+    /// `role` (refused with `Err(true)`). `Err(false)`: the table is full.
+    pub fn attach_as(&self, role: Role, alone: bool) -> Result<u32, bool> {
         let pid = sys::current_pid();
         let start = sys::process_info(pid).map_or(0, |i| i.start_time);
         for (i, e) in self.entries.iter().enumerate() {
@@ -155,12 +168,19 @@ impl<'a> PeerTable<'a> {
                 e.tag.store(0, Ordering::Relaxed);
                 // Before ALIVE: a death in between leaves a CLAIMING entry,
                 // whose reaping clears the bit again.
-                self.roster.set(role, i as u32);
+                if alone {
+                    if !self.roster.set_alone(role, i as u32) {
+                        e.state.store(FREE, Ordering::Release);
+                        return Err(true);
+                    }
+                } else {
+                    self.roster.set(role, i as u32);
+                }
                 e.state.store(pack(ALIVE, pid), Ordering::Release);
-                return Some(i as u32);
+                return Ok(i as u32);
             }
         }
-        None
+        Err(false)
     }
 
     /// Releases the caller's own entry. The caller must hold no slot.

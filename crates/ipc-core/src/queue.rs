@@ -3,6 +3,7 @@
 //! attaching endpoints; blocking with spin-then-sleep; reaping dead peers;
 //! disconnection.
 
+use std::cell::Cell;
 use std::mem::size_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::layout::{magic_state, Flavor, Geometry, Header, Kind, ValidateError, 
 use crate::peers::{PeerEntry, PeerInfo, PeerTable, Role};
 use crate::ring::{Recovered, Ring, MAX_OWNER};
 use crate::segment::Segment;
-use crate::sync::{Deadline, EventCount, SpinPolicy};
+use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
 
 /// How often a blocked call re-checks that its peers still live.
 pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
@@ -30,6 +31,8 @@ pub const MAX_CHAIN: u64 = 1 << 24;
 pub(crate) struct Queue {
     // Declared before `seg`: dropped while the mapping still exists.
     ring: Ring<'static>,
+    /// This process registered for membarrier (see `notify`).
+    light_notify: bool,
     seg: Segment,
     geo: Geometry,
     flavor: Flavor,
@@ -80,6 +83,7 @@ impl Queue {
         mode: u32,
         flavor: Flavor,
         block_index: u32,
+        single: bool,
     ) -> Result<Queue, CreateError> {
         let seg = Segment::create(name, geo.total_size as usize, mode)?;
         let base = seg.as_ptr();
@@ -90,6 +94,7 @@ impl Queue {
             let h = &mut *(base as *mut Header);
             geo.write_to(h);
             h.flavor = flavor as u32;
+            h.single = single as u32;
             h.block_index = block_index;
             Ring::init(
                 base.add(geo.slots_offset as usize),
@@ -236,8 +241,12 @@ impl Queue {
             Some(end) => ring.with_end(end),
             None => ring,
         };
+        // SAFETY: as above, the header is mapped and validated.
+        let single = unsafe { (*(base as *const Header)).single } == 1;
+        let ring = if single { ring.single() } else { ring };
         Queue {
             ring,
+            light_notify: cfg!(not(loom)) && crate::sys::membarrier_ready(),
             seg,
             geo,
             flavor,
@@ -252,6 +261,23 @@ impl Queue {
 
     pub(crate) fn flavor(&self) -> Flavor {
         self.flavor
+    }
+
+    /// Wakes the sleepers of `ev` (one of this queue's event counts), with
+    /// only a compiler fence when every attached process registered for
+    /// asymmetric barriers.
+    #[inline]
+    pub(crate) fn notify(&self, ev: &EventCount) {
+        if self.light_notify && self.header().needs_fences.load(Ordering::Relaxed) == 0 {
+            ev.notify_light();
+        } else {
+            ev.notify();
+        }
+    }
+
+    /// True if one producer and one consumer attach at a time.
+    pub(crate) fn is_single(&self) -> bool {
+        self.header().single == 1
     }
 
     /// Releases dead peers' attachments and repairs slots they held, in
@@ -275,8 +301,8 @@ impl Queue {
             }
         });
         if n > 0 {
-            self.header().data_ready.notify();
-            self.header().space_ready.notify();
+            self.notify(&self.header().data_ready);
+            self.notify(&self.header().space_ready);
         }
         n
     }
@@ -318,7 +344,14 @@ impl Queue {
     pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(Queue, bool), CreateError> {
         let index = u32::try_from(k)
             .map_err(|_| CreateError::InvalidConfig(format!("chain block {k} out of range")))?;
-        match Queue::create(&self.block_name(k), self.geo, mode, self.flavor, index) {
+        match Queue::create(
+            &self.block_name(k),
+            self.geo,
+            mode,
+            self.flavor,
+            index,
+            false,
+        ) {
             Ok(b) => Ok((b, true)),
             Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => self
                 .open_block(k)
@@ -374,7 +407,12 @@ pub(crate) struct Endpoint {
     pub(crate) me: u32,
     role: Role,
     pub(crate) policy: SpinPolicy,
+    /// The spin budget is `policy.spin >> spin_scale` (see `block_on`).
+    spin_scale: Cell<u32>,
 }
+
+/// The spin budget shrinks to at most 1/2^6 of the policy's.
+const MAX_SPIN_SCALE: u32 = 6;
 
 /// The result of one attempt inside [`Endpoint::block_on`].
 pub(crate) enum Step<T, E> {
@@ -392,31 +430,48 @@ pub(crate) enum Stop<E> {
 impl Endpoint {
     pub(crate) fn attach(q: Arc<Queue>, role: Role) -> Result<Endpoint, AttachError> {
         let table = q.peers();
-        let me = match table.attach(role) {
-            Some(i) => i,
-            None => {
+        let alone = q.is_single();
+        let me = match table.attach_as(role, alone) {
+            Ok(i) => i,
+            Err(_) => {
+                // Perhaps dead processes hold the places: reap, try again.
                 q.reap();
-                table
-                    .attach(role)
-                    .ok_or_else(|| AttachError::TooManyPeers {
-                        name: q.name().to_owned(),
-                        max: table.len(),
-                    })?
+                table.attach_as(role, alone).map_err(|role_taken| {
+                    if role_taken {
+                        AttachError::RoleTaken {
+                            name: q.name().to_owned(),
+                            role: match role {
+                                Role::Producer => "producer",
+                                Role::Consumer => "consumer",
+                            },
+                        }
+                    } else {
+                        AttachError::TooManyPeers {
+                            name: q.name().to_owned(),
+                            max: table.len(),
+                        }
+                    }
+                })?
             }
         };
         debug_assert!(me <= MAX_OWNER);
+        if !q.light_notify {
+            // We cannot take part in asymmetric barriers: everyone fences.
+            q.header().needs_fences.store(1, Ordering::SeqCst);
+        }
         let c = &q.header().counters;
         match role {
             Role::Producer => c.producers_total.fetch_add(1, Ordering::AcqRel),
             Role::Consumer => c.consumers_total.fetch_add(1, Ordering::AcqRel),
         };
         // Someone may wait for the first peer of this role.
-        q.header().data_ready.notify();
-        q.header().space_ready.notify();
+        q.notify(&q.header().data_ready);
+        q.notify(&q.header().space_ready);
         Ok(Endpoint {
             q,
             me,
             role,
+            spin_scale: Cell::new(0),
             policy: SpinPolicy::DEFAULT,
         })
     }
@@ -446,13 +501,36 @@ impl Endpoint {
         mut attempt: impl FnMut(bool) -> Step<T, E>,
     ) -> Result<T, Stop<E>> {
         if deadline != Deadline::Now {
-            for i in 0..self.policy.spins + self.policy.yields {
-                match attempt(false) {
-                    Step::Ready(v) => return Ok(v),
-                    Step::Fail(e) => return Err(Stop::Fail(e)),
-                    Step::Wait if i < self.policy.spins => std::hint::spin_loop(),
-                    Step::Wait => std::thread::yield_now(),
+            // Spin for a budget that halves each time spinning ends in
+            // sleep and doubles back when it pays off (1/64 to 1 of the
+            // policy's), so a peer that answers fast is met spinning and a
+            // slow one does not cost a core.
+            let scale = self.spin_scale.get();
+            let mut done = None;
+            spin_for(self.policy.spin / (1 << scale), || match attempt(false) {
+                Step::Wait => false,
+                other => {
+                    done = Some(other);
+                    true
                 }
+            });
+            for _ in 0..self.policy.yields {
+                if done.is_some() {
+                    break;
+                }
+                std::thread::yield_now();
+                match attempt(false) {
+                    Step::Wait => {}
+                    other => done = Some(other),
+                }
+            }
+            match done {
+                Some(Step::Ready(v)) => {
+                    self.spin_scale.set(scale.saturating_sub(1));
+                    return Ok(v);
+                }
+                Some(Step::Fail(e)) => return Err(Stop::Fail(e)),
+                _ => self.spin_scale.set((scale + 1).min(MAX_SPIN_SCALE)),
             }
         }
         let ev = ev(self.q.header());
@@ -491,8 +569,8 @@ impl Drop for Endpoint {
         // Wake the other side so it can notice we have gone.
         let h = self.q.header();
         match self.role {
-            Role::Producer => h.data_ready.notify(),
-            Role::Consumer => h.space_ready.notify(),
+            Role::Producer => self.q.notify(&h.data_ready),
+            Role::Consumer => self.q.notify(&h.space_ready),
         }
     }
 }

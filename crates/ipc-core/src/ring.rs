@@ -101,6 +101,7 @@ pub struct Ring<'a> {
     capacity: u64,
     limit: u64,
     end: u64,
+    single: bool,
     stride: usize,
     max_message: usize,
 }
@@ -196,6 +197,7 @@ impl<'a> Ring<'a> {
             capacity: capacity as u64,
             limit: limit as u64,
             end: SEQ_MASK,
+            single: false,
             stride,
             max_message,
         }
@@ -221,6 +223,18 @@ impl<'a> Ring<'a> {
     /// block of an unbounded chain is sealed once `end` messages went in.
     pub fn with_end(self, end: u64) -> Self {
         Ring { end, ..self }
+    }
+
+    /// The same ring for exactly one writer and one reader at a time: claims
+    /// become plain stores instead of compare-and-swaps, and the write
+    /// cursor moves at commit (a writer that dies mid-write leaves no
+    /// trace). Readers still stamp their claim, so a reader that dies
+    /// holding a message is repaired and counted as in the general case.
+    pub fn single(self) -> Self {
+        Ring {
+            single: true,
+            ..self
+        }
     }
 
     /// True once the write cursor reached the end set by [`Ring::with_end`].
@@ -299,6 +313,13 @@ impl<'a> Ring<'a> {
             }
             let h = self.header(pos);
             let s = h.stamp.load(Ordering::Acquire);
+            if s == pos && self.single {
+                // Nobody else writes: the slot is ours without a claim.
+                return Ok(Some(WriteClaim {
+                    pos,
+                    slot: self.payload(pos),
+                }));
+            }
             if s == pos {
                 let mine = claimed(WRITING, owner, pos);
                 if h.stamp
@@ -366,6 +387,9 @@ impl<'a> Ring<'a> {
             .store(len.min(self.max_message) as u32, Ordering::Relaxed);
         h.tag.store(tag, Ordering::Relaxed);
         h.stamp.store(claim.pos + 1, Ordering::Release);
+        if self.single {
+            self.tail.pos.store(claim.pos + 1, Ordering::Release);
+        }
     }
 
     /// Gives a claimed slot up without a message: readers skip it.
@@ -373,6 +397,9 @@ impl<'a> Ring<'a> {
         self.header(claim.pos)
             .stamp
             .store(SKIP | (claim.pos + 1), Ordering::Release);
+        if self.single {
+            self.tail.pos.store(claim.pos + 1, Ordering::Release);
+        }
     }
 
     /// Seals a write-once ring (see [`Ring::with_end`]) at its current
@@ -840,6 +867,39 @@ mod tests {
         r.header(0).stamp.store(1, Ordering::Relaxed);
         r.header(0).len.store(1 << 30, Ordering::Relaxed);
         assert!(r.try_claim_read(0, 8).is_err());
+    }
+
+    #[test]
+    fn single_mode_fills_drains_and_repairs_a_dead_reader() {
+        let mut heap = Heap::new(4, 8);
+        let r = heap.ring(8).single();
+        for lap in 0..3u8 {
+            for i in 0..4u8 {
+                assert!(put(&r, 0, &[lap, i]));
+            }
+            assert!(!put(&r, 0, b"x"));
+            for i in 0..4u8 {
+                assert_eq!(take(&r).unwrap(), [lap, i]);
+            }
+            assert!(take(&r).is_none());
+        }
+        // An abandoned write is skipped.
+        let c = r.try_claim_write(0, &mut 0).unwrap().unwrap();
+        r.abandon(c);
+        assert!(put(&r, 0, b"after"));
+        assert_eq!(take(&r).unwrap(), b"after");
+        // A reader dying with a claim: repaired, counted, slot reusable.
+        assert!(put(&r, 0, b"held"));
+        let ReadAttempt::Claimed(_held) = r.try_claim_read(5, 8).unwrap() else {
+            panic!("expected a message")
+        };
+        assert_eq!(r.recover_owner(5).lost_reads, 1);
+        for i in 0..4u8 {
+            assert!(put(&r, 0, &[i]));
+        }
+        for i in 0..4u8 {
+            assert_eq!(take(&r).unwrap(), [i]);
+        }
     }
 
     #[test]

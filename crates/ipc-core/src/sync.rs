@@ -26,6 +26,16 @@ fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
+/// The waiter's half of the asymmetric barrier: a full barrier on every
+/// CPU running a registered process (nothing more under loom, which
+/// models only the fences).
+fn heavy_barrier() {
+    #[cfg(not(loom))]
+    if crate::sys::membarrier_ready() {
+        crate::sys::membarrier_global();
+    }
+}
+
 /// Wakes up to `count` sleepers on `word`.
 fn wake(word: &AtomicU32, count: i32) {
     #[cfg(not(loom))]
@@ -45,6 +55,10 @@ fn wake(word: &AtomicU32, count: i32) {
 pub struct EventCount {
     epoch: AtomicU32,
     sleepers: AtomicU32,
+    /// 1 while some waiter may sleep and no wake was sent since it armed:
+    /// a notifier that finds it 0 makes no system call, even if woken
+    /// sleepers have not run yet to withdraw themselves.
+    armed: AtomicU32,
 }
 
 /// A snapshot of an [`EventCount`]'s epoch, taken before re-checking.
@@ -56,11 +70,18 @@ impl EventCount {
     /// Announces a waiter and returns the epoch to wait on. Pair every call
     /// with [`EventCount::wait`] or [`EventCount::cancel`].
     pub fn prepare(&self) -> Ticket {
+        // The epoch first: a notifier that disarms after we armed below
+        // bumps the epoch after this read, so our futex wait cannot sleep
+        // through it.
+        let ticket = Ticket(self.epoch.load(Ordering::SeqCst));
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        // Pairs with the fence in `notify`: either the notifier sees our
-        // sleeper count, or our re-check sees its change.
+        self.armed.store(1, Ordering::SeqCst);
+        // Pairs with the barrier in `notify`: either the notifier sees us
+        // armed, or our re-check sees its change. The heavy half of an
+        // asymmetric pair when this process can (see `notify_light`).
         fence(Ordering::SeqCst);
-        Ticket(self.epoch.load(Ordering::SeqCst))
+        heavy_barrier();
+        ticket
     }
 
     /// Sleeps until notified after `ticket` was taken, or `timeout` passes.
@@ -79,10 +100,23 @@ impl EventCount {
     }
 
     /// Wakes every sleeper, if there is any. One fence and one load when
-    /// nobody sleeps.
+    /// nobody sleeps, and when a wake is already on its way.
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+        self.wake_if_armed();
+    }
+
+    /// [`EventCount::notify`] with only a compiler fence: correct only if
+    /// every process that may wait on this event count registered for
+    /// global membarriers (`sys::membarrier_ready`), and so does this one.
+    /// The waiters' barrier in `prepare` then orders both sides.
+    pub(crate) fn notify_light(&self) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        self.wake_if_armed();
+    }
+
+    fn wake_if_armed(&self) {
+        if self.armed.load(Ordering::Relaxed) != 0 && self.armed.swap(0, Ordering::SeqCst) != 0 {
             self.epoch.fetch_add(1, Ordering::SeqCst);
             wake(&self.epoch, i32::MAX);
         }
@@ -94,37 +128,61 @@ impl EventCount {
     }
 }
 
-/// How a blocking call spends its time before sleeping.
+/// How a blocking call spends its time before sleeping: spin (bounded by
+/// time, adapted to how often spinning paid off), yield a few times, then
+/// sleep on the futex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinPolicy {
-    /// Busy-wait iterations (`spin_loop`) before yielding.
-    pub spins: u32,
+    /// Longest busy-wait (`spin_loop`) before yielding. Callers spin less
+    /// while spinning keeps failing (down to 1/64 of this), more when it
+    /// pays off.
+    pub spin: Duration,
     /// `sched_yield` calls before sleeping on the futex.
     pub yields: u32,
 }
 
 impl SpinPolicy {
-    /// Spin briefly, yield a little, then sleep: good latency without
-    /// burning a core for long.
+    /// Spin a few microseconds (about a futex wake's cost), yield a
+    /// little, then sleep: good latency without burning a core for long.
     pub const DEFAULT: SpinPolicy = SpinPolicy {
-        spins: 256,
-        yields: 8,
+        spin: Duration::from_micros(20),
+        yields: 4,
     };
     /// Sleep at once: lowest CPU use.
     pub const SLEEP: SpinPolicy = SpinPolicy {
-        spins: 0,
+        spin: Duration::ZERO,
         yields: 0,
     };
     /// Spin long before sleeping: lowest latency when a core is free.
     pub const SPIN: SpinPolicy = SpinPolicy {
-        spins: 1 << 16,
-        yields: 64,
+        spin: Duration::from_micros(200),
+        yields: 16,
     };
 }
 
 impl Default for SpinPolicy {
     fn default() -> Self {
         SpinPolicy::DEFAULT
+    }
+}
+
+/// Spins on `attempt` for at most `budget` (checking the clock every 64
+/// rounds); true if it succeeded.
+pub(crate) fn spin_for(budget: Duration, mut attempt: impl FnMut() -> bool) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if attempt() {
+                return true;
+            }
+            spin_hint();
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
     }
 }
 
@@ -218,11 +276,8 @@ impl Semaphore {
 
     /// Takes a permit before `deadline`, spinning as `policy` says first.
     pub fn wait_until(&self, deadline: Deadline, policy: SpinPolicy) -> bool {
-        for _ in 0..policy.spins {
-            if self.try_wait() {
-                return true;
-            }
-            spin_hint();
+        if spin_for(policy.spin, || self.try_wait()) {
+            return true;
         }
         for _ in 0..policy.yields {
             if self.try_wait() {
