@@ -64,18 +64,21 @@ impl SlotWriter<'_> {
     }
 
     /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
+    /// Only a rendezvous queue can fail here: with `Disconnected` when
+    /// every receiver left before taking it (the message is withdrawn).
     ///
     /// # Panics
     /// If `len` exceeds the maximum message size.
-    pub fn commit(mut self, len: usize) {
+    pub fn commit(mut self, len: usize) -> Result<(), SendError<()>> {
         let max = self.tx.max_message();
         assert!(
             len <= max,
             "message of {len} bytes exceeds the maximum {max}"
         );
         let claimed = self.claimed.take().expect("claim held until commit");
-        // Bounded and unbounded flavors never fail at commit.
-        let _ = self.tx.commit(claimed, len, 0, Deadline::Never);
+        self.tx
+            .commit(claimed, len, 0, Deadline::Never)
+            .map_err(|stop| stop_to_send(stop, Deadline::Never, ()))
     }
 }
 
@@ -165,7 +168,7 @@ impl Sender {
     /// let mut tx = buf.producer()?;
     /// let mut slot = tx.claim(Deadline::Never)?;
     /// slot.buf()[..3].copy_from_slice(b"abc");
-    /// slot.commit(3);
+    /// slot.commit(3)?;
     /// let mut rx = buf.consumer()?;
     /// assert_eq!(rx.recv_with(|bytes| bytes.len())?, 3);
     /// # SharedBuffer::unlink(&name)?;

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::mem::size_of;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
@@ -33,6 +33,8 @@ pub(crate) struct Queue {
     ring: Ring<'static>,
     /// This process registered for membarrier (see `notify`).
     light_notify: bool,
+    /// When this process last looked for dead peers here.
+    last_reap: Mutex<Instant>,
     seg: Segment,
     geo: Geometry,
     flavor: Flavor,
@@ -247,6 +249,7 @@ impl Queue {
         Queue {
             ring,
             light_notify: cfg!(not(loom)) && crate::sys::membarrier_ready(),
+            last_reap: Mutex::new(Instant::now()),
             seg,
             geo,
             flavor,
@@ -278,6 +281,22 @@ impl Queue {
     /// True if one producer and one consumer attach at a time.
     pub(crate) fn is_single(&self) -> bool {
         self.header().single == 1
+    }
+
+    /// Reaps dead peers if [`LIVENESS_PERIOD`] has passed since this
+    /// process last did so on this mapping.
+    pub(crate) fn reap_if_due(&self) {
+        let due = {
+            let mut last = self.last_reap.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.elapsed() >= LIVENESS_PERIOD;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            self.reap();
+        }
     }
 
     /// Releases dead peers' attachments and repairs slots they held, in
@@ -534,8 +553,11 @@ impl Endpoint {
             }
         }
         let ev = ev(self.q.header());
-        let mut last_reap = Instant::now();
         loop {
+            // Dead peers are looked for here, at most once per period per
+            // mapping, whichever call gets here: so even callers that poll
+            // with short timeouts or `try_` calls notice a dead peer.
+            self.q.reap_if_due();
             let ticket = ev.prepare();
             match attempt(true) {
                 Step::Ready(v) => {
@@ -555,10 +577,6 @@ impl Endpoint {
             }
             let slice = remaining.map_or(LIVENESS_PERIOD, |r| r.min(LIVENESS_PERIOD));
             ev.wait(ticket, Some(slice));
-            if last_reap.elapsed() >= LIVENESS_PERIOD {
-                self.q.reap();
-                last_reap = Instant::now();
-            }
         }
     }
 }

@@ -143,6 +143,17 @@ impl Target {
     fn open(args: &Args) -> Result<(Target, String)> {
         let max_message = u32::try_from(args.max_message)
             .with_context(|| format!("--max-message {} is too large", args.max_message))?;
+        if let Some(size) = args
+            .size
+            .filter(|&size| args.create && size > args.max_message)
+        {
+            // Refused before anything is created.
+            return Err(UsageError(format!(
+                "--size {size} exceeds --max-message {}",
+                args.max_message
+            ))
+            .into());
+        }
         if let Some(name) = &args.segment {
             let what = format!("segment {name}");
             let buffer = if args.create {
@@ -360,7 +371,7 @@ fn stdin_in_place(
             // Dropping the unused slot leaves it skipped for consumers.
             return Ok(());
         }
-        slot.commit(n);
+        slot.commit(n).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
         meter.add(n);
     }
 }

@@ -286,8 +286,7 @@ fn send_cmd(a: &Args) -> i32 {
                 "claim" => match tx.claim(Deadline::Never) {
                     Ok(mut slot) => {
                         fill(&mut slot.buf()[..msg.len()], id, seq);
-                        slot.commit(msg.len());
-                        Ok(())
+                        slot.commit(msg.len()).map_err(|e| e.map(|()| msg))
                     }
                     Err(e) => Err(e.map(|()| msg)),
                 },

@@ -215,9 +215,9 @@ fn produce(a: &Args) -> ! {
         loop {
             let deadline = a.op_deadline();
             let r = if zero_copy {
-                tx.claim(deadline).map(|mut slot| {
+                tx.claim(deadline).and_then(|mut slot| {
                     slot.buf()[..size].copy_from_slice(&msg);
-                    slot.commit(size);
+                    slot.commit(size)
                 })
             } else {
                 tx.send_until(&msg[..], deadline).map_err(unit_error)
@@ -328,9 +328,9 @@ fn hostile(a: &Args) -> ! {
                 synthetic::encode(&mut msg, 1, i);
                 let len = msg.len().min(max);
                 let r = if i.is_multiple_of(3) {
-                    tx.claim(Deadline::after(op)).map(|mut s| {
+                    tx.claim(Deadline::after(op)).and_then(|mut s| {
                         s.buf()[..len].copy_from_slice(&msg[..len]);
-                        s.commit(len);
+                        s.commit(len)
                     })
                 } else {
                     tx.send_timeout(&msg[..len], op).map_err(unit_error)
