@@ -66,6 +66,8 @@ pub struct Status {
     /// For a chained segment of an unbounded queue: its index (0 for the
     /// queue's own segment).
     pub block_index: u32,
+    /// One producer and one consumer at a time.
+    pub single: bool,
 }
 
 impl Status {
@@ -415,6 +417,7 @@ impl Queue {
                 .chain_span()
                 .map_or(0, |(head, tail)| (tail + 1).saturating_sub(head.max(1))),
             block_index: h.block_index,
+            single: self.is_single(),
         }
     }
 }

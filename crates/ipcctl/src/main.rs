@@ -37,6 +37,10 @@ enum Command {
         /// Create a mailbox (message passing) instead of a buffer.
         #[arg(long)]
         mailbox: bool,
+        /// A buffer for one producer and one consumer at a time (a second
+        /// is refused while the first lives): the fastest path.
+        #[arg(long, conflicts_with = "mailbox")]
+        single: bool,
         /// Largest message in bytes (K, M suffixes allowed).
         #[arg(long, default_value = "64K", value_parser = parse_size)]
         max_message: u64,
@@ -87,6 +91,7 @@ fn run(cmd: Command) -> Result<i32> {
             name,
             capacity,
             mailbox,
+            single,
             max_message,
             mode,
         } => {
@@ -116,10 +121,16 @@ fn run(cmd: Command) -> Result<i32> {
                     max_message,
                     mode,
                 };
-                if capacity == Capacity::Unbounded {
-                    SharedBuffer::create_unbounded(&name, &config)
-                } else {
-                    SharedBuffer::create(&name, &config)
+                match (capacity, single) {
+                    (Capacity::Unbounded, true) => {
+                        return Err(UsageError(
+                            "--single goes with a bounded capacity, not unbounded".to_owned(),
+                        )
+                        .into())
+                    }
+                    (Capacity::Unbounded, false) => SharedBuffer::create_unbounded(&name, &config),
+                    (_, true) => SharedBuffer::create_single(&name, &config),
+                    (_, false) => SharedBuffer::create(&name, &config),
                 }
                 .with_context(|| format!("creating segment {name}"))?;
             }
@@ -208,7 +219,15 @@ fn run(cmd: Command) -> Result<i32> {
 fn print_status(s: &Status) {
     let g = &s.geometry;
     println!("segment:        {}", s.name);
-    println!("kind:           {}", g.kind.name());
+    println!(
+        "kind:           {}{}",
+        g.kind.name(),
+        if s.single {
+            " (one producer and one consumer at a time)"
+        } else {
+            ""
+        }
+    );
     let capacity = match s.flavor {
         Flavor::Bounded => format!("{} messages ({} slots)", g.capacity, g.slots),
         Flavor::Zero => "0 (rendezvous)".to_owned(),

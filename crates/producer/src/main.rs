@@ -57,6 +57,11 @@ struct Args {
     #[arg(long, default_value = "64", requires = "create")]
     capacity: Capacity,
 
+    /// With --create of a segment: one producer and one consumer at a time
+    /// (a second is refused while the first lives): the fastest path.
+    #[arg(long, requires = "create", requires = "segment")]
+    single: bool,
+
     /// With --create: largest message in bytes (K, M suffixes allowed).
     #[arg(long, default_value = "64K", value_parser = parse_size, requires = "create")]
     max_message: u64,
@@ -165,10 +170,16 @@ impl Target {
                     max_message,
                     mode: args.mode,
                 };
-                let created = if args.capacity == Capacity::Unbounded {
-                    SharedBuffer::create_unbounded(name, &config)
-                } else {
-                    SharedBuffer::create(name, &config)
+                let created = match (args.capacity, args.single) {
+                    (Capacity::Unbounded, false) => SharedBuffer::create_unbounded(name, &config),
+                    (Capacity::Unbounded, true) => {
+                        return Err(UsageError(
+                            "--single goes with a bounded capacity, not unbounded".to_owned(),
+                        )
+                        .into())
+                    }
+                    (_, true) => SharedBuffer::create_single(name, &config),
+                    (_, false) => SharedBuffer::create(name, &config),
                 };
                 created.with_context(|| format!("creating {what}"))?
             } else {
