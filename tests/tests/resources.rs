@@ -202,3 +202,41 @@ fn producer_create_with_bad_size_leaves_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An unbounded mailbox that outgrows /dev/shm: the sender gets a clear
+/// error naming the space, and every message it had sent successfully is
+/// still there for the receiver, in order.
+#[test]
+fn unbounded_growth_refused_by_a_full_dev_shm_loses_nothing() {
+    let Some(out) = in_small_shm(
+        r#""$PRODUCER" --mailbox m --create --capacity unbounded --max-message 64 --count 100000 --size 64 --id 1
+echo "producer_rc=$?" >&2
+"$CONSUMER" --mailbox m --verify --remove
+echo "consumer_rc=$?" >&2"#,
+    ) else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("producer_rc=1"),
+        "the producer must fail: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot grow") && stderr.contains("not enough space"),
+        "a clear error: {stderr}"
+    );
+    let sent: u64 = stderr
+        .split("producer: ")
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no producer summary: {stderr}"));
+    assert!(sent > 0 && sent < 100_000, "{stderr}");
+    assert!(stderr.contains("consumer_rc=0"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "received={sent} corrupt=0 out_of_order=0 duplicate=0 producers=1"
+        )),
+        "every message sent before the refusal is delivered: {stderr}"
+    );
+}

@@ -255,13 +255,15 @@ fn run(args: &Args) -> Result<i32> {
         timeout: args.timeout,
         what,
     };
-    match (args.count, args.size) {
+    let streamed = match (args.count, args.size) {
         (Some(count), Some(size)) => {
-            synthetic_stream(&mut sender, count, size, args.id, &mut meter)?
+            synthetic_stream(&mut sender, count, size, args.id, &mut meter)
         }
-        _ => stdin_stream(&mut sender, max, &mut meter)?,
-    }
+        _ => stdin_stream(&mut sender, max, &mut meter),
+    };
+    // Also after a failure: the count says what was sent successfully.
     meter.summary();
+    streamed?;
     Ok(EXIT_OK)
 }
 
