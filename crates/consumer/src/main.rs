@@ -5,11 +5,11 @@ use std::io::{ErrorKind, Write};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ipc_cli::{finish, init, parse_name, stop_requested, Meter, EXIT_FAILURE, EXIT_OK, POLL};
+use ipc_cli::{finish, init, parse_name, stop_requested, Meter, Wait, EXIT_FAILURE, EXIT_OK, POLL};
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::mailbox::{Mailbox, MailboxConfig};
 use ipc_core::ports::Port;
-use ipc_core::sync::{Deadline, SpinPolicy};
+use ipc_core::sync::Deadline;
 use ipc_core::synthetic::Verifier;
 use ipc_core::{Receiver, RecvError};
 
@@ -74,16 +74,6 @@ struct Args {
     wait: Wait,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Wait {
-    /// Spin briefly, then sleep.
-    Adaptive,
-    /// Spin long (lowest latency, burns a core).
-    Spin,
-    /// Sleep at once (lowest CPU).
-    Sleep,
-}
-
 fn main() {
     init("consumer");
     let args = Args::parse();
@@ -122,11 +112,7 @@ impl Source {
 }
 
 fn open_source(args: &Args) -> Result<(Source, String)> {
-    let policy = match args.wait {
-        Wait::Adaptive => SpinPolicy::DEFAULT,
-        Wait::Spin => SpinPolicy::SPIN,
-        Wait::Sleep => SpinPolicy::SLEEP,
-    };
+    let policy = args.wait.policy();
     let (mut rx, what) = if let Some(name) = &args.segment {
         let buffer = SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?;
         let rx = buffer

@@ -153,6 +153,29 @@ impl Meter {
     }
 }
 
+/// How a tool waits when the queue is full or empty (`--wait`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Spin briefly (adapting to how often it pays off), then sleep.
+    Adaptive,
+    /// Spin long (lowest latency, burns a core).
+    Spin,
+    /// Sleep at once (lowest CPU).
+    Sleep,
+}
+
+impl Wait {
+    /// The library's policy for this choice.
+    pub fn policy(self) -> ipc_core::sync::SpinPolicy {
+        use ipc_core::sync::SpinPolicy;
+        match self {
+            Wait::Adaptive => SpinPolicy::DEFAULT,
+            Wait::Spin => SpinPolicy::SPIN,
+            Wait::Sleep => SpinPolicy::SLEEP,
+        }
+    }
+}
+
 /// Parses a segment, mailbox or port name (checked like the library does,
 /// so that a bad name is a usage error).
 pub fn parse_name(s: &str) -> Result<String, String> {

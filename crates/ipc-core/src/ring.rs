@@ -62,6 +62,38 @@ fn load_pos(cursor: &Cursor) -> Result<u64, CorruptError> {
     }
 }
 
+/// Someone claimed the slot at `pos` without moving `cursor` on yet:
+/// help, and return where the cursor is now.
+fn help_past(cursor: &Cursor, pos: u64) -> Result<u64, CorruptError> {
+    let _ = cursor
+        .pos
+        .compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+    load_pos(cursor)
+}
+
+/// The stamp `s` fits no state for `pos`. If the cursor moved meanwhile,
+/// follow it; otherwise count a stale round, and past [`STALE_LIMIT`] call
+/// the ring corrupt.
+fn recheck(
+    cursor: &Cursor,
+    pos: u64,
+    s: u64,
+    stale: &mut u32,
+    what: &str,
+) -> Result<u64, CorruptError> {
+    let now = load_pos(cursor)?;
+    if now == pos {
+        *stale += 1;
+        if *stale > STALE_LIMIT {
+            return Err(CorruptError(format!(
+                "slot stamp {s:#x} impossible for {what} position {pos}"
+            )));
+        }
+        spin_hint();
+    }
+    Ok(now)
+}
+
 fn too_many_rounds(rounds: &mut u32, pos: u64) -> Result<(), CorruptError> {
     *rounds += 1;
     if *rounds > ROUND_LIMIT {
@@ -343,31 +375,14 @@ impl<'a> Ring<'a> {
             let sq = seq(s);
             if (sq == pos && s & WRITING != 0) || (sq > pos && sq <= pos + cap) {
                 // Claimed at this lap by someone else: help the cursor on.
-                let _ = self.tail.pos.compare_exchange(
-                    pos,
-                    pos + 1,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                pos = load_pos(self.tail)?;
+                pos = help_past(self.tail, pos)?;
                 continue;
             }
             if sq + cap == pos + 1 || (sq + cap == pos && s & WRITING != 0) {
                 // Still holds the previous lap's message: full.
                 return Ok(None);
             }
-            let now = load_pos(self.tail)?;
-            if now != pos {
-                pos = now;
-                continue;
-            }
-            stale += 1;
-            if stale > STALE_LIMIT {
-                return Err(CorruptError(format!(
-                    "slot stamp {s:#x} impossible for write position {pos}"
-                )));
-            }
-            spin_hint();
+            pos = recheck(self.tail, pos, s, &mut stale, "write")?;
         }
     }
 
@@ -518,27 +533,10 @@ impl<'a> Ring<'a> {
             }
             if (sq == pos + 1 && s & READING != 0) || (sq > pos + 1 && sq <= pos + cap + 1) {
                 // Read at this lap by someone else: help the cursor on.
-                let _ = self.head.pos.compare_exchange(
-                    pos,
-                    pos + 1,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                pos = load_pos(self.head)?;
+                pos = help_past(self.head, pos)?;
                 continue;
             }
-            let now = load_pos(self.head)?;
-            if now != pos {
-                pos = now;
-                continue;
-            }
-            stale += 1;
-            if stale > STALE_LIMIT {
-                return Err(CorruptError(format!(
-                    "slot stamp {s:#x} impossible for read position {pos}"
-                )));
-            }
-            spin_hint();
+            pos = recheck(self.head, pos, s, &mut stale, "read")?;
         }
     }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use ipc_cli::{
     finish, init, parse_message_size, parse_mode, parse_name, parse_size, stop_requested, Meter,
-    UsageError, EXIT_OK, POLL,
+    UsageError, Wait, EXIT_OK, POLL,
 };
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
@@ -91,16 +91,6 @@ struct Args {
     /// How to wait when the buffer is full.
     #[arg(long, value_enum, default_value_t = Wait::Adaptive)]
     wait: Wait,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Wait {
-    /// Spin briefly, then sleep.
-    Adaptive,
-    /// Spin long (lowest latency, burns a core).
-    Spin,
-    /// Sleep at once (lowest CPU).
-    Sleep,
 }
 
 fn main() {
@@ -242,11 +232,7 @@ fn run(args: &Args) -> Result<i32> {
         ))
         .into());
     }
-    let policy = match args.wait {
-        Wait::Adaptive => SpinPolicy::DEFAULT,
-        Wait::Spin => SpinPolicy::SPIN,
-        Wait::Sleep => SpinPolicy::SLEEP,
-    };
+    let policy = args.wait.policy();
     let sink = target.attach(policy, &what)?;
     log::info!("attached to {what} as a producer");
     let mut meter = Meter::new("producer");
