@@ -10,6 +10,7 @@ Usage: scripts/test.sh [CARGO_TEST_ARGS...]
 Runs, from the repository root wherever it is called from:
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
+  cargo doc --workspace --no-deps       (RUSTDOCFLAGS="-D warnings")
   cargo build --workspace --bins        (the multi-process tests run them)
   cargo test --workspace [CARGO_TEST_ARGS...]
   the loom model checks (RUSTFLAGS="--cfg loom", own target dir)
@@ -39,6 +40,8 @@ step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc --workspace --no-deps (warnings are errors: broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
 step "cargo test --workspace $*"

@@ -296,7 +296,7 @@ impl Receiver {
         self.recv_with_until(Deadline::Never, f)
     }
 
-    /// [`Consumer::recv_with`] with a deadline.
+    /// [`Receiver::recv_with`] with a deadline.
     pub fn recv_with_until<R>(
         &mut self,
         deadline: Deadline,
