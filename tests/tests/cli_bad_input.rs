@@ -347,3 +347,36 @@ fn rejected_producer_does_not_attach() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("received=3 corrupt=0"), "{stderr}");
 }
+
+/// A segment of the other model (a buffer used as a mailbox and the other
+/// way round) is refused with its kind named, and left untouched.
+#[test]
+fn segment_of_the_other_model() {
+    let buffer = ShmName::new("kind-buffer");
+    let mailbox = ShmName::new("kind-mailbox");
+    create(&buffer, &["--capacity", "4", "--max-message", "64"]);
+    create(
+        &mailbox,
+        &["--mailbox", "--capacity", "4", "--max-message", "64"],
+    );
+    let (b, m) = (buffer.as_str(), mailbox.as_str());
+    let (before_b, before_m) = (snapshot(&buffer), snapshot(&mailbox));
+    let cause = "is a buffer, not a mailbox";
+    expect_failure("consumer", &["--mailbox", b], &[RUNTIME], &[b, cause]);
+    expect_failure(
+        "producer",
+        &["--mailbox", b, "--count", "1", "--size", "32"],
+        &[RUNTIME],
+        &[b, cause],
+    );
+    let cause = "is a mailbox, not a buffer";
+    expect_failure("consumer", &["--segment", m], &[RUNTIME], &[m, cause]);
+    expect_failure(
+        "producer",
+        &["--segment", m, "--count", "1", "--size", "32"],
+        &[RUNTIME],
+        &[m, cause],
+    );
+    assert!(snapshot(&buffer) == before_b, "{b} was modified");
+    assert!(snapshot(&mailbox) == before_m, "{m} was modified");
+}
