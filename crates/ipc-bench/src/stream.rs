@@ -150,6 +150,7 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
         }
     }
     let _unlink = Unlink(name.clone());
+    let bytes = std::fs::metadata(file)?.len();
     let start = Instant::now();
     let mut producer = Proc::spawn(
         Command::new(bin_dir.join("producer"))
@@ -157,8 +158,10 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
             .args(["--capacity", &CAPACITY.to_string()])
             .args(["--max-message", &MAX_MESSAGE.to_string()])
             .stdin(File::open(file)?)
-            .stdout(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
     )?;
+    let producer_log = producer.0.as_mut().and_then(|c| c.stderr.take());
     let shm = Path::new("/dev/shm").join(&name);
     while !shm.exists() {
         if producer.exited() || Instant::now() > deadline {
@@ -171,11 +174,41 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
         Command::new(bin_dir.join("consumer"))
             .args(["--segment", &name])
             .stdin(Stdio::null())
-            .stdout(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
     )?;
-    producer.wait("producer", deadline)?;
-    consumer.wait("consumer", deadline)?;
-    Ok(start.elapsed().as_secs_f64())
+    let consumer_log = consumer.0.as_mut().and_then(|c| c.stderr.take());
+    let waited = producer
+        .wait("producer", deadline)
+        .and_then(|()| consumer.wait("consumer", deadline));
+    let secs = start.elapsed().as_secs_f64();
+    // Both have exited (or are killed when dropped): their one-line
+    // summaries are in the pipes.
+    drop((producer, consumer));
+    let producer_log = read_log(producer_log);
+    let consumer_log = read_log(consumer_log);
+    waited.with_context(|| {
+        format!("producer said {producer_log:?}, consumer said {consumer_log:?}")
+    })?;
+    // The consumer's summary ("N messages, B bytes in ...") proves the
+    // whole file went through, not just that both exited cleanly.
+    let got = consumer_log
+        .split_once(" bytes in ")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .and_then(|b| b.parse::<u64>().ok());
+    if got != Some(bytes) {
+        bail!("consumer received {got:?} bytes of {bytes}: it said {consumer_log:?}");
+    }
+    Ok(secs)
+}
+
+/// What a child wrote on stderr (after it exited), trimmed.
+fn read_log(pipe: Option<std::process::ChildStderr>) -> String {
+    let mut text = String::new();
+    if let Some(mut p) = pipe {
+        let _ = std::io::Read::read_to_string(&mut p, &mut text);
+    }
+    text.trim().to_owned()
 }
 
 /// Runs `rounds` of each, alternating, on a file of `bytes` bytes.
