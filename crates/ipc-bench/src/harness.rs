@@ -54,9 +54,37 @@ pub enum Measure {
     RoundTrip,
 }
 
-/// Busy-wait iterations before a spinning wait starts to yield (the same
-/// budget as `ipc_core::sync::SpinPolicy::SPIN`).
-pub const SPIN_LIMIT: u32 = 1 << 16;
+/// How long a spinning wait busy-waits before it yields or sleeps: the
+/// budget of `ipc_core::sync::SpinPolicy::SPIN`, so that every contender
+/// spins as long as ipc-core does.
+pub const SPIN_BUDGET: Duration = ipc_core::sync::SpinPolicy::SPIN.spin;
+
+/// The busy-wait budget of one wait: [`Spin::more`] says whether to keep
+/// spinning.
+#[derive(Debug, Default)]
+pub struct Spin {
+    started: Option<Instant>,
+    tries: u32,
+    spent: bool,
+}
+
+impl Spin {
+    /// A fresh budget (the clock starts at the first failed try).
+    pub fn new() -> Spin {
+        Spin::default()
+    }
+
+    /// Counts one failed try; true while the [`SPIN_BUDGET`] lasts (the
+    /// clock is read every 64 tries).
+    pub fn more(&mut self) -> bool {
+        if !self.spent {
+            self.tries = self.tries.wrapping_add(1);
+            let started = *self.started.get_or_insert_with(Instant::now);
+            self.spent = self.tries.is_multiple_of(64) && started.elapsed() >= SPIN_BUDGET;
+        }
+        !self.spent
+    }
+}
 
 /// The monotonic clock, nanoseconds, comparable across processes.
 pub fn now_ns() -> u64 {
@@ -103,20 +131,23 @@ pub fn boxed_out(start: Instant) -> bool {
     start.elapsed().as_nanos() as u64 > TIME_BOX_NS.load(Ordering::Relaxed)
 }
 
-/// Calls `poll_once` until it yields a value: spins (bounded), then yields
-/// the CPU, checking the deadline every 1024 attempts.
+/// Calls `poll_once` until it yields a value: spins for [`SPIN_BUDGET`],
+/// then yields the CPU between tries, checking the deadline every 1024
+/// tries.
 pub fn spin_until<T>(mut poll_once: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let mut spins: u32 = 0;
+    let mut spin = Spin::new();
+    let mut spinning = true;
     loop {
         for _ in 0..1024 {
             if let Some(v) = poll_once()? {
                 return Ok(v);
             }
-            std::hint::spin_loop();
-        }
-        spins = spins.saturating_add(1024);
-        if spins >= SPIN_LIMIT {
-            std::thread::yield_now();
+            if spinning {
+                spinning = spin.more();
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         check_deadline()?;
     }
@@ -549,15 +580,22 @@ impl<T: Transport> Contender for OneToOne<T> {
             let n = rx.recv(&mut buf)?;
             check_stamp(&buf, n, size, seq)?;
             got += 1;
-            if got & 255 == 0 && boxed_out(start) {
+            // A clock read is cheap next to a message of a page or more:
+            // large messages look every time, so a slow contender cannot
+            // overrun the time box by 255 messages.
+            if (got & 255 == 0 || size >= 4096) && boxed_out(start) {
                 break;
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        drop(rx);
         if got == count {
+            drop(rx);
             child.wait()?;
-        } // else the child guard kills the sender.
+        } else {
+            // Cut short by the time box: kill the sender before closing
+            // our end, so that it does not report a vanished receiver.
+            drop(child);
+        }
         Ok(Rate {
             messages: got,
             secs,
@@ -608,7 +646,7 @@ impl<T: Transport> Contender for OneToOne<T> {
             if seq == warmup {
                 start_all = Instant::now();
             }
-            if seq > warmup && seq & 63 == 0 && boxed_out(start_all) {
+            if seq > warmup && (seq & 63 == 0 || size >= 4096) && boxed_out(start_all) {
                 done = false;
                 break;
             }
@@ -622,10 +660,13 @@ impl<T: Transport> Contender for OneToOne<T> {
                 hist.record(ns.max(1))?;
             }
         }
-        drop((tx, rx));
         if done {
+            drop((tx, rx));
             child.wait()?;
-        } // else the child guard kills the echo.
+        } else {
+            // As in `throughput`: the echo dies before our ends close.
+            drop(child);
+        }
         Ok(hist)
     }
 }

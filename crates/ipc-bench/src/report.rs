@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::contenders::{CACHE_LINE, FUTEX, IOX, IPC, IPC_4X4, MQ, PIPE, UDS};
+use crate::contenders::{
+    CACHE_LINE, FUTEX, IOX, IPC, IPC_4X4, IPC_MPMC, MB_BOUNDED, MB_UNBOUNDED, MB_ZERO, MQ, PIPE,
+    UDS,
+};
 use crate::harness::{new_histogram, Measure, Mode, Rate};
 use crate::memcpy::Memcpy;
 use crate::stream::StreamResult;
@@ -247,109 +250,135 @@ impl Results {
         }
     }
 
-    fn throughput_table(&self, out: &mut String, mode: Mode) {
-        let cols: Vec<&str> = [IPC, IPC_4X4, PIPE, UDS, MQ, IOX]
-            .into_iter()
-            .filter(|n| self.has(n))
-            .collect();
-        let others: Vec<&str> = [PIPE, UDS, MQ, IOX]
-            .into_iter()
-            .filter(|n| self.has(n))
-            .collect();
-        let _ = writeln!(
+    /// Writes a Markdown table: one row per size, one column per header,
+    /// `cell` filling each.
+    fn table(
+        &self,
+        out: &mut String,
+        title: &str,
+        heads: &[String],
+        cell: &dyn Fn(usize, usize) -> String,
+    ) {
+        let _ = writeln!(out, "\n{title}\n");
+        let _ = writeln!(out, "| size | {} |", heads.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---|".repeat(heads.len()));
+        for &size in &self.sizes {
+            let cells: Vec<String> = (0..heads.len()).map(|i| cell(i, size)).collect();
+            let _ = writeln!(out, "| {} | {} |", size_label(size), cells.join(" | "));
+        }
+    }
+
+    /// The contenders of this run among `names`.
+    fn present<'a>(&self, names: &[&'a str]) -> Vec<&'a str> {
+        names.iter().copied().filter(|n| self.has(n)).collect()
+    }
+
+    fn throughput_tables(&self, out: &mut String, mode: Mode) {
+        let cols = self.present(&[
+            IPC,
+            IPC_MPMC,
+            IPC_4X4,
+            MB_BOUNDED,
+            MB_ZERO,
+            MB_UNBOUNDED,
+            PIPE,
+            UDS,
+            MQ,
+            IOX,
+        ]);
+        let heads: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+        self.table(
             out,
-            "\n### Throughput, {} (messages/s · GB/s, median of rounds)\n",
-            mode.label()
+            &format!(
+                "### Throughput, {} (messages/s · GB/s, median of rounds)",
+                mode.label()
+            ),
+            &heads,
+            &|i, size| match self.rate(cols[i], mode, size) {
+                Some(r) => format!("{} · {:.2}", si(r), r * size as f64 / 1e9),
+                None => self.na(cols[i], Measure::Throughput, mode, size),
+            },
         );
-        let mut head = "| size |".to_owned();
-        for c in &cols {
-            let _ = write!(head, " {c} |");
-        }
-        for o in &others {
-            let _ = write!(head, " ipc / {o} |");
-        }
+        // Ratios: the SPSC buffer (the 1→1 fast path) against the others,
+        // then 4×4 against both 1→1 buffers.
+        let mut pairs: Vec<(&str, &str)> = self
+            .present(&[IPC_MPMC, MB_BOUNDED, PIPE, UDS, MQ, IOX])
+            .into_iter()
+            .map(|o| (IPC, o))
+            .collect();
         if self.has(IPC_4X4) {
-            head.push_str(" 4×4 / 1→1 |");
+            pairs.extend(
+                self.present(&[IPC, IPC_MPMC])
+                    .into_iter()
+                    .map(|o| (IPC_4X4, o)),
+            );
         }
-        let _ = writeln!(out, "{head}");
-        let _ = writeln!(out, "|{}", "---|".repeat(head.matches('|').count() - 1));
-        for &size in &self.sizes {
-            let _ = write!(out, "| {} |", size_label(size));
-            for c in &cols {
-                match self.rate(c, mode, size) {
-                    Some(r) => {
-                        let _ = write!(out, " {} · {:.2} |", si(r), r * size as f64 / 1e9);
-                    }
-                    None => {
-                        let _ = write!(out, " {} |", self.na(c, Measure::Throughput, mode, size));
-                    }
-                }
-            }
-            let ipc = self.rate(IPC, mode, size);
-            for o in &others {
-                let _ = write!(out, " {} |", ratio(ipc, self.rate(o, mode, size)));
-            }
-            if self.has(IPC_4X4) {
-                let _ = write!(out, " {} |", ratio(self.rate(IPC_4X4, mode, size), ipc));
-            }
-            out.push('\n');
+        if !self.has(IPC) || pairs.is_empty() {
+            return;
         }
-    }
-
-    fn latency_table(&self, out: &mut String, mode: Mode) {
-        let probe = Self::probe(mode);
-        let cols: Vec<&str> = [IPC, PIPE, UDS, MQ, IOX, probe]
-            .into_iter()
-            .filter(|n| self.has(n))
-            .collect();
-        let others: Vec<&str> = [PIPE, UDS, MQ, IOX, probe]
-            .into_iter()
-            .filter(|n| self.has(n))
-            .collect();
-        let _ = writeln!(
+        let heads: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} / {b}")).collect();
+        self.table(
             out,
-            "\n### Round trip, {} (p50 / p99 / p99.9 in µs; ratios of p50, lower is better)\n",
-            mode.label()
+            &format!(
+                "Ratios of the rates, {} (higher is better for the first):",
+                mode.label()
+            ),
+            &heads,
+            &|i, size| {
+                let (a, b) = pairs[i];
+                ratio(self.rate(a, mode, size), self.rate(b, mode, size))
+            },
         );
-        let mut head = "| size |".to_owned();
-        for c in &cols {
-            let _ = write!(head, " {c} |");
-        }
-        for o in &others {
-            let _ = write!(head, " ipc / {o} |");
-        }
-        let _ = writeln!(out, "{head}");
-        let _ = writeln!(out, "|{}", "---|".repeat(head.matches('|').count() - 1));
-        for &size in &self.sizes {
-            let _ = write!(out, "| {} |", size_label(size));
-            for c in &cols {
-                match self.lat(c, mode, size) {
-                    Some(h) => {
-                        let _ = write!(
-                            out,
-                            " {} / {} / {} |",
-                            us(h.value_at_quantile(0.5)),
-                            us(h.value_at_quantile(0.99)),
-                            us(h.value_at_quantile(0.999))
-                        );
-                    }
-                    None => {
-                        let _ = write!(out, " {} |", self.na(c, Measure::RoundTrip, mode, size));
-                    }
-                }
-            }
-            let ipc = self.p50(IPC, mode, size);
-            for o in &others {
-                let _ = write!(out, " {} |", ratio(ipc, self.p50(o, mode, size)));
-            }
-            out.push('\n');
-        }
     }
 
+    fn latency_tables(&self, out: &mut String, mode: Mode) {
+        let probe = Self::probe(mode);
+        let cols = self.present(&[
+            IPC,
+            IPC_MPMC,
+            MB_BOUNDED,
+            MB_ZERO,
+            MB_UNBOUNDED,
+            PIPE,
+            UDS,
+            MQ,
+            IOX,
+            probe,
+        ]);
+        let heads: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+        self.table(
+            out,
+            &format!("### Round trip, {} (p50 / p99 / p99.9 in µs)", mode.label()),
+            &heads,
+            &|i, size| match self.lat(cols[i], mode, size) {
+                Some(h) => format!(
+                    "{} / {} / {}",
+                    us(h.value_at_quantile(0.5)),
+                    us(h.value_at_quantile(0.99)),
+                    us(h.value_at_quantile(0.999))
+                ),
+                None => self.na(cols[i], Measure::RoundTrip, mode, size),
+            },
+        );
+        let others = self.present(&[IPC_MPMC, MB_BOUNDED, MB_ZERO, PIPE, UDS, MQ, IOX, probe]);
+        if !self.has(IPC) || others.is_empty() {
+            return;
+        }
+        let heads: Vec<String> = others.iter().map(|o| format!("{IPC} / {o}")).collect();
+        self.table(
+            out,
+            &format!(
+                "Ratios of p50, {} (lower is better for {IPC}):",
+                mode.label()
+            ),
+            &heads,
+            &|i, size| ratio(self.p50(IPC, mode, size), self.p50(others[i], mode, size)),
+        );
+    }
     fn memcpy_table(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\n### memcpy ceiling (one core) and ipc-core 1→1 against it\n\n\
+            "\n### memcpy ceiling (one core) and {IPC} 1→1 against it\n\n\
              \"hot\" copies one buffer again and again; \"ring-sized\" copies through as many \
              buffers as the ipc-core ring of that size holds.\n"
         );
@@ -535,14 +564,19 @@ impl Results {
         }
         for mode in Mode::ALL {
             for &size in &self.sizes {
+                let many = self.rate(IPC_4X4, mode, size);
+                let of_mpmc = div(many, self.rate(IPC_MPMC, mode, size));
                 row(
                     format!(
-                        "{} 4×4 total ≥ ½ of 1→1 ({})",
+                        "{} 4×4 total ≥ ½ of 1→1 ({}; of {IPC}, and of {IPC_MPMC} in brackets)",
                         size_label(size),
                         mode.label()
                     ),
-                    div(self.rate(IPC_4X4, mode, size), self.rate(IPC, mode, size)),
-                    &x,
+                    div(many, self.rate(IPC, mode, size)),
+                    &|v| match of_mpmc {
+                        Some(m) => format!("{v:.2}× ({m:.2}×)"),
+                        None => format!("{v:.2}×"),
+                    },
                     &|v| v >= 0.5,
                 );
             }
@@ -563,15 +597,20 @@ impl Results {
         let _ = writeln!(
             out,
             "- Every contender copies each message in and out (ipc-core: `send` + `recv_into`). \
-             Queue depth for throughput: 256 messages up to 64 KiB, 16 MiB worth above (ipc-core ring, \
-             POSIX mq if the system allows, else 10; iceoryx2 subscriber buffer); pipe and socket keep \
-             their default kernel buffers. Round trips use depth 4. Probes carry 8 bytes whatever the row."
+             Queue depth for throughput: 256 messages up to 64 KiB, 16 MiB worth above (ipc-core rings, \
+             bounded mailbox, POSIX mq if the system allows, else 10; iceoryx2 subscriber buffer); pipe \
+             and socket keep their default kernel buffers; the zero mailbox holds nothing (each send waits \
+             for the receiver); the unbounded one grows by chained segments (its benchmark sender pauses \
+             only above 512 MiB queued, so that /dev/shm cannot fill). Round trips use depth 4. Probes \
+             carry 8 bytes whatever the row.\n\
+             - Ratios and targets use {IPC} (`SharedBuffer::create_single`, the 1→1 fast path); \
+             {IPC_MPMC} is the general buffer (`SharedBuffer::create`), which {IPC_4X4} uses."
         );
         for mode in Mode::ALL {
-            self.throughput_table(&mut out, mode);
+            self.throughput_tables(&mut out, mode);
         }
         for mode in Mode::ALL {
-            self.latency_table(&mut out, mode);
+            self.latency_tables(&mut out, mode);
         }
         self.memcpy_table(&mut out);
         self.stream_table(&mut out);

@@ -11,23 +11,19 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-use crate::harness::{check_deadline, Mode, Rx, Transport, Tx, SPIN_LIMIT};
+use crate::harness::{check_deadline, Mode, Rx, Spin, Transport, Tx};
 
-/// Waits until `fd` is ready for `events`, in `mode`; `attempt` counts the
-/// failed tries so far. Spinning mode only spins (the caller retries the
-/// non-blocking call) until [`SPIN_LIMIT`] tries, then sleeps in `poll`.
+/// Waits until `fd` is ready for `events`, in `mode`; `spin` is the
+/// budget of this wait. Spinning mode only spins (the caller retries the
+/// non-blocking call) while the budget lasts, then sleeps in `poll`.
 pub fn wait_fd(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
     mode: Mode,
-    attempt: &mut u32,
+    spin: &mut Spin,
 ) -> Result<()> {
-    *attempt += 1;
-    if mode == Mode::Spin && *attempt < SPIN_LIMIT {
+    if mode == Mode::Spin && spin.more() {
         std::hint::spin_loop();
-        if *attempt & 1023 == 0 {
-            check_deadline()?;
-        }
         return Ok(());
     }
     let mut p = libc::pollfd {
@@ -62,12 +58,12 @@ impl FdEnd {
 
 impl Tx for FdEnd {
     fn send(&mut self, mut msg: &[u8]) -> Result<()> {
-        let mut attempt = 0;
+        let mut spin = Spin::new();
         while !msg.is_empty() {
             match nix::unistd::write(&self.fd, msg) {
                 Ok(n) => msg = &msg[n..],
                 Err(Errno::EAGAIN) => {
-                    wait_fd(self.fd.as_fd(), libc::POLLOUT, self.mode, &mut attempt)?
+                    wait_fd(self.fd.as_fd(), libc::POLLOUT, self.mode, &mut spin)?
                 }
                 Err(Errno::EINTR) => check_deadline()?,
                 Err(e) => return Err(e).context("write"),
@@ -79,14 +75,12 @@ impl Tx for FdEnd {
 
 impl Rx for FdEnd {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let (mut got, mut attempt) = (0, 0);
+        let (mut got, mut spin) = (0, Spin::new());
         while got < buf.len() {
             match nix::unistd::read(self.fd.as_raw_fd(), &mut buf[got..]) {
                 Ok(0) => bail!("end of file after {got} bytes of a message"),
                 Ok(n) => got += n,
-                Err(Errno::EAGAIN) => {
-                    wait_fd(self.fd.as_fd(), libc::POLLIN, self.mode, &mut attempt)?
-                }
+                Err(Errno::EAGAIN) => wait_fd(self.fd.as_fd(), libc::POLLIN, self.mode, &mut spin)?,
                 Err(Errno::EINTR) => check_deadline()?,
                 Err(e) => return Err(e).context("read"),
             }

@@ -1,19 +1,21 @@
 //! ipc-core's bounded buffer: one producer to one consumer (a
-//! [`Transport`]) and several to several ([`IpcMany`]).
+//! [`Transport`], either flavor) and several to several ([`IpcMany`], the
+//! general buffer).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use ipc_core::sync::{Deadline, SpinPolicy};
-use ipc_core::{BufferConfig, Consumer, Producer, RecvError, SharedBuffer};
+use ipc_core::{BufferConfig, Consumer, Producer, RecvError, SendError, SharedBuffer};
 
 use crate::harness::{
     boxed_out, depth_for, now_ns, set_deadline, Child, Contender, Handshake, Measure, Mode, Rate,
     Rx, Transport, Tx,
 };
 
-fn policy(mode: Mode) -> SpinPolicy {
+/// The spin policy of `mode` (also used by the mailbox contenders).
+pub fn policy(mode: Mode) -> SpinPolicy {
     match mode {
         Mode::Spin => SpinPolicy::SPIN,
         Mode::Sleep => SpinPolicy::SLEEP,
@@ -29,15 +31,21 @@ pub struct BufferLink {
 }
 
 impl BufferLink {
-    fn create(size: usize, depth: u32) -> Result<BufferLink> {
+    /// A general (MPMC) buffer, or with `single` one for one producer and
+    /// one consumer at a time (`create_single`).
+    fn create(size: usize, depth: u32, single: bool) -> Result<BufferLink> {
         let name = crate::harness::unique("buf");
         let config = BufferConfig {
             capacity: depth,
             max_message: size as u32,
             mode: 0o600,
         };
-        let buf = SharedBuffer::create(&name, &config)
-            .with_context(|| format!("creating segment {name}"))?;
+        let buf = if single {
+            SharedBuffer::create_single(&name, &config)
+        } else {
+            SharedBuffer::create(&name, &config)
+        }
+        .with_context(|| format!("creating segment {name}"))?;
         Ok(BufferLink {
             name,
             _creator: buf,
@@ -59,15 +67,19 @@ impl Drop for BufferLink {
 /// ipc-core's bounded buffer, one producer and one consumer, copying in
 /// (`send`) and out (`recv_into`) like the kernel channels do.
 #[derive(Debug, Default)]
-pub struct IpcBuffer;
+pub struct IpcBuffer {
+    /// The single-producer/single-consumer flavor (`create_single`)
+    /// rather than the general one (`create`).
+    pub single: bool,
+}
 
-/// Producer end.
+/// Producer end (a buffer's producer or a mailbox's sender: one type).
 #[derive(Debug)]
-pub struct IpcTx(Producer);
+pub struct IpcTx(pub Producer);
 
-/// Consumer end.
+/// Consumer end (a buffer's consumer or a mailbox's receiver).
 #[derive(Debug)]
-pub struct IpcRx(Consumer);
+pub struct IpcRx(pub Consumer);
 
 impl Tx for IpcTx {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
@@ -89,7 +101,7 @@ impl Transport for IpcBuffer {
     type Rx = IpcRx;
 
     fn link(&self, size: usize, depth: u32, _mode: Mode) -> Result<BufferLink> {
-        BufferLink::create(size, depth)
+        BufferLink::create(size, depth, self.single)
     }
 
     fn tx(&self, link: &mut BufferLink, mode: Mode) -> Result<IpcTx> {
@@ -127,7 +139,7 @@ impl Contender for IpcMany {
     }
 
     fn throughput(&self, size: usize, count: u64, mode: Mode, timeout: Duration) -> Result<Rate> {
-        let link = BufferLink::create(size, depth_for(size))?;
+        let link = BufferLink::create(size, depth_for(size), false)?;
         let hs = Handshake::new()?;
         set_deadline(timeout);
         let per_producer = count.div_ceil(self.producers as u64);
@@ -143,7 +155,13 @@ impl Contender for IpcMany {
                 gate.wait_start()?;
                 let msg = vec![0x5a; size];
                 for _ in 0..per_producer {
-                    p.send(&msg[..]).map_err(|e| anyhow!("send: {e}"))?;
+                    match p.send(&msg[..]) {
+                        Ok(()) => {}
+                        // Consumers leave early only when the time box
+                        // ends the run: then there is nothing left to do.
+                        Err(SendError::Disconnected(_)) => break,
+                        Err(e) => bail!("send: {e}"),
+                    }
                 }
                 Ok(())
             })?);

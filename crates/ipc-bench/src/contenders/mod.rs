@@ -2,23 +2,35 @@
 //! impl (a one-way channel: link, send end, receive end) wrapped in
 //! [`OneToOne`], or a [`Contender`] of its own when it is not one-to-one.
 //!
-//! To add one (for instance ipc-core's mailboxes, bounded / zero /
-//! unbounded, once that API exists): write a `Transport` impl in a new
-//! module here and push it in [`all`] under the name the report should show.
+//! To add one: write a `Transport` impl in a module here and push it in
+//! [`all`] under the name the report should show.
 
 pub mod fd;
 #[cfg(feature = "iceoryx2")]
 pub mod iox;
 pub mod ipc;
+pub mod mailbox;
 pub mod mq;
 pub mod probe;
 
 use crate::harness::{Contender, OneToOne};
+use mailbox::{IpcMailbox, MailboxKind};
 
-/// Row label of ipc-core's bounded buffer, one to one.
-pub const IPC: &str = "ipc-core 1→1";
-/// Row label of ipc-core's bounded buffer, four to four.
+/// Row label of ipc-core's single-producer/single-consumer buffer
+/// (`SharedBuffer::create_single`), one to one: the product's 1→1 fast
+/// path, the one the ratios and targets are about.
+pub const IPC: &str = "ipc-core spsc";
+/// Row label of ipc-core's general (MPMC) buffer (`SharedBuffer::create`),
+/// one to one.
+pub const IPC_MPMC: &str = "ipc-core mpmc";
+/// Row label of ipc-core's general buffer, four to four.
 pub const IPC_4X4: &str = "ipc-core 4×4";
+/// Row label of a bounded mailbox (`Capacity::Bounded(depth)`).
+pub const MB_BOUNDED: &str = "mailbox bounded";
+/// Row label of a rendezvous mailbox (`Capacity::Zero`).
+pub const MB_ZERO: &str = "mailbox zero";
+/// Row label of an unbounded mailbox (`Capacity::Unbounded`).
+pub const MB_UNBOUNDED: &str = "mailbox unbounded";
 /// Row label of the pipe.
 pub const PIPE: &str = "pipe";
 /// Row label of the Unix stream socket.
@@ -37,12 +49,28 @@ pub fn all() -> Vec<Box<dyn Contender>> {
     let mut v: Vec<Box<dyn Contender>> = vec![
         Box::new(OneToOne {
             name: IPC,
-            transport: ipc::IpcBuffer,
+            transport: ipc::IpcBuffer { single: true },
+        }),
+        Box::new(OneToOne {
+            name: IPC_MPMC,
+            transport: ipc::IpcBuffer { single: false },
         }),
         Box::new(ipc::IpcMany {
             name: IPC_4X4,
             producers: 4,
             consumers: 4,
+        }),
+        Box::new(OneToOne {
+            name: MB_BOUNDED,
+            transport: IpcMailbox(MailboxKind::Bounded),
+        }),
+        Box::new(OneToOne {
+            name: MB_ZERO,
+            transport: IpcMailbox(MailboxKind::Zero),
+        }),
+        Box::new(OneToOne {
+            name: MB_UNBOUNDED,
+            transport: IpcMailbox(MailboxKind::Unbounded),
         }),
         Box::new(OneToOne {
             name: PIPE,

@@ -13,7 +13,7 @@ use nix::mqueue::{mq_close, mq_open, mq_receive, mq_send, mq_unlink, MQ_OFlag, M
 use nix::sys::stat::Mode as Perm;
 
 use crate::contenders::fd::wait_fd;
-use crate::harness::{check_deadline, Mode, Rx, Transport, Tx};
+use crate::harness::{check_deadline, Mode, Rx, Spin, Transport, Tx};
 
 /// Lifts the per-user message-queue memory limit as far as allowed.
 pub fn raise_limits() {
@@ -69,12 +69,12 @@ fn open(name: &QueueName, flag: MQ_OFlag, mode: Mode) -> Result<MqEnd> {
 
 impl Tx for MqEnd {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let mut attempt = 0;
+        let mut spin = Spin::new();
         loop {
             match mq_send(self.q(), msg, 0) {
                 Ok(()) => return Ok(()),
                 Err(Errno::EAGAIN) => {
-                    wait_fd(self.q().as_fd(), libc::POLLOUT, self.mode, &mut attempt)?
+                    wait_fd(self.q().as_fd(), libc::POLLOUT, self.mode, &mut spin)?
                 }
                 Err(Errno::EINTR) => check_deadline()?,
                 Err(e) => return Err(e).context("mq_send"),
@@ -85,12 +85,12 @@ impl Tx for MqEnd {
 
 impl Rx for MqEnd {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let (mut attempt, mut prio) = (0, 0);
+        let (mut spin, mut prio) = (Spin::new(), 0);
         loop {
             match mq_receive(self.q(), buf, &mut prio) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EAGAIN) => {
-                    wait_fd(self.q().as_fd(), libc::POLLIN, self.mode, &mut attempt)?
+                    wait_fd(self.q().as_fd(), libc::POLLIN, self.mode, &mut spin)?
                 }
                 Err(Errno::EINTR) => check_deadline()?,
                 Err(e) => return Err(e).context("mq_receive"),
