@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the workspace in release mode and runs ipc-bench, passing every
 # argument through (for instance --quick). The Markdown report goes to
-# stdout, progress to stderr.
+# stdout, progress to stderr. Exit status: ipc-bench's (130 on Ctrl-C).
 set -euo pipefail
 
 usage() {
@@ -42,4 +42,26 @@ if ! cargo build --release -p producer -p consumer; then
     echo "bench.sh: producer/consumer did not build; the stream benchmark will be skipped" >&2
 fi
 
-exec target/release/ipc-bench "${args[@]+"${args[@]}"}"
+# ipc-bench removes what it creates; a run killed hard (SIGKILL, OOM) may
+# leave segments or queues behind. They are named ipc-bench-PID-*, so the
+# cleanup removes only this run's. ipc-bench runs in the foreground (Ctrl-C
+# reaches it) and records its PID through a small exec wrapper.
+pidfile=$(mktemp)
+cleanup() {
+    local pid
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    rm -f "$pidfile"
+    [[ -n $pid ]] || return 0
+    local f
+    for f in /dev/shm/ipc-bench-"$pid"-* /dev/mqueue/ipc-bench-"$pid"-*; do
+        if [[ -e $f ]]; then
+            echo "bench.sh: removing leftover $f" >&2
+            rm -f -- "$f"
+        fi
+    done
+}
+trap cleanup EXIT
+
+# shellcheck disable=SC2016 # $$ and $1 are the inner shell's
+sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$pidfile" \
+    target/release/ipc-bench "${args[@]+"${args[@]}"}"
