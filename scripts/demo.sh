@@ -12,13 +12,20 @@ Runs a complete demo and cleans up after itself (also on failure or Ctrl-C):
      background, waits for them and prints the consumer's verify summary;
   3. streams a few MB of random bytes producer -> consumer through a second
      segment and checks with cmp that they arrived intact;
-  4. removes both segments.
+  4. removes both segments;
+  5. message passing, each variant once, verifying every message: a
+     rendezvous mailbox (capacity 0: each send waits for the receiver), an
+     unbounded mailbox (the producer finishes before the consumer starts,
+     which then drains it and removes it), and a direct port that two
+     named producers send to.
 
 Narration goes to stderr. Binaries: $IPC_BIN_DIR if set, else
 target/release (built here with cargo). Environment knobs:
   DEMO_COUNT  synthetic messages per producer (default 20000)
   DEMO_SIZE   bytes per synthetic message (default 256)
   DEMO_MB     size of the streamed file in MiB (default 4)
+  DEMO_MP_COUNT  messages per producer in the message-passing part
+              (default 2000)
 Exit codes: 0 success, 1 a step failed, 2 usage error, 130 interrupted.
 USAGE
 }
@@ -39,6 +46,7 @@ esac
 count=${DEMO_COUNT:-20000}
 size=${DEMO_SIZE:-256}
 megabytes=${DEMO_MB:-4}
+mp_count=${DEMO_MP_COUNT:-2000}
 # Idle limit for every producer and consumer: turns a hang into a failure.
 patience=20
 
@@ -92,6 +100,8 @@ cleanup() {
         if [[ -e /dev/shm/$seg ]]; then
             "$bin/ipcctl" remove "$seg" --force >/dev/null 2>&1 || rm -f "/dev/shm/$seg"
         fi
+        # Chained blocks of an unbounded mailbox whose head is already gone.
+        rm -f "/dev/shm/$seg".b[0-9]*
     done
     if [[ -n $tmp ]]; then
         rm -rf "$tmp"
@@ -177,4 +187,84 @@ say "cmp: the $(stat -c %s "$tmp/out.bin") bytes arrived identical"
 
 say "removing $stream"
 "$bin/ipcctl" remove "$stream" 2>/dev/null || fail "ipcctl remove $stream"
+
+# --- 3. message passing: rendezvous, unbounded, direct ---------------------
+rendezvous=ipc-demo-$$-rendezvous
+backlog=ipc-demo-$$-backlog
+port=ipc-demo-$$-port
+
+# Checks a verifying consumer's summary: clean, with the expected count.
+verified() {
+    local log=$1 expected=$2 summary
+    summary=$(grep 'verify:' "$log") || fail "no verify summary: $(cat "$log")"
+    say "consumer says: ${summary#consumer: verify: }"
+    [[ $summary == *"received=$expected corrupt=0 out_of_order=0 duplicate=0 "* ]] ||
+        fail "expected $expected clean messages: $summary"
+}
+
+say "rendezvous mailbox $rendezvous (capacity 0): each send waits for the receiver"
+segments+=("$rendezvous")
+"$bin/ipcctl" create "$rendezvous" --mailbox --capacity 0 2>"$tmp/create.log" ||
+    fail "ipcctl create: $(cat "$tmp/create.log")"
+"$bin/consumer" --mailbox "$rendezvous" --verify --timeout "$patience" \
+    2>"$tmp/consumer.log" &
+consumer=$!
+pids+=("$consumer")
+# Every step runs in the background and is waited for: bash runs the
+# INT/TERM traps at once during `wait`, not until a foreground step ends.
+"$bin/producer" --mailbox "$rendezvous" --count "$mp_count" --size 64 \
+    --timeout "$patience" 2>"$tmp/producer1.log" &
+producer1=$!
+pids+=("$producer1")
+wait_for "$producer1" "producer" "$tmp/producer1.log"
+wait_for "$consumer" "consumer" "$tmp/consumer.log"
+verified "$tmp/consumer.log" "$mp_count"
+"$bin/ipcctl" remove "$rendezvous" 2>/dev/null || fail "ipcctl remove $rendezvous"
+
+say "unbounded mailbox $backlog: the producer never waits and finishes first"
+segments+=("$backlog")
+"$bin/ipcctl" create "$backlog" --mailbox --capacity unbounded 2>"$tmp/create.log" ||
+    fail "ipcctl create: $(cat "$tmp/create.log")"
+"$bin/producer" --mailbox "$backlog" --count "$mp_count" --size 64 \
+    --timeout "$patience" 2>"$tmp/producer1.log" &
+producer1=$!
+pids+=("$producer1")
+wait_for "$producer1" "producer" "$tmp/producer1.log"
+say "producer done; now a consumer drains the mailbox and removes it"
+"$bin/consumer" --mailbox "$backlog" --verify --remove --timeout "$patience" \
+    2>"$tmp/consumer.log" &
+consumer=$!
+pids+=("$consumer")
+wait_for "$consumer" "consumer" "$tmp/consumer.log"
+verified "$tmp/consumer.log" "$mp_count"
+[[ ! -e /dev/shm/$backlog ]] || fail "consumer --remove left $backlog behind"
+
+say "direct port $port: a consumer registers it, producers alice and bob send to it"
+segments+=("port.$port")
+"$bin/consumer" --port "$port" --verify --producers 2 --timeout "$patience" \
+    2>"$tmp/consumer.log" &
+consumer=$!
+pids+=("$consumer")
+for ((tries = 0; ; tries++)); do
+    [[ -e /dev/shm/port.$port ]] && break
+    if ! kill -0 "$consumer" 2>/dev/null; then
+        wait_for "$consumer" "consumer" "$tmp/consumer.log"
+        fail "the consumer ended without registering $port"
+    fi
+    ((tries < patience * 20)) || fail "port $port was not registered in ${patience}s"
+    sleep 0.05
+done
+"$bin/producer" --to "$port" --from alice --count "$mp_count" --size 64 \
+    --timeout "$patience" 2>"$tmp/producer1.log" &
+producer1=$!
+pids+=("$producer1")
+"$bin/producer" --to "$port" --from bob --count "$mp_count" --size 64 \
+    --timeout "$patience" 2>"$tmp/producer2.log" &
+producer2=$!
+pids+=("$producer2")
+wait_for "$producer1" "producer alice" "$tmp/producer1.log"
+wait_for "$producer2" "producer bob" "$tmp/producer2.log"
+wait_for "$consumer" "consumer" "$tmp/consumer.log"
+verified "$tmp/consumer.log" "$((2 * mp_count))"
+[[ ! -e /dev/shm/port.$port ]] || fail "the consumer left port $port registered"
 say "done: everything worked"
