@@ -90,12 +90,21 @@ fn shm_entries(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Removes the demo's segments if a failing demo left them.
+/// The demo's segments (`ipc-demo-PID-*`, and its port `port.ipc-demo-PID-*`),
+/// removed on drop if a failing demo left them.
 struct DemoSegments(String);
+
+impl DemoSegments {
+    fn left(&self) -> Vec<String> {
+        let mut v = shm_entries(&self.0);
+        v.extend(shm_entries(&format!("port.{}", self.0)));
+        v
+    }
+}
 
 impl Drop for DemoSegments {
     fn drop(&mut self) {
-        for f in shm_entries(&self.0) {
+        for f in self.left() {
             let _ = std::fs::remove_file(Path::new("/dev/shm").join(f));
         }
     }
@@ -122,7 +131,7 @@ fn demo_runs_clean_and_leaves_nothing_behind() {
         "no clean verify summary:\n{stderr}"
     );
     assert!(stderr.contains("arrived identical"), "{stderr}");
-    assert_eq!(shm_entries(&segments.0), Vec::<String>::new());
+    assert_eq!(segments.left(), Vec::<String>::new());
     assert!(tmp.is_empty(), "demo left temp files");
 }
 
@@ -169,7 +178,7 @@ fn interrupted_demo_stops_its_processes_and_cleans_up() {
         let alive = unsafe { libc::kill(p, 0) } == 0;
         assert!(!alive, "the demo left process {p} running");
     }
-    assert_eq!(shm_entries(&segments.0), Vec::<String>::new());
+    assert_eq!(segments.left(), Vec::<String>::new());
     assert!(tmp.is_empty(), "demo left temp files");
     drop(buf);
 }
