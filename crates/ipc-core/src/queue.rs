@@ -561,6 +561,15 @@ impl Endpoint {
             // mapping, whichever call gets here: so even callers that poll
             // with short timeouts or `try_` calls notice a dead peer.
             self.q.reap_if_due();
+            // A thorough look before arming: arming costs a barrier on
+            // every CPU (see `EventCount::prepare`), worth paying only when
+            // we are really about to sleep.
+            match attempt(true) {
+                Step::Ready(v) => return Ok(v),
+                Step::Fail(e) => return Err(Stop::Fail(e)),
+                Step::Wait if deadline.passed() => return Err(Stop::Timeout),
+                Step::Wait => {}
+            }
             let ticket = ev.prepare();
             match attempt(true) {
                 Step::Ready(v) => {
