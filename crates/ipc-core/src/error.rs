@@ -131,13 +131,13 @@ pub enum OpenError {
         /// What the caller asked for.
         expected: &'static str,
     },
-    /// The header's geometry is impossible.
-    #[error("segment {name:?}: {source}")]
+    /// The header's geometry is impossible or fails its checksum.
+    #[error("segment {name:?}: {problem}")]
     Corrupt {
         /// The segment's name.
         name: String,
         /// What is wrong.
-        source: CorruptError,
+        problem: CorruptError,
     },
 }
 

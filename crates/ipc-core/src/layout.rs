@@ -168,6 +168,12 @@ pub struct Header {
     /// Set by any attached process that cannot take part in asymmetric
     /// barriers (membarrier refused): every wake-up then uses full fences.
     pub needs_fences: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Checksum of every field above but the magic and `needs_fences`
+    /// ([`header_check`]): a scribbled geometry is refused at open even
+    /// when it would be self-consistent.
+    pub check: u64,
     /// Next position to write.
     pub tail: Cursor,
     /// Next position to read.
@@ -322,6 +328,37 @@ impl From<ValidateError> for CorruptError {
     fn from(v: ValidateError) -> Self {
         CorruptError(format!("{v:?}"))
     }
+}
+
+/// The checksum stored in [`Header::check`]: FNV-1a over the fields that
+/// never change after creation.
+pub fn header_check(h: &Header) -> u64 {
+    let words: [u64; 16] = [
+        h.version as u64,
+        h.kind as u64,
+        h.capacity as u64,
+        h.slots as u64,
+        h.max_message as u64,
+        h.slot_stride as u64,
+        h.peer_slots as u64,
+        h.single as u64,
+        h.total_size,
+        h.peers_offset,
+        h.slots_offset,
+        h.flavor as u64,
+        h.block_index as u64,
+        h.reserved as u64,
+        LAYOUT_VERSION as u64,
+        MAGIC,
+    ];
+    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in words {
+        for b in w.to_le_bytes() {
+            x ^= b as u64;
+            x = x.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    x
 }
 
 /// Reads the magic word: `Some(true)` ours and published, `Some(false)` not

@@ -158,7 +158,7 @@ impl Mailbox {
                 Err(CreateError::InvalidConfig(why)) => {
                     return Err(OpenError::Corrupt {
                         name: name.to_owned(),
-                        source: crate::error::CorruptError(why),
+                        problem: crate::error::CorruptError(why),
                     })
                 }
             }

@@ -267,8 +267,11 @@ impl<'a> PeerTable<'a> {
                 .compare_exchange(word, pack(REAPING, me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                self.roster.clear(i as u32);
+                // Repair first, then give the place up: while the role bit
+                // is set, a single-mode queue admits no replacement that
+                // the repair could mistake for the dead process.
                 recover(i as u32, Role::from_u32(e.role.load(Ordering::Relaxed)));
+                self.roster.clear(i as u32);
                 e.state.store(FREE, Ordering::Release);
                 reaped += 1;
             }

@@ -157,7 +157,7 @@ impl PortSender {
                 let link = Mailbox::open(&mailbox_name(to)).and_then(|mb| {
                     mb.sender().map_err(|e| OpenError::Corrupt {
                         name: mailbox_name(to),
-                        source: CorruptError(e.to_string()),
+                        problem: CorruptError(e.to_string()),
                     })
                 });
                 match link {

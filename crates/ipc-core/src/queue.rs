@@ -100,6 +100,7 @@ impl Queue {
             h.flavor = flavor as u32;
             h.single = single as u32;
             h.block_index = block_index;
+            h.check = crate::layout::header_check(h);
             Ring::init(
                 base.add(geo.slots_offset as usize),
                 geo.slots,
@@ -155,6 +156,19 @@ impl Queue {
                 Some(false) => return Err(not_ready(waited)),
                 Some(true) => {}
             }
+            if h.version != crate::layout::LAYOUT_VERSION {
+                return Err(OpenError::VersionMismatch {
+                    name: name.to_owned(),
+                    found: h.version,
+                    expected: crate::layout::LAYOUT_VERSION,
+                });
+            }
+            if h.check != crate::layout::header_check(h) {
+                return Err(OpenError::Corrupt {
+                    name: name.to_owned(),
+                    problem: CorruptError("header checksum mismatch".to_owned()),
+                });
+            }
             let geo = Geometry::read_from(h, seg.len() as u64).map_err(|e| match e {
                 ValidateError::Version(found) => OpenError::VersionMismatch {
                     name: name.to_owned(),
@@ -168,7 +182,7 @@ impl Queue {
                 },
                 ValidateError::Corrupt(what) => OpenError::Corrupt {
                     name: name.to_owned(),
-                    source: CorruptError(what),
+                    problem: CorruptError(what),
                 },
             })?;
             if let Some(expect) = expect.filter(|k| *k != geo.kind) {
@@ -180,7 +194,7 @@ impl Queue {
             }
             let flavor = Flavor::from_u32(h.flavor).ok_or_else(|| OpenError::Corrupt {
                 name: name.to_owned(),
-                source: CorruptError(format!("unknown capacity mode {}", h.flavor)),
+                problem: CorruptError(format!("unknown capacity mode {}", h.flavor)),
             })?;
             return Ok(Queue::assemble(seg, geo, flavor));
         }
@@ -305,13 +319,16 @@ impl Queue {
     /// this segment and in every block of its chain.
     pub(crate) fn reap(&self) -> u32 {
         let c = &self.header().counters;
-        let n = self.peers().reap_dead(|index, _role| {
+        let n = self.peers().reap_dead(|index, role| {
             let add = |r: Recovered| {
                 c.abandoned_writes
                     .fetch_add(r.abandoned_writes, Ordering::Relaxed);
                 c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
             };
             add(self.ring().recover_owner(index));
+            if role == Some(Role::Consumer) {
+                add(self.ring().recover_single_reader());
+            }
             if let Some((head, tail)) = self.chain_span() {
                 for k in head.max(1)..=tail {
                     match self.open_block(k) {
@@ -354,7 +371,7 @@ impl Queue {
         if b.geo != self.geo || h.block_index as u64 != k || b.flavor != self.flavor {
             return Err(OpenError::Corrupt {
                 name,
-                source: CorruptError(format!("not block {k} of {}", self.name())),
+                problem: CorruptError(format!("not block {k} of {}", self.name())),
             });
         }
         Ok(b)

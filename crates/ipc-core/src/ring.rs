@@ -38,6 +38,10 @@ const OWNER_SHIFT: u32 = 53;
 const OWNER_MASK: u64 = 0xFF << OWNER_SHIFT;
 const SEQ_MASK: u64 = (1 << OWNER_SHIFT) - 1;
 
+/// In single mode, set in the read cursor while the reader holds the
+/// message just before it.
+const SINGLE_READING: u64 = 1 << 63;
+
 /// The largest owner index a stamp can carry.
 pub const MAX_OWNER: u32 = 0xFF;
 
@@ -257,11 +261,14 @@ impl<'a> Ring<'a> {
         Ring { end, ..self }
     }
 
-    /// The same ring for exactly one writer and one reader at a time: claims
-    /// become plain stores instead of compare-and-swaps, and the write
-    /// cursor moves at commit (a writer that dies mid-write leaves no
-    /// trace). Readers still stamp their claim, so a reader that dies
-    /// holding a message is repaired and counted as in the general case.
+    /// The same ring for exactly one writer and one reader at a time, the
+    /// way rtrb does it: no compare-and-swap; the writer owns the stamps
+    /// and moves the write cursor at commit (a writer that dies mid-write
+    /// leaves no trace); the reader never writes to a slot, only to the
+    /// read cursor, which also marks a read in progress so that a reader
+    /// that dies holding a message is repaired and counted as in the
+    /// general case ([`Ring::recover_single_reader`]). Each side re-reads
+    /// the other's cursor only when the ring looks full (writer).
     pub fn single(self) -> Self {
         Ring {
             single: true,
@@ -322,6 +329,9 @@ impl<'a> Ring<'a> {
         cached_head: &mut u64,
     ) -> Result<Option<WriteClaim>, CorruptError> {
         debug_assert!(owner <= MAX_OWNER);
+        if self.single {
+            return self.try_claim_write_single(cached_head);
+        }
         let cap = self.capacity;
         let mut pos = load_pos(self.tail)?;
         let mut stale = 0;
@@ -345,13 +355,6 @@ impl<'a> Ring<'a> {
             }
             let h = self.header(pos);
             let s = h.stamp.load(Ordering::Acquire);
-            if s == pos && self.single {
-                // Nobody else writes: the slot is ours without a claim.
-                return Ok(Some(WriteClaim {
-                    pos,
-                    slot: self.payload(pos),
-                }));
-            }
             if s == pos {
                 let mine = claimed(WRITING, owner, pos);
                 if h.stamp
@@ -474,6 +477,9 @@ impl<'a> Ring<'a> {
     /// or retracted by their writer) are released on the way.
     pub fn try_claim_read(&self, owner: u32, max_len: usize) -> Result<ReadAttempt, CorruptError> {
         debug_assert!(owner <= MAX_OWNER);
+        if self.single {
+            return self.try_claim_read_single(max_len);
+        }
         let cap = self.capacity;
         let mut pos = load_pos(self.head)?;
         let mut stale = 0;
@@ -556,9 +562,125 @@ impl<'a> Ring<'a> {
 
     /// Frees a read slot for the writer of the next lap.
     pub fn release(&self, claim: ReadClaim) {
-        self.header(claim.pos)
-            .stamp
-            .store(claim.pos + self.capacity, Ordering::Release);
+        if self.single {
+            // Only the read cursor says the slot is free: the reader never
+            // writes to the slot's cache lines.
+            self.head.pos.store(claim.pos + 1, Ordering::Release);
+        } else {
+            self.header(claim.pos)
+                .stamp
+                .store(claim.pos + self.capacity, Ordering::Release);
+        }
+    }
+
+    /// The single mode's write claim: the slot at the write cursor is free
+    /// once the reader is done with the message a lap earlier, which the
+    /// read cursor alone tells (the writer's private copy is re-read only
+    /// when the ring looks full). No compare-and-swap: nobody else writes.
+    fn try_claim_write_single(
+        &self,
+        cached_head: &mut u64,
+    ) -> Result<Option<WriteClaim>, CorruptError> {
+        let pos = load_pos(self.tail)?;
+        if pos >= self.end {
+            return Ok(None);
+        }
+        if pos.wrapping_sub(*cached_head) >= self.limit {
+            *cached_head = self.read_done()?;
+            let queued = pos.wrapping_sub(*cached_head);
+            if *cached_head > pos || queued > self.capacity {
+                return Err(CorruptError(format!(
+                    "cursors impossible: read {cached_head}, write {pos}"
+                )));
+            }
+            if queued >= self.limit {
+                return Ok(None);
+            }
+        }
+        Ok(Some(WriteClaim {
+            pos,
+            slot: self.payload(pos),
+        }))
+    }
+
+    /// The single mode's read cursor, decoded: the first position whose
+    /// slot the reader may still be using (one less while a read is marked
+    /// in progress).
+    fn read_done(&self) -> Result<u64, CorruptError> {
+        let raw = self.head.pos.load(Ordering::Acquire);
+        let pos = raw & !SINGLE_READING;
+        if pos >= POS_LIMIT || (raw & SINGLE_READING != 0 && pos == 0) {
+            return Err(CorruptError(format!("read cursor {raw:#x} out of range")));
+        }
+        Ok(if raw & SINGLE_READING != 0 {
+            pos - 1
+        } else {
+            pos
+        })
+    }
+
+    /// The single mode's read claim: the message at the read cursor is
+    /// there once its stamp says committed for this lap. The claim is
+    /// marked in the read cursor itself (the reader's own cache line), so
+    /// that a reader dying mid-read is found and counted
+    /// ([`Ring::recover_single_reader`]).
+    fn try_claim_read_single(&self, max_len: usize) -> Result<ReadAttempt, CorruptError> {
+        let mut rounds = 0;
+        loop {
+            let pos = self.read_done()?;
+            too_many_rounds(&mut rounds, pos)?;
+            let h = self.header(pos);
+            let s = h.stamp.load(Ordering::Acquire);
+            if s == SKIP | (pos + 1) {
+                self.head.pos.store(pos + 1, Ordering::Release);
+                continue;
+            }
+            if s != pos + 1 {
+                return Ok(ReadAttempt::Empty);
+            }
+            let len = h.len.load(Ordering::Relaxed) as usize;
+            if len > self.max_message {
+                return Err(CorruptError(format!(
+                    "message length {len} exceeds the maximum {}",
+                    self.max_message
+                )));
+            }
+            if len > max_len {
+                return Ok(ReadAttempt::TooLong(len));
+            }
+            self.head
+                .pos
+                .store((pos + 1) | SINGLE_READING, Ordering::Relaxed);
+            return Ok(ReadAttempt::Claimed(ReadClaim {
+                pos,
+                slot: self.payload(pos),
+                len,
+            }));
+        }
+    }
+
+    /// In single mode, ends the read a dead reader left marked in the read
+    /// cursor: the message is lost (it may have been half used) and
+    /// counted; its slot goes back to the writer. Call only for a dead
+    /// consumer, while its attachment is still reserved (so that no
+    /// replacement reader can have marked a read of its own).
+    pub fn recover_single_reader(&self) -> Recovered {
+        let raw = self.head.pos.load(Ordering::Acquire);
+        if !self.single || raw & SINGLE_READING == 0 {
+            return Recovered::default();
+        }
+        let cleared = raw & !SINGLE_READING;
+        match self
+            .head
+            .pos
+            .compare_exchange(raw, cleared, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) if cleared < POS_LIMIT => Recovered {
+                lost_reads: 1,
+                ..Recovered::default()
+            },
+            _ => Recovered::default(),
+        }
     }
 
     /// Repairs every slot that `owner` (a dead process) left claimed:
@@ -891,7 +1013,9 @@ mod tests {
         let ReadAttempt::Claimed(_held) = r.try_claim_read(5, 8).unwrap() else {
             panic!("expected a message")
         };
-        assert_eq!(r.recover_owner(5).lost_reads, 1);
+        assert_eq!(r.recover_owner(5).lost_reads, 0, "no stamp marks it");
+        assert_eq!(r.recover_single_reader().lost_reads, 1);
+        assert_eq!(r.recover_single_reader().lost_reads, 0, "only once");
         for i in 0..4u8 {
             assert!(put(&r, 0, &[i]));
         }
