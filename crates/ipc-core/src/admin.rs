@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{OpenError, SegmentError};
 use crate::layout::MAGIC;
 use crate::queue::{Queue, Status};
-use crate::segment::{validate_name, Segment, SHM_DIR};
+use crate::segment::{validate_any_name, Segment, SHM_DIR};
 
 /// What a listed segment looks like from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,21 +51,16 @@ pub fn inspect(name: &str) -> Result<Status, OpenError> {
     Ok(Queue::open(name, None, Duration::from_millis(200))?.status())
 }
 
-/// Removes a segment's name and the names of its chained blocks
-/// (`NAME.b1`, `NAME.b2`, ... of an unbounded queue).
+/// Removes a segment's name and the names of its chained blocks (those
+/// of an unbounded queue between its head and tail, as its header says).
 pub fn unlink_with_chain(name: &str) -> Result<(), SegmentError> {
+    let span = Queue::open(name, None, Duration::from_millis(200))
+        .ok()
+        .and_then(|q| q.chain_span().map(|span| (q, span)));
     Segment::unlink(name)?;
-    let prefix = format!("{name}.b");
-    if let Ok(dir) = std::fs::read_dir(SHM_DIR) {
-        for entry in dir.flatten() {
-            let file = entry.file_name();
-            let Some(file) = file.to_str() else { continue };
-            let is_block = file
-                .strip_prefix(&prefix)
-                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
-            if is_block {
-                let _ = Segment::unlink(file);
-            }
+    if let Some((q, (head, tail))) = span {
+        for k in head.max(1)..=tail {
+            let _ = Segment::unlink(&q.block_name(k));
         }
     }
     Ok(())
@@ -97,7 +92,7 @@ pub fn list() -> Vec<SegmentInfo> {
     };
     let mut out: Vec<SegmentInfo> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| validate_name(name).is_ok() && has_our_magic(name))
+        .filter(|name| validate_any_name(name).is_ok() && has_our_magic(name))
         .filter_map(|name| match inspect(&name) {
             // A chained block belongs to its queue's entry, unless the
             // queue is gone: then it is an orphan to clean.

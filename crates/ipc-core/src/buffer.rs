@@ -178,7 +178,9 @@ impl SharedBuffer {
 
     /// Attaches a producer. A producer's sends fail with `Disconnected`
     /// only when they would have to wait and every consumer has gone, so
-    /// a replacement consumer can pick up what was written meanwhile.
+    /// a replacement consumer can pick up what was written meanwhile. An
+    /// unbounded buffer's producer never waits, so it fails as soon as
+    /// every consumer that attached has gone (rather than grow for nobody).
     pub fn producer(&self) -> Result<Producer, AttachError> {
         Sender::attach(self.q.clone(), false)
     }

@@ -159,13 +159,8 @@ impl Tx {
         match self.main().flavor() {
             Flavor::Bounded => self.claim_bounded(deadline),
             Flavor::Zero => {
-                let waiting = self
-                    .main()
-                    .header()
-                    .counters
-                    .waiting_receivers
-                    .load(Ordering::SeqCst);
-                if deadline == Deadline::Now && waiting == 0 {
+                let waiting = self.main().header().roster.any_waiting();
+                if deadline == Deadline::Now && !waiting {
                     return Err(Stop::Timeout);
                 }
                 self.claim_bounded(deadline)
@@ -372,16 +367,12 @@ pub(crate) struct Rx {
     pub(crate) min_producers: u32,
 }
 
-/// Counts a receiver as waiting (for rendezvous `try_send`) while alive.
-struct WaitingGuard<'a>(&'a Queue);
+/// Marks a receiver as waiting (for rendezvous `try_send`) while alive.
+struct WaitingGuard<'a>(&'a Queue, u32);
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.0.header().counters.waiting_receivers.fetch_update(
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-            |n| n.checked_sub(1),
-        );
+        self.0.header().roster.set_waiting(self.1, false);
     }
 }
 
@@ -436,14 +427,12 @@ impl Rx {
         f: impl FnOnce(&[u8], u32) -> R,
     ) -> Result<R, RecvError> {
         let main = self.ep.q.clone();
+        let me = self.ep.me;
         let _waiting = (main.flavor() == Flavor::Zero && deadline != Deadline::Now).then(|| {
-            main.header()
-                .counters
-                .waiting_receivers
-                .fetch_add(1, Ordering::SeqCst);
+            main.header().roster.set_waiting(me, true);
             // A sender may be waiting to see us before it offers.
             main.notify(&main.header().space_ready);
-            WaitingGuard(&main)
+            WaitingGuard(&main, me)
         });
         let Rx {
             ep,
@@ -461,8 +450,7 @@ impl Rx {
                     // A sender may have committed just before leaving: look
                     // once more now that we saw it gone.
                     match try_once(head) {
-                        Step::Wait if main.queued() == 0 => {
-                            retire_tail_block(&main, head);
+                        Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
                             Step::Fail(RecvError::Disconnected)
                         }
                         other => other,
@@ -489,16 +477,23 @@ impl Rx {
 /// At end of stream, gives the memory of a drained unbounded queue back:
 /// seals its last chained block and removes it. A sender that comes later
 /// starts a new block.
-fn retire_tail_block(main: &Queue, head: &Option<Block>) {
+fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
     let chain = &main.header().chain;
     let Some(block) = head.as_ref().filter(|b| b.index > 0) else {
-        return;
+        return true;
     };
     if chain.tail_block.load(Ordering::Acquire) != block.index {
-        return;
+        return true;
     }
-    if block.q.ring().close().is_ok() {
-        let _ = Segment::unlink(&main.block_name(block.index));
+    match block.q.ring().close() {
+        Ok(false) => {
+            let _ = Segment::unlink(&main.block_name(block.index));
+            true
+        }
+        // A sender that attached meanwhile holds a slot here: its message
+        // is still to be read, so neither remove the block nor end.
+        Ok(true) => false,
+        Err(_) => true,
     }
 }
 
@@ -538,10 +533,15 @@ fn read_chain(
                     Ok(b) => Arc::new(b),
                     // Closed at end of stream and removed: empty until a
                     // sender starts the next block...
-                    Err(_) if chain.tail_block.load(Ordering::Acquire) == k => return Step::Wait,
+                    Err(OpenError::Segment(SegmentError::NotFound(_)))
+                        if chain.tail_block.load(Ordering::Acquire) == k =>
+                    {
+                        return Step::Wait
+                    }
                     // ...and skipped once it has. (A block goes away only
-                    // once drained.)
-                    Err(_) if chased < CHASE_LIMIT => {
+                    // once drained.) Any other failure is reported, never
+                    // taken for a drained block.
+                    Err(OpenError::Segment(SegmentError::NotFound(_))) if chased < CHASE_LIMIT => {
                         chased += 1;
                         let _ = chain.head_block.compare_exchange(
                             k,

@@ -117,8 +117,6 @@ pub struct Counters {
     pub abandoned_writes: AtomicU64,
     /// Messages lost because the consumer that held them died mid-read.
     pub lost_reads: AtomicU64,
-    /// Receivers inside a blocking receive now (rendezvous `try_send`).
-    pub waiting_receivers: AtomicU32,
 }
 
 /// Where an unbounded queue's chain of blocks starts and ends.

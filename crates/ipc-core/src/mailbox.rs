@@ -42,7 +42,9 @@ pub const UNBOUNDED_BLOCK: u32 = 1024;
 const UNBOUNDED_BLOCK_BYTES: u32 = 4 << 20;
 
 /// Messages per chained segment for messages of up to `max_message`
-/// bytes: about 4 MiB per segment, 16 to [`UNBOUNDED_BLOCK`] messages.
+/// bytes: about 4 MiB per segment, 16 to [`UNBOUNDED_BLOCK`] messages (so
+/// more than 4 MiB for messages above 256 KiB: 1 GiB at the 64 MiB
+/// maximum).
 pub fn unbounded_block_for(max_message: u32) -> u32 {
     (UNBOUNDED_BLOCK_BYTES / max_message.saturating_add(64)).clamp(16, UNBOUNDED_BLOCK)
 }

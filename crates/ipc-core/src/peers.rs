@@ -54,6 +54,9 @@ impl Role {
 pub struct Roster {
     producers: AtomicU64,
     consumers: AtomicU64,
+    /// Consumers inside a blocking receive now (for a rendezvous
+    /// `try_send`); a bit per entry, so reaping a dead one clears it.
+    waiting: AtomicU64,
 }
 
 impl Roster {
@@ -84,6 +87,22 @@ impl Roster {
         let bit = !(1u64 << index);
         self.producers.fetch_and(bit, Ordering::AcqRel);
         self.consumers.fetch_and(bit, Ordering::AcqRel);
+        self.waiting.fetch_and(bit, Ordering::AcqRel);
+    }
+
+    /// Marks entry `index` as waiting in a receive (or not).
+    pub fn set_waiting(&self, index: u32, waiting: bool) {
+        let bit = 1u64 << (index % 64);
+        if waiting {
+            self.waiting.fetch_or(bit, Ordering::SeqCst);
+        } else {
+            self.waiting.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    /// True if some consumer waits in a receive now.
+    pub fn any_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) != 0
     }
 }
 

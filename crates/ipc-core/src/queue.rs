@@ -89,6 +89,10 @@ impl Queue {
         block_index: u32,
         single: bool,
     ) -> Result<Queue, CreateError> {
+        if block_index == 0 {
+            // Users' names may not look like a chained block's.
+            crate::segment::validate_name(name)?;
+        }
         let seg = Segment::create(name, geo.total_size as usize, mode)?;
         let base = seg.as_ptr();
         // SAFETY: the segment is new (O_EXCL), zero-filled, at least
@@ -318,31 +322,38 @@ impl Queue {
     /// Releases dead peers' attachments and repairs slots they held, in
     /// this segment and in every block of its chain.
     pub(crate) fn reap(&self) -> u32 {
-        let c = &self.header().counters;
-        let n = self.peers().reap_dead(|index, role| {
-            let add = |r: Recovered| {
-                c.abandoned_writes
-                    .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-                c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
-            };
-            add(self.ring().recover_owner(index));
-            if role == Some(Role::Consumer) {
-                add(self.ring().recover_single_reader());
-            }
-            if let Some((head, tail)) = self.chain_span() {
-                for k in head.max(1)..=tail {
-                    match self.open_block(k) {
-                        Ok(b) => add(b.ring().recover_owner(index)),
-                        Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
-                    }
-                }
-            }
-        });
+        let n = self
+            .peers()
+            .reap_dead(|index, role| self.repair(index, role));
         if n > 0 {
             self.notify(&self.header().data_ready);
             self.notify(&self.header().space_ready);
         }
         n
+    }
+
+    /// Repairs every slot that attachment `index` left claimed (a dead
+    /// process, or one that leaked a claim), in this segment and in every
+    /// block of its chain, and counts what was abandoned or lost.
+    pub(crate) fn repair(&self, index: u32, role: Option<Role>) {
+        let c = &self.header().counters;
+        let add = |r: Recovered| {
+            c.abandoned_writes
+                .fetch_add(r.abandoned_writes, Ordering::Relaxed);
+            c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+        };
+        add(self.ring().recover_owner(index));
+        if role == Some(Role::Consumer) {
+            add(self.ring().recover_single_reader());
+        }
+        if let Some((head, tail)) = self.chain_span() {
+            for k in head.max(1)..=tail {
+                match self.open_block(k) {
+                    Ok(b) => add(b.ring().recover_owner(index)),
+                    Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
+                }
+            }
+        }
     }
 
     /// (head, tail) block indices of an unbounded chain, if this segment
@@ -407,7 +418,13 @@ impl Queue {
         (head..=tail)
             .map(|k| match k {
                 0 => self.ring().len(),
-                k => self.open_block(k).map_or(0, |b| b.ring().len()),
+                k => match self.open_block(k) {
+                    Ok(b) => b.ring().len(),
+                    // Gone: drained (or closed empty) and removed.
+                    Err(OpenError::Segment(SegmentError::NotFound(_))) => 0,
+                    // Cannot tell: do not let it pass for empty.
+                    Err(_) => self.geo.slots as u64,
+                },
             })
             .sum()
     }
@@ -612,6 +629,18 @@ impl Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
+        // A claim leaked with `mem::forget` would block readers forever:
+        // give back anything still stamped with our index before leaving.
+        // (Nothing, normally: every claim ends before its call returns.)
+        // The segment's own ring only: scanning an unbounded chain would
+        // open every block on every drop.
+        if !self.q.is_single() {
+            let r = self.q.ring().recover_owner(self.me);
+            let c = &self.q.header().counters;
+            c.abandoned_writes
+                .fetch_add(r.abandoned_writes, Ordering::Relaxed);
+            c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+        }
         self.q.peers().detach(self.me);
         // Wake the other side so it can notice we have gone.
         let h = self.q.header();

@@ -98,6 +98,17 @@ fn recheck(
     Ok(now)
 }
 
+/// An owner index must fit the stamp's owner bits, or it would spill into
+/// the flags.
+fn check_owner(owner: u32) -> Result<(), CorruptError> {
+    if owner > MAX_OWNER {
+        return Err(CorruptError(format!(
+            "owner index {owner} above {MAX_OWNER}"
+        )));
+    }
+    Ok(())
+}
+
 fn too_many_rounds(rounds: &mut u32, pos: u64) -> Result<(), CorruptError> {
     *rounds += 1;
     if *rounds > ROUND_LIMIT {
@@ -328,7 +339,7 @@ impl<'a> Ring<'a> {
         owner: u32,
         cached_head: &mut u64,
     ) -> Result<Option<WriteClaim>, CorruptError> {
-        debug_assert!(owner <= MAX_OWNER);
+        check_owner(owner)?;
         if self.single {
             return self.try_claim_write_single(cached_head);
         }
@@ -391,10 +402,26 @@ impl<'a> Ring<'a> {
 
     /// The writable payload of a claimed slot (`max_message` bytes). The
     /// caller keeps the mapping alive as long as the claim.
+    ///
+    /// # Panics
+    /// If the claim was not made on this ring.
     pub fn payload_mut<'c>(&self, claim: &'c mut WriteClaim) -> &'c mut [u8] {
-        // SAFETY: the slot is claimed by us (stamp WRITING|owner), so no
-        // other process reads or writes its payload until we commit.
+        self.check_claim(claim.pos, claim.slot);
+        // SAFETY: the claim belongs to this ring (checked above: its slot is
+        // the one its position maps to, inside our mapping) and is held by
+        // us (stamp WRITING|owner, or the single writer), so no other
+        // process reads or writes its payload until we commit.
         unsafe { std::slice::from_raw_parts_mut(claim.slot, self.max_message) }
+    }
+
+    /// A claim's slot pointer must be the one its position maps to in this
+    /// ring: a claim carried to another ring would address memory outside
+    /// it (or freed memory).
+    fn check_claim(&self, pos: u64, slot: *mut u8) {
+        assert!(
+            std::ptr::eq(slot, self.payload(pos)),
+            "a ring claim used on a ring that did not make it"
+        );
     }
 
     /// Publishes a claimed slot holding `len` bytes (at most `max_message`).
@@ -424,23 +451,27 @@ impl<'a> Ring<'a> {
     /// write position: every slot not yet claimed becomes skipped, so
     /// writers find it sealed and readers pass over the rest. A writer
     /// racing with this either claims its slot first (and its message is
-    /// delivered) or finds it skipped and moves on.
-    pub fn close(&self) -> Result<(), CorruptError> {
+    /// delivered) or finds it skipped and moves on. True if a writer still
+    /// holds a claim in the ring (its message is yet to come).
+    pub fn close(&self) -> Result<bool, CorruptError> {
         let mut pos = self.tail_pos();
         let mut steps = 0u64;
+        let mut stepped_over = false;
         while pos < self.end {
             steps += 1;
             if steps > 2 * self.capacity + STALE_LIMIT as u64 {
                 return Err(CorruptError(format!("cannot close the ring at {pos}")));
             }
             let h = self.header(pos);
-            if h.stamp
+            let poisoned = h
+                .stamp
                 .compare_exchange(pos, SKIP | (pos + 1), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-                || seq(h.stamp.load(Ordering::Acquire)) > pos
-                || h.stamp.load(Ordering::Acquire) & WRITING != 0
-            {
-                // Ours or claimed by a writer: move the cursor past it.
+                .is_ok();
+            let s = h.stamp.load(Ordering::Acquire);
+            if poisoned || seq(s) > pos || s & WRITING != 0 {
+                // A writer's claim we step over: its message is still to
+                // come (or just came) in this block.
+                stepped_over |= !poisoned;
                 let _ = self.tail.pos.compare_exchange(
                     pos,
                     pos + 1,
@@ -450,7 +481,11 @@ impl<'a> Ring<'a> {
             }
             pos = self.tail_pos();
         }
-        Ok(())
+        // A writer that claimed before we sealed, and moved the cursor on
+        // itself, is still writing: its message is yet to come.
+        let writing =
+            (0..self.capacity).any(|i| self.header(i).stamp.load(Ordering::Acquire) & WRITING != 0);
+        Ok(stepped_over || writing)
     }
 
     /// Withdraws a committed message that no reader has claimed yet (for
@@ -476,7 +511,7 @@ impl<'a> Ring<'a> {
     /// Claims the message at the head for `owner`. Skipped slots (abandoned
     /// or retracted by their writer) are released on the way.
     pub fn try_claim_read(&self, owner: u32, max_len: usize) -> Result<ReadAttempt, CorruptError> {
-        debug_assert!(owner <= MAX_OWNER);
+        check_owner(owner)?;
         if self.single {
             return self.try_claim_read_single(max_len);
         }
@@ -548,11 +583,15 @@ impl<'a> Ring<'a> {
 
     /// The payload of a claimed message. The caller keeps the mapping alive
     /// as long as the claim.
+    ///
+    /// # Panics
+    /// If the claim was not made on this ring.
     pub fn payload_of<'c>(&self, claim: &'c ReadClaim) -> &'c [u8] {
-        // SAFETY: the slot is claimed by us (READING|owner): its writer has
-        // committed and nobody writes it until we release it; `len` was
-        // bounded by `max_message`.
-        unsafe { std::slice::from_raw_parts(claim.slot, claim.len) }
+        self.check_claim(claim.pos, claim.slot);
+        // SAFETY: the claim belongs to this ring (checked above) and is held
+        // by us: its writer has committed and nobody writes the slot until
+        // we release it; `len` was bounded by `max_message`.
+        unsafe { std::slice::from_raw_parts(claim.slot, claim.len.min(self.max_message)) }
     }
 
     /// The tag the writer stored with the message.
@@ -1030,7 +1069,7 @@ mod tests {
         let r = heap.ring(8).with_end(4);
         assert!(put(&r, 0, b"a"));
         let pending = r.try_claim_write(3, &mut 0).unwrap().unwrap();
-        r.close().unwrap();
+        assert!(r.close().unwrap(), "stepped over the pending claim");
         assert!(r.sealed());
         assert!(!put(&r, 0, b"late"));
         r.commit(pending, 1, 0);

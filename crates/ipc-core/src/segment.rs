@@ -30,14 +30,36 @@ pub const DEFAULT_MODE: u32 = 0o600;
 
 /// Checks that `name` is a plain segment name: 1 to [`MAX_NAME_LEN`] bytes of
 /// ASCII letters, digits, `.`, `_` or `-`, not `.` or `..`, not starting
-/// with `-`.
+/// with `-`, and not ending in `.b` and a number (those names belong to the
+/// extra segments of unbounded queues).
 ///
 /// ```
 /// assert!(ipc_core::segment::validate_name("demo-1.buf").is_ok());
 /// assert!(ipc_core::segment::validate_name("../etc").is_err());
 /// assert!(ipc_core::segment::validate_name("").is_err());
+/// assert!(ipc_core::segment::validate_name("jobs.b3").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<(), SegmentError> {
+    validate_any_name(name)?;
+    if is_block_name(name) {
+        return Err(SegmentError::InvalidName {
+            name: name.to_owned(),
+            reason: "names ending in '.b' and a number are reserved for the extra segments of unbounded queues".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// True for a name of the form `QUEUE.b<number>`: a chained block.
+pub fn is_block_name(name: &str) -> bool {
+    name.rsplit_once(".b").is_some_and(|(queue, k)| {
+        !queue.is_empty() && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// [`validate_name`] without the reservation of block names: what any
+/// segment's name, chained blocks included, must satisfy.
+pub(crate) fn validate_any_name(name: &str) -> Result<(), SegmentError> {
     let bad = |reason: &str| {
         Err(SegmentError::InvalidName {
             name: name.to_owned(),
@@ -105,7 +127,7 @@ impl Segment {
     /// Creates a new segment of `len` bytes, exclusively (fails if the name
     /// exists), with permission bits `mode`, all pages reserved, zero-filled.
     pub fn create(name: &str, len: usize, mode: u32) -> Result<Segment, SegmentError> {
-        validate_name(name)?;
+        validate_any_name(name)?;
         if len == 0 {
             return Err(SegmentError::InvalidSize { len });
         }
@@ -151,7 +173,7 @@ impl Segment {
 
     /// Opens and maps an existing segment at its current size.
     pub fn open(name: &str) -> Result<Segment, SegmentError> {
-        validate_name(name)?;
+        validate_any_name(name)?;
         let fd = mman::shm_open(shm_path(name).as_str(), OFlag::O_RDWR, Mode::empty())
             .map_err(|e| map_errno(name, "shm_open", e))?;
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
@@ -191,13 +213,13 @@ impl Segment {
     /// Removes the name from /dev/shm. Processes that have it mapped keep
     /// their mapping until they drop it.
     pub fn unlink(name: &str) -> Result<(), SegmentError> {
-        validate_name(name)?;
+        validate_any_name(name)?;
         mman::shm_unlink(shm_path(name).as_str()).map_err(|e| map_errno(name, "shm_unlink", e))
     }
 
     /// True if a segment (or any file) of that name exists in /dev/shm.
     pub fn exists(name: &str) -> bool {
-        validate_name(name).is_ok() && std::path::Path::new(SHM_DIR).join(name).exists()
+        validate_any_name(name).is_ok() && std::path::Path::new(SHM_DIR).join(name).exists()
     }
 
     /// The segment's name (without the leading `/`).

@@ -128,7 +128,10 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
     if pid == 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(stat: &str) -> Option<ProcessInfo> {
     // The command name (field 2) may contain spaces and parentheses: parse
     // from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -143,12 +146,43 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
 
 /// True if the process `pid` that started at `start_time` still runs.
 ///
-/// `start_time == 0` means "unknown": only the pid is checked.
+/// `start_time == 0` means "unknown": only the pid is checked. When /proc
+/// cannot tell (out of file descriptors or memory, `hidepid`), `kill(pid,
+/// 0)` decides, and a process that may exist counts as alive: declaring a
+/// live peer dead would repair slots it still writes. The caller itself is
+/// always alive.
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    match process_info(pid) {
-        None => false,
-        Some(info) => !info.exited && (start_time == 0 || info.start_time == start_time),
+    if pid == 0 {
+        return false;
     }
+    if pid == current_pid() {
+        // Us, unless the entry names an earlier process that had our pid.
+        return start_time == 0 || own_start_time().is_none_or(|own| own == start_time);
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match parse_stat(&stat) {
+            Some(info) => !info.exited && (start_time == 0 || info.start_time == start_time),
+            None => signal_zero_says_alive(pid),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => signal_zero_says_alive(pid),
+    }
+}
+
+/// This process's start time, read once.
+fn own_start_time() -> Option<u64> {
+    static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| process_info(current_pid()).map(|i| i.start_time))
+}
+
+/// `kill(pid, 0)`: false only if no such process (ESRCH).
+fn signal_zero_says_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing; it only checks that the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `path`.
@@ -167,6 +201,8 @@ mod tests {
         assert!(info.start_time > 0);
         assert!(process_alive(current_pid(), info.start_time));
         assert!(!process_alive(current_pid(), info.start_time + 1));
+        // A pid above pid_max never exists.
+        assert!(!process_alive(u32::MAX - 1, 0));
     }
 
     #[test]
