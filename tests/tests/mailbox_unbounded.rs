@@ -248,3 +248,61 @@ fn chain_grows_again_after_the_tail_block_was_retired() {
         );
     }
 }
+
+/// A chained block left unfinished by a creator that died (no magic, no
+/// initialization lock) does not wedge the chain: the next sender that
+/// needs it removes and recreates it.
+#[test]
+fn a_block_left_unpublished_by_a_dead_creator_is_recreated() {
+    let name = ShmName::new("uwedge");
+    let config = MailboxConfig {
+        capacity: U,
+        max_message: 256 << 10, // 16 messages per chained block
+        ..Default::default()
+    };
+    let mb = Mailbox::create(name.as_str(), &config).unwrap();
+    // What a creator killed between shm_open and publishing leaves behind.
+    let planted = std::path::Path::new("/dev/shm").join(format!("{name}.b1"));
+    std::fs::File::create(&planted)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    // It counts as abandoned only once it is a second old (a live creator
+    // locks it microseconds after creating it).
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut tx = mb.sender().unwrap();
+    for i in 0..40u8 {
+        tx.send([i]).unwrap();
+    }
+    drop(tx);
+    let mut rx = mb.receiver().unwrap();
+    for i in 0..40u8 {
+        assert_eq!(rx.recv().unwrap(), [i]);
+    }
+}
+
+/// A zero-copy claim leaked with `mem::forget` does not block the queue
+/// for ever: the producer's drop gives the slot back.
+#[test]
+fn a_leaked_claim_is_given_back_when_its_producer_goes() {
+    let name = ShmName::new("uleak");
+    let buf = ipc_core::SharedBuffer::create(
+        name.as_str(),
+        &ipc_core::BufferConfig {
+            capacity: 4,
+            max_message: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut tx = buf.producer().unwrap();
+    let slot = tx.claim(ipc_core::Deadline::Never).unwrap();
+    std::mem::forget(slot);
+    drop(tx);
+    let mut later = buf.producer().unwrap();
+    later.send(b"later").unwrap();
+    drop(later);
+    let mut rx = buf.consumer().unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), b"later");
+    assert_eq!(rx.recv(), Err(ipc_core::RecvError::Disconnected));
+}

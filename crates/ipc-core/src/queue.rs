@@ -93,7 +93,7 @@ impl Queue {
             // Users' names may not look like a chained block's.
             crate::segment::validate_name(name)?;
         }
-        let seg = Segment::create(name, geo.total_size as usize, mode)?;
+        let mut seg = Segment::create(name, geo.total_size as usize, mode)?;
         let base = seg.as_ptr();
         // SAFETY: the segment is new (O_EXCL), zero-filled, at least
         // `total_size` bytes, page aligned; openers read nothing but the
@@ -111,9 +111,12 @@ impl Queue {
                 geo.slot_stride as usize,
             );
         }
-        let q = Queue::assemble(seg, geo, flavor);
-        q.header().magic.store(MAGIC, Ordering::Release);
-        Ok(q)
+        // SAFETY: the header was written above and stays mapped.
+        unsafe { &*(base as *const Header) }
+            .magic
+            .store(MAGIC, Ordering::Release);
+        seg.finish_init();
+        Ok(Queue::assemble(seg, geo, flavor))
     }
 
     pub(crate) fn open(
@@ -130,7 +133,9 @@ impl Queue {
             };
             let seg = match Segment::open(name) {
                 Ok(seg) => seg,
-                Err(SegmentError::Empty(_)) if waited < timeout => {
+                Err(SegmentError::Empty(_))
+                    if waited < timeout && !Segment::abandoned_unpublished(name) =>
+                {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
@@ -152,7 +157,7 @@ impl Queue {
                         reason: "unknown magic number".to_owned(),
                     })
                 }
-                Some(false) if waited < timeout => {
+                Some(false) if waited < timeout && !Segment::abandoned_unpublished(name) => {
                     drop(seg);
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
@@ -393,21 +398,26 @@ impl Queue {
     pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(Queue, bool), CreateError> {
         let index = u32::try_from(k)
             .map_err(|_| CreateError::InvalidConfig(format!("chain block {k} out of range")))?;
-        match Queue::create(
-            &self.block_name(k),
-            self.geo,
-            mode,
-            self.flavor,
-            index,
-            false,
-        ) {
-            Ok(b) => Ok((b, true)),
-            Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => self
-                .open_block(k)
-                .map(|b| (b, false))
-                .map_err(|e| CreateError::InvalidConfig(e.to_string())),
-            Err(e) => Err(e),
+        let name = self.block_name(k);
+        for _ in 0..3 {
+            match Queue::create(&name, self.geo, mode, self.flavor, index, false) {
+                Ok(b) => return Ok((b, true)),
+                Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
+                Err(e) => return Err(e),
+            }
+            match self.open_block(k) {
+                Ok(b) => return Ok((b, false)),
+                // Its creator died before publishing it: make it again.
+                Err(OpenError::NotInitialized { .. }) if Segment::abandoned_unpublished(&name) => {
+                    log::info!("{name}: removing a block its creator left unfinished");
+                    let _ = Segment::unlink(&name);
+                }
+                Err(e) => return Err(CreateError::InvalidConfig(e.to_string())),
+            }
         }
+        Err(CreateError::InvalidConfig(format!(
+            "{name}: cannot create or open the block"
+        )))
     }
 
     /// Messages queued, across the whole chain for an unbounded queue.

@@ -1080,6 +1080,22 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "did not make it")]
+    fn a_claim_used_on_another_ring_is_refused() {
+        let a = HeapRing::new(2, 2);
+        let b = HeapRing::new(8, 8);
+        let mut claim = a.ring().try_claim_write(0, &mut 0).unwrap().unwrap();
+        b.ring().payload_mut(&mut claim).fill(1);
+    }
+
+    #[test]
+    fn owner_index_beyond_the_stamp_bits_is_refused() {
+        let heap = HeapRing::new(2, 2);
+        assert!(heap.ring().try_claim_write(MAX_OWNER + 1, &mut 0).is_err());
+        assert!(heap.ring().try_claim_read(MAX_OWNER + 1, 8).is_err());
+    }
+
+    #[test]
     fn retract_only_before_a_reader_claims() {
         let mut heap = Heap::new(2, 8);
         let r = heap.ring(8);

@@ -114,6 +114,10 @@ pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
     mode: u32,
+    /// The creator's descriptor, holding an exclusive `flock` until
+    /// [`Segment::finish_init`]: while it is held, the segment is being
+    /// initialized by a live process.
+    init_lock: Option<OwnedFd>,
 }
 
 // SAFETY: the mapping is process-wide memory, valid until drop; every access
@@ -137,6 +141,11 @@ impl Segment {
             Mode::from_bits_truncate(mode),
         )
         .map_err(|e| map_errno(name, "shm_open", e))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let _ = mman::shm_unlink(shm_path(name).as_str());
+            return Err(map_errno(name, "flock", Errno::last()));
+        }
         match Self::size_and_map(name, fd, len, mode) {
             Ok(seg) => Ok(seg),
             Err(e) => {
@@ -168,7 +177,39 @@ impl Segment {
             }
             Err(e) => return Err(map_errno(name, "posix_fallocate", e)),
         }
-        Self::map(name, &fd, len, mode)
+        let mut seg = Self::map(name, &fd, len, mode)?;
+        seg.init_lock = Some(fd);
+        Ok(seg)
+    }
+
+    /// Ends the creator's initialization: releases the lock that tells
+    /// openers a live process is still setting the segment up.
+    pub fn finish_init(&mut self) {
+        self.init_lock = None;
+    }
+
+    /// True if segment `name` was left half-initialized by a creator that
+    /// died: nobody holds its initialization lock and it was last changed
+    /// more than a second ago (a live creator takes the lock microseconds
+    /// after creating the file). Such a segment can be removed and made
+    /// again.
+    pub fn abandoned_unpublished(name: &str) -> bool {
+        if validate_any_name(name).is_err() {
+            return false;
+        }
+        let Ok(fd) = mman::shm_open(shm_path(name).as_str(), OFlag::O_RDONLY, Mode::empty()) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; closing it releases it.
+        let free = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let old = stat::fstat(fd.as_raw_fd()).is_ok_and(|st| {
+            let changed = std::time::UNIX_EPOCH
+                + std::time::Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec as u32);
+            changed
+                .elapsed()
+                .is_ok_and(|age| age > std::time::Duration::from_secs(1))
+        });
+        free && old
     }
 
     /// Opens and maps an existing segment at its current size.
@@ -207,6 +248,7 @@ impl Segment {
             ptr: ptr.cast(),
             len,
             mode,
+            init_lock: None,
         })
     }
 
