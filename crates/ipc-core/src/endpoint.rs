@@ -65,7 +65,9 @@ impl SlotWriter<'_> {
 
     /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
     /// Only a rendezvous queue can fail here: with `Disconnected` when
-    /// every receiver left before taking it (the message is withdrawn).
+    /// every receiver left before taking it (the message is withdrawn). On
+    /// a rendezvous queue this waits, without a deadline, until a receiver
+    /// has taken the message; use `send_until` for a bounded wait.
     ///
     /// # Panics
     /// If `len` exceeds the maximum message size.

@@ -9,6 +9,11 @@
 //! | `Capacity::Bounded(n)`| while `n` messages wait                |
 //! | `Capacity::Unbounded` | never (storage grows by segments)      |
 //!
+//! A rendezvous `send` returns once a receiver has taken the message out of
+//! the shared slot. If that receiver then dies before using it, the message
+//! is lost like any message a dying receiver held, and counted in the
+//! status's `lost_reads`; the sender is not told.
+//!
 //! ```
 //! use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 //! # let name = format!("doc-mailbox-{}", std::process::id());

@@ -227,6 +227,29 @@ pub struct Port {
     rx: Receiver,
     out: PortSender,
     stash: VecDeque<Message>,
+    /// The mailbox file we created, so that we never remove another's.
+    file: Option<FileId>,
+}
+
+/// Identifies a file in /dev/shm (device and inode).
+type FileId = (u64, u64);
+
+fn file_id(mb_name: &str) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(std::path::Path::new(crate::segment::SHM_DIR).join(mb_name)).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Removes mailbox `mb_name` only if it is still the file `expected`
+/// (another registrant may have replaced it meanwhile).
+fn unlink_if_same(mb_name: &str, expected: Option<FileId>) -> Result<(), SegmentError> {
+    if expected.is_none() || file_id(mb_name) != expected {
+        return Ok(());
+    }
+    match Mailbox::unlink(mb_name) {
+        Ok(()) | Err(SegmentError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Port {
@@ -250,11 +273,13 @@ impl Port {
                         rx,
                         out: PortSender::new(name)?,
                         stash: VecDeque::new(),
+                        file: file_id(&mb_name),
                     });
                 }
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
                 Err(e) => return Err(e.into()),
             }
+            let inspected = file_id(&mb_name);
             let status = match admin::inspect(&mb_name) {
                 Ok(status) => status,
                 // Removed meanwhile: try again.
@@ -278,10 +303,9 @@ impl Port {
                 continue;
             }
             log::info!("port {name}: releasing the name left by a dead process");
-            match Mailbox::unlink(&mb_name) {
-                Ok(()) | Err(SegmentError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            // Only the stale mailbox we looked at: another registrant may
+            // have replaced it with a live one meanwhile.
+            unlink_if_same(&mb_name, inspected)?;
         }
     }
 
@@ -355,6 +379,7 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        let _ = Mailbox::unlink(&mailbox_name(&self.name));
+        // Only if the name still leads to our mailbox.
+        let _ = unlink_if_same(&mailbox_name(&self.name), self.file);
     }
 }
