@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{OpenError, SegmentError};
 use crate::layout::MAGIC;
 use crate::queue::{Queue, Status};
-use crate::segment::{validate_any_name, Segment, SHM_DIR};
+use crate::segment::{is_block_name, validate_any_name, Segment, SHM_DIR};
 
 /// What a listed segment looks like from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,16 +51,24 @@ pub fn inspect(name: &str) -> Result<Status, OpenError> {
     Ok(Queue::open(name, None, Duration::from_millis(200))?.status())
 }
 
-/// Removes a segment's name and the names of its chained blocks (those
-/// of an unbounded queue between its head and tail, as its header says).
+/// Removes a segment's name and the names of its chained blocks
+/// (`NAME.b1`, `NAME.b2`, ... of an unbounded queue; names of that form are
+/// reserved for blocks, so no other segment can match). Blocks outside the
+/// queue's current span, left by a sender killed while adding one, go too.
 pub fn unlink_with_chain(name: &str) -> Result<(), SegmentError> {
-    let span = Queue::open(name, None, Duration::from_millis(200))
-        .ok()
-        .and_then(|q| q.chain_span().map(|span| (q, span)));
     Segment::unlink(name)?;
-    if let Some((q, (head, tail))) = span {
-        for k in head.max(1)..=tail {
-            let _ = Segment::unlink(&q.block_name(k));
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return Ok(());
+    };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if is_block_name(file)
+            && file
+                .rsplit_once(".b")
+                .is_some_and(|(queue, _)| queue == name)
+        {
+            let _ = Segment::unlink(file);
         }
     }
     Ok(())
