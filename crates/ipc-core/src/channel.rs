@@ -116,28 +116,24 @@ impl Tx {
         self.main().geometry().max_message as usize
     }
 
-    /// Sends `msg` with `tag` before `deadline`.
+    /// Sends `msg` before `deadline`.
     pub(crate) fn send<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Deadline,
-        tag: u32,
     ) -> Result<(), SendError<M>> {
         let len = msg.as_ref().len();
         let max = self.max_message();
         if len > max {
             return Err(SendError::TooLarge { msg, len, max });
         }
-        let claimed = match self.claim(deadline) {
+        let mut claimed = match self.claim(deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
         };
-        let mut claimed = claimed;
         claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
-        match self.commit(claimed, len, tag, deadline) {
-            Ok(()) => Ok(()),
-            Err(stop) => Err(stop_to_send(stop, deadline, msg)),
-        }
+        self.commit(claimed, len, deadline)
+            .map_err(|stop| stop_to_send(stop, deadline, msg))
     }
 
     /// Claims a slot to build a message in, waiting for room (bounded and
@@ -311,15 +307,14 @@ impl Tx {
         &mut self,
         claimed: Claimed,
         len: usize,
-        tag: u32,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
         let Claimed { block, claim } = claimed;
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let ring = q.ring();
         let pos = claim.pos();
-        ring.commit(claim, len, tag);
-        self.main().notify(&self.main().header().data_ready);
+        ring.commit(claim, len, 0);
+        self.main().wake_receivers();
         if self.main().flavor() != Flavor::Zero {
             return Ok(());
         }
@@ -345,7 +340,7 @@ impl Tx {
             // A receiver claimed it meanwhile: it has the message.
             Err(_) if !ring.retract(pos) => Ok(()),
             Err(stop) => {
-                self.main().notify(&self.main().header().data_ready);
+                self.main().wake_receivers();
                 Err(stop)
             }
         }
@@ -355,7 +350,7 @@ impl Tx {
     pub(crate) fn abandon(&self, claimed: Claimed) {
         let Claimed { block, claim } = claimed;
         block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim);
-        self.main().notify(&self.main().header().data_ready);
+        self.main().wake_receivers();
     }
 }
 
@@ -385,34 +380,22 @@ impl Rx {
         }
     }
 
-    /// Receives one message into `f(payload, tag)` before `deadline`.
+    /// Receives one message into `f(payload)` before `deadline`.
     /// End of stream (`Disconnected`) once at least `min_producers`
     /// senders attached, all have gone, and everything is drained.
     pub(crate) fn recv_with<R>(
         &mut self,
         deadline: Deadline,
         max_len: usize,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
         // The fast path: a message is there now.
         let q = &self.ep.q;
         if q.flavor() != Flavor::Unbounded {
-            let ring = q.ring();
-            match ring.try_claim_read(self.ep.me, max_len) {
-                Ok(ReadAttempt::Claimed(claim)) => {
-                    let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
-                    ring.release(claim);
-                    q.notify(&q.header().space_ready);
-                    return Ok(out);
-                }
-                Ok(ReadAttempt::Empty) => {}
-                Ok(ReadAttempt::TooLong(needed)) => {
-                    return Err(RecvError::BufferTooSmall {
-                        needed,
-                        available: max_len,
-                    })
-                }
-                Err(e) => return Err(RecvError::Corrupt(e)),
+            match attempt_read(q.ring(), self.ep.me, max_len) {
+                Step::Ready(claim) => return Ok(deliver(q, q, claim, f)),
+                Step::Fail(e) => return Err(e),
+                Step::Wait => {}
             }
         }
         self.recv_slow(deadline, max_len, f)
@@ -424,14 +407,14 @@ impl Rx {
         &mut self,
         deadline: Deadline,
         max_len: usize,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
         let main = self.ep.q.clone();
         let me = self.ep.me;
         let _waiting = (main.flavor() == Flavor::Zero && deadline != Deadline::Now).then(|| {
             main.header().roster.set_waiting(me, true);
             // A sender may be waiting to see us before it offers.
-            main.notify(&main.header().space_ready);
+            main.wake_senders();
             WaitingGuard(&main, me)
         });
         let Rx {
@@ -439,11 +422,10 @@ impl Rx {
             head,
             min_producers,
         } = self;
-        let me = ep.me;
         let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim), RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
-                _ => read_ring(&main, main.ring(), me, max_len),
+                _ => attempt_read(main.ring(), me, max_len).map(|c| (main.clone(), c)),
             };
             match try_once(head) {
                 Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
@@ -466,12 +448,18 @@ impl Rx {
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        let ring = q.ring();
-        let out = f(ring.payload_of(&claim), ring.tag_of(&claim));
-        ring.release(claim);
-        main.notify(&main.header().space_ready);
-        Ok(out)
+        Ok(deliver(&main, &q, claim, f))
     }
+}
+
+/// Hands a claimed message to `f` in place, frees its slot (in `q`, the
+/// block that holds it) and wakes senders waiting for room in `main`.
+fn deliver<R>(main: &Queue, q: &Queue, claim: ReadClaim, f: impl FnOnce(&[u8]) -> R) -> R {
+    let ring = q.ring();
+    let out = f(ring.payload_of(&claim));
+    ring.release(claim);
+    main.wake_senders();
+    out
 }
 
 /// At end of stream, gives the memory of a drained unbounded queue back:
@@ -497,14 +485,10 @@ fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
     }
 }
 
-fn read_ring(
-    q: &Arc<Queue>,
-    ring: &Ring<'_>,
-    me: u32,
-    max_len: usize,
-) -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+/// One non-blocking read claim on `ring`, as a waiting step.
+fn attempt_read(ring: &Ring<'_>, me: u32, max_len: usize) -> Step<ReadClaim, RecvError> {
     match ring.try_claim_read(me, max_len) {
-        Ok(ReadAttempt::Claimed(c)) => Step::Ready((q.clone(), c)),
+        Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
         Ok(ReadAttempt::Empty) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
             needed,
@@ -561,9 +545,9 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.q.ring();
-        match read_ring(&block.q, ring, me, max_len) {
+        match attempt_read(ring, me, max_len) {
             Step::Wait => {}
-            other => return other,
+            other => return other.map(|c| (block.q.clone(), c)),
         }
         let k = block.index;
         let drained = ring.sealed() && ring.head_pos() >= ring.capacity();

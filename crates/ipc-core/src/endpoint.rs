@@ -79,7 +79,7 @@ impl SlotWriter<'_> {
         );
         let claimed = self.claimed.take().expect("claim held until commit");
         self.tx
-            .commit(claimed, len, 0, Deadline::Never)
+            .commit(claimed, len, Deadline::Never)
             .map_err(|stop| stop_to_send(stop, Deadline::Never, ()))
     }
 }
@@ -156,7 +156,7 @@ impl Sender {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
-        self.tx.send(msg, deadline, 0)
+        self.tx.send(msg, deadline)
     }
 
     /// Claims a slot to build a message in place, waiting for room until
@@ -286,7 +286,7 @@ impl Receiver {
     /// `BufferTooSmall` leaves the message queued.
     pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
         let max_len = buf.len();
-        self.rx.recv_with(deadline, max_len, |bytes, _| {
+        self.rx.recv_with(deadline, max_len, |bytes| {
             buf[..bytes.len()].copy_from_slice(bytes);
             bytes.len()
         })
@@ -304,7 +304,7 @@ impl Receiver {
         deadline: Deadline,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
-        self.rx.recv_with(deadline, usize::MAX, |b, _| f(b))
+        self.rx.recv_with(deadline, usize::MAX, f)
     }
 
     /// Reports end of stream only after at least `n` senders have attached

@@ -113,8 +113,6 @@ pub struct PeerEntry {
     state: AtomicU64,
     start_time: AtomicU64,
     role: AtomicU32,
-    /// A free word for the layer above (the direct-port registry).
-    pub tag: AtomicU32,
 }
 
 /// A view of one attached process, for status displays.
@@ -184,7 +182,6 @@ impl<'a> PeerTable<'a> {
             {
                 e.start_time.store(start, Ordering::Relaxed);
                 e.role.store(role as u32, Ordering::Relaxed);
-                e.tag.store(0, Ordering::Relaxed);
                 // Before ALIVE: a death in between leaves a CLAIMING entry,
                 // whose reaping clears the bit again.
                 if alone {
@@ -224,11 +221,6 @@ impl<'a> PeerTable<'a> {
         self.entries
             .get(index as usize)
             .is_some_and(|e| e.state.load(Ordering::Relaxed) == pack(ALIVE, sys::current_pid()))
-    }
-
-    /// The tag word of an entry (for the layer above).
-    pub fn entry(&self, index: u32) -> Option<&'a PeerEntry> {
-        self.entries.get(index as usize)
     }
 
     /// Number of attached processes in `role`, counting those not yet found

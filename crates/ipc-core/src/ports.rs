@@ -202,7 +202,7 @@ fn send_framed<M: AsRef<[u8]>>(
     buf[0] = me.len() as u8;
     buf[1..1 + me.len()].copy_from_slice(me.as_bytes());
     buf[1 + me.len()..len].copy_from_slice(payload);
-    tx.commit(claimed, len, 0, deadline)
+    tx.commit(claimed, len, deadline)
         .map_err(|stop| crate::channel::stop_to_send(stop, deadline, msg))
 }
 

@@ -303,9 +303,29 @@ impl Queue {
         }
     }
 
+    /// Wakes receivers sleeping for data.
+    pub(crate) fn wake_receivers(&self) {
+        self.notify(&self.header().data_ready);
+    }
+
+    /// Wakes senders sleeping for room (or for a rendezvous).
+    pub(crate) fn wake_senders(&self) {
+        self.notify(&self.header().space_ready);
+    }
+
+    /// Adds what a repair found to the segment's loss counters.
+    fn count(&self, r: Recovered) {
+        let c = &self.header().counters;
+        c.abandoned_writes
+            .fetch_add(r.abandoned_writes, Ordering::Relaxed);
+        c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+    }
+
     /// True if one producer and one consumer attach at a time.
     pub(crate) fn is_single(&self) -> bool {
-        self.header().single == 1
+        // Decided once at open: a peer scribbling on the header later must
+        // not change how this process attaches.
+        self.ring.is_single()
     }
 
     /// Reaps dead peers if [`LIVENESS_PERIOD`] has passed since this
@@ -331,8 +351,8 @@ impl Queue {
             .peers()
             .reap_dead(|index, role| self.repair(index, role));
         if n > 0 {
-            self.notify(&self.header().data_ready);
-            self.notify(&self.header().space_ready);
+            self.wake_receivers();
+            self.wake_senders();
         }
         n
     }
@@ -341,20 +361,14 @@ impl Queue {
     /// process, or one that leaked a claim), in this segment and in every
     /// block of its chain, and counts what was abandoned or lost.
     pub(crate) fn repair(&self, index: u32, role: Option<Role>) {
-        let c = &self.header().counters;
-        let add = |r: Recovered| {
-            c.abandoned_writes
-                .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-            c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
-        };
-        add(self.ring().recover_owner(index));
+        self.count(self.ring().recover_owner(index));
         if role == Some(Role::Consumer) {
-            add(self.ring().recover_single_reader());
+            self.count(self.ring().recover_single_reader());
         }
         if let Some((head, tail)) = self.chain_span() {
             for k in head.max(1)..=tail {
                 match self.open_block(k) {
-                    Ok(b) => add(b.ring().recover_owner(index)),
+                    Ok(b) => self.count(b.ring().recover_owner(index)),
                     Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
                 }
             }
@@ -487,6 +501,17 @@ pub(crate) enum Step<T, E> {
     Fail(E),
 }
 
+impl<T, E> Step<T, E> {
+    /// The same step with `f` applied to a ready value.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U, E> {
+        match self {
+            Step::Ready(v) => Step::Ready(f(v)),
+            Step::Wait => Step::Wait,
+            Step::Fail(e) => Step::Fail(e),
+        }
+    }
+}
+
 /// Why [`Endpoint::block_on`] gave up.
 pub(crate) enum Stop<E> {
     Timeout,
@@ -531,8 +556,8 @@ impl Endpoint {
             Role::Consumer => c.consumers_total.fetch_add(1, Ordering::AcqRel),
         };
         // Someone may wait for the first peer of this role.
-        q.notify(&q.header().data_ready);
-        q.notify(&q.header().space_ready);
+        q.wake_receivers();
+        q.wake_senders();
         Ok(Endpoint {
             q,
             me,
@@ -644,19 +669,12 @@ impl Drop for Endpoint {
         // (Nothing, normally: every claim ends before its call returns.)
         // The segment's own ring only: scanning an unbounded chain would
         // open every block on every drop.
-        if !self.q.is_single() {
-            let r = self.q.ring().recover_owner(self.me);
-            let c = &self.q.header().counters;
-            c.abandoned_writes
-                .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-            c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
-        }
+        self.q.count(self.q.ring().recover_owner(self.me));
         self.q.peers().detach(self.me);
         // Wake the other side so it can notice we have gone.
-        let h = self.q.header();
         match self.role {
-            Role::Producer => self.q.notify(&h.data_ready),
-            Role::Consumer => self.q.notify(&h.space_ready),
+            Role::Producer => self.q.wake_receivers(),
+            Role::Consumer => self.q.wake_senders(),
         }
     }
 }

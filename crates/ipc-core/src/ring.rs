@@ -287,6 +287,11 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// True for a ring made by [`Ring::single`].
+    pub fn is_single(&self) -> bool {
+        self.single
+    }
+
     /// True once the write cursor reached the end set by [`Ring::with_end`].
     pub fn sealed(&self) -> bool {
         self.tail_pos() >= self.end
@@ -840,29 +845,6 @@ impl HeapRing {
                 HEAP_PAYLOAD,
             )
         }
-    }
-
-    /// Overwrites the raw stamp of slot `i` (for tests that play a hostile
-    /// peer).
-    pub fn scribble_stamp(&self, i: usize, value: u64) {
-        self.slots[i % self.slots.len()]
-            .header
-            .stamp
-            .store(value, Ordering::Relaxed);
-    }
-
-    /// Overwrites the raw length of slot `i`.
-    pub fn scribble_len(&self, i: usize, value: u32) {
-        self.slots[i % self.slots.len()]
-            .header
-            .len
-            .store(value, Ordering::Relaxed);
-    }
-
-    /// Overwrites the raw cursors.
-    pub fn scribble_cursors(&self, tail: u64, head: u64) {
-        self.tail.pos.store(tail, Ordering::Relaxed);
-        self.head.pos.store(head, Ordering::Relaxed);
     }
 }
 

@@ -270,16 +270,20 @@ impl Sending {
             }
             match self.sink.send_until(msg, Deadline::after(POLL)) {
                 Ok(()) => return Ok(true),
-                Err(SendError::Timeout(_)) => {
-                    if let Some(t) = self.timeout {
-                        if started.elapsed().as_secs_f64() >= t {
-                            bail!("{}: full: no room for {t} s", self.what);
-                        }
-                    }
-                }
+                Err(SendError::Timeout(_)) => give_up_if_full(started, self.timeout, &self.what)?,
                 Err(e) => bail!("{}: {e}", self.what),
             }
         }
+    }
+}
+
+/// Fails once a send has found no room for longer than `--timeout`.
+fn give_up_if_full(started: std::time::Instant, timeout: Option<f64>, what: &str) -> Result<()> {
+    match timeout {
+        Some(t) if started.elapsed().as_secs_f64() >= t => {
+            bail!("{what}: full: no room for {t} s")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -354,14 +358,7 @@ fn stdin_in_place(
             }
             match tx.claim(Deadline::after(POLL)) {
                 Ok(slot) => break slot,
-                Err(SendError::Timeout(())) => {
-                    if timeout.is_some_and(|t| started.elapsed().as_secs_f64() >= t) {
-                        bail!(
-                            "{what}: full: no room for {} s",
-                            timeout.unwrap_or_default()
-                        );
-                    }
-                }
+                Err(SendError::Timeout(())) => give_up_if_full(started, timeout, what)?,
                 Err(e) => bail!("{what}: {e}"),
             }
         };
