@@ -31,8 +31,6 @@ pub const MAX_CHAIN: u64 = 1 << 24;
 pub(crate) struct Queue {
     // Declared before `seg`: dropped while the mapping still exists.
     ring: Ring<'static>,
-    /// This process registered for membarrier (see `notify`).
-    light_notify: bool,
     /// When this process last looked for dead peers here.
     last_reap: Mutex<Instant>,
     seg: Segment,
@@ -273,7 +271,6 @@ impl Queue {
         let ring = if single { ring.single() } else { ring };
         Queue {
             ring,
-            light_notify: cfg!(not(loom)) && crate::sys::membarrier_ready(),
             last_reap: Mutex::new(Instant::now()),
             seg,
             geo,
@@ -296,7 +293,10 @@ impl Queue {
     /// asymmetric barriers.
     #[inline]
     pub(crate) fn notify(&self, ev: &EventCount) {
-        if self.light_notify && self.header().needs_fences.load(Ordering::Relaxed) == 0 {
+        // Registered here (and not just inherited across a fork), and so
+        // is every attached process: the waiters' membarrier covers us.
+        let light = cfg!(not(loom)) && crate::sys::membarrier_registered();
+        if light && self.header().needs_fences.load(Ordering::Relaxed) == 0 {
             ev.notify_light();
         } else {
             ev.notify();
@@ -546,7 +546,7 @@ impl Endpoint {
             }
         };
         debug_assert!(me <= MAX_OWNER);
-        if !q.light_notify {
+        if cfg!(loom) || !crate::sys::membarrier_ready() {
             // We cannot take part in asymmetric barriers: everyone fences.
             q.header().needs_fences.store(1, Ordering::SeqCst);
         }

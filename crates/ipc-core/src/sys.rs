@@ -67,27 +67,52 @@ pub fn futex_wake(word: &AtomicU32, count: i32) {
     }
 }
 
-/// Registers this process for global expedited memory barriers (once;
-/// later calls return the first answer). True if the kernel supports them.
+/// True while this address space is registered for global expedited
+/// memory barriers. Cleared in a forked child, whose new address space is
+/// not registered (see [`membarrier_ready`]).
+static MEMBARRIER_REGISTERED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn forget_registration_in_child() {
+    MEMBARRIER_REGISTERED.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registers this process for global expedited memory barriers, if it is
+/// not yet (again in a forked child). True if the kernel supports them.
 ///
 /// With it, a waiter about to sleep pays for a barrier on every CPU that
 /// runs a registered process (`membarrier`, a few microseconds), so that
 /// the processes that wake it can use a mere compiler fence on their hot
 /// path instead of a full memory fence on every message.
 pub fn membarrier_ready() -> bool {
-    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *READY.get_or_init(|| {
-        // SAFETY: membarrier takes no pointers.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-                0u32,
-                0i32,
-            )
-        };
-        rc == 0
-    })
+    use std::sync::atomic::Ordering;
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    if MEMBARRIER_REGISTERED.load(Ordering::Acquire) {
+        return true;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is safe in
+        // a child between fork and anything else.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_registration_in_child)) };
+    });
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            0u32,
+            0i32,
+        )
+    };
+    let ok = rc == 0;
+    MEMBARRIER_REGISTERED.store(ok, Ordering::Release);
+    ok
+}
+
+/// True if this process is registered (one load: for the hot path, which
+/// must not register itself).
+pub fn membarrier_registered() -> bool {
+    MEMBARRIER_REGISTERED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A full memory barrier on every CPU running a registered process. False
@@ -169,10 +194,20 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
     }
 }
 
-/// This process's start time, read once.
+/// This process's start time, read once per process (a forked child
+/// must not inherit its parent's answer).
 fn own_start_time() -> Option<u64> {
-    static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| process_info(current_pid()).map(|i| i.start_time))
+    static OWN: std::sync::Mutex<Option<(u32, Option<u64>)>> = std::sync::Mutex::new(None);
+    let pid = current_pid();
+    let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+    match *own {
+        Some((p, start)) if p == pid => start,
+        _ => {
+            let start = process_info(pid).map(|i| i.start_time);
+            *own = Some((pid, start));
+            start
+        }
+    }
 }
 
 /// `kill(pid, 0)`: false only if no such process (ESRCH).
