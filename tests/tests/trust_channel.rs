@@ -156,7 +156,7 @@ fn flipping_a_slot_length_never_makes_a_receiver_panic() {
                 for i in 0..FLIP_SLOTS {
                     // Small enough for the receiver's 8 bytes, then too
                     // long for it (but below the maximum).
-                    let len = if n % 2 == 0 { 4 } else { FLIP_MAX - 4 };
+                    let len = if n.is_multiple_of(2) { 4 } else { FLIP_MAX - 4 };
                     map.u32_at(s0 + i * stride + LEN_OFFSET)
                         .store(len, Ordering::Relaxed);
                 }

@@ -10,6 +10,7 @@
 //! | `single-produce NAME INCARNATION` | single-mode producer: sends `[incarnation u32][seq u64]` in a tight loop forever; exits 3 on any error |
 //! | `flip-consume NAME DURATION_MS` | buffer consumer calling `recv_into` with an 8-byte buffer and `recv_with` for DURATION_MS, ignoring errors |
 //! | `hold-receiver NAME` | mailbox receiver that prints `ready` and sleeps |
+//! | `receiver-killed NAME` | creates mailbox NAME, runs `hold-receiver` in a child, SIGKILLs it, then sends one message per 30 ms (at most 120); prints `disconnected_at=I late=N` or `disconnected_at=never late=N` (N: sends that succeeded 300 ms or more after the kill) |
 //! | `send-try-recv NAME ROUNDS` | mailbox sender and receiver: `send` then `try_recv`, ROUNDS times; prints `empty=N` |
 //!
 //! Exit codes: 0 done, 2 usage, 3 library error (message on stderr).
@@ -180,6 +181,62 @@ fn hold_receiver(a: &[String]) {
     }
 }
 
+fn receiver_killed(a: &[String]) {
+    use ipc_core::mailbox::{Capacity, MailboxConfig};
+    use ipc_core::SendError;
+    use std::io::BufRead;
+    let name: String = arg(a, 0);
+    let cfg = MailboxConfig {
+        capacity: Capacity::Bounded(512),
+        max_message: 16,
+        ..Default::default()
+    };
+    let mb = Mailbox::create(&name, &cfg).unwrap_or_else(|e| fail(e));
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(e));
+    let mut child = std::process::Command::new(exe)
+        .args(["hold-receiver", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| fail(e));
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Mailbox::unlink(&name);
+        fail(format!("receiver said {line:?}"));
+    }
+    let mut tx = mb.sender().unwrap_or_else(|e| fail(e));
+    tx.send(b"before").unwrap_or_else(|e| fail(e));
+    // SIGKILL: it never detaches. Nothing here may call status() (it
+    // reaps, which would hide the sender's own lapse).
+    let _ = child.kill();
+    let _ = child.wait();
+    let killed = std::time::Instant::now();
+    let mut late = 0;
+    let mut at = None;
+    for i in 0..120u32 {
+        std::thread::sleep(Duration::from_millis(30));
+        let is_late = killed.elapsed() >= Duration::from_millis(300);
+        match tx.send(i.to_le_bytes()) {
+            Ok(()) => late += is_late as u32,
+            Err(SendError::Disconnected(_)) => {
+                at = Some(i);
+                break;
+            }
+            Err(e) => {
+                let _ = Mailbox::unlink(&name);
+                fail(format!("send {i}: {e:?}"));
+            }
+        }
+    }
+    let _ = Mailbox::unlink(&name);
+    match at {
+        Some(i) => println!("disconnected_at={i} late={late}"),
+        None => println!("disconnected_at=never late={late}"),
+    }
+}
+
 fn send_try_recv(a: &[String]) {
     let name: String = arg(a, 0);
     let rounds: u64 = arg(a, 1);
@@ -219,6 +276,7 @@ fn main() {
         "flip-consume" => flip_consume(a),
         "hold-receiver" => hold_receiver(a),
         "send-try-recv" => send_try_recv(a),
+        "receiver-killed" => receiver_killed(a),
         _ => usage(),
     }
 }

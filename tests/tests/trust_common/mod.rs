@@ -149,14 +149,14 @@ impl Mapped {
     }
 
     pub fn u32_at(&self, off: u64) -> &std::sync::atomic::AtomicU32 {
-        assert!(off as usize + 4 <= self.len && off % 4 == 0);
+        assert!(off as usize + 4 <= self.len && off.is_multiple_of(4));
         // SAFETY: inside the mapping, aligned; shared memory is only
         // accessed atomically here.
         unsafe { &*(self.ptr.add(off as usize) as *const std::sync::atomic::AtomicU32) }
     }
 
     pub fn u64_at(&self, off: u64) -> &std::sync::atomic::AtomicU64 {
-        assert!(off as usize + 8 <= self.len && off % 8 == 0);
+        assert!(off as usize + 8 <= self.len && off.is_multiple_of(8));
         // SAFETY: as in `u32_at`.
         unsafe { &*(self.ptr.add(off as usize) as *const std::sync::atomic::AtomicU64) }
     }
