@@ -2,7 +2,7 @@
 
 use std::mem::{size_of, MaybeUninit};
 
-use ipc_core::layout::{magic_state, Geometry, Header, Kind};
+use ipc_core::layout::{magic_state, Fixed, Geometry, Header, Kind};
 use ipc_core::peers::PeerEntry;
 use ipc_core::ring::SlotHeader;
 
@@ -61,7 +61,7 @@ pub fn run(data: &[u8]) {
         h.assume_init()
     };
     let _ = magic_state(&h);
-    if let Ok(g) = Geometry::read_from(&h, mapped) {
+    if let Ok(g) = Geometry::read_from(&Fixed::read(&h), mapped) {
         let slots_end = g.slots_offset + g.slots as u64 * g.slot_stride as u64;
         assert!(
             g.total_size <= mapped,

@@ -302,6 +302,8 @@ pub fn split<M: AsRef<[u8]>>(e: ipc_core::SendError<M>) -> (&'static str, Vec<u8
         E::TooLarge { .. } => "toolarge",
         E::NoSpace(..) => "nospace",
         E::Corrupt(..) => "corrupt",
+        E::Inherited(_) => "inherited",
+        E::Unreachable(..) => "unreachable",
     };
     (kind, e.into_inner().as_ref().to_vec())
 }

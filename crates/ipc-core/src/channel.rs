@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError};
 use crate::layout::Flavor;
@@ -25,6 +25,11 @@ use crate::sync::Deadline;
 
 /// How long a rendezvous `try_send` waits for the receiver it saw waiting.
 const RENDEZVOUS_GRACE: Duration = Duration::from_millis(50);
+
+/// How long a `try_recv` that finds the message at the head being written
+/// waits for its writer to commit (crossbeam waits without bound; our
+/// writer may be frozen, or dead until reaped).
+const WRITE_GRACE: Duration = Duration::from_millis(100);
 
 /// How often a slow process may find the chain moved under it before the
 /// chain is called corrupt.
@@ -42,6 +47,7 @@ pub(crate) enum ClaimFail {
     Disconnected,
     NoSpace(String),
     Corrupt(CorruptError),
+    Inherited,
 }
 
 impl ClaimFail {
@@ -50,6 +56,7 @@ impl ClaimFail {
             ClaimFail::Disconnected => SendError::Disconnected(msg),
             ClaimFail::NoSpace(why) => SendError::NoSpace(msg, why),
             ClaimFail::Corrupt(e) => SendError::Corrupt(msg, e),
+            ClaimFail::Inherited => SendError::Inherited(msg),
         }
     }
 }
@@ -67,10 +74,25 @@ pub(crate) fn stop_to_send<M>(stop: Stop<ClaimFail>, deadline: Deadline, msg: M)
 #[derive(Debug)]
 pub(crate) struct Claimed {
     block: Option<Arc<Queue>>,
-    claim: WriteClaim,
+    /// Borrows the memory of `block`, or of the sender's own queue, both
+    /// of which outlive it (see `Claimed::new`).
+    claim: WriteClaim<'static>,
 }
 
 impl Claimed {
+    /// # Safety
+    /// `claim` must be a claim on `block`'s ring, or (`None`) on the ring of
+    /// the queue of the sender that keeps this `Claimed`: that queue lives
+    /// as long as the sender, which outlives the claim (a `SlotWriter`
+    /// borrows it).
+    unsafe fn new(block: Option<Arc<Queue>>, claim: WriteClaim<'_>) -> Claimed {
+        Claimed {
+            block,
+            // SAFETY: the caller keeps the claim's memory alive (above).
+            claim: unsafe { claim.extend() },
+        }
+    }
+
     /// The slot's payload area; `main` is the sender's own segment.
     pub(crate) fn buf<'a>(&'a mut self, main: &'a Queue) -> &'a mut [u8] {
         let q = self.block.as_deref().unwrap_or(main);
@@ -87,10 +109,8 @@ pub(crate) struct Tx {
     /// Fail every send at once when all receivers have gone (mailbox
     /// semantics); otherwise only when the send would have to wait.
     strict_disconnect: bool,
-    /// Sends since the last look for dead receivers.
-    sends: u32,
-    /// When we last looked for dead receivers.
-    last_reap: Instant,
+    /// When we last looked for dead receivers (coarse clock, ms).
+    last_reap_ms: u64,
 }
 
 impl Tx {
@@ -103,8 +123,7 @@ impl Tx {
             cached_head: 0,
             tail: None,
             strict_disconnect,
-            sends: 0,
-            last_reap: Instant::now(),
+            last_reap_ms: crate::sys::coarse_clock_ms(),
         }
     }
 
@@ -122,6 +141,9 @@ impl Tx {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
+        if self.ep.inherited() {
+            return Err(SendError::Inherited(msg));
+        }
         let len = msg.as_ref().len();
         let max = self.max_message();
         if len > max {
@@ -139,13 +161,17 @@ impl Tx {
     /// Claims a slot to build a message in, waiting for room (bounded and
     /// zero flavors) until `deadline`.
     pub(crate) fn claim(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
+        if self.ep.inherited() {
+            return Err(Stop::Fail(ClaimFail::Inherited));
+        }
         if self.strict_disconnect {
             // A receiver killed without detaching is found by reaping,
             // which blocked callers do; a sender that never blocks looks
-            // now and then (a clock read every 256 sends).
-            self.sends = self.sends.wrapping_add(1);
-            if self.sends.is_multiple_of(256) && self.last_reap.elapsed() >= LIVENESS_PERIOD {
-                self.last_reap = Instant::now();
+            // once per period, by a coarse clock (a few nanoseconds, no
+            // system call), however few or many its sends.
+            let now = crate::sys::coarse_clock_ms();
+            if now.wrapping_sub(self.last_reap_ms) >= LIVENESS_PERIOD.as_millis() as u64 {
+                self.last_reap_ms = now;
                 self.ep.q.reap();
             }
             if self.ep.all_gone(Role::Consumer, 1) {
@@ -170,7 +196,8 @@ impl Tx {
         let me = self.ep.me;
         // The fast path: room now, no waiting machinery.
         match ring.try_claim_write(me, &mut self.cached_head) {
-            Ok(Some(claim)) => return Ok(Claimed { block: None, claim }),
+            // SAFETY: a claim on our own queue's ring.
+            Ok(Some(claim)) => return Ok(unsafe { Claimed::new(None, claim) }),
             Ok(None) => {}
             Err(e) => return Err(Stop::Fail(ClaimFail::Corrupt(e))),
         }
@@ -188,7 +215,8 @@ impl Tx {
             },
         );
         self.cached_head = cached_head;
-        r.map(|claim| Claimed { block: None, claim })
+        // SAFETY: a claim on our own queue's ring.
+        r.map(|claim| unsafe { Claimed::new(None, claim) })
     }
 
     fn claim_unbounded(&mut self) -> Result<Claimed, ClaimFail> {
@@ -208,10 +236,8 @@ impl Tx {
             let ring = block.q.ring();
             match ring.try_claim_write(me, &mut self.cached_head) {
                 Ok(Some(claim)) => {
-                    return Ok(Claimed {
-                        block: Some(block.q.clone()),
-                        claim,
-                    })
+                    // SAFETY: a claim on this block's ring; the Arc keeps it.
+                    return Ok(unsafe { Claimed::new(Some(block.q.clone()), claim) });
                 }
                 Ok(None) if ring.sealed() => {
                     let k = block.index;
@@ -313,7 +339,10 @@ impl Tx {
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let ring = q.ring();
         let pos = claim.pos();
-        ring.commit(claim, len, 0);
+        if let Err(e) = ring.commit(claim, len, 0) {
+            self.main().count_revoked();
+            return Err(Stop::Fail(ClaimFail::Corrupt(e)));
+        }
         self.main().wake_receivers();
         if self.main().flavor() != Flavor::Zero {
             return Ok(());
@@ -349,7 +378,10 @@ impl Tx {
     /// Abandons a claimed slot: receivers skip it.
     pub(crate) fn abandon(&self, claimed: Claimed) {
         let Claimed { block, claim } = claimed;
-        block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim);
+        if let Err(e) = block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim) {
+            self.main().count_revoked();
+            log::warn!("{}: {e}", self.main().name());
+        }
         self.main().wake_receivers();
     }
 }
@@ -389,16 +421,38 @@ impl Rx {
         max_len: usize,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
+        if self.ep.inherited() {
+            return Err(RecvError::Inherited);
+        }
         // The fast path: a message is there now.
         let q = &self.ep.q;
         if q.flavor() != Flavor::Unbounded {
             match attempt_read(q.ring(), self.ep.me, max_len) {
-                Step::Ready(claim) => return Ok(deliver(q, q, claim, f)),
+                Step::Ready(claim) => return deliver(q, q, claim, f),
                 Step::Fail(e) => return Err(e),
                 Step::Wait => {}
             }
         }
+        if deadline == Deadline::Now && self.writing_at_head() {
+            // Like crossbeam: "empty" only when nothing is queued; a
+            // message being written now is waited for (boundedly).
+            return match self.recv_slow(Deadline::after(WRITE_GRACE), max_len, f) {
+                Err(RecvError::Timeout) => Err(RecvError::Empty),
+                other => other,
+            };
+        }
         self.recv_slow(deadline, max_len, f)
+    }
+
+    /// True if the message at the head of the queue is being written now.
+    fn writing_at_head(&self) -> bool {
+        match self.ep.q.flavor() {
+            Flavor::Unbounded => self
+                .head
+                .as_ref()
+                .is_some_and(|b| b.q.ring().writing_at_head()),
+            _ => self.ep.q.ring().writing_at_head(),
+        }
     }
 
     /// Receiving when nothing is ready: wait, follow the chain, detect the
@@ -422,10 +476,12 @@ impl Rx {
             head,
             min_producers,
         } = self;
-        let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+        let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>), RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
-                _ => attempt_read(main.ring(), me, max_len).map(|c| (main.clone(), c)),
+                // SAFETY: a claim on `main`'s ring, kept with its Arc.
+                _ => attempt_read(main.ring(), me, max_len)
+                    .map(|c| (main.clone(), unsafe { c.extend() })),
             };
             match try_once(head) {
                 Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
@@ -448,18 +504,54 @@ impl Rx {
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        Ok(deliver(&main, &q, claim, f))
+        deliver(&main, &q, claim, f)
     }
 }
 
 /// Hands a claimed message to `f` in place, frees its slot (in `q`, the
-/// block that holds it) and wakes senders waiting for room in `main`.
-fn deliver<R>(main: &Queue, q: &Queue, claim: ReadClaim, f: impl FnOnce(&[u8]) -> R) -> R {
+/// block that holds it) and wakes senders waiting for room in `main`. If
+/// `f` panics, the slot is freed all the same (by a drop guard) and the
+/// message counts as lost: it may have been half used.
+fn deliver<R>(
+    main: &Queue,
+    q: &Queue,
+    claim: ReadClaim<'_>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, RecvError> {
+    struct Unwinding<'a, 'q> {
+        main: &'a Queue,
+        ring: &'a Ring<'q>,
+        claim: Option<ReadClaim<'q>>,
+    }
+    impl Drop for Unwinding<'_, '_> {
+        fn drop(&mut self) {
+            if let Some(claim) = self.claim.take() {
+                let _ = self.ring.release(claim);
+                self.main.count(crate::ring::Recovered {
+                    lost_reads: 1,
+                    ..Default::default()
+                });
+                self.main.wake_senders();
+            }
+        }
+    }
     let ring = q.ring();
-    let out = f(ring.payload_of(&claim));
-    ring.release(claim);
+    let mut guard = Unwinding {
+        main,
+        ring,
+        claim: Some(claim),
+    };
+    let out = f(ring.payload_of(guard.claim.as_ref().expect("held until released")));
+    let claim = guard.claim.take().expect("held until released");
+    let released = ring.release(claim);
     main.wake_senders();
-    out
+    match released {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            main.count_revoked();
+            Err(RecvError::Corrupt(e))
+        }
+    }
 }
 
 /// At end of stream, gives the memory of a drained unbounded queue back:
@@ -486,10 +578,10 @@ fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
 }
 
 /// One non-blocking read claim on `ring`, as a waiting step.
-fn attempt_read(ring: &Ring<'_>, me: u32, max_len: usize) -> Step<ReadClaim, RecvError> {
+fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
     match ring.try_claim_read(me, max_len) {
         Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
-        Ok(ReadAttempt::Empty) => Step::Wait,
+        Ok(ReadAttempt::Empty | ReadAttempt::Writing) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
             needed,
             available: max_len,
@@ -505,7 +597,7 @@ fn read_chain(
     head: &mut Option<Block>,
     me: u32,
     max_len: usize,
-) -> Step<(Arc<Queue>, ReadClaim), RecvError> {
+) -> Step<(Arc<Queue>, ReadClaim<'static>), RecvError> {
     let chain = &main.header().chain;
     let mut chased = 0;
     loop {
@@ -547,7 +639,8 @@ fn read_chain(
         let ring = block.q.ring();
         match attempt_read(ring, me, max_len) {
             Step::Wait => {}
-            other => return other.map(|c| (block.q.clone(), c)),
+            // SAFETY: a claim on this block's ring, kept with its Arc.
+            other => return other.map(|c| (block.q.clone(), unsafe { c.extend() })),
         }
         let k = block.index;
         let drained = ring.sealed() && ring.head_pos() >= ring.capacity();

@@ -230,14 +230,22 @@ impl Receiver {
         })?
     }
 
-    /// A blocking iterator: yields messages until end of stream.
-    pub fn iter(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        std::iter::from_fn(move || self.recv().ok())
+    /// A blocking iterator: yields messages until end of stream. Any other
+    /// failure (a corrupt segment, say) is yielded as an error, once, and
+    /// ends the iteration: it never passes for the end of the stream.
+    pub fn iter(&mut self) -> impl Iterator<Item = Result<Vec<u8>, RecvError>> + '_ {
+        let mut failed = false;
+        std::iter::from_fn(move || next_of(&mut failed, self.recv()))
     }
 
-    /// A non-blocking iterator: yields the messages queued now.
-    pub fn try_iter(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        std::iter::from_fn(move || self.try_recv().ok())
+    /// A non-blocking iterator: yields the messages queued now (ending at
+    /// `Empty` or end of stream; other failures are yielded once).
+    pub fn try_iter(&mut self) -> impl Iterator<Item = Result<Vec<u8>, RecvError>> + '_ {
+        let mut failed = false;
+        std::iter::from_fn(move || match self.try_recv() {
+            Err(RecvError::Empty) => None,
+            other => next_of(&mut failed, other),
+        })
     }
 
     /// Messages queued now (always 0 for a rendezvous queue).
@@ -325,11 +333,29 @@ impl Receiver {
     }
 }
 
-impl Iterator for Receiver {
-    type Item = Vec<u8>;
+/// One step of a receiving iterator: end at end of stream; yield any
+/// other failure once, then end.
+fn next_of(failed: &mut bool, r: Result<Vec<u8>, RecvError>) -> Option<Result<Vec<u8>, RecvError>> {
+    match r {
+        _ if *failed => None,
+        Err(RecvError::Disconnected) => None,
+        Err(e) => {
+            *failed = true;
+            Some(Err(e))
+        }
+        ok => Some(ok),
+    }
+}
 
-    /// The next message; `None` at end of stream (or on corruption).
-    fn next(&mut self) -> Option<Vec<u8>> {
-        self.recv().ok()
+impl Iterator for Receiver {
+    type Item = Result<Vec<u8>, RecvError>;
+
+    /// The next message; `None` at end of stream. Other failures come as
+    /// `Some(Err(..))` (and repeat on the next call if they persist).
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.recv() {
+            Err(RecvError::Disconnected) => None,
+            other => Some(other),
+        }
     }
 }

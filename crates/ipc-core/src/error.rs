@@ -131,6 +131,14 @@ pub enum OpenError {
         /// What the caller asked for.
         expected: &'static str,
     },
+    /// `open_or_create` was given a configuration it cannot create.
+    #[error("segment {name:?}: invalid configuration: {reason}")]
+    InvalidConfig {
+        /// The segment's name.
+        name: String,
+        /// What is out of range.
+        reason: String,
+    },
     /// The header's geometry is impossible or fails its checksum.
     #[error("segment {name:?}: {problem}")]
     Corrupt {
@@ -161,6 +169,21 @@ pub enum AttachError {
         /// "producer" or "consumer".
         role: &'static str,
     },
+    /// The handle was inherited through `fork`: open the segment anew in
+    /// this process to take part.
+    #[error("segment {name:?}: this handle was inherited through fork; open the segment again in the child")]
+    Inherited {
+        /// The segment's name.
+        name: String,
+    },
+    /// The liveness lock of the attachment could not be taken.
+    #[error("segment {name:?}: cannot take the liveness lock: {source}")]
+    Lock {
+        /// The segment's name.
+        name: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
 }
 
 /// Why a send failed. The message is handed back in every case.
@@ -188,6 +211,12 @@ pub enum SendError<M> {
     NoSpace(M, String),
     /// The shared state is corrupt.
     Corrupt(M, CorruptError),
+    /// The sender was inherited through `fork`; it belongs to the parent.
+    /// Attach anew in this process.
+    Inherited(M),
+    /// The destination exists but cannot be reached (a port's mailbox
+    /// that refuses another attachment, or cannot be opened): the cause.
+    Unreachable(M, String),
 }
 
 impl<M> SendError<M> {
@@ -204,6 +233,8 @@ impl<M> SendError<M> {
             },
             SendError::NoSpace(m, why) => SendError::NoSpace(f(m), why),
             SendError::Corrupt(m, e) => SendError::Corrupt(f(m), e),
+            SendError::Inherited(m) => SendError::Inherited(f(m)),
+            SendError::Unreachable(m, why) => SendError::Unreachable(f(m), why),
         }
     }
 
@@ -215,7 +246,9 @@ impl<M> SendError<M> {
             | SendError::Disconnected(m)
             | SendError::TooLarge { msg: m, .. }
             | SendError::NoSpace(m, _)
-            | SendError::Corrupt(m, _) => m,
+            | SendError::Corrupt(m, _)
+            | SendError::Inherited(m)
+            | SendError::Unreachable(m, _) => m,
         }
     }
 }
@@ -231,6 +264,8 @@ impl<M> fmt::Debug for SendError<M> {
             }
             SendError::NoSpace(_, why) => write!(f, "NoSpace(.., {why:?})"),
             SendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
+            SendError::Inherited(_) => f.write_str("Inherited(..)"),
+            SendError::Unreachable(_, why) => write!(f, "Unreachable(.., {why:?})"),
         }
     }
 }
@@ -246,6 +281,10 @@ impl<M> fmt::Display for SendError<M> {
             }
             SendError::NoSpace(_, why) => write!(f, "the queue cannot grow: {why}"),
             SendError::Corrupt(_, e) => e.fmt(f),
+            SendError::Inherited(_) => {
+                f.write_str("this sender was inherited through fork; attach anew in this process")
+            }
+            SendError::Unreachable(_, why) => write!(f, "cannot reach the destination: {why}"),
         }
     }
 }
@@ -286,4 +325,8 @@ pub enum RecvError {
     /// The shared state is corrupt.
     #[error(transparent)]
     Corrupt(#[from] CorruptError),
+    /// The receiver was inherited through `fork`; it belongs to the
+    /// parent. Attach anew in this process.
+    #[error("this receiver was inherited through fork; attach anew in this process")]
+    Inherited,
 }

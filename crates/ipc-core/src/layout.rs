@@ -29,7 +29,9 @@ use crate::sync::EventCount;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 
 /// Layout version written by this build; openers refuse any other.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version 2: liveness held by byte locks, generations in the attachment
+/// table, claims marked in single mode's write cursor.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Size of the attachment table: at most this many processes attach at once.
 pub const PEER_SLOTS: u32 = 64;
@@ -115,8 +117,12 @@ pub struct Counters {
     /// Messages whose producer died while writing them (never delivered,
     /// and their send never returned success).
     pub abandoned_writes: AtomicU64,
-    /// Messages lost because the consumer that held them died mid-read.
+    /// Messages lost because the consumer that held them died mid-read
+    /// (or its callback panicked).
     pub lost_reads: AtomicU64,
+    /// Claims whose commit or release found them taken away (repaired as
+    /// a dead process's while their holder lived, or scribbled over).
+    pub revoked_claims: AtomicU64,
 }
 
 /// Where an unbounded queue's chain of blocks starts and ends.
@@ -186,6 +192,76 @@ pub struct Header {
     pub roster: Roster,
     /// The chain of blocks of an unbounded queue.
     pub chain: Chain,
+}
+
+/// The fields of a [`Header`] that never change after creation, copied
+/// out of shared memory once. Validation and every later use work on the
+/// copy, so a peer that scribbles on the header after we looked cannot
+/// make us use a value we did not check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fixed {
+    /// See [`Header::version`].
+    pub version: u32,
+    /// See [`Header::kind`].
+    pub kind: u32,
+    /// See [`Header::capacity`].
+    pub capacity: u32,
+    /// See [`Header::slots`].
+    pub slots: u32,
+    /// See [`Header::max_message`].
+    pub max_message: u32,
+    /// See [`Header::slot_stride`].
+    pub slot_stride: u32,
+    /// See [`Header::peer_slots`].
+    pub peer_slots: u32,
+    /// See [`Header::single`].
+    pub single: u32,
+    /// See [`Header::total_size`].
+    pub total_size: u64,
+    /// See [`Header::peers_offset`].
+    pub peers_offset: u64,
+    /// See [`Header::slots_offset`].
+    pub slots_offset: u64,
+    /// See [`Header::flavor`].
+    pub flavor: u32,
+    /// See [`Header::block_index`].
+    pub block_index: u32,
+    /// See [`Header::reserved`].
+    pub reserved: u32,
+    /// See [`Header::check`].
+    pub check: u64,
+}
+
+impl Fixed {
+    /// Copies the fixed fields out of `h`, each read once.
+    pub fn read(h: &Header) -> Fixed {
+        let h: *const Header = h;
+        macro_rules! once {
+            ($field:ident) => {
+                // SAFETY: `h` comes from a live reference; a volatile read
+                // of a plain integer field, which another process may be
+                // writing (we validate the copy, never the original).
+                unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*h).$field)) }
+            };
+        }
+        Fixed {
+            version: once!(version),
+            kind: once!(kind),
+            capacity: once!(capacity),
+            slots: once!(slots),
+            max_message: once!(max_message),
+            slot_stride: once!(slot_stride),
+            peer_slots: once!(peer_slots),
+            single: once!(single),
+            total_size: once!(total_size),
+            peers_offset: once!(peers_offset),
+            slots_offset: once!(slots_offset),
+            flavor: once!(flavor),
+            block_index: once!(block_index),
+            reserved: once!(reserved),
+            check: once!(check),
+        }
+    }
 }
 
 /// Geometry of a segment, validated, in this process's own memory.
@@ -272,7 +348,7 @@ impl Geometry {
     /// Reads and checks the geometry of a published header against the size
     /// of the mapping that holds it. Every field is recomputed from
     /// (kind, capacity, max_message) and must match exactly.
-    pub fn read_from(h: &Header, mapped_len: u64) -> Result<Geometry, ValidateError> {
+    pub fn read_from(h: &Fixed, mapped_len: u64) -> Result<Geometry, ValidateError> {
         if h.version != LAYOUT_VERSION {
             return Err(ValidateError::Version(h.version));
         }
@@ -330,7 +406,7 @@ impl From<ValidateError> for CorruptError {
 
 /// The checksum stored in [`Header::check`]: FNV-1a over the fields that
 /// never change after creation.
-pub fn header_check(h: &Header) -> u64 {
+pub fn header_check(h: &Fixed) -> u64 {
     let words: [u64; 16] = [
         h.version as u64,
         h.kind as u64,
@@ -357,6 +433,11 @@ pub fn header_check(h: &Header) -> u64 {
         }
     }
     x
+}
+
+/// [`header_check`] of a header being written by its creator.
+pub fn header_check_of(h: &Header) -> u64 {
+    header_check(&Fixed::read(h))
 }
 
 /// Reads the magic word: `Some(true)` ours and published, `Some(false)` not

@@ -9,12 +9,31 @@
 //!   ([`mailbox`]).
 //!
 //! Layers, each importing only those below it:
-//! [`sys`] (futex, liveness) → [`segment`] (named mappings) →
-//! [`layout`], [`sync`], [`peers`], [`ring`] (what lives in shared memory) →
-//! `queue` (open/attach/block/reap) → [`buffer`], [`mailbox`].
+//! `sys` (futex, liveness locks) → [`segment`] (named mappings) →
+//! `layout`, [`sync`], `peers`, `ring` (what lives in shared memory) →
+//! `queue` (open/attach/block/reap) → [`buffer`], [`mailbox`], [`ports`],
+//! [`admin`].
+//!
+//! The public API is sound in safe code. The building blocks that safe
+//! code could misuse (the ring, the attachment table, the raw layout, the
+//! system calls) are private; the `internals` feature exposes them, hidden,
+//! for this project's own tests, fuzzers and model checks only.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+
+/// Declares a module private, or public but hidden with the `internals`
+/// feature (for the project's own tests and fuzzers).
+macro_rules! internal_mod {
+    ($name:ident) => {
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unreachable_pub)]
+        pub(crate) mod $name;
+    };
+}
 
 pub mod admin;
 mod atomic;
@@ -22,21 +41,23 @@ pub mod buffer;
 mod channel;
 pub mod endpoint;
 pub mod error;
-pub mod layout;
+internal_mod!(layout);
 pub mod mailbox;
-pub mod peers;
+internal_mod!(peers);
 pub mod ports;
 mod queue;
-pub mod ring;
+internal_mod!(ring);
 pub mod segment;
 pub mod sync;
 pub mod synthetic;
-pub mod sys;
+internal_mod!(sys);
 
 pub use buffer::{BufferConfig, Consumer, Producer, SharedBuffer};
 pub use endpoint::{Receiver, Sender, SlotWriter};
 pub use error::{
     AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError,
 };
+pub use layout::{Flavor, Geometry, Kind};
+pub use peers::{PeerInfo, Role};
 pub use queue::Status;
 pub use sync::Deadline;

@@ -162,10 +162,10 @@ impl Mailbox {
                 Ok(mb) => return Ok(mb),
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => continue,
                 Err(CreateError::Segment(e)) => return Err(e.into()),
-                Err(CreateError::InvalidConfig(why)) => {
-                    return Err(OpenError::Corrupt {
+                Err(CreateError::InvalidConfig(reason)) => {
+                    return Err(OpenError::InvalidConfig {
                         name: name.to_owned(),
-                        problem: crate::error::CorruptError(why),
+                        reason,
                     })
                 }
             }

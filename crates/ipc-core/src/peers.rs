@@ -1,31 +1,51 @@
 //! The attachment table: which processes are attached to a segment, in which
 //! role, and whether they still live.
 //!
-//! Each entry's state word packs `(state << 32) | pid`, so that claiming,
-//! detaching and reaping are single compare-and-swaps. A process is
-//! identified by pid *and* start time (from `/proc/PID/stat`), so a reused
-//! pid never passes for a dead peer. Counts of live producers and consumers
-//! are not stored: they are derived by scanning the table, so a process that
-//! dies at any instant never leaves a wrong count behind. For the hot path,
-//! a [`Roster`] keeps one bit per entry and role: setting and clearing a bit
-//! is idempotent, so attach, detach and reaping keep it exact even when a
-//! process dies between any two steps.
+//! Who is alive is held by the kernel, not read from `/proc`: each entry
+//! `i` has a byte lock in the segment's file (an open-file-description
+//! lock, see [`LockFd`]), taken before the entry is claimed and released
+//! only after it is freed. The kernel drops it when its process dies,
+//! however it dies, in whatever pid namespace, under whatever user, with or
+//! without a zombie main thread. So an entry in use whose lock is free
+//! belongs to a dead process; and a survivor that takes that lock owns the
+//! entry exclusively while it repairs what the dead process held: nobody
+//! can attach there, nor reap it, until it lets go. A reaper that dies
+//! mid-way drops the lock too, and the next one redoes the (idempotent)
+//! repair. Pid and start time are kept for display only.
+//!
+//! Each entry's state word packs `(state, generation, pid)`; every claim
+//! of a free entry bumps the generation, so a stale compare-and-swap can
+//! never hit a newer attachment that reused the entry. Counts of live
+//! producers and consumers are not stored: they are derived by scanning
+//! the table. For the hot path, a [`Roster`] keeps one bit per entry and
+//! role; setting and clearing a bit is idempotent, and a bit whose entry is
+//! free (a phantom, which only a scribbling peer can leave) is cleared by
+//! the next reaper, never waited on.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::sys;
+use crate::sys::{self, Holder, LockFd};
 
 const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
 const ALIVE: u64 = 2;
 const REAPING: u64 = 3;
 
-fn pack(state: u64, pid: u32) -> u64 {
-    (state << 32) | pid as u64
+const STATE_SHIFT: u32 = 62;
+const GEN_SHIFT: u32 = 32;
+const GEN_MASK: u64 = (1 << 30) - 1;
+
+fn pack(state: u64, generation: u64, pid: u32) -> u64 {
+    (state << STATE_SHIFT) | ((generation & GEN_MASK) << GEN_SHIFT) | pid as u64
 }
 
-fn unpack(word: u64) -> (u64, u32) {
-    (word >> 32, word as u32)
+/// (state, generation, pid)
+fn unpack(word: u64) -> (u64, u64, u32) {
+    (
+        word >> STATE_SHIFT,
+        (word >> GEN_SHIFT) & GEN_MASK,
+        word as u32,
+    )
 }
 
 /// The part a process plays on a segment.
@@ -70,6 +90,12 @@ impl Roster {
     /// True if some entry in `role` is attached (one load: hot-path safe).
     pub fn any(&self, role: Role) -> bool {
         self.mask(role).load(Ordering::Acquire) != 0
+    }
+
+    fn has(&self, index: u32) -> bool {
+        let bit = 1u64 << (index % 64);
+        (self.producers.load(Ordering::Acquire) | self.consumers.load(Ordering::Acquire)) & bit
+            != 0
     }
 
     fn set(&self, role: Role, index: u32) {
@@ -120,12 +146,38 @@ pub struct PeerEntry {
 pub struct PeerInfo {
     /// Index in the table (also the owner id stamped on slots it holds).
     pub index: u32,
-    /// Process id.
+    /// Process id, as the process itself saw it (in its pid namespace).
     pub pid: u32,
     /// Role, if the entry holds a valid one.
     pub role: Option<Role>,
-    /// True if the process still runs.
+    /// True if the process still runs (its liveness lock is held).
     pub alive: bool,
+}
+
+/// True if a live process holds entry `i`'s liveness lock (when the
+/// kernel cannot tell, alive: a live peer judged dead would be repaired
+/// under it).
+fn alive(locks: &LockFd, i: u32) -> bool {
+    !matches!(locks.holder(i), Ok(Holder::Nobody))
+}
+
+/// Why [`PeerTable::attach_as`] failed.
+#[derive(Debug)]
+pub enum AttachFail {
+    /// Every entry is taken.
+    Full,
+    /// `alone` was asked and another process holds the role.
+    RoleTaken,
+    /// The liveness lock could not be taken.
+    Lock(std::io::Error),
+}
+
+/// The caller's own attachment: its entry and the state word it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// Index in the table.
+    pub index: u32,
+    word: u64,
 }
 
 /// The table, as a slice of entries in the mapping.
@@ -133,15 +185,18 @@ pub struct PeerInfo {
 pub struct PeerTable<'a> {
     entries: &'a [PeerEntry],
     roster: &'a Roster,
+    locks: &'a LockFd,
 }
 
 impl<'a> PeerTable<'a> {
-    /// Wraps the entries of a mapping (at most 64) and its roster.
-    pub fn new(entries: &'a [PeerEntry], roster: &'a Roster) -> Self {
+    /// Wraps the entries of a mapping (at most 64), its roster and the
+    /// mapping's liveness locks.
+    pub fn new(entries: &'a [PeerEntry], roster: &'a Roster, locks: &'a LockFd) -> Self {
         debug_assert!(entries.len() <= 64);
         PeerTable {
             entries: &entries[..entries.len().min(64)],
             roster,
+            locks,
         }
     }
 
@@ -160,67 +215,79 @@ impl<'a> PeerTable<'a> {
         self.entries.is_empty()
     }
 
-    /// Claims a free entry for the calling process. `None` if all are taken.
-    pub fn attach(&self, role: Role) -> Option<u32> {
-        self.attach_as(role, false).ok()
-    }
-
-    /// Claims a free entry; with `alone`, only if no other process holds
-    /// `role` (refused with `Err(true)`). `Err(false)`: the table is full.
-    pub fn attach_as(&self, role: Role, alone: bool) -> Result<u32, bool> {
+    /// Claims a free entry for the calling process; with `alone`, only if
+    /// no other process holds `role`.
+    pub fn attach_as(&self, role: Role, alone: bool) -> Result<Attachment, AttachFail> {
         let pid = sys::current_pid();
         let start = sys::process_info(pid).map_or(0, |i| i.start_time);
         for (i, e) in self.entries.iter().enumerate() {
-            if e.state
-                .compare_exchange(
-                    FREE,
-                    pack(CLAIMING, pid),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
-                e.start_time.store(start, Ordering::Relaxed);
-                e.role.store(role as u32, Ordering::Relaxed);
-                // Before ALIVE: a death in between leaves a CLAIMING entry,
-                // whose reaping clears the bit again.
-                if alone {
-                    if !self.roster.set_alone(role, i as u32) {
-                        e.state.store(FREE, Ordering::Release);
-                        return Err(true);
-                    }
-                } else {
-                    self.roster.set(role, i as u32);
-                }
-                e.state.store(pack(ALIVE, pid), Ordering::Release);
-                return Ok(i as u32);
+            let i = i as u32;
+            if unpack(e.state.load(Ordering::Acquire)).0 != FREE {
+                continue;
             }
+            // The lock first: from here until the entry is free again, a
+            // survivor that finds the lock free knows we are dead.
+            match self.locks.take(i) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => return Err(AttachFail::Lock(err)),
+            }
+            let word = e.state.load(Ordering::Acquire);
+            let (state, generation, _) = unpack(word);
+            let claiming = pack(CLAIMING, generation + 1, pid);
+            if state != FREE
+                || e.state
+                    .compare_exchange(word, claiming, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+            {
+                self.locks.give_back(i);
+                continue;
+            }
+            e.start_time.store(start, Ordering::Relaxed);
+            e.role.store(role as u32, Ordering::Relaxed);
+            if alone {
+                if !self.roster.set_alone(role, i) {
+                    e.state
+                        .store(pack(FREE, generation + 1, 0), Ordering::Release);
+                    self.locks.give_back(i);
+                    return Err(AttachFail::RoleTaken);
+                }
+            } else {
+                self.roster.set(role, i);
+            }
+            let alive = pack(ALIVE, generation + 1, pid);
+            e.state.store(alive, Ordering::Release);
+            return Ok(Attachment {
+                index: i,
+                word: alive,
+            });
         }
-        Err(false)
+        Err(AttachFail::Full)
     }
 
     /// Releases the caller's own entry. The caller must hold no slot.
-    pub fn detach(&self, index: u32) {
-        if let Some(e) = self.entries.get(index as usize) {
-            let pid = sys::current_pid();
-            self.roster.clear(index);
-            // Release: everything we committed happens-before a reader that
-            // sees us gone.
-            let _ = e.state.compare_exchange(
-                pack(ALIVE, pid),
-                FREE,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
+    pub fn detach(&self, me: Attachment) {
+        let Some(e) = self.entries.get(me.index as usize) else {
+            return;
+        };
+        self.roster.clear(me.index);
+        let (_, generation, _) = unpack(me.word);
+        // Release: everything we committed happens-before a reader that
+        // sees us gone. Fails only if a scribbler changed the word.
+        let _ = e.state.compare_exchange(
+            me.word,
+            pack(FREE, generation, 0),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        self.locks.give_back(me.index);
     }
 
-    /// True if entry `index` is still held by the calling process (false if
-    /// a peer overwrote it).
-    pub fn holds(&self, index: u32) -> bool {
+    /// True if the entry is still the caller's attachment.
+    pub fn holds(&self, me: Attachment) -> bool {
         self.entries
-            .get(index as usize)
-            .is_some_and(|e| e.state.load(Ordering::Relaxed) == pack(ALIVE, sys::current_pid()))
+            .get(me.index as usize)
+            .is_some_and(|e| e.state.load(Ordering::Relaxed) == me.word)
     }
 
     /// Number of attached processes in `role`, counting those not yet found
@@ -229,63 +296,69 @@ impl<'a> PeerTable<'a> {
         self.entries
             .iter()
             .filter(|e| {
-                let (state, _) = unpack(e.state.load(Ordering::Acquire));
+                let (state, _, _) = unpack(e.state.load(Ordering::Acquire));
                 (state == ALIVE || state == CLAIMING)
                     && e.role.load(Ordering::Relaxed) == role as u32
             })
             .count() as u32
     }
 
-    /// Lists the occupied entries with a liveness check (reads /proc).
+    /// Lists the occupied entries with a liveness check (one `fcntl` each).
     pub fn list(&self) -> Vec<PeerInfo> {
         self.entries
             .iter()
             .enumerate()
             .filter_map(|(i, e)| {
-                let (state, pid) = unpack(e.state.load(Ordering::Acquire));
-                (state == ALIVE || state == CLAIMING).then(|| PeerInfo {
+                let (state, _, pid) = unpack(e.state.load(Ordering::Acquire));
+                (state != FREE).then(|| PeerInfo {
                     index: i as u32,
                     pid,
                     role: Role::from_u32(e.role.load(Ordering::Relaxed)),
-                    alive: sys::process_alive(pid, e.start_time.load(Ordering::Relaxed)),
+                    alive: state != REAPING && alive(self.locks, i as u32),
                 })
             })
             .collect()
     }
 
     /// Finds entries whose process has died and releases them, calling
-    /// `recover(index, role)` for each while the entry is still reserved (so
-    /// the index cannot be reused while the caller repairs slots stamped
-    /// with it). Returns how many were reaped. Reads /proc: a slow path.
+    /// `recover(index, role)` for each while this process holds the
+    /// entry's liveness lock (so that nobody can reuse the index while the
+    /// caller repairs what it held). Clears roster bits of free entries.
+    /// Returns how many entries were reaped. One `fcntl` per entry in use.
     pub fn reap_dead(&self, mut recover: impl FnMut(u32, Option<Role>)) -> u32 {
         let me = sys::current_pid();
         let mut reaped = 0;
         for (i, e) in self.entries.iter().enumerate() {
-            let word = e.state.load(Ordering::Acquire);
-            let (state, pid) = unpack(word);
-            let dead = match state {
-                ALIVE => !sys::process_alive(pid, e.start_time.load(Ordering::Relaxed)),
-                // Start time may not be written yet: judge by pid alone.
-                CLAIMING => !sys::process_alive(pid, 0),
-                // A reaper that died mid-way: take its work over.
-                REAPING => !sys::process_alive(pid, 0),
-                _ => false,
-            };
-            if !dead {
+            let i = i as u32;
+            if unpack(e.state.load(Ordering::Acquire)).0 == FREE && !self.roster.has(i) {
                 continue;
             }
-            if e.state
-                .compare_exchange(word, pack(REAPING, me), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            if !matches!(self.locks.take(i), Ok(true)) {
+                // A live process holds it (or the kernel cannot say).
+                continue;
+            }
+            let word = e.state.load(Ordering::Acquire);
+            let (state, generation, _) = unpack(word);
+            if state != FREE {
+                // Ours while we hold the lock; the word is for display.
+                let _ = e.state.compare_exchange(
+                    word,
+                    pack(REAPING, generation, me),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 // Repair first, then give the place up: while the role bit
                 // is set, a single-mode queue admits no replacement that
                 // the repair could mistake for the dead process.
-                recover(i as u32, Role::from_u32(e.role.load(Ordering::Relaxed)));
-                self.roster.clear(i as u32);
-                e.state.store(FREE, Ordering::Release);
+                recover(i, Role::from_u32(e.role.load(Ordering::Relaxed)));
                 reaped += 1;
+            } else {
+                log::warn!("attachment entry {i} is free but marked attached: bit cleared");
             }
+            self.roster.clear(i);
+            e.state
+                .store(pack(FREE, generation, 0), Ordering::Release);
+            self.locks.give_back(i);
         }
         reaped
     }
@@ -294,44 +367,113 @@ impl<'a> PeerTable<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn lock_file(tag: &str) -> (std::path::PathBuf, impl Fn() -> LockFd) {
+        let path =
+            std::env::temp_dir().join(format!("ipc-core-peers-{tag}-{}", std::process::id()));
+        let p = path.clone();
+        let open = move || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p)
+                .unwrap();
+            LockFd::new(OwnedFd::from(f))
+        };
+        (path, open)
+    }
 
     #[test]
     fn attach_count_detach() {
+        let (path, open) = lock_file("attach");
+        let locks = open();
         let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
         let roster = Roster::default();
-        let t = PeerTable::new(&entries, &roster);
-        let a = t.attach(Role::Producer).unwrap();
-        let b = t.attach(Role::Consumer).unwrap();
-        assert_ne!(a, b);
+        let t = PeerTable::new(&entries, &roster, &locks);
+        let a = t.attach_as(Role::Producer, false).unwrap();
+        let b = t.attach_as(Role::Consumer, false).unwrap();
+        assert_ne!(a.index, b.index);
         assert_eq!(t.count(Role::Producer), 1);
         assert_eq!(t.count(Role::Consumer), 1);
         assert!(roster.any(Role::Producer) && roster.any(Role::Consumer));
         assert!(t.holds(a));
         assert_eq!(t.reap_dead(|_, _| panic!("we are alive")), 0);
+        // Another mapping (another open file description) sees us alive.
+        let other = open();
+        let seen = PeerTable::new(&entries, &roster, &other);
+        assert_eq!(seen.reap_dead(|_, _| panic!("we are alive")), 0);
+        assert!(seen.list().iter().all(|p| p.alive));
         t.detach(a);
+        assert!(!t.holds(a));
         assert_eq!(t.count(Role::Producer), 0);
         assert!(!roster.any(Role::Producer));
         assert_eq!(t.list().len(), 1);
+        // The entry comes back with a new generation.
+        let c = t.attach_as(Role::Producer, false).unwrap();
+        assert_eq!(c.index, a.index);
+        assert_ne!(c.word, a.word);
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
-    fn dead_pid_is_reaped_once() {
+    fn an_entry_whose_lock_is_gone_is_reaped_once() {
+        let (path, open) = lock_file("reap");
         let entries: Vec<PeerEntry> = (0..2).map(|_| PeerEntry::default()).collect();
-        // A pid above pid_max can never be alive.
-        entries[1]
-            .state
-            .store(pack(ALIVE, u32::MAX - 1), Ordering::Relaxed);
-        entries[1]
-            .role
-            .store(Role::Consumer as u32, Ordering::Relaxed);
         let roster = Roster::default();
-        roster.set(Role::Consumer, 1);
-        let t = PeerTable::new(&entries, &roster);
+        {
+            // A "process" that attaches and dies: its description closes.
+            let dying = open();
+            let t = PeerTable::new(&entries, &roster, &dying);
+            t.attach_as(Role::Producer, false).unwrap();
+            let c = t.attach_as(Role::Consumer, false).unwrap();
+            assert_eq!(c.index, 1);
+        }
+        let locks = open();
+        let t = PeerTable::new(&entries, &roster, &locks);
+        assert!(t.list().iter().all(|p| !p.alive));
         let mut seen = vec![];
-        assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 1);
-        assert_eq!(seen, vec![(1, Some(Role::Consumer))]);
+        assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 2);
+        assert_eq!(
+            seen,
+            vec![(0, Some(Role::Producer)), (1, Some(Role::Consumer))]
+        );
         assert_eq!(t.reap_dead(|_, _| panic!("reaped twice")), 0);
         assert_eq!(t.count(Role::Consumer), 0);
-        assert!(!roster.any(Role::Consumer));
+        assert!(!roster.any(Role::Consumer) && !roster.any(Role::Producer));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_phantom_roster_bit_is_cleared_not_waited_on() {
+        let (path, open) = lock_file("phantom");
+        let locks = open();
+        let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
+        let roster = Roster::default();
+        roster.set(Role::Producer, 3);
+        let t = PeerTable::new(&entries, &roster, &locks);
+        assert!(roster.any(Role::Producer));
+        assert_eq!(t.reap_dead(|_, _| panic!("nothing to repair")), 0);
+        assert!(!roster.any(Role::Producer));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn single_role_is_refused_while_held() {
+        let (path, open) = lock_file("alone");
+        let locks = open();
+        let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
+        let roster = Roster::default();
+        let t = PeerTable::new(&entries, &roster, &locks);
+        let a = t.attach_as(Role::Producer, true).unwrap();
+        assert!(matches!(
+            t.attach_as(Role::Producer, true),
+            Err(AttachFail::RoleTaken)
+        ));
+        t.detach(a);
+        t.attach_as(Role::Producer, true).unwrap();
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -154,17 +154,19 @@ impl PortSender {
         let mut msg = msg;
         for attempt in 0..2 {
             if !self.links.contains_key(to) {
-                let link = Mailbox::open(&mailbox_name(to)).and_then(|mb| {
-                    mb.sender().map_err(|e| OpenError::Corrupt {
-                        name: mailbox_name(to),
-                        problem: CorruptError(e.to_string()),
-                    })
-                });
+                let link = match Mailbox::open(&mailbox_name(to)) {
+                    Ok(mb) => mb.sender(),
+                    // Nobody registered the port (or its owner removed it).
+                    Err(OpenError::Segment(SegmentError::NotFound(_))) => {
+                        return Err(SendError::Disconnected(msg))
+                    }
+                    Err(e) => return Err(SendError::Unreachable(msg, format!("port {to:?}: {e}"))),
+                };
                 match link {
                     Ok(s) => {
                         self.links.insert(to.to_owned(), s);
                     }
-                    Err(_) => return Err(SendError::Disconnected(msg)),
+                    Err(e) => return Err(SendError::Unreachable(msg, format!("port {to:?}: {e}"))),
                 }
             }
             let link = self.links.get_mut(to).expect("just inserted");

@@ -10,14 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
-use crate::layout::{magic_state, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
-use crate::peers::{PeerEntry, PeerInfo, PeerTable, Role};
+use crate::layout::{magic_state, Fixed, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
+use crate::peers::{AttachFail, Attachment, PeerEntry, PeerInfo, PeerTable, Role};
 use crate::ring::{Recovered, Ring, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
+use crate::sys::LockFd;
 
 /// How often a blocked call re-checks that its peers still live.
 pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
+
+/// The longest sleep of a waiter whose asymmetric barrier failed.
+const BARRIERLESS_SLEEP: Duration = Duration::from_millis(1);
 
 /// How long `open` waits for a creator to publish the header.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,9 +37,15 @@ pub(crate) struct Queue {
     ring: Ring<'static>,
     /// When this process last looked for dead peers here.
     last_reap: Mutex<Instant>,
+    /// The liveness locks, through this mapping's own open file
+    /// description.
+    locks: LockFd,
     seg: Segment,
     geo: Geometry,
     flavor: Flavor,
+    /// For a block of an unbounded chain, its index (0: a main segment);
+    /// copied from the header once, validated.
+    block_index: u32,
 }
 
 /// A snapshot of a queue segment, for status displays.
@@ -55,8 +65,11 @@ pub struct Status {
     pub consumers_total: u32,
     /// Messages whose writer died mid-write (their send never succeeded).
     pub abandoned_writes: u64,
-    /// Messages lost because the reader holding them died.
+    /// Messages lost because the reader holding them died (or its
+    /// callback panicked).
     pub lost_reads: u64,
+    /// Claims found taken from a live holder at commit or release.
+    pub revoked_claims: u64,
     /// Capacity mode.
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
@@ -102,7 +115,7 @@ impl Queue {
             h.flavor = flavor as u32;
             h.single = single as u32;
             h.block_index = block_index;
-            h.check = crate::layout::header_check(h);
+            h.check = crate::layout::header_check_of(h);
             Ring::init(
                 base.add(geo.slots_offset as usize),
                 geo.slots,
@@ -114,7 +127,11 @@ impl Queue {
             .magic
             .store(MAGIC, Ordering::Release);
         seg.finish_init();
-        Ok(Queue::assemble(seg, geo, flavor))
+        let fixed = Fixed::read(
+            // SAFETY: as above.
+            unsafe { &*(base as *const Header) },
+        );
+        Ok(Queue::assemble(seg, geo, flavor, &fixed))
     }
 
     pub(crate) fn open(
@@ -163,20 +180,23 @@ impl Queue {
                 Some(false) => return Err(not_ready(waited)),
                 Some(true) => {}
             }
-            if h.version != crate::layout::LAYOUT_VERSION {
+            // Every fixed field is read once, here; only the copy is
+            // validated and used.
+            let fixed = Fixed::read(h);
+            if fixed.version != crate::layout::LAYOUT_VERSION {
                 return Err(OpenError::VersionMismatch {
                     name: name.to_owned(),
-                    found: h.version,
+                    found: fixed.version,
                     expected: crate::layout::LAYOUT_VERSION,
                 });
             }
-            if h.check != crate::layout::header_check(h) {
+            if fixed.check != crate::layout::header_check(&fixed) {
                 return Err(OpenError::Corrupt {
                     name: name.to_owned(),
                     problem: CorruptError("header checksum mismatch".to_owned()),
                 });
             }
-            let geo = Geometry::read_from(h, seg.len() as u64).map_err(|e| match e {
+            let geo = Geometry::read_from(&fixed, seg.len() as u64).map_err(|e| match e {
                 ValidateError::Version(found) => OpenError::VersionMismatch {
                     name: name.to_owned(),
                     found,
@@ -199,11 +219,20 @@ impl Queue {
                     expected: expect.name(),
                 });
             }
-            let flavor = Flavor::from_u32(h.flavor).ok_or_else(|| OpenError::Corrupt {
+            let flavor = Flavor::from_u32(fixed.flavor).ok_or_else(|| OpenError::Corrupt {
                 name: name.to_owned(),
-                problem: CorruptError(format!("unknown capacity mode {}", h.flavor)),
+                problem: CorruptError(format!("unknown capacity mode {}", fixed.flavor)),
             })?;
-            return Ok(Queue::assemble(seg, geo, flavor));
+            if fixed.single > 1 || (fixed.single == 1 && flavor != Flavor::Bounded) {
+                return Err(OpenError::Corrupt {
+                    name: name.to_owned(),
+                    problem: CorruptError(format!(
+                        "single mode {} impossible for this capacity mode",
+                        fixed.single
+                    )),
+                });
+            }
+            return Ok(Queue::assemble(seg, geo, flavor, &fixed));
         }
     }
 
@@ -229,12 +258,18 @@ impl Queue {
                 self.geo.peer_slots as usize,
             )
         };
-        PeerTable::new(entries, &self.header().roster)
+        PeerTable::new(entries, &self.header().roster, &self.locks)
+    }
+
+    /// False in a forked child whose liveness descriptor could not be
+    /// renewed: it may not attach, nor judge who lives.
+    pub(crate) fn usable(&self) -> bool {
+        self.locks.usable()
     }
 
     /// Wraps a validated mapping, building its ring view once (the hot
     /// path then uses it without recomputing anything).
-    fn assemble(seg: Segment, geo: Geometry, flavor: Flavor) -> Queue {
+    fn assemble(mut seg: Segment, geo: Geometry, flavor: Flavor, fixed: &Fixed) -> Queue {
         // The ring's bound as the flavor says: `capacity` messages
         // (bounded), one slot per concurrent sender (zero), or write-once
         // (a block of an unbounded chain).
@@ -266,15 +301,22 @@ impl Queue {
             Some(end) => ring.with_end(end),
             None => ring,
         };
-        // SAFETY: as above, the header is mapped and validated.
-        let single = unsafe { (*(base as *const Header)).single } == 1;
-        let ring = if single { ring.single() } else { ring };
+        let ring = if fixed.single == 1 {
+            // SAFETY: the mode is fixed at creation in the header (checked
+            // by its checksum) and every process builds its view from it.
+            unsafe { ring.single() }
+        } else {
+            ring
+        };
+        let fd = seg.take_fd().expect("a fresh segment has its descriptor");
         Queue {
             ring,
             last_reap: Mutex::new(Instant::now()),
+            locks: LockFd::new(fd),
             seg,
             geo,
             flavor,
+            block_index: fixed.block_index,
         }
     }
 
@@ -296,7 +338,7 @@ impl Queue {
         // Registered here (and not just inherited across a fork), and so
         // is every attached process: the waiters' membarrier covers us.
         let light = cfg!(not(loom)) && crate::sys::membarrier_registered();
-        if light && self.header().needs_fences.load(Ordering::Relaxed) == 0 {
+        if light && self.header().needs_fences.load(Ordering::Acquire) == 0 {
             ev.notify_light();
         } else {
             ev.notify();
@@ -313,8 +355,16 @@ impl Queue {
         self.notify(&self.header().space_ready);
     }
 
+    /// Counts a claim found taken away at commit or release.
+    pub(crate) fn count_revoked(&self) {
+        self.header()
+            .counters
+            .revoked_claims
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds what a repair found to the segment's loss counters.
-    fn count(&self, r: Recovered) {
+    pub(crate) fn count(&self, r: Recovered) {
         let c = &self.header().counters;
         c.abandoned_writes
             .fetch_add(r.abandoned_writes, Ordering::Relaxed);
@@ -347,6 +397,9 @@ impl Queue {
     /// Releases dead peers' attachments and repairs slots they held, in
     /// this segment and in every block of its chain.
     pub(crate) fn reap(&self) -> u32 {
+        if !self.usable() {
+            return 0;
+        }
         let n = self
             .peers()
             .reap_dead(|index, role| self.repair(index, role));
@@ -357,18 +410,29 @@ impl Queue {
         n
     }
 
-    /// Repairs every slot that attachment `index` left claimed (a dead
-    /// process, or one that leaked a claim), in this segment and in every
-    /// block of its chain, and counts what was abandoned or lost.
-    pub(crate) fn repair(&self, index: u32, role: Option<Role>) {
-        self.count(self.ring().recover_owner(index));
-        if role == Some(Role::Consumer) {
-            self.count(self.ring().recover_single_reader());
+    /// Repairs every slot that attachment `index` left claimed, in this
+    /// segment and in every block of its chain, and counts what was
+    /// abandoned or lost. Called by the reaper while it holds the dead
+    /// process's liveness lock.
+    fn repair(&self, index: u32, role: Option<Role>) {
+        // SAFETY: the owner of `index` is dead (its liveness lock was free
+        // and is now held by us, so no replacement can attach there until
+        // we release it), and in single mode its role bit is still set, so
+        // no replacement of that role has started either.
+        unsafe {
+            self.count(self.ring().recover_owner(index));
+            match role {
+                Some(Role::Consumer) => self.count(self.ring().recover_single_reader()),
+                Some(Role::Producer) => self.count(self.ring().recover_single_writer()),
+                None => {}
+            }
         }
         if let Some((head, tail)) = self.chain_span() {
             for k in head.max(1)..=tail {
                 match self.open_block(k) {
-                    Ok(b) => self.count(b.ring().recover_owner(index)),
+                    // SAFETY: as above; blocks carry the main segment's
+                    // owner indices.
+                    Ok(b) => self.count(unsafe { b.ring().recover_owner(index) }),
                     Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
                 }
             }
@@ -379,7 +443,7 @@ impl Queue {
     /// heads one and the indices are plausible.
     pub(crate) fn chain_span(&self) -> Option<(u64, u64)> {
         let h = self.header();
-        if self.flavor != Flavor::Unbounded || h.block_index != 0 {
+        if self.flavor != Flavor::Unbounded || self.block_index != 0 {
             return None;
         }
         let head = h.chain.head_block.load(Ordering::Acquire);
@@ -397,8 +461,7 @@ impl Queue {
     pub(crate) fn open_block(&self, k: u64) -> Result<Queue, OpenError> {
         let name = self.block_name(k);
         let b = Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?;
-        let h = b.header();
-        if b.geo != self.geo || h.block_index as u64 != k || b.flavor != self.flavor {
+        if b.geo != self.geo || b.block_index as u64 != k || b.flavor != self.flavor {
             return Err(OpenError::Corrupt {
                 name,
                 problem: CorruptError(format!("not block {k} of {}", self.name())),
@@ -422,9 +485,8 @@ impl Queue {
             match self.open_block(k) {
                 Ok(b) => return Ok((b, false)),
                 // Its creator died before publishing it: make it again.
-                Err(OpenError::NotInitialized { .. }) if Segment::abandoned_unpublished(&name) => {
-                    log::info!("{name}: removing a block its creator left unfinished");
-                    let _ = Segment::unlink(&name);
+                Err(OpenError::NotInitialized { .. }) if Segment::remove_if_abandoned(&name) => {
+                    log::info!("{name}: removed a block its creator left unfinished");
                 }
                 Err(e) => return Err(CreateError::InvalidConfig(e.to_string())),
             }
@@ -470,11 +532,12 @@ impl Queue {
             consumers_total: h.counters.consumers_total.load(Ordering::Relaxed),
             abandoned_writes: h.counters.abandoned_writes.load(Ordering::Relaxed),
             lost_reads: h.counters.lost_reads.load(Ordering::Relaxed),
+            revoked_claims: h.counters.revoked_claims.load(Ordering::Relaxed),
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()
                 .map_or(0, |(head, tail)| (tail + 1).saturating_sub(head.max(1))),
-            block_index: h.block_index,
+            block_index: self.block_index,
             single: self.is_single(),
         }
     }
@@ -484,7 +547,11 @@ impl Queue {
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     pub(crate) q: Arc<Queue>,
+    /// Our index in the attachment table (the owner id of our claims).
     pub(crate) me: u32,
+    attachment: Attachment,
+    /// The fork generation this endpoint was made in (see `inherited`).
+    generation: u64,
     role: Role,
     pub(crate) policy: SpinPolicy,
     /// The spin budget is `policy.spin >> spin_scale` (see `block_on`).
@@ -520,36 +587,49 @@ pub(crate) enum Stop<E> {
 
 impl Endpoint {
     pub(crate) fn attach(q: Arc<Queue>, role: Role) -> Result<Endpoint, AttachError> {
+        if !q.usable() {
+            return Err(AttachError::Inherited {
+                name: q.name().to_owned(),
+            });
+        }
+        // Before our roster bit is published: a process that sees us
+        // attached must also see that we cannot take part in asymmetric
+        // barriers, if we cannot.
+        if cfg!(loom) || !crate::sys::membarrier_ready() {
+            q.header().needs_fences.store(1, Ordering::SeqCst);
+        }
         let table = q.peers();
         let alone = q.is_single();
-        let me = match table.attach_as(role, alone) {
-            Ok(i) => i,
+        let failed = |fail: AttachFail| match fail {
+            AttachFail::RoleTaken => AttachError::RoleTaken {
+                name: q.name().to_owned(),
+                role: match role {
+                    Role::Producer => "producer",
+                    Role::Consumer => "consumer",
+                },
+            },
+            AttachFail::Full => AttachError::TooManyPeers {
+                name: q.name().to_owned(),
+                max: table.len(),
+            },
+            AttachFail::Lock(source) => AttachError::Lock {
+                name: q.name().to_owned(),
+                source,
+            },
+        };
+        let attachment = match table.attach_as(role, alone) {
+            Ok(a) => a,
+            Err(AttachFail::Lock(e)) => return Err(failed(AttachFail::Lock(e))),
             Err(_) => {
                 // Perhaps dead processes hold the places: reap, try again.
                 q.reap();
-                table.attach_as(role, alone).map_err(|role_taken| {
-                    if role_taken {
-                        AttachError::RoleTaken {
-                            name: q.name().to_owned(),
-                            role: match role {
-                                Role::Producer => "producer",
-                                Role::Consumer => "consumer",
-                            },
-                        }
-                    } else {
-                        AttachError::TooManyPeers {
-                            name: q.name().to_owned(),
-                            max: table.len(),
-                        }
-                    }
-                })?
+                table.attach_as(role, alone).map_err(failed)?
             }
         };
+        let me = attachment.index;
         debug_assert!(me <= MAX_OWNER);
-        if cfg!(loom) || !crate::sys::membarrier_ready() {
-            // We cannot take part in asymmetric barriers: everyone fences.
-            q.header().needs_fences.store(1, Ordering::SeqCst);
-        }
+        // After the roster bit (see `all_gone`): whoever counts us has
+        // seen us attached.
         let c = &q.header().counters;
         match role {
             Role::Producer => c.producers_total.fetch_add(1, Ordering::AcqRel),
@@ -561,24 +641,34 @@ impl Endpoint {
         Ok(Endpoint {
             q,
             me,
+            attachment,
+            generation: crate::sys::fork_generation(),
             role,
             spin_scale: Cell::new(0),
             policy: SpinPolicy::DEFAULT,
         })
     }
 
+    /// True if this endpoint was inherited through fork: it belongs to the
+    /// parent and must not be used here. One load.
+    #[inline]
+    pub(crate) fn inherited(&self) -> bool {
+        self.generation != crate::sys::fork_generation()
+    }
+
     /// Every peer of `role` that attached has gone (and at least `min`
     /// attached). Two loads: cheap enough for the hot path.
     pub(crate) fn all_gone(&self, role: Role, min: u32) -> bool {
         let h = self.q.header();
-        if h.roster.any(role) {
-            return false;
-        }
+        // The total first, then the roster: an attacher sets its roster bit
+        // before it counts itself, so whoever the total counts is seen in
+        // the roster unless it has left. (The other order lets a first
+        // attach fall between the two loads and pass for a departure.)
         let total = match role {
             Role::Producer => h.counters.producers_total.load(Ordering::Acquire),
             Role::Consumer => h.counters.consumers_total.load(Ordering::Acquire),
         };
-        total >= min.max(1)
+        total >= min.max(1) && !h.roster.any(role)
     }
 
     /// Runs `attempt` until it is ready or fails, spinning, yielding, then
@@ -656,7 +746,14 @@ impl Endpoint {
                 ev.cancel();
                 return Err(Stop::Timeout);
             }
-            let slice = remaining.map_or(LIVENESS_PERIOD, |r| r.min(LIVENESS_PERIOD));
+            let mut slice = remaining.map_or(LIVENESS_PERIOD, |r| r.min(LIVENESS_PERIOD));
+            if ticket.barrier_failed() {
+                // Our barrier did not happen: from now on every process
+                // fences fully, and this once we look again soon, in case
+                // a notifier used a light fence before it saw the flag.
+                self.q.header().needs_fences.store(1, Ordering::SeqCst);
+                slice = slice.min(BARRIERLESS_SLEEP);
+            }
             ev.wait(ticket, Some(slice));
         }
     }
@@ -664,13 +761,29 @@ impl Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
+        if self.inherited() {
+            // The parent's attachment: leave it to the parent.
+            return;
+        }
         // A claim leaked with `mem::forget` would block readers forever:
         // give back anything still stamped with our index before leaving.
         // (Nothing, normally: every claim ends before its call returns.)
         // The segment's own ring only: scanning an unbounded chain would
         // open every block on every drop.
-        self.q.count(self.q.ring().recover_owner(self.me));
-        self.q.peers().detach(self.me);
+        // SAFETY: the owner is this endpoint, which is being dropped and
+        // so holds no claim it will still use (claims borrow it); in single
+        // mode it is the ring's only writer or reader.
+        unsafe {
+            let ring = self.q.ring();
+            self.q.count(ring.recover_owner(self.me));
+            if ring.is_single() {
+                self.q.count(match self.role {
+                    Role::Producer => ring.recover_single_writer(),
+                    Role::Consumer => ring.recover_single_reader(),
+                });
+            }
+        }
+        self.q.peers().detach(self.attachment);
         // Wake the other side so it can notice we have gone.
         match self.role {
             Role::Producer => self.q.wake_receivers(),

@@ -8,7 +8,15 @@
 //! also records the claimer's attachment index, and only then advances the
 //! shared cursor (anyone who sees a claimed slot helps advance it). So at
 //! every instant, a half-written or half-read slot names its owner, and
-//! [`Ring::recover_owner`] can finish the work of a dead process.
+//! [`Ring::recover_owner`] can finish the work of a dead process. Commit
+//! and release are compare-and-swaps from the state that names the owner,
+//! so a claim that was repaired for any reason fails loudly (an error to
+//! its holder) instead of overwriting the next lap.
+//!
+//! Claims borrow the ring's memory (`WriteClaim<'a>`, `ReadClaim<'a>`), so
+//! no payload slice outlives the memory it points into; the repair
+//! functions are `unsafe`, because their precondition (the owner is dead)
+//! is one the type system cannot check.
 //!
 //! Stamp states for the slot at position `p` (capacity `c`):
 //!
@@ -24,6 +32,7 @@
 //! Every value read from shared memory is checked against this table; any
 //! other stamp, or a length above the maximum, is reported as corrupt.
 
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use crate::atomic::{spin_hint, AtomicU32, AtomicU64};
@@ -41,6 +50,11 @@ const SEQ_MASK: u64 = (1 << OWNER_SHIFT) - 1;
 /// In single mode, set in the read cursor while the reader holds the
 /// message just before it.
 const SINGLE_READING: u64 = 1 << 63;
+
+/// In single mode, set in the write cursor while the writer holds a claim
+/// of the position it names: a second claim is refused, and a writer that
+/// dies holding one is found ([`Ring::recover_single_writer`]).
+const SINGLE_WRITING: u64 = 1 << 63;
 
 /// The largest owner index a stamp can carry.
 pub const MAX_OWNER: u32 = 0xFF;
@@ -129,6 +143,12 @@ fn claimed(flag: u64, owner: u32, seq: u64) -> u64 {
     flag | ((owner as u64) << OWNER_SHIFT) | seq
 }
 
+fn revoked(what: &str, pos: u64) -> CorruptError {
+    CorruptError(format!(
+        "the {what} claim of position {pos} was taken from its holder (repaired as a dead process's, or overwritten)"
+    ))
+}
+
 /// The header at the start of every slot, followed by the payload.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -160,35 +180,73 @@ unsafe impl Send for Ring<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for Ring<'_> {}
 
-/// A slot claimed for writing. Commit it, or abandon it (readers skip it).
+/// A slot claimed for writing, in memory that lives for `'a`. Commit it,
+/// or abandon it (readers skip it).
 #[derive(Debug)]
-pub struct WriteClaim {
+pub struct WriteClaim<'a> {
     pos: u64,
+    owner: u32,
     slot: *mut u8,
+    _memory: PhantomData<&'a ()>,
 }
 
-impl WriteClaim {
+impl WriteClaim<'_> {
+    /// The same claim, unbound from its memory's lifetime.
+    ///
+    /// # Safety
+    /// The caller keeps the ring's memory alive as long as the claim.
+    pub(crate) unsafe fn extend(self) -> WriteClaim<'static> {
+        WriteClaim {
+            pos: self.pos,
+            owner: self.owner,
+            slot: self.slot,
+            _memory: PhantomData,
+        }
+    }
+
     /// The position claimed (to follow the message with [`Ring::was_taken`]).
     pub fn pos(&self) -> u64 {
         self.pos
     }
 }
 
-/// A slot claimed for reading. Release it when done.
+/// A slot claimed for reading, in memory that lives for `'a`. Release it
+/// when done.
 #[derive(Debug)]
-pub struct ReadClaim {
+pub struct ReadClaim<'a> {
     pos: u64,
+    owner: u32,
     slot: *mut u8,
     len: usize,
+    _memory: PhantomData<&'a ()>,
+}
+
+impl ReadClaim<'_> {
+    /// The same claim, unbound from its memory's lifetime.
+    ///
+    /// # Safety
+    /// The caller keeps the ring's memory alive as long as the claim.
+    pub(crate) unsafe fn extend(self) -> ReadClaim<'static> {
+        ReadClaim {
+            pos: self.pos,
+            owner: self.owner,
+            slot: self.slot,
+            len: self.len,
+            _memory: PhantomData,
+        }
+    }
 }
 
 /// What a reader found.
 #[derive(Debug)]
-pub enum ReadAttempt {
+pub enum ReadAttempt<'a> {
     /// A message, claimed.
-    Claimed(ReadClaim),
+    Claimed(ReadClaim<'a>),
     /// No committed message at the head.
     Empty,
+    /// The message at the head is being written now: one will be there
+    /// soon (unless its writer dies, which reaping repairs).
+    Writing,
     /// The next message is longer than the reader accepts; not claimed.
     TooLong(usize),
 }
@@ -280,7 +338,11 @@ impl<'a> Ring<'a> {
     /// that dies holding a message is repaired and counted as in the
     /// general case ([`Ring::recover_single_reader`]). Each side re-reads
     /// the other's cursor only when the ring looks full (writer).
-    pub fn single(self) -> Self {
+    ///
+    /// # Safety
+    /// Every view of this ring's memory, in every process, must be in
+    /// single mode: a general view's claims are invisible to a single one.
+    pub unsafe fn single(self) -> Self {
         Ring {
             single: true,
             ..self
@@ -343,10 +405,10 @@ impl<'a> Ring<'a> {
         &self,
         owner: u32,
         cached_head: &mut u64,
-    ) -> Result<Option<WriteClaim>, CorruptError> {
+    ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
         check_owner(owner)?;
         if self.single {
-            return self.try_claim_write_single(cached_head);
+            return self.try_claim_write_single(owner, cached_head);
         }
         let cap = self.capacity;
         let mut pos = load_pos(self.tail)?;
@@ -384,10 +446,7 @@ impl<'a> Ring<'a> {
                         Ordering::Release,
                         Ordering::Relaxed,
                     );
-                    return Ok(Some(WriteClaim {
-                        pos,
-                        slot: self.payload(pos),
-                    }));
+                    return Ok(Some(self.write_claim(pos, owner)));
                 }
                 continue;
             }
@@ -410,7 +469,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Panics
     /// If the claim was not made on this ring.
-    pub fn payload_mut<'c>(&self, claim: &'c mut WriteClaim) -> &'c mut [u8] {
+    pub fn payload_mut<'c>(&self, claim: &'c mut WriteClaim<'_>) -> &'c mut [u8] {
         self.check_claim(claim.pos, claim.slot);
         // SAFETY: the claim belongs to this ring (checked above: its slot is
         // the one its position maps to, inside our mapping) and is held by
@@ -429,27 +488,58 @@ impl<'a> Ring<'a> {
         );
     }
 
+    fn write_claim(&self, pos: u64, owner: u32) -> WriteClaim<'a> {
+        WriteClaim {
+            pos,
+            owner,
+            slot: self.payload(pos),
+            _memory: PhantomData,
+        }
+    }
+
     /// Publishes a claimed slot holding `len` bytes (at most `max_message`).
-    pub fn commit(&self, claim: WriteClaim, len: usize, tag: u32) {
+    /// Fails, publishing nothing, if the claim is no longer the caller's
+    /// (it was repaired as a dead process's, or scribbled over).
+    pub fn commit(&self, claim: WriteClaim<'_>, len: usize, tag: u32) -> Result<(), CorruptError> {
         debug_assert!(len <= self.max_message);
+        self.check_claim(claim.pos, claim.slot);
         let h = self.header(claim.pos);
         h.len
             .store(len.min(self.max_message) as u32, Ordering::Relaxed);
         h.tag.store(tag, Ordering::Relaxed);
-        h.stamp.store(claim.pos + 1, Ordering::Release);
-        if self.single {
-            self.tail.pos.store(claim.pos + 1, Ordering::Release);
-        }
+        self.end_write(&claim, claim.pos + 1)
     }
 
     /// Gives a claimed slot up without a message: readers skip it.
-    pub fn abandon(&self, claim: WriteClaim) {
-        self.header(claim.pos)
-            .stamp
-            .store(SKIP | (claim.pos + 1), Ordering::Release);
+    pub fn abandon(&self, claim: WriteClaim<'_>) -> Result<(), CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        self.end_write(&claim, SKIP | (claim.pos + 1))
+    }
+
+    /// Moves a held write claim's stamp to `stamp` (committed or skipped).
+    fn end_write(&self, claim: &WriteClaim<'_>, stamp: u64) -> Result<(), CorruptError> {
+        let pos = claim.pos;
+        let h = self.header(pos);
         if self.single {
-            self.tail.pos.store(claim.pos + 1, Ordering::Release);
+            // Only this writer writes the write cursor: it still names our
+            // claim unless it was repaired (or scribbled) meanwhile.
+            let tail = self.tail.pos.load(Ordering::Relaxed);
+            if tail != pos | SINGLE_WRITING {
+                return Err(revoked("write", pos));
+            }
+            h.stamp.store(stamp, Ordering::Release);
+            self.tail.pos.store(pos + 1, Ordering::Release);
+            return Ok(());
         }
+        h.stamp
+            .compare_exchange(
+                claimed(WRITING, claim.owner, pos),
+                stamp,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| revoked("write", pos))
     }
 
     /// Seals a write-once ring (see [`Ring::with_end`]) at its current
@@ -507,6 +597,18 @@ impl<'a> Ring<'a> {
             .is_ok()
     }
 
+    /// True if the message at the read cursor is being written now (a
+    /// writer claimed it and has not committed yet). Never in single mode,
+    /// whose writer leaves no mark in the slot.
+    pub fn writing_at_head(&self) -> bool {
+        let pos = self.head.pos.load(Ordering::Acquire);
+        if self.single || pos >= POS_LIMIT {
+            return false;
+        }
+        let s = self.header(pos).stamp.load(Ordering::Acquire);
+        s & WRITING != 0 && seq(s) == pos
+    }
+
     /// True once the message committed at `pos` has been read and released
     /// (the slot has moved on to the next lap).
     pub fn was_taken(&self, pos: u64) -> bool {
@@ -515,10 +617,14 @@ impl<'a> Ring<'a> {
 
     /// Claims the message at the head for `owner`. Skipped slots (abandoned
     /// or retracted by their writer) are released on the way.
-    pub fn try_claim_read(&self, owner: u32, max_len: usize) -> Result<ReadAttempt, CorruptError> {
+    pub fn try_claim_read(
+        &self,
+        owner: u32,
+        max_len: usize,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
         check_owner(owner)?;
         if self.single {
-            return self.try_claim_read_single(max_len);
+            return self.try_claim_read_single(owner, max_len);
         }
         let cap = self.capacity;
         let mut pos = load_pos(self.head)?;
@@ -562,19 +668,17 @@ impl<'a> Ring<'a> {
                     pos = load_pos(self.head)?;
                     continue;
                 }
-                // Re-read the length after the claim: the Acquire on the
-                // claim orders it after the writer's commit.
-                let len = (h.len.load(Ordering::Relaxed) as usize).min(self.max_message);
-                return Ok(ReadAttempt::Claimed(ReadClaim {
-                    pos,
-                    slot: self.payload(pos),
-                    len,
-                }));
+                // The length was read once, after the Acquire load of the
+                // committed stamp, and validated: only that copy is used.
+                return Ok(ReadAttempt::Claimed(self.read_claim(pos, owner, len)));
+            }
+            if sq == pos && s & WRITING != 0 {
+                return Ok(ReadAttempt::Writing);
             }
             let busy = s & (WRITING | READING) != 0;
             if sq == pos || (busy && sq + cap == pos + 1) {
-                // Free or being written at this lap, or a reader of the
-                // previous lap still holds it: nothing to read yet.
+                // Free at this lap, or a reader of the previous lap still
+                // holds it: nothing to read yet.
                 return Ok(ReadAttempt::Empty);
             }
             if (sq == pos + 1 && s & READING != 0) || (sq > pos + 1 && sq <= pos + cap + 1) {
@@ -591,7 +695,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Panics
     /// If the claim was not made on this ring.
-    pub fn payload_of<'c>(&self, claim: &'c ReadClaim) -> &'c [u8] {
+    pub fn payload_of<'c>(&self, claim: &'c ReadClaim<'_>) -> &'c [u8] {
         self.check_claim(claim.pos, claim.slot);
         // SAFETY: the claim belongs to this ring (checked above) and is held
         // by us: its writer has committed and nobody writes the slot until
@@ -600,21 +704,44 @@ impl<'a> Ring<'a> {
     }
 
     /// The tag the writer stored with the message.
-    pub fn tag_of(&self, claim: &ReadClaim) -> u32 {
+    pub fn tag_of(&self, claim: &ReadClaim<'_>) -> u32 {
         self.header(claim.pos).tag.load(Ordering::Relaxed)
     }
 
-    /// Frees a read slot for the writer of the next lap.
-    pub fn release(&self, claim: ReadClaim) {
+    fn read_claim(&self, pos: u64, owner: u32, len: usize) -> ReadClaim<'a> {
+        ReadClaim {
+            pos,
+            owner,
+            slot: self.payload(pos),
+            len,
+            _memory: PhantomData,
+        }
+    }
+
+    /// Frees a read slot for the writer of the next lap. Fails if the
+    /// claim is no longer the caller's (repaired, or scribbled over).
+    pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        let pos = claim.pos;
         if self.single {
             // Only the read cursor says the slot is free: the reader never
             // writes to the slot's cache lines.
-            self.head.pos.store(claim.pos + 1, Ordering::Release);
-        } else {
-            self.header(claim.pos)
-                .stamp
-                .store(claim.pos + self.capacity, Ordering::Release);
+            if self.head.pos.load(Ordering::Relaxed) != (pos + 1) | SINGLE_READING {
+                return Err(revoked("read", pos));
+            }
+            self.head.pos.store(pos + 1, Ordering::Release);
+            return Ok(());
         }
+        self.header(pos)
+            .stamp
+            .compare_exchange(
+                claimed(READING, claim.owner, pos + 1),
+                pos + self.capacity,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| revoked("read", pos))
     }
 
     /// The single mode's write claim: the slot at the write cursor is free
@@ -623,8 +750,16 @@ impl<'a> Ring<'a> {
     /// when the ring looks full). No compare-and-swap: nobody else writes.
     fn try_claim_write_single(
         &self,
+        owner: u32,
         cached_head: &mut u64,
-    ) -> Result<Option<WriteClaim>, CorruptError> {
+    ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
+        let raw = self.tail.pos.load(Ordering::Relaxed);
+        if raw & SINGLE_WRITING != 0 {
+            return Err(CorruptError(format!(
+                "a write claim of position {} is held already",
+                raw & !SINGLE_WRITING
+            )));
+        }
         let pos = load_pos(self.tail)?;
         if pos >= self.end {
             return Ok(None);
@@ -641,10 +776,10 @@ impl<'a> Ring<'a> {
                 return Ok(None);
             }
         }
-        Ok(Some(WriteClaim {
-            pos,
-            slot: self.payload(pos),
-        }))
+        // The mark lives on the writer's own line (readers learn of a
+        // message from its stamp): no extra sharing.
+        self.tail.pos.store(pos | SINGLE_WRITING, Ordering::Relaxed);
+        Ok(Some(self.write_claim(pos, owner)))
     }
 
     /// The single mode's read cursor, decoded: the first position whose
@@ -668,9 +803,20 @@ impl<'a> Ring<'a> {
     /// marked in the read cursor itself (the reader's own cache line), so
     /// that a reader dying mid-read is found and counted
     /// ([`Ring::recover_single_reader`]).
-    fn try_claim_read_single(&self, max_len: usize) -> Result<ReadAttempt, CorruptError> {
+    fn try_claim_read_single(
+        &self,
+        owner: u32,
+        max_len: usize,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
         let mut rounds = 0;
         loop {
+            let raw = self.head.pos.load(Ordering::Relaxed);
+            if raw & SINGLE_READING != 0 {
+                return Err(CorruptError(format!(
+                    "a read claim of position {} is held already",
+                    (raw & !SINGLE_READING).wrapping_sub(1)
+                )));
+            }
             let pos = self.read_done()?;
             too_many_rounds(&mut rounds, pos)?;
             let h = self.header(pos);
@@ -694,21 +840,20 @@ impl<'a> Ring<'a> {
             }
             self.head
                 .pos
-                .store((pos + 1) | SINGLE_READING, Ordering::Relaxed);
-            return Ok(ReadAttempt::Claimed(ReadClaim {
-                pos,
-                slot: self.payload(pos),
-                len,
-            }));
+                .store((pos + 1) | SINGLE_READING, Ordering::Release);
+            return Ok(ReadAttempt::Claimed(self.read_claim(pos, owner, len)));
         }
     }
 
     /// In single mode, ends the read a dead reader left marked in the read
     /// cursor: the message is lost (it may have been half used) and
-    /// counted; its slot goes back to the writer. Call only for a dead
-    /// consumer, while its attachment is still reserved (so that no
-    /// replacement reader can have marked a read of its own).
-    pub fn recover_single_reader(&self) -> Recovered {
+    /// counted; its slot goes back to the writer.
+    ///
+    /// # Safety
+    /// The ring's reader must be dead, and no replacement reader may have
+    /// started (its attachment is still reserved by the caller): a live
+    /// reader's payload slice would be handed to the writer.
+    pub unsafe fn recover_single_reader(&self) -> Recovered {
         let raw = self.head.pos.load(Ordering::Acquire);
         if !self.single || raw & SINGLE_READING == 0 {
             return Recovered::default();
@@ -727,10 +872,42 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Repairs every slot that `owner` (a dead process) left claimed:
-    /// half-written slots become skipped, half-read slots are released.
-    /// Idempotent; the caller must keep `owner`'s index reserved meanwhile.
-    pub fn recover_owner(&self, owner: u32) -> Recovered {
+    /// In single mode, repairs what a dead writer left: a claim marked in
+    /// the write cursor is withdrawn (counted as abandoned), and a message
+    /// it committed without moving the write cursor on (killed between
+    /// the two stores) is published.
+    ///
+    /// # Safety
+    /// The ring's writer must be dead, and no replacement writer may have
+    /// started (its attachment is still reserved by the caller).
+    pub unsafe fn recover_single_writer(&self) -> Recovered {
+        let raw = self.tail.pos.load(Ordering::Acquire);
+        let pos = raw & !SINGLE_WRITING;
+        if !self.single || pos >= POS_LIMIT {
+            return Recovered::default();
+        }
+        let s = self.header(pos).stamp.load(Ordering::Acquire);
+        let published = s == pos + 1 || s == SKIP | (pos + 1);
+        let next = if published { pos + 1 } else { pos };
+        if next == raw {
+            return Recovered::default();
+        }
+        self.tail.pos.store(next, Ordering::Release);
+        Recovered {
+            abandoned_writes: u64::from(raw & SINGLE_WRITING != 0 && !published),
+            ..Recovered::default()
+        }
+    }
+
+    /// Repairs every slot that `owner` left claimed: half-written slots
+    /// become skipped, half-read slots are released. Idempotent.
+    ///
+    /// # Safety
+    /// `owner` must be dead (or be the caller, holding no claim it will
+    /// still use), and its index must stay reserved meanwhile: a live
+    /// owner's claim would be taken from under it, and its payload slice
+    /// handed to another process.
+    pub unsafe fn recover_owner(&self, owner: u32) -> Recovered {
         let mut r = Recovered::default();
         for i in 0..self.capacity {
             let h = self.header(i);
@@ -762,18 +939,21 @@ impl<'a> Ring<'a> {
 /// Payload bytes per slot of a [`HeapRing`].
 pub const HEAP_PAYLOAD: usize = 48;
 
+/// Payload bytes are written through raw pointers while other threads
+/// hold `&HeapRing`: they live in an `UnsafeCell`, like every byte a ring
+/// hands out.
 #[repr(C, align(64))]
 #[derive(Debug)]
 struct HeapSlot {
     header: SlotHeader,
-    payload: [u8; HEAP_PAYLOAD],
+    payload: std::cell::UnsafeCell<[u8; HEAP_PAYLOAD]>,
 }
 
 impl Default for HeapSlot {
     fn default() -> Self {
         HeapSlot {
             header: SlotHeader::default(),
-            payload: [0; HEAP_PAYLOAD],
+            payload: std::cell::UnsafeCell::new([0; HEAP_PAYLOAD]),
         }
     }
 }
@@ -788,10 +968,10 @@ impl Default for HeapSlot {
 /// let ring = heap.ring();
 /// let mut claim = ring.try_claim_write(0, &mut 0)?.expect("room");
 /// ring.payload_mut(&mut claim)[..2].copy_from_slice(b"hi");
-/// ring.commit(claim, 2, 0);
+/// ring.commit(claim, 2, 0)?;
 /// let ReadAttempt::Claimed(read) = ring.try_claim_read(1, 64)? else { panic!() };
 /// assert_eq!(ring.payload_of(&read), b"hi");
-/// ring.release(read);
+/// ring.release(read)?;
 /// # Ok::<(), ipc_core::CorruptError>(())
 /// ```
 #[derive(Debug)]
@@ -832,8 +1012,10 @@ impl HeapRing {
         // SAFETY: `slots` holds `len` initialized slots of
         // `size_of::<HeapSlot>()` bytes, each a SlotHeader followed by
         // HEAP_PAYLOAD bytes (repr(C)), alive as long as `self`; stamps
-        // were initialized in `new`. Payload bytes are written only through
-        // raw pointers by claim holders, never through `&HeapSlot`.
+        // were initialized in `new`. Everything the ring writes through
+        // the pointer is interior-mutable (atomics, the payload's
+        // UnsafeCell), so writing through a pointer derived from `&self`
+        // is allowed; payload bytes are written only by claim holders.
         unsafe {
             Ring::new(
                 &self.tail,
@@ -895,12 +1077,23 @@ mod tests {
         }
     }
 
+    fn recover_owner(r: &Ring<'_>, owner: u32) -> Recovered {
+        // SAFETY: the tests call it only for owners that hold no claim
+        // they will still use.
+        unsafe { r.recover_owner(owner) }
+    }
+
+    fn recover_single_reader(r: &Ring<'_>) -> Recovered {
+        // SAFETY: as above, for the single reader.
+        unsafe { r.recover_single_reader() }
+    }
+
     fn put(r: &Ring<'_>, owner: u32, msg: &[u8]) -> bool {
         let mut cached_head = 0;
         match r.try_claim_write(owner, &mut cached_head).unwrap() {
             Some(mut c) => {
                 r.payload_mut(&mut c)[..msg.len()].copy_from_slice(msg);
-                r.commit(c, msg.len(), 0);
+                r.commit(c, msg.len(), 0).unwrap();
                 true
             }
             None => false,
@@ -911,10 +1104,10 @@ mod tests {
         match r.try_claim_read(1, usize::MAX).unwrap() {
             ReadAttempt::Claimed(c) => {
                 let v = r.payload_of(&c).to_vec();
-                r.release(c);
+                r.release(c).unwrap();
                 Some(v)
             }
-            ReadAttempt::Empty => None,
+            ReadAttempt::Empty | ReadAttempt::Writing => None,
             ReadAttempt::TooLong(_) => panic!("too long"),
         }
     }
@@ -963,10 +1156,10 @@ mod tests {
         // The reader waits behind the half-written slot...
         assert!(matches!(
             r.try_claim_read(1, 8).unwrap(),
-            ReadAttempt::Empty
+            ReadAttempt::Writing
         ));
         // ...until its dead owner is recovered.
-        let rec = r.recover_owner(7);
+        let rec = recover_owner(&r, 7);
         assert_eq!(rec.abandoned_writes, 1);
         assert_eq!(take(&r).unwrap(), b"ok");
         // A reader dying with a claim: the slot comes back to writers.
@@ -974,7 +1167,7 @@ mod tests {
         let ReadAttempt::Claimed(_held) = r.try_claim_read(9, 8).unwrap() else {
             panic!("expected a message")
         };
-        assert_eq!(r.recover_owner(9).lost_reads, 1);
+        assert_eq!(recover_owner(&r, 9).lost_reads, 1);
         assert_eq!(take(&r).unwrap(), b"b");
         assert!(put(&r, 0, b"c") && put(&r, 0, b"d"));
     }
@@ -991,7 +1184,7 @@ mod tests {
         r.header(1)
             .stamp
             .store(READING | (3 << OWNER_SHIFT), Ordering::Relaxed);
-        assert_eq!(r.recover_owner(3), Recovered::default());
+        assert_eq!(recover_owner(&r, 3), Recovered::default());
     }
 
     fn heap_cursors(r: &Ring<'_>, tail: u64, head: u64) {
@@ -1013,7 +1206,8 @@ mod tests {
     #[test]
     fn single_mode_fills_drains_and_repairs_a_dead_reader() {
         let mut heap = Heap::new(4, 8);
-        let r = heap.ring(8).single();
+        // SAFETY: the only view of this memory.
+        let r = unsafe { heap.ring(8).single() };
         for lap in 0..3u8 {
             for i in 0..4u8 {
                 assert!(put(&r, 0, &[lap, i]));
@@ -1026,7 +1220,7 @@ mod tests {
         }
         // An abandoned write is skipped.
         let c = r.try_claim_write(0, &mut 0).unwrap().unwrap();
-        r.abandon(c);
+        r.abandon(c).unwrap();
         assert!(put(&r, 0, b"after"));
         assert_eq!(take(&r).unwrap(), b"after");
         // A reader dying with a claim: repaired, counted, slot reusable.
@@ -1034,9 +1228,9 @@ mod tests {
         let ReadAttempt::Claimed(_held) = r.try_claim_read(5, 8).unwrap() else {
             panic!("expected a message")
         };
-        assert_eq!(r.recover_owner(5).lost_reads, 0, "no stamp marks it");
-        assert_eq!(r.recover_single_reader().lost_reads, 1);
-        assert_eq!(r.recover_single_reader().lost_reads, 0, "only once");
+        assert_eq!(recover_owner(&r, 5).lost_reads, 0, "no stamp marks it");
+        assert_eq!(recover_single_reader(&r).lost_reads, 1);
+        assert_eq!(recover_single_reader(&r).lost_reads, 0, "only once");
         for i in 0..4u8 {
             assert!(put(&r, 0, &[i]));
         }
@@ -1054,7 +1248,7 @@ mod tests {
         assert!(r.close().unwrap(), "stepped over the pending claim");
         assert!(r.sealed());
         assert!(!put(&r, 0, b"late"));
-        r.commit(pending, 1, 0);
+        r.commit(pending, 1, 0).unwrap();
         assert_eq!(take(&r).unwrap(), b"a");
         assert_eq!(take(&r).unwrap(), [0]);
         assert!(take(&r).is_none());
@@ -1091,5 +1285,94 @@ mod tests {
         assert_eq!(take(&r).unwrap(), b"y");
         assert!(r.was_taken(pos));
         assert!(!r.retract(pos));
+    }
+
+    #[test]
+    fn a_repaired_claim_fails_at_commit_and_release_instead_of_overwriting() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        // A live writer wrongly repaired: its commit must fail...
+        let mut c = r.try_claim_write(7, &mut 0).unwrap().unwrap();
+        r.payload_mut(&mut c)[0] = 1;
+        assert_eq!(recover_owner(&r, 7).abandoned_writes, 1);
+        assert!(r.commit(c, 1, 0).is_err());
+        // ...and leave the ring as the repair left it: readers skip it.
+        assert!(take(&r).is_none());
+        assert!(put(&r, 0, b"next"));
+        assert_eq!(take(&r).unwrap(), b"next");
+        // A reader likewise: its release fails, the slot is not freed twice.
+        assert!(put(&r, 0, b"a"));
+        let ReadAttempt::Claimed(held) = r.try_claim_read(9, 8).unwrap() else {
+            panic!("expected a message")
+        };
+        assert_eq!(recover_owner(&r, 9).lost_reads, 1);
+        assert!(put(&r, 0, b"b") && put(&r, 0, b"c"));
+        assert!(r.release(held).is_err(), "would free the slot of 'c'");
+        assert_eq!(take(&r).unwrap(), b"b");
+        assert_eq!(take(&r).unwrap(), b"c");
+    }
+
+    #[test]
+    fn single_mode_refuses_a_second_claim_of_either_side() {
+        let mut heap = Heap::new(4, 8);
+        // SAFETY: the only view of this memory.
+        let r = unsafe { heap.ring(8).single() };
+        let c = r.try_claim_write(0, &mut 0).unwrap().unwrap();
+        assert!(r.try_claim_write(0, &mut 0).is_err(), "two &mut over one slot");
+        r.commit(c, 0, 0).unwrap();
+        assert!(put(&r, 0, b"x"));
+        let ReadAttempt::Claimed(held) = r.try_claim_read(1, 8).unwrap() else {
+            panic!("expected a message")
+        };
+        assert!(r.try_claim_read(1, 8).is_err(), "two claims of one message");
+        r.release(held).unwrap();
+        assert_eq!(take(&r).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_single_writer_killed_between_its_two_stores_is_repaired() {
+        let mut heap = Heap::new(4, 8);
+        // SAFETY: the only view of this memory.
+        let r = unsafe { heap.ring(8).single() };
+        assert!(put(&r, 0, b"a"));
+        // Killed after publishing the stamp, before moving the cursor.
+        let mut c = r.try_claim_write(0, &mut 0).unwrap().unwrap();
+        r.payload_mut(&mut c)[0] = b'b';
+        let pos = c.pos();
+        r.header(pos).len.store(1, Ordering::Relaxed);
+        r.header(pos).stamp.store(pos + 1, Ordering::Release);
+        let _killed = c;
+        assert_eq!(take(&r).unwrap(), b"a");
+        assert_eq!(take(&r).unwrap(), b"b", "the published message is delivered");
+        // SAFETY: the writer above is gone and no replacement started.
+        let rec = unsafe { r.recover_single_writer() };
+        assert_eq!(rec, Recovered::default(), "nothing was abandoned");
+        for round in 0..3u8 {
+            for i in 0..4u8 {
+                assert!(put(&r, 0, &[round, i]), "replacement writer stuck");
+            }
+            for i in 0..4u8 {
+                assert_eq!(take(&r).unwrap(), [round, i]);
+            }
+        }
+        // Killed mid-write, before the stamp: the claim is withdrawn.
+        let _dead = r.try_claim_write(0, &mut 0).unwrap().unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.recover_single_writer() }.abandoned_writes, 1);
+        assert!(put(&r, 0, b"c"));
+        assert_eq!(take(&r).unwrap(), b"c");
+    }
+
+    #[test]
+    fn a_length_scribbled_after_validation_is_not_used() {
+        let mut heap = Heap::new(2, 8);
+        let r = heap.ring(8);
+        assert!(put(&r, 0, b"abcd"));
+        let ReadAttempt::Claimed(c) = r.try_claim_read(1, 4).unwrap() else {
+            panic!("expected a message")
+        };
+        r.header(c.pos).len.store(4096, Ordering::Relaxed);
+        assert_eq!(r.payload_of(&c), b"abcd");
+        r.release(c).unwrap();
     }
 }

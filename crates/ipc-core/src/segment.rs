@@ -114,10 +114,12 @@ pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
     mode: u32,
-    /// The creator's descriptor, holding an exclusive `flock` until
-    /// [`Segment::finish_init`]: while it is held, the segment is being
-    /// initialized by a live process.
-    init_lock: Option<OwnedFd>,
+    /// The segment's descriptor (until [`Segment::take_fd`]). The
+    /// creator's holds an exclusive `flock` until [`Segment::finish_init`]:
+    /// while it is held, the segment is being initialized by a live
+    /// process.
+    fd: Option<OwnedFd>,
+    init_locked: bool,
 }
 
 // SAFETY: the mapping is process-wide memory, valid until drop; every access
@@ -130,7 +132,20 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// Creates a new segment of `len` bytes, exclusively (fails if the name
     /// exists), with permission bits `mode`, all pages reserved, zero-filled.
+    ///
+    /// A segment of that name that its creator left half-initialized (it
+    /// died before publishing) is removed and made anew.
     pub fn create(name: &str, len: usize, mode: u32) -> Result<Segment, SegmentError> {
+        match Self::create_once(name, len, mode) {
+            Err(SegmentError::AlreadyExists(_)) if Self::remove_if_abandoned(name) => {
+                log::info!("{name}: replaced a segment its creator left half-initialized");
+                Self::create_once(name, len, mode)
+            }
+            other => other,
+        }
+    }
+
+    fn create_once(name: &str, len: usize, mode: u32) -> Result<Segment, SegmentError> {
         validate_any_name(name)?;
         if len == 0 {
             return Err(SegmentError::InvalidSize { len });
@@ -177,15 +192,78 @@ impl Segment {
             }
             Err(e) => return Err(map_errno(name, "posix_fallocate", e)),
         }
-        let mut seg = Self::map(name, &fd, len, mode)?;
-        seg.init_lock = Some(fd);
+        let mut seg = Self::map(name, fd, len, mode)?;
+        seg.init_locked = true;
         Ok(seg)
     }
 
     /// Ends the creator's initialization: releases the lock that tells
     /// openers a live process is still setting the segment up.
     pub fn finish_init(&mut self) {
-        self.init_lock = None;
+        if std::mem::take(&mut self.init_locked) {
+            if let Some(fd) = &self.fd {
+                // SAFETY: flock on a descriptor we own; no memory involved.
+                unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+            }
+        }
+    }
+
+    /// Hands the segment's descriptor over (for the liveness locks); the
+    /// mapping stays. `None` if taken already.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.finish_init();
+        self.fd.take()
+    }
+
+    /// Removes segment `name` if its creator left it half-initialized
+    /// ([`Segment::abandoned_unpublished`]). The check and the removal
+    /// hold the file's `flock`, and the name is checked to still be the
+    /// same file just before the unlink, so two processes doing this at
+    /// once never remove a segment that a third has just made anew.
+    pub fn remove_if_abandoned(name: &str) -> bool {
+        if validate_any_name(name).is_err() {
+            return false;
+        }
+        let path = shm_path(name);
+        let Ok(fd) = mman::shm_open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; closing it releases it.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return false;
+        }
+        let Ok(st) = stat::fstat(fd.as_raw_fd()) else {
+            return false;
+        };
+        if !Self::unpublished_and_old(&fd, &st) {
+            return false;
+        }
+        let same = stat::stat(std::path::Path::new(SHM_DIR).join(name).as_path())
+            .is_ok_and(|now| now.st_ino == st.st_ino && now.st_dev == st.st_dev);
+        same && mman::shm_unlink(path.as_str()).is_ok()
+    }
+
+    /// A regular file nobody is initializing (the caller holds its flock):
+    /// empty, or whose first word (the magic) was never published, and
+    /// unchanged for more than a second.
+    fn unpublished_and_old(fd: &OwnedFd, st: &libc::stat) -> bool {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return false;
+        }
+        let mut magic = [0u8; 8];
+        // SAFETY: pread into an 8-byte buffer we own.
+        let read = unsafe { libc::pread(fd.as_raw_fd(), magic.as_mut_ptr().cast(), 8, 0) };
+        let published = st.st_size >= 8 && read == 8 && magic != [0u8; 8];
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec as u32);
+        let old = changed
+            .elapsed()
+            .is_ok_and(|age| age > std::time::Duration::from_secs(1));
+        !published && old
     }
 
     /// True if segment `name` was left half-initialized by a creator that
@@ -197,26 +275,32 @@ impl Segment {
         if validate_any_name(name).is_err() {
             return false;
         }
-        let Ok(fd) = mman::shm_open(shm_path(name).as_str(), OFlag::O_RDONLY, Mode::empty()) else {
+        let Ok(fd) = mman::shm_open(
+            shm_path(name).as_str(),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) else {
             return false;
         };
         // SAFETY: flock on a descriptor we own; closing it releases it.
         let free = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        let old = stat::fstat(fd.as_raw_fd()).is_ok_and(|st| {
-            let changed = std::time::UNIX_EPOCH
-                + std::time::Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec as u32);
-            changed
-                .elapsed()
-                .is_ok_and(|age| age > std::time::Duration::from_secs(1))
-        });
-        free && old
+        free && stat::fstat(fd.as_raw_fd()).is_ok_and(|st| Self::unpublished_and_old(&fd, &st))
     }
 
     /// Opens and maps an existing segment at its current size.
     pub fn open(name: &str) -> Result<Segment, SegmentError> {
         validate_any_name(name)?;
-        let fd = mman::shm_open(shm_path(name).as_str(), OFlag::O_RDWR, Mode::empty())
-            .map_err(|e| map_errno(name, "shm_open", e))?;
+        // O_NONBLOCK | O_NOFOLLOW: a FIFO or a link planted in /dev/shm
+        // must neither block us nor lead us elsewhere.
+        let fd = mman::shm_open(
+            shm_path(name).as_str(),
+            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => SegmentError::NotASegment(name.to_owned()),
+            e => map_errno(name, "shm_open", e),
+        })?;
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(SegmentError::NotASegment(name.to_owned()));
@@ -225,10 +309,10 @@ impl Segment {
         if len == 0 {
             return Err(SegmentError::Empty(name.to_owned()));
         }
-        Self::map(name, &fd, len, st.st_mode & 0o777)
+        Self::map(name, fd, len, st.st_mode & 0o777)
     }
 
-    fn map(name: &str, fd: &OwnedFd, len: usize, mode: u32) -> Result<Segment, SegmentError> {
+    fn map(name: &str, fd: OwnedFd, len: usize, mode: u32) -> Result<Segment, SegmentError> {
         let nz = NonZeroUsize::new(len).ok_or(SegmentError::InvalidSize { len })?;
         // SAFETY: a fresh shared mapping of a descriptor we hold; no existing
         // Rust object lives at the address the kernel picks.
@@ -238,7 +322,7 @@ impl Segment {
                 nz,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
-                fd,
+                &fd,
                 0,
             )
         }
@@ -248,7 +332,8 @@ impl Segment {
             ptr: ptr.cast(),
             len,
             mode,
-            init_lock: None,
+            fd: Some(fd),
+            init_locked: false,
         })
     }
 

@@ -27,13 +27,15 @@ fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 }
 
 /// The waiter's half of the asymmetric barrier: a full barrier on every
-/// CPU running a registered process (nothing more under loom, which
-/// models only the fences).
-fn heavy_barrier() {
+/// CPU running a registered process (under loom, which models only the
+/// fences, the SeqCst fence before it stands for it). False if the kernel
+/// refused: then the notifiers' light fences do not pair with anything,
+/// and the caller must make them use full ones.
+fn heavy_barrier() -> bool {
     #[cfg(not(loom))]
-    if crate::sys::membarrier_ready() {
-        crate::sys::membarrier_global();
-    }
+    return crate::sys::membarrier_ready() && crate::sys::membarrier_global();
+    #[cfg(loom)]
+    return true;
 }
 
 /// Wakes up to `count` sleepers on `word`.
@@ -64,7 +66,18 @@ pub struct EventCount {
 /// A snapshot of an [`EventCount`]'s epoch, taken before re-checking.
 #[derive(Debug, Clone, Copy)]
 #[must_use]
-pub struct Ticket(u32);
+pub struct Ticket {
+    epoch: u32,
+    barrier_failed: bool,
+}
+
+impl Ticket {
+    /// True if the asymmetric barrier of [`EventCount::prepare`] failed:
+    /// a notifier using [`EventCount::notify_light`] may then miss us.
+    pub fn barrier_failed(&self) -> bool {
+        self.barrier_failed
+    }
+}
 
 impl EventCount {
     /// Announces a waiter and returns the epoch to wait on. Pair every call
@@ -73,21 +86,23 @@ impl EventCount {
         // The epoch first: a notifier that disarms after we armed below
         // bumps the epoch after this read, so our futex wait cannot sleep
         // through it.
-        let ticket = Ticket(self.epoch.load(Ordering::SeqCst));
+        let epoch = self.epoch.load(Ordering::SeqCst);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         self.armed.store(1, Ordering::SeqCst);
         // Pairs with the barrier in `notify`: either the notifier sees us
         // armed, or our re-check sees its change. The heavy half of an
         // asymmetric pair when this process can (see `notify_light`).
         fence(Ordering::SeqCst);
-        heavy_barrier();
-        ticket
+        Ticket {
+            epoch,
+            barrier_failed: !heavy_barrier(),
+        }
     }
 
     /// Sleeps until notified after `ticket` was taken, or `timeout` passes.
     /// Spurious returns are possible; callers re-check. Ends the wait.
     pub fn wait(&self, ticket: Ticket, timeout: Option<Duration>) {
-        sleep_on(&self.epoch, ticket.0, timeout);
+        sleep_on(&self.epoch, ticket.epoch, timeout);
         self.cancel();
     }
 

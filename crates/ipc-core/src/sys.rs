@@ -1,10 +1,12 @@
 //! The only module that talks to the operating system: futex wait/wake on
-//! shared (not `FUTEX_PRIVATE`) words, process liveness, free space of a file
-//! system.
+//! shared (not `FUTEX_PRIVATE`) words, memory barriers, the liveness locks
+//! (open-file-description byte locks the kernel drops when a process
+//! dies), fork detection, free space of a file system.
 //!
 //! Everything above this module is plain Rust over atomics in a mapping.
 
-use std::sync::atomic::AtomicU32;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Outcome of [`futex_wait`].
@@ -70,11 +72,94 @@ pub fn futex_wake(word: &AtomicU32, count: i32) {
 /// True while this address space is registered for global expedited
 /// memory barriers. Cleared in a forked child, whose new address space is
 /// not registered (see [`membarrier_ready`]).
-static MEMBARRIER_REGISTERED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+static MEMBARRIER_REGISTERED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn forget_registration_in_child() {
-    MEMBARRIER_REGISTERED.store(false, std::sync::atomic::Ordering::Relaxed);
+/// Bumped in every forked child: a handle made under another generation
+/// was inherited through `fork` and must stay inert.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The liveness descriptors of this process, to be renewed in a forked
+/// child (null: free). A fixed array of atomics: the fork handler may not
+/// lock or allocate.
+static LOCK_FDS: [AtomicPtr<LockInner>; MAX_LOCK_FDS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_LOCK_FDS];
+const MAX_LOCK_FDS: usize = 1024;
+
+extern "C" fn in_forked_child() {
+    MEMBARRIER_REGISTERED.store(false, Ordering::Relaxed);
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // The child shares its parent's open file descriptions, and with them
+    // the parent's liveness locks: kept, they would make the parent look
+    // alive after it died. Give each descriptor a new description of the
+    // same file (no locks), or close it if that cannot be done.
+    for slot in &LOCK_FDS {
+        let p = slot.load(Ordering::Relaxed);
+        if p.is_null() {
+            continue;
+        }
+        // SAFETY: registered entries point to live boxed LockInners (an
+        // owner deregisters before freeing), copied into the child as is.
+        let inner = unsafe { &*p };
+        inner.held.store(0, Ordering::Relaxed);
+        if !renew_description(inner.fd) {
+            inner.usable.store(false, Ordering::Relaxed);
+            // SAFETY: close is async-signal-safe; the number is not closed
+            // again (see `LockFd::drop`).
+            unsafe { libc::close(inner.fd) };
+        }
+    }
+}
+
+/// Replaces descriptor `fd` by a new open file description of the same
+/// file, through /proc/self/fd. Only async-signal-safe calls, no
+/// allocation: it runs in a forked child.
+fn renew_description(fd: i32) -> bool {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 10];
+    let mut n = fd as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for k in 0..len {
+        path[14 + k] = digits[len - 1 - k];
+    }
+    // SAFETY: `path` is NUL-terminated (at most 10 digits after 14 bytes,
+    // in a 26-byte buffer of zeros); open, dup3 and close are
+    // async-signal-safe.
+    unsafe {
+        let new = libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        );
+        if new < 0 {
+            return false;
+        }
+        let ok = libc::dup3(new, fd, libc::O_CLOEXEC) == fd;
+        libc::close(new);
+        ok
+    }
+}
+
+fn install_fork_handler() {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: the handler only touches atomics and calls close(2),
+        // both safe in a child between fork and anything else.
+        unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+    });
+}
+
+/// This process's fork generation: it changes in a forked child, so a
+/// handle can tell, with one load, that it was inherited.
+#[inline]
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
 
 /// Registers this process for global expedited memory barriers, if it is
@@ -85,16 +170,10 @@ extern "C" fn forget_registration_in_child() {
 /// the processes that wake it can use a mere compiler fence on their hot
 /// path instead of a full memory fence on every message.
 pub fn membarrier_ready() -> bool {
-    use std::sync::atomic::Ordering;
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
     if MEMBARRIER_REGISTERED.load(Ordering::Acquire) {
         return true;
     }
-    AT_FORK.call_once(|| {
-        // SAFETY: the handler only stores to an atomic, which is safe in
-        // a child between fork and anything else.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_registration_in_child)) };
-    });
+    install_fork_handler();
     // SAFETY: membarrier takes no pointers.
     let rc = unsafe {
         libc::syscall(
@@ -112,7 +191,7 @@ pub fn membarrier_ready() -> bool {
 /// True if this process is registered (one load: for the hot path, which
 /// must not register itself).
 pub fn membarrier_registered() -> bool {
-    MEMBARRIER_REGISTERED.load(std::sync::atomic::Ordering::Relaxed)
+    MEMBARRIER_REGISTERED.load(Ordering::Relaxed)
 }
 
 /// A full memory barrier on every CPU running a registered process. False
@@ -132,6 +211,18 @@ pub fn membarrier_global() -> bool {
 
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: i32 = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: i32 = 1 << 2;
+
+/// A monotonic clock in milliseconds with a resolution of a few (the
+/// kernel's tick): read in the vDSO, a few nanoseconds, no system call.
+pub fn coarse_clock_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
 
 /// The id of the calling process.
 pub fn current_pid() -> u32 {
@@ -169,55 +260,162 @@ fn parse_stat(stat: &str) -> Option<ProcessInfo> {
     })
 }
 
-/// True if the process `pid` that started at `start_time` still runs.
+/// Where the liveness lock bytes start in a segment's file: far past any
+/// data, so the locks never meet anything else (byte locks may lie beyond
+/// the end of a file).
+const LOCK_BASE: i64 = 1 << 32;
+
+/// A segment's descriptor holding liveness locks: one byte lock per
+/// attachment entry, an open-file-description (`F_OFD_SETLK`) write lock.
+/// The kernel drops it when the last descriptor of the open file
+/// description closes, that is when the process exits, however it dies,
+/// whatever its pid namespace, user or thread state.
 ///
-/// `start_time == 0` means "unknown": only the pid is checked. When /proc
-/// cannot tell (out of file descriptors or memory, `hidepid`), `kill(pid,
-/// 0)` decides, and a process that may exist counts as alive: declaring a
-/// live peer dead would repair slots it still writes. The caller itself is
-/// always alive.
-pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    if pid == current_pid() {
-        // Us, unless the entry names an earlier process that had our pid.
-        return start_time == 0 || own_start_time().is_none_or(|own| own == start_time);
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => match parse_stat(&stat) {
-            Some(info) => !info.exited && (start_time == 0 || info.start_time == start_time),
-            None => signal_zero_says_alive(pid),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(_) => signal_zero_says_alive(pid),
-    }
+/// Locks held through one description never conflict with each other, so
+/// the kernel cannot tell this process's own locks from free bytes: the
+/// descriptor keeps its own record of the bytes it holds, and taking a
+/// byte reserves it in that record first (so two threads of this process
+/// never both take one).
+///
+/// Across `fork`, the child gets a new description of the same file (no
+/// locks held, none inherited): the parent's locks stay the parent's.
+/// Across `exec`, the descriptor closes (`O_CLOEXEC`).
+#[derive(Debug)]
+pub struct LockFd {
+    inner: Box<LockInner>,
+    slot: Option<usize>,
 }
 
-/// This process's start time, read once per process (a forked child
-/// must not inherit its parent's answer).
-fn own_start_time() -> Option<u64> {
-    static OWN: std::sync::Mutex<Option<(u32, Option<u64>)>> = std::sync::Mutex::new(None);
-    let pid = current_pid();
-    let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
-    match *own {
-        Some((p, start)) if p == pid => start,
-        _ => {
-            let start = process_info(pid).map(|i| i.start_time);
-            *own = Some((pid, start));
-            start
+#[derive(Debug)]
+struct LockInner {
+    fd: i32,
+    /// Bytes this description holds (or one of our threads is taking).
+    held: AtomicU64,
+    /// False once a fork handler could not renew the descriptor (and
+    /// closed it): nothing may use it any more.
+    usable: AtomicBool,
+}
+
+/// Who holds a liveness byte, as one description sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This description (this process, through this mapping).
+    Us,
+    /// Another open file description: a live process.
+    Other,
+    /// Nobody.
+    Nobody,
+}
+
+impl LockFd {
+    /// Takes over `fd` (close-on-exec, as `shm_open` makes it).
+    pub fn new(fd: OwnedFd) -> LockFd {
+        install_fork_handler();
+        let inner = Box::new(LockInner {
+            fd: fd.into_raw_fd(),
+            held: AtomicU64::new(0),
+            usable: AtomicBool::new(true),
+        });
+        let p = &*inner as *const LockInner as *mut LockInner;
+        let slot = LOCK_FDS.iter().position(|s| {
+            s.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        if slot.is_none() {
+            log::warn!(
+                "more than {MAX_LOCK_FDS} mapped queues: a child forked now would keep this one's liveness locks"
+            );
         }
+        LockFd { inner, slot }
+    }
+
+    /// False if this descriptor was inherited through fork and could not
+    /// be renewed (then nothing may attach through it).
+    pub fn usable(&self) -> bool {
+        self.inner.usable.load(Ordering::Relaxed)
+    }
+
+    fn fcntl(&self, cmd: libc::c_int, kind: libc::c_int, byte: u32) -> std::io::Result<libc::flock> {
+        if !self.usable() {
+            return Err(std::io::Error::other(
+                "descriptor inherited through fork and closed",
+            ));
+        }
+        // SAFETY: a zeroed flock is a valid value (l_pid must be 0 for OFD
+        // locks); the kernel only reads it and, for F_OFD_GETLK, writes it.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = LOCK_BASE + byte as i64;
+        fl.l_len = 1;
+        // SAFETY: fcntl with a pointer to a live, initialized flock.
+        let rc = unsafe { libc::fcntl(self.inner.fd, cmd, &mut fl as *mut libc::flock) };
+        if rc == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fl)
+    }
+
+    /// Takes the lock of `byte` (< 64) without waiting: `Ok(false)` if a
+    /// live process holds it, this one included.
+    pub fn take(&self, byte: u32) -> std::io::Result<bool> {
+        let bit = 1u64 << byte;
+        if self.inner.held.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            return Ok(false);
+        }
+        let taken = match self.fcntl(libc::F_OFD_SETLK, libc::F_WRLCK, byte) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(taken, Ok(true)) {
+            self.inner.held.fetch_and(!bit, Ordering::AcqRel);
+        }
+        taken
+    }
+
+    /// Releases the lock of `byte`, if this description holds it.
+    pub fn give_back(&self, byte: u32) {
+        let bit = 1u64 << byte;
+        if self.inner.held.load(Ordering::Acquire) & bit == 0 {
+            return;
+        }
+        if let Err(e) = self.fcntl(libc::F_OFD_SETLK, libc::F_UNLCK, byte) {
+            log::debug!("unlock of liveness byte {byte} failed: {e}");
+        }
+        self.inner.held.fetch_and(!bit, Ordering::AcqRel);
+    }
+
+    /// Who holds the lock of `byte`.
+    pub fn holder(&self, byte: u32) -> std::io::Result<Holder> {
+        if self.inner.held.load(Ordering::Acquire) & (1u64 << byte) != 0 {
+            return Ok(Holder::Us);
+        }
+        let fl = self.fcntl(libc::F_OFD_GETLK, libc::F_WRLCK, byte)?;
+        Ok(if fl.l_type == libc::F_UNLCK as libc::c_short {
+            Holder::Nobody
+        } else {
+            Holder::Other
+        })
     }
 }
 
-/// `kill(pid, 0)`: false only if no such process (ESRCH).
-fn signal_zero_says_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 sends nothing; it only checks that the pid exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+impl Drop for LockFd {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            // Before the memory goes: a fork from now on does not see it.
+            LOCK_FDS[slot].store(std::ptr::null_mut(), Ordering::Release);
+        }
+        if self.usable() {
+            // SAFETY: we own this descriptor (taken in `new`), and no other
+            // code closes it while it is usable.
+            drop(unsafe { OwnedFd::from_raw_fd(self.inner.fd) });
+        }
+        // Otherwise the fork handler closed it already; its number may
+        // belong to something else by now.
+    }
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `path`.
@@ -231,13 +429,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_process_is_alive_and_has_a_start_time() {
+    fn own_process_has_a_start_time() {
         let info = process_info(current_pid()).expect("own /proc entry");
-        assert!(info.start_time > 0);
-        assert!(process_alive(current_pid(), info.start_time));
-        assert!(!process_alive(current_pid(), info.start_time + 1));
+        assert!(info.start_time > 0 && !info.exited);
         // A pid above pid_max never exists.
-        assert!(!process_alive(u32::MAX - 1, 0));
+        assert!(process_info(u32::MAX - 1).is_none());
+    }
+
+    #[test]
+    fn liveness_locks_conflict_between_descriptions_only() {
+        let path = std::env::temp_dir().join(format!("ipc-core-lock-test-{}", current_pid()));
+        let open = || -> OwnedFd {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+                .into()
+        };
+        let a = LockFd::new(open());
+        let b = LockFd::new(open());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(a.holder(3).unwrap(), Holder::Nobody);
+        assert!(a.take(3).unwrap());
+        assert!(!a.take(3).unwrap(), "held by us already");
+        assert_eq!(a.holder(3).unwrap(), Holder::Us);
+        assert!(!b.take(3).unwrap());
+        assert_eq!(b.holder(3).unwrap(), Holder::Other);
+        assert!(b.take(4).unwrap());
+        a.give_back(3);
+        assert!(b.take(3).unwrap());
+        drop(b);
+        assert!(a.take(3).unwrap() && a.take(4).unwrap(), "released at close");
     }
 
     #[test]

@@ -7,9 +7,9 @@ use ipc_cli::{
 };
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
-use ipc_core::layout::Flavor;
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
-use ipc_core::peers::Role;
+use ipc_core::Flavor;
+use ipc_core::Role;
 use ipc_core::Status;
 
 /// Creates, inspects, lists and removes ipc-core shared-memory segments.

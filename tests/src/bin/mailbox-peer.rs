@@ -214,6 +214,8 @@ fn send_kind<M>(e: &SendError<M>) -> &'static str {
         SendError::TooLarge { .. } => "toolarge",
         SendError::NoSpace(..) => "nospace",
         SendError::Corrupt(..) => "corrupt",
+        SendError::Inherited(_) => "inherited",
+        SendError::Unreachable(..) => "unreachable",
     }
 }
 
@@ -225,6 +227,7 @@ fn recv_kind(e: &RecvError) -> &'static str {
         RecvError::BufferTooSmall { .. } => "buffertoosmall",
         RecvError::WrongSize { .. } => "wrongsize",
         RecvError::Corrupt(_) => "corrupt",
+        RecvError::Inherited => "inherited",
     }
 }
 
@@ -428,9 +431,15 @@ fn recv_cmd(a: &Args) -> i32 {
     let mut end = "count";
     if op == "iter" {
         for m in rx.iter().take(count.min(usize::MAX as u64) as usize) {
-            t.add(decode(&m), &mut out);
+            match m {
+                Ok(m) => t.add(decode(&m), &mut out),
+                Err(e) => {
+                    end = recv_kind(&e);
+                    break;
+                }
+            }
         }
-        if t.received < count {
+        if t.received < count && end == "count" {
             end = "stopped";
         }
     } else {
