@@ -39,7 +39,16 @@ fn shm_fds(pid: u32, name: &str) -> Vec<i32> {
 
 fn same_description(a: u32, fa: i32, b: u32, fb: i32) -> bool {
     // SAFETY: kcmp takes no pointers for KCMP_FILE.
-    unsafe { libc::syscall(libc::SYS_kcmp, a as libc::pid_t, b as libc::pid_t, KCMP_FILE, fa, fb) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a as libc::pid_t,
+            b as libc::pid_t,
+            KCMP_FILE,
+            fa,
+            fb,
+        ) == 0
+    }
 }
 
 #[test]

@@ -63,9 +63,7 @@ fn reaping_a_dead_claiming_consumer_hands_the_live_readers_slot_to_the_writer() 
         let _ = other.status();
         // The ring is full and we still hold message 0: no write may land
         // in our slot.
-        let extra = p
-            .try_send(b"OVERWRITTEN-OVERWRITTEN-OVERWRITTEN")
-            .is_ok();
+        let extra = p.try_send(b"OVERWRITTEN-OVERWRITTEN-OVERWRITTEN").is_ok();
         // SAFETY: reading the slice we were given, volatile because the
         // library let a writer into it.
         let after: Vec<u8> = (0..bytes.len())
@@ -108,4 +106,34 @@ fn reaping_a_dead_claiming_producer_revokes_the_live_writers_claim() {
         st.abandoned_writes
     );
     assert_eq!(c.try_recv().unwrap(), b"hello");
+}
+
+/// The same without any scribble-like state: a single consumer killed in
+/// `detach` between `roster.clear` and the CAS ALIVE→FREE leaves its entry
+/// ALIVE, lockless, with no roster bit. A replacement consumer attaches
+/// (`set_alone` succeeds: the bit is clear) and reads; reaping the dead
+/// entry then runs `recover_single_reader` on the replacement's claim.
+#[test]
+fn reaping_a_consumer_killed_mid_detach_revokes_its_replacements_read() {
+    let name = ShmName::new("rv-single-reap-det");
+    let buf = single(&name);
+    let mut p = buf.producer().unwrap();
+    p.send(b"first").unwrap();
+    let mut c2 = buf.consumer().unwrap();
+    let got = c2.recv_with(|bytes| {
+        // The previous consumer (entry 5): ALIVE, role consumer, dead.
+        let g = buf.geometry();
+        let file = OpenOptions::new().write(true).open(name.path()).unwrap();
+        let entry = g.peers_offset + 5 * 64;
+        let word = (2u64 << 62) | (1u64 << 32) | 424242;
+        file.write_all_at(&word.to_le_bytes(), entry).unwrap();
+        file.write_all_at(&2u32.to_le_bytes(), entry + 16).unwrap();
+        let _ = SharedBuffer::open(name.as_str()).unwrap().status();
+        bytes.to_vec()
+    });
+    assert_eq!(
+        got.map_err(|e| e.to_string()),
+        Ok(b"first".to_vec()),
+        "the live replacement consumer's read was revoked"
+    );
 }
