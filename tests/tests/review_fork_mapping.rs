@@ -48,7 +48,17 @@ fn killed_parent_with_child(mode: &str) -> (usize, Result<Vec<u8>, RecvError>) {
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     assert_eq!(buf.status().live(Role::Producer), 1);
     peer.kill(); // SIGKILL and reap: the producer process is gone
-    let live = buf.status().live(Role::Producer);
+                 // The child renews its inherited descriptors in its fork handler, which
+                 // may run a moment after the parent printed "ready": look for a while
+                 // (bounded) before calling the producer alive.
+    let mut live = buf.status().live(Role::Producer);
+    for _ in 0..300 {
+        if live == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        live = buf.status().live(Role::Producer);
+    }
     // Generous: a dead producer must be noticed within ~100 ms.
     let verdict = rx.recv_timeout(Duration::from_secs(3));
     // SAFETY: the peer we started forked it; it only pauses.

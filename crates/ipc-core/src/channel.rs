@@ -219,20 +219,21 @@ impl Tx {
         r.map(|claim| unsafe { Claimed::new(None, claim) })
     }
 
+    /// Claims a slot at the tail of an unbounded chain, growing it when
+    /// the tail block is sealed. Iterative and bounded: a chain that keeps
+    /// moving under us for [`CHASE_LIMIT`] rounds is called corrupt, and
+    /// so are chain indices that fit no state.
     fn claim_unbounded(&mut self) -> Result<Claimed, ClaimFail> {
         let me = self.ep.me;
-        loop {
-            let shared_tail = self
-                .main()
-                .header()
-                .chain
-                .tail_block
-                .load(Ordering::Acquire);
-            if self.tail.as_ref().is_none_or(|b| b.index < shared_tail) {
-                self.tail = Some(self.open_tail()?);
+        for _ in 0..CHASE_LIMIT {
+            let (_, tail) = self.main().chain_indices().map_err(ClaimFail::Corrupt)?;
+            if self.tail.as_ref().is_none_or(|b| b.index < tail) {
                 self.cached_head = 0;
+                self.tail = self.open_tail_block(tail)?;
             }
-            let block = self.tail.as_ref().expect("just set");
+            let Some(block) = self.tail.as_ref() else {
+                continue;
+            };
             let ring = block.q.ring();
             match ring.try_claim_write(me, &mut self.cached_head) {
                 Ok(Some(claim)) => {
@@ -241,8 +242,8 @@ impl Tx {
                 }
                 Ok(None) if ring.sealed() => {
                     let k = block.index;
-                    self.tail = Some(self.next_block(k)?);
                     self.cached_head = 0;
+                    self.tail = self.grow(k)?;
                 }
                 Ok(None) => {
                     return Err(ClaimFail::Corrupt(CorruptError(
@@ -252,51 +253,49 @@ impl Tx {
                 Err(e) => return Err(ClaimFail::Corrupt(e)),
             }
         }
-    }
-
-    /// Maps the current tail block. A block we were slow to reach may be
-    /// drained and unlinked already: then the tail has moved on; follow it.
-    fn open_tail(&self) -> Result<Block, ClaimFail> {
-        let main = self.main();
-        let mut last_error = None;
-        for _ in 0..CHASE_LIMIT {
-            let k = main.header().chain.tail_block.load(Ordering::Acquire);
-            if k == 0 {
-                return Ok(Block {
-                    index: 0,
-                    q: main.clone(),
-                });
-            }
-            match main.open_block(k) {
-                Ok(q) => {
-                    return Ok(Block {
-                        index: k,
-                        q: Arc::new(q),
-                    })
-                }
-                // Closed and removed by a receiver at end of stream: the
-                // chain goes on with a new block.
-                Err(OpenError::Segment(SegmentError::NotFound(_)))
-                    if main.header().chain.tail_block.load(Ordering::Acquire) == k =>
-                {
-                    return self.next_block(k);
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
         Err(ClaimFail::Corrupt(CorruptError(format!(
-            "cannot reach the tail block: {}",
-            last_error.map_or_else(String::new, |e| e.to_string())
+            "{}: the chain moved {CHASE_LIMIT} times during one send",
+            self.main().name()
         ))))
     }
 
+    /// Maps tail block `k`. `None`: it was drained and removed already
+    /// (then the chain has moved on, or we grow it past `k`): look again.
+    fn open_tail_block(&self, k: u64) -> Result<Option<Block>, ClaimFail> {
+        let main = self.main();
+        if k == 0 {
+            return Ok(Some(Block {
+                index: 0,
+                q: main.clone(),
+            }));
+        }
+        match main.open_block(k) {
+            Ok(q) => Ok(Some(Block {
+                index: k,
+                q: Arc::new(q),
+            })),
+            // Closed and removed by a receiver at end of stream: the chain
+            // goes on with a new block.
+            Err(OpenError::Segment(SegmentError::NotFound(_)))
+                if main.header().chain.tail_block.load(Ordering::Acquire) == k =>
+            {
+                self.grow(k)
+            }
+            Err(OpenError::Segment(SegmentError::NotFound(_))) => Ok(None),
+            Err(e) => Err(ClaimFail::Corrupt(CorruptError(format!(
+                "cannot reach tail block {k}: {e}"
+            )))),
+        }
+    }
+
     /// Moves on from sealed block `k`: creates block `k+1` (or opens it if
-    /// another sender was first) and publishes it as the tail.
-    fn next_block(&self, k: u64) -> Result<Block, ClaimFail> {
+    /// another sender was first) and publishes it as the tail. `None`:
+    /// the chain moved meanwhile; look again.
+    fn grow(&self, k: u64) -> Result<Option<Block>, ClaimFail> {
         let main = self.main();
         let chain = &main.header().chain;
         if chain.tail_block.load(Ordering::Acquire) > k {
-            return self.open_tail();
+            return Ok(None);
         }
         let (q, created) = match main.create_block(k + 1, main.mode()) {
             Ok(r) => r,
@@ -305,7 +304,7 @@ impl Tx {
             }
             // Created by another sender, then drained and unlinked before
             // we could open it: the tail has moved on.
-            Err(_) if chain.tail_block.load(Ordering::Acquire) > k => return self.open_tail(),
+            Err(_) if chain.tail_block.load(Ordering::Acquire) > k => return Ok(None),
             Err(e) => {
                 return Err(ClaimFail::NoSpace(format!(
                     "cannot add block {} to the chain: {e}",
@@ -316,15 +315,15 @@ impl Tx {
         if created && chain.head_block.load(Ordering::Acquire) > k + 1 {
             // We slept through the life of block k+1: this one is stale.
             let _ = Segment::unlink(&main.block_name(k + 1));
-            return self.open_tail();
+            return Ok(None);
         }
         let _ = chain
             .tail_block
             .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire);
-        Ok(Block {
+        Ok(Some(Block {
             index: k + 1,
             q: Arc::new(q),
-        })
+        }))
     }
 
     /// Publishes a claimed slot; for the zero flavor, waits until a
@@ -601,7 +600,10 @@ fn read_chain(
     let chain = &main.header().chain;
     let mut chased = 0;
     loop {
-        let shared_head = chain.head_block.load(Ordering::Acquire);
+        let shared_head = match main.chain_indices() {
+            Ok((head, _)) => head,
+            Err(e) => return Step::Fail(RecvError::Corrupt(e)),
+        };
         if head.as_ref().is_none_or(|b| b.index < shared_head) {
             let q = match shared_head {
                 0 => main.clone(),

@@ -191,6 +191,16 @@ impl Sender {
         self.tx.ep.policy = policy;
     }
 
+    /// Behave like the writer of a named pipe on a reused segment: from
+    /// now on, `send` fails with `Disconnected` only once a receiver that
+    /// is attached now, or attaches later, has gone; a sender that comes
+    /// after every receiver left waits (bounded: unbounded queues just
+    /// queue) for a new one instead of failing. The default counts every
+    /// receiver that ever attached.
+    pub fn expect_new_receivers(&mut self) {
+        self.tx.ep.expect_new_peers();
+    }
+
     pub(crate) fn tx_mut(&mut self) -> &mut Tx {
         &mut self.tx
     }
@@ -325,6 +335,17 @@ impl Receiver {
     /// How the receiver waits: spin, yield, then sleep.
     pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
         self.rx.ep.policy = policy;
+    }
+
+    /// Behave like the reader of a named pipe on a reused segment: from
+    /// now on, end of stream comes only once a sender that is attached
+    /// now, or attaches later, has gone (or, if messages are queued now,
+    /// once they are drained and no sender is attached). A receiver that
+    /// comes after every sender left and finds nothing waits for a new
+    /// sender instead of ending at once. The default counts every sender
+    /// that ever attached.
+    pub fn expect_new_senders(&mut self) {
+        self.rx.ep.expect_new_peers();
     }
 
     /// Largest message the buffer carries.

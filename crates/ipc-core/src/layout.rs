@@ -123,6 +123,21 @@ pub struct Counters {
     /// Claims whose commit or release found them taken away (repaired as
     /// a dead process's while their holder lived, or scribbled over).
     pub revoked_claims: AtomicU64,
+    /// Producers found dead (killed, or exited without detaching): a
+    /// stream they were writing may be incomplete.
+    pub dead_producers: AtomicU64,
+    /// Consumers found dead.
+    pub dead_consumers: AtomicU64,
+}
+
+impl Counters {
+    /// The attach count of `role`.
+    pub fn total(&self, role: crate::peers::Role) -> &AtomicU32 {
+        match role {
+            crate::peers::Role::Producer => &self.producers_total,
+            crate::peers::Role::Consumer => &self.consumers_total,
+        }
+    }
 }
 
 /// Where an unbounded queue's chain of blocks starts and ends.

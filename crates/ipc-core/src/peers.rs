@@ -59,6 +59,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role on the other side.
+    pub fn other(self) -> Role {
+        match self {
+            Role::Producer => Role::Consumer,
+            Role::Consumer => Role::Producer,
+        }
+    }
+
     fn from_u32(v: u32) -> Option<Role> {
         match v {
             1 => Some(Role::Producer),
@@ -90,6 +98,11 @@ impl Roster {
     /// True if some entry in `role` is attached (one load: hot-path safe).
     pub fn any(&self, role: Role) -> bool {
         self.mask(role).load(Ordering::Acquire) != 0
+    }
+
+    /// True if entry `index` holds `role`'s bit.
+    fn has_role(&self, role: Role, index: u32) -> bool {
+        self.mask(role).load(Ordering::Acquire) & (1u64 << (index % 64)) != 0
     }
 
     fn has(&self, index: u32) -> bool {
@@ -323,8 +336,12 @@ impl<'a> PeerTable<'a> {
     /// Finds entries whose process has died and releases them, calling
     /// `recover(index, role)` for each while this process holds the
     /// entry's liveness lock (so that nobody can reuse the index while the
-    /// caller repairs what it held). Clears roster bits of free entries.
-    /// Returns how many entries were reaped. One `fcntl` per entry in use.
+    /// caller repairs what it held). `role` is `Some` only if the entry
+    /// still holds that role's roster bit: a process that died before
+    /// publishing its bit, or while detaching after clearing it, may have a
+    /// replacement in that role already, which a single-mode repair must
+    /// not touch. Clears roster bits of free entries. Returns how many
+    /// entries were reaped. One `fcntl` per entry in use.
     pub fn reap_dead(&self, mut recover: impl FnMut(u32, Option<Role>)) -> u32 {
         let me = sys::current_pid();
         let mut reaped = 0;
@@ -350,7 +367,9 @@ impl<'a> PeerTable<'a> {
                 // Repair first, then give the place up: while the role bit
                 // is set, a single-mode queue admits no replacement that
                 // the repair could mistake for the dead process.
-                recover(i, Role::from_u32(e.role.load(Ordering::Relaxed)));
+                let role = Role::from_u32(e.role.load(Ordering::Relaxed))
+                    .filter(|&r| self.roster.has_role(r, i));
+                recover(i, role);
                 reaped += 1;
             } else {
                 log::warn!("attachment entry {i} is free but marked attached: bit cleared");
@@ -381,7 +400,7 @@ mod tests {
                 .truncate(false)
                 .open(&p)
                 .unwrap();
-            LockFd::new(OwnedFd::from(f))
+            LockFd::for_file(&OwnedFd::from(f), "unused").unwrap()
         };
         (path, open)
     }

@@ -23,6 +23,11 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 /// The longest sleep of a waiter whose asymmetric barrier failed.
 const BARRIERLESS_SLEEP: Duration = Duration::from_millis(1);
 
+/// How many times a chain block is created or opened before giving up
+/// (each failure is another process's doing: it created, abandoned or
+/// removed the block in between).
+const CREATE_ATTEMPTS: u32 = 16;
+
 /// How long `open` waits for a creator to publish the header.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +51,8 @@ pub(crate) struct Queue {
     /// For a block of an unbounded chain, its index (0: a main segment);
     /// copied from the header once, validated.
     block_index: u32,
+    /// Most blocks the chain can span: as many as /dev/shm can hold.
+    max_chain: u64,
 }
 
 /// A snapshot of a queue segment, for status displays.
@@ -70,6 +77,11 @@ pub struct Status {
     pub lost_reads: u64,
     /// Claims found taken from a live holder at commit or release.
     pub revoked_claims: u64,
+    /// Producers found dead (killed, or gone without detaching): what they
+    /// were writing may be incomplete.
+    pub dead_producers: u64,
+    /// Consumers found dead.
+    pub dead_consumers: u64,
     /// Capacity mode.
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
@@ -131,7 +143,7 @@ impl Queue {
             // SAFETY: as above.
             unsafe { &*(base as *const Header) },
         );
-        Ok(Queue::assemble(seg, geo, flavor, &fixed))
+        Ok(Queue::assemble(seg, geo, flavor, &fixed)?)
     }
 
     pub(crate) fn open(
@@ -232,7 +244,7 @@ impl Queue {
                     )),
                 });
             }
-            return Ok(Queue::assemble(seg, geo, flavor, &fixed));
+            return Ok(Queue::assemble(seg, geo, flavor, &fixed)?);
         }
     }
 
@@ -269,7 +281,12 @@ impl Queue {
 
     /// Wraps a validated mapping, building its ring view once (the hot
     /// path then uses it without recomputing anything).
-    fn assemble(mut seg: Segment, geo: Geometry, flavor: Flavor, fixed: &Fixed) -> Queue {
+    fn assemble(
+        mut seg: Segment,
+        geo: Geometry,
+        flavor: Flavor,
+        fixed: &Fixed,
+    ) -> Result<Queue, SegmentError> {
         // The ring's bound as the flavor says: `capacity` messages
         // (bounded), one slot per concurrent sender (zero), or write-once
         // (a block of an unbounded chain).
@@ -309,15 +326,26 @@ impl Queue {
             ring
         };
         let fd = seg.take_fd().expect("a fresh segment has its descriptor");
-        Queue {
+        // The locks go on a description of their own, never mapped; the
+        // mapping's descriptor closes here (the mapping stays).
+        let locks = LockFd::for_file(&fd, seg.name()).map_err(|e| SegmentError::Os {
+            name: seg.name().to_owned(),
+            op: "opening the liveness descriptor",
+            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        drop(fd);
+        Ok(Queue {
             ring,
             last_reap: Mutex::new(Instant::now()),
-            locks: LockFd::new(fd),
+            locks,
             seg,
             geo,
             flavor,
             block_index: fixed.block_index,
-        }
+            max_chain: crate::sys::total_bytes(crate::segment::SHM_DIR)
+                .map_or(MAX_CHAIN, |bytes| bytes / geo.total_size.max(1) + 2)
+                .min(MAX_CHAIN),
+        })
     }
 
     /// The ring, bounded as the flavor says.
@@ -415,10 +443,17 @@ impl Queue {
     /// abandoned or lost. Called by the reaper while it holds the dead
     /// process's liveness lock.
     fn repair(&self, index: u32, role: Option<Role>) {
+        let counters = &self.header().counters;
+        match role {
+            Some(Role::Producer) => counters.dead_producers.fetch_add(1, Ordering::Relaxed),
+            Some(Role::Consumer) => counters.dead_consumers.fetch_add(1, Ordering::Relaxed),
+            // Died attaching or detaching: it held nothing.
+            None => 0,
+        };
         // SAFETY: the owner of `index` is dead (its liveness lock was free
         // and is now held by us, so no replacement can attach there until
-        // we release it), and in single mode its role bit is still set, so
-        // no replacement of that role has started either.
+        // we release it); `role` is given only while its role bit is still
+        // set, so in single mode no replacement of that role has started.
         unsafe {
             self.count(self.ring().recover_owner(index));
             match role {
@@ -427,11 +462,22 @@ impl Queue {
                 None => {}
             }
         }
+        // SAFETY: as above.
+        unsafe { self.repair_chain(index) };
+    }
+
+    /// Repairs the claims `index` left in the blocks of this segment's
+    /// chain (if it heads one).
+    ///
+    /// # Safety
+    /// As [`Ring::recover_owner`]: `index`'s owner holds no claim it will
+    /// still use, and the index stays reserved meanwhile.
+    unsafe fn repair_chain(&self, index: u32) {
         if let Some((head, tail)) = self.chain_span() {
             for k in head.max(1)..=tail {
                 match self.open_block(k) {
-                    // SAFETY: as above; blocks carry the main segment's
-                    // owner indices.
+                    // SAFETY: the caller's promise; blocks carry the main
+                    // segment's owner indices.
                     Ok(b) => self.count(unsafe { b.ring().recover_owner(index) }),
                     Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
                 }
@@ -442,13 +488,28 @@ impl Queue {
     /// (head, tail) block indices of an unbounded chain, if this segment
     /// heads one and the indices are plausible.
     pub(crate) fn chain_span(&self) -> Option<(u64, u64)> {
-        let h = self.header();
         if self.flavor != Flavor::Unbounded || self.block_index != 0 {
             return None;
         }
-        let head = h.chain.head_block.load(Ordering::Acquire);
-        let tail = h.chain.tail_block.load(Ordering::Acquire);
-        (head <= tail && tail - head <= MAX_CHAIN).then_some((head, tail))
+        self.chain_indices().ok()
+    }
+
+    /// The chain's (head, tail) block indices, validated: the head never
+    /// passes the tail, and the chain spans no more blocks than /dev/shm
+    /// could hold (so no loop over them can run for long).
+    pub(crate) fn chain_indices(&self) -> Result<(u64, u64), CorruptError> {
+        let chain = &self.header().chain;
+        // The head first: it only ever moves up to the tail, so a tail read
+        // after it is at least as far.
+        let head = chain.head_block.load(Ordering::Acquire);
+        let tail = chain.tail_block.load(Ordering::Acquire);
+        if head > tail || tail - head > self.max_chain || tail >= MAX_CHAIN {
+            return Err(CorruptError(format!(
+                "chain block indices impossible: head {head}, tail {tail} (at most {} blocks fit)",
+                self.max_chain
+            )));
+        }
+        Ok((head, tail))
     }
 
     /// Name of block `k` (k >= 1) of this segment's chain.
@@ -476,7 +537,7 @@ impl Queue {
         let index = u32::try_from(k)
             .map_err(|_| CreateError::InvalidConfig(format!("chain block {k} out of range")))?;
         let name = self.block_name(k);
-        for _ in 0..3 {
+        for _ in 0..CREATE_ATTEMPTS {
             match Queue::create(&name, self.geo, mode, self.flavor, index, false) {
                 Ok(b) => return Ok((b, true)),
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
@@ -484,6 +545,10 @@ impl Queue {
             }
             match self.open_block(k) {
                 Ok(b) => return Ok((b, false)),
+                // Gone between our create and our open (a sender that
+                // found it abandoned removed it, or a receiver retired
+                // it): create it again, or find the chain moved on.
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => {}
                 // Its creator died before publishing it: make it again.
                 Err(OpenError::NotInitialized { .. }) if Segment::remove_if_abandoned(&name) => {
                     log::info!("{name}: removed a block its creator left unfinished");
@@ -533,6 +598,8 @@ impl Queue {
             abandoned_writes: h.counters.abandoned_writes.load(Ordering::Relaxed),
             lost_reads: h.counters.lost_reads.load(Ordering::Relaxed),
             revoked_claims: h.counters.revoked_claims.load(Ordering::Relaxed),
+            dead_producers: h.counters.dead_producers.load(Ordering::Relaxed),
+            dead_consumers: h.counters.dead_consumers.load(Ordering::Relaxed),
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()
@@ -553,6 +620,11 @@ pub(crate) struct Endpoint {
     /// The fork generation this endpoint was made in (see `inherited`).
     generation: u64,
     role: Role,
+    /// Set by [`Endpoint::expect_new_peers`]: the other role's attach count
+    /// then, and whether one of them was attached (or, for a consumer,
+    /// messages were queued). `None`: every peer that ever attached counts
+    /// (crossbeam's rule).
+    other_at_attach: Option<(u32, bool)>,
     pub(crate) policy: SpinPolicy,
     /// The spin budget is `policy.spin >> spin_scale` (see `block_on`).
     spin_scale: Cell<u32>,
@@ -630,11 +702,10 @@ impl Endpoint {
         debug_assert!(me <= MAX_OWNER);
         // After the roster bit (see `all_gone`): whoever counts us has
         // seen us attached.
-        let c = &q.header().counters;
-        match role {
-            Role::Producer => c.producers_total.fetch_add(1, Ordering::AcqRel),
-            Role::Consumer => c.consumers_total.fetch_add(1, Ordering::AcqRel),
-        };
+        q.header()
+            .counters
+            .total(role)
+            .fetch_add(1, Ordering::AcqRel);
         // Someone may wait for the first peer of this role.
         q.wake_receivers();
         q.wake_senders();
@@ -644,9 +715,26 @@ impl Endpoint {
             attachment,
             generation: crate::sys::fork_generation(),
             role,
+            other_at_attach: None,
             spin_scale: Cell::new(0),
             policy: SpinPolicy::DEFAULT,
         })
+    }
+
+    /// From now on, only peers of the other role that are attached now or
+    /// attach later count for "every peer has gone" (and, for a consumer,
+    /// messages queued now): used like a named pipe, a consumer that
+    /// comes after every producer left and finds nothing waits for a new
+    /// producer instead of ending at once, and a producer that comes after
+    /// every consumer left waits for a new consumer instead of failing.
+    pub(crate) fn expect_new_peers(&mut self) {
+        let q = &self.q;
+        let other = self.role.other();
+        // The total first, then the roster, as in `all_gone`.
+        let total = q.header().counters.total(other).load(Ordering::Acquire);
+        let present =
+            q.header().roster.any(other) || (self.role == Role::Consumer && q.queued() > 0);
+        self.other_at_attach = Some((total, present));
     }
 
     /// True if this endpoint was inherited through fork: it belongs to the
@@ -664,11 +752,15 @@ impl Endpoint {
         // before it counts itself, so whoever the total counts is seen in
         // the roster unless it has left. (The other order lets a first
         // attach fall between the two loads and pass for a departure.)
-        let total = match role {
-            Role::Producer => h.counters.producers_total.load(Ordering::Acquire),
-            Role::Consumer => h.counters.consumers_total.load(Ordering::Acquire),
-        };
-        total >= min.max(1) && !h.roster.any(role)
+        let total = h.counters.total(role).load(Ordering::Acquire);
+        if total < min.max(1) || h.roster.any(role) {
+            return false;
+        }
+        match self.other_at_attach {
+            None => true,
+            // Only peers we have known count (see `expect_new_peers`).
+            Some((then, present)) => present || total != then,
+        }
     }
 
     /// Runs `attempt` until it is ready or fails, spinning, yielding, then
@@ -768,8 +860,8 @@ impl Drop for Endpoint {
         // A claim leaked with `mem::forget` would block readers forever:
         // give back anything still stamped with our index before leaving.
         // (Nothing, normally: every claim ends before its call returns.)
-        // The segment's own ring only: scanning an unbounded chain would
-        // open every block on every drop.
+        // A sender of an unbounded queue may have claimed in any block of
+        // its chain: those are opened and looked at too.
         // SAFETY: the owner is this endpoint, which is being dropped and
         // so holds no claim it will still use (claims borrow it); in single
         // mode it is the ring's only writer or reader.
@@ -781,6 +873,9 @@ impl Drop for Endpoint {
                     Role::Producer => ring.recover_single_writer(),
                     Role::Consumer => ring.recover_single_reader(),
                 });
+            }
+            if self.role == Role::Producer {
+                self.q.repair_chain(self.me);
             }
         }
         self.q.peers().detach(self.attachment);

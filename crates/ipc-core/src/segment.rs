@@ -19,8 +19,11 @@ use crate::error::SegmentError;
 use crate::sys;
 
 /// Longest segment name we accept (NAME_MAX is 255 for /dev/shm; we keep
-/// room for the suffixes of chained segments).
+/// room for the suffixes of chained segments, `.b` and up to 20 digits).
 pub const MAX_NAME_LEN: usize = 200;
+
+/// Longest name of any segment, chained blocks included: NAME_MAX.
+const MAX_ANY_NAME_LEN: usize = 255;
 
 /// Where Linux keeps POSIX shared memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -69,8 +72,13 @@ pub(crate) fn validate_any_name(name: &str) -> Result<(), SegmentError> {
     if name.is_empty() {
         return bad("the name is empty");
     }
-    if name.len() > MAX_NAME_LEN {
-        return bad(&format!("longer than {MAX_NAME_LEN} bytes"));
+    let limit = if is_block_name(name) {
+        MAX_ANY_NAME_LEN
+    } else {
+        MAX_NAME_LEN
+    };
+    if name.len() > limit {
+        return bad(&format!("longer than {limit} bytes"));
     }
     if name == "." || name == ".." {
         return bad("'.' and '..' are not segment names");

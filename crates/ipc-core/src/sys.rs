@@ -5,7 +5,7 @@
 //!
 //! Everything above this module is plain Rust over atomics in a mapping.
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -85,7 +85,46 @@ static LOCK_FDS: [AtomicPtr<LockInner>; MAX_LOCK_FDS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_LOCK_FDS];
 const MAX_LOCK_FDS: usize = 1024;
 
+/// Threads between creating (or closing) a liveness descriptor and
+/// registering (or deregistering) it: a fork must not fall in between,
+/// or the child would keep a description that holds the parent's locks.
+static OPENING: AtomicU32 = AtomicU32::new(0);
+/// Forks under way in this process (their prepare handler has run).
+static FORKING: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `f` where no fork can fall (see [`OPENING`]).
+fn outside_fork<T>(f: impl FnOnce() -> T) -> T {
+    loop {
+        while FORKING.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
+        OPENING.fetch_add(1, Ordering::SeqCst);
+        if FORKING.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        OPENING.fetch_sub(1, Ordering::SeqCst);
+    }
+    let out = f();
+    OPENING.fetch_sub(1, Ordering::SeqCst);
+    out
+}
+
+extern "C" fn before_fork() {
+    FORKING.fetch_add(1, Ordering::SeqCst);
+    // Only system calls and a registry store happen inside the gate: the
+    // threads in it finish quickly and take no lock we could hold.
+    while OPENING.load(Ordering::SeqCst) > 0 {
+        // SAFETY: sched_yield takes no arguments.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+extern "C" fn after_fork_in_parent() {
+    FORKING.fetch_sub(1, Ordering::SeqCst);
+}
+
 extern "C" fn in_forked_child() {
+    FORKING.fetch_sub(1, Ordering::SeqCst);
     MEMBARRIER_REGISTERED.store(false, Ordering::Relaxed);
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     // The child shares its parent's open file descriptions, and with them
@@ -151,7 +190,13 @@ fn install_fork_handler() {
     AT_FORK.call_once(|| {
         // SAFETY: the handler only touches atomics and calls close(2),
         // both safe in a child between fork and anything else.
-        unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(in_forked_child),
+            )
+        };
     });
 }
 
@@ -308,25 +353,38 @@ pub enum Holder {
 }
 
 impl LockFd {
-    /// Takes over `fd` (close-on-exec, as `shm_open` makes it).
-    pub fn new(fd: OwnedFd) -> LockFd {
+    /// A new open file description of the file open as `file`, for the
+    /// locks alone. It must not be the description a mapping was made
+    /// through: a mapping holds its description, and a forked child
+    /// inherits the mapping, which would keep the locks held after this
+    /// process died.
+    ///
+    /// The new description comes from /proc/self/fd; without /proc, from
+    /// `shm_name` (checked to still be the same file).
+    pub fn for_file(file: &OwnedFd, shm_name: &str) -> std::io::Result<LockFd> {
         install_fork_handler();
-        let inner = Box::new(LockInner {
-            fd: fd.into_raw_fd(),
+        let mut inner = Box::new(LockInner {
+            fd: -1,
             held: AtomicU64::new(0),
             usable: AtomicBool::new(true),
         });
-        let p = &*inner as *const LockInner as *mut LockInner;
-        let slot = LOCK_FDS.iter().position(|s| {
-            s.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        });
+        let p = &mut *inner as *mut LockInner;
+        let slot = outside_fork(|| {
+            let fd = reopen(file.as_raw_fd()).or_else(|e| reopen_by_name(file, shm_name, e))?;
+            // SAFETY: `p` points into the box, alive and not yet shared.
+            unsafe { (*p).fd = fd };
+            let slot = LOCK_FDS.iter().position(|s| {
+                s.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+            Ok::<_, std::io::Error>(slot)
+        })?;
         if slot.is_none() {
             log::warn!(
                 "more than {MAX_LOCK_FDS} mapped queues: a child forked now would keep this one's liveness locks"
             );
         }
-        LockFd { inner, slot }
+        Ok(LockFd { inner, slot })
     }
 
     /// False if this descriptor was inherited through fork and could not
@@ -404,18 +462,66 @@ impl LockFd {
 
 impl Drop for LockFd {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            // Before the memory goes: a fork from now on does not see it.
-            LOCK_FDS[slot].store(std::ptr::null_mut(), Ordering::Release);
-        }
-        if self.usable() {
-            // SAFETY: we own this descriptor (taken in `new`), and no other
-            // code closes it while it is usable.
-            drop(unsafe { OwnedFd::from_raw_fd(self.inner.fd) });
-        }
-        // Otherwise the fork handler closed it already; its number may
-        // belong to something else by now.
+        outside_fork(|| {
+            if let Some(slot) = self.slot {
+                // Before the memory goes: a fork from now on does not see it.
+                LOCK_FDS[slot].store(std::ptr::null_mut(), Ordering::Release);
+            }
+            if self.usable() {
+                // SAFETY: we own this descriptor (opened in `for_file`),
+                // and no other code closes it while it is usable.
+                drop(unsafe { OwnedFd::from_raw_fd(self.inner.fd) });
+            }
+            // Otherwise the fork handler closed it already; its number may
+            // belong to something else by now.
+        });
     }
+}
+
+/// [`reopen`] without /proc: open the segment's name again, and make sure
+/// it is still the same file.
+fn reopen_by_name(file: &OwnedFd, shm_name: &str, why: std::io::Error) -> std::io::Result<i32> {
+    use nix::fcntl::OFlag;
+    let new = nix::sys::mman::shm_open(
+        format!("/{shm_name}").as_str(),
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| std::io::Error::other(format!("{why}; and by name: {e}")))?;
+    let same = |fd: i32| nix::sys::stat::fstat(fd).map(|st| (st.st_dev, st.st_ino));
+    match (same(file.as_raw_fd()), same(new.as_raw_fd())) {
+        (Ok(a), Ok(b)) if a == b => Ok(std::os::fd::IntoRawFd::into_raw_fd(new)),
+        _ => Err(std::io::Error::other(format!(
+            "{why}; and {shm_name:?} in /dev/shm is another file now"
+        ))),
+    }
+}
+
+/// A new open file description of the file open as `fd`, close-on-exec:
+/// through /proc/self/fd (the name in /dev/shm may lead elsewhere by now).
+fn reopen(fd: i32) -> std::io::Result<i32> {
+    let path = format!("/proc/self/fd/{fd}\0");
+    // SAFETY: a NUL-terminated path; open returns a new descriptor or -1.
+    let new = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if new < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot open a second description of the segment through /proc/self/fd: {e}"),
+        ));
+    }
+    Ok(new)
+}
+
+/// Total bytes of the file system holding `path`.
+pub fn total_bytes(path: &str) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks() as u64 * st.fragment_size() as u64)
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `path`.
@@ -449,8 +555,8 @@ mod tests {
                 .unwrap()
                 .into()
         };
-        let a = LockFd::new(open());
-        let b = LockFd::new(open());
+        let a = LockFd::for_file(&open(), "unused").unwrap();
+        let b = LockFd::for_file(&open(), "unused").unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(a.holder(3).unwrap(), Holder::Nobody);
         assert!(a.take(3).unwrap());
