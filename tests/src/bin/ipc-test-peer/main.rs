@@ -19,6 +19,9 @@
 //! succeeded even after a SIGKILL. With `--hold-after K` it claims a slot after
 //! `K` messages, half-writes it, creates `FILE.hold` and sleeps: a process
 //! killed while holding a write claim. `FILE.ready` is created once attached.
+//! On a single-producer/single-consumer segment both `produce` and `consume`
+//! retry attaching while the role is taken (`RoleTaken`), creating
+//! `FILE.waited` if they had to, and give up (exit 5) after the patience.
 //!
 //! `consume` receives until end of stream and appends `(id u32, seq u64)` of
 //! each message to `FILE` *inside* the receive callback, before the slot is
@@ -49,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::sync::{Deadline, SpinPolicy};
-use ipc_core::{synthetic, RecvError, SendError};
+use ipc_core::{synthetic, AttachError, RecvError, SendError};
 
 const EXIT_ERROR: i32 = 1;
 const EXIT_USAGE: i32 = 2;
@@ -161,6 +164,39 @@ fn open(name: &str) -> SharedBuffer {
     SharedBuffer::open(name).unwrap_or_else(|e| fail(EXIT_ERROR, &format!("opening {name}: {e}")))
 }
 
+/// Attaches with `attach`, retrying every millisecond while a
+/// single-producer/single-consumer segment refuses with `RoleTaken` (the
+/// previous holder of the role still lives, or nobody has reaped it yet).
+/// Gives up after `patience` (exit 5). Creates `FILE.waited` if it had to
+/// wait, so that a test can tell the retry path was taken.
+fn attach_retrying<T>(
+    file: &Path,
+    patience: Duration,
+    mut attach: impl FnMut() -> Result<T, AttachError>,
+) -> T {
+    let start = Instant::now();
+    let mut waited = false;
+    loop {
+        match attach() {
+            Ok(end) => return end,
+            Err(AttachError::RoleTaken { role, .. }) => {
+                if !waited {
+                    waited = true;
+                    marker(file, ".waited");
+                }
+                if start.elapsed() > patience {
+                    fail(
+                        EXIT_GAVE_UP,
+                        &format!("the {role} role stayed taken for {patience:?}"),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => fail(EXIT_ERROR, &format!("attaching: {e}")),
+        }
+    }
+}
+
 fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -192,9 +228,7 @@ fn produce(a: &Args) -> ! {
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
     let mut ack = append_file(&ack_path);
     let buffer = open(&name);
-    let mut tx = buffer
-        .producer()
-        .unwrap_or_else(|e| fail(EXIT_ERROR, &format!("attaching: {e}")));
+    let mut tx = attach_retrying(&ack_path, patience, || buffer.producer());
     tx.set_spin_policy(a.policy());
     marker(&ack_path, ".ready");
     let mut msg = vec![0u8; size];
@@ -254,9 +288,7 @@ fn consume(a: &Args) -> ! {
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
     let mut out = append_file(&out_path);
     let buffer = open(&name);
-    let mut rx = buffer
-        .consumer()
-        .unwrap_or_else(|e| fail(EXIT_ERROR, &format!("attaching: {e}")));
+    let mut rx = attach_retrying(&out_path, patience, || buffer.consumer());
     rx.set_min_producers(a.num("min-producers", 1));
     rx.set_spin_policy(a.policy());
     marker(&out_path, ".ready");
