@@ -11,6 +11,7 @@
 //! ipc-test-peer hostile --segment NAME --role producer|consumer
 //!               [--duration-ms MS] [--op-timeout-ms MS]
 //! ipc-test-peer churn [--duration-s S | --trials N] [--parallel P] [--seed S]
+//!               [--mode all|multi|single]
 //! ```
 //!
 //! `produce` sends synthetic messages `0..N` stamped with `ID` and appends
@@ -32,7 +33,9 @@
 //! `hostile` runs operations with short timeouts for a while, counting the
 //! outcomes, while a test scribbles over the segment.
 //!
-//! `churn` runs torture trials (see `churn.rs`) and prints a summary.
+//! `churn` runs torture trials (see `churn.rs`) of every scenario, on
+//! ordinary and single-producer/single-consumer segments (`--mode`), and
+//! prints a summary per scenario and a total.
 //!
 //! Every peer asks the kernel to SIGKILL it when its parent dies, so that an
 //! interrupted test or soak leaves no process behind.
@@ -457,6 +460,10 @@ fn main() {
             a.opt("trials"),
             a.num("parallel", 2),
             a.opt("seed"),
+            &a.map
+                .get("mode")
+                .cloned()
+                .unwrap_or_else(|| "all".to_owned()),
         )),
         other => usage(&format!("unknown command {other:?}")),
     }
