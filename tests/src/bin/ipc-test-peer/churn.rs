@@ -773,10 +773,12 @@ pub fn run_trial(settings: &Settings, case: Case, seed: u64) -> Report {
             }
         }
         Scenario::ProducerTightLoop => {
-            let kills = rng.range(3, 8) as u32;
+            let kills = rng.range(4, 12) as u32;
             // Never finishes by itself: it is always killed mid-loop.
             let endless = 100_000_000;
-            t.consumer(kills + 1, &[]);
+            // Never killed, so it may record in batches: faster than the
+            // producers, which then spend their time sending, not waiting.
+            t.consumer(kills + 1, &args(&["--buffered", "1"]));
             let mut victim = t.producer(endless, &[]);
             for k in 0..kills {
                 let last = k + 1 == kills;
@@ -787,7 +789,7 @@ pub fn run_trial(settings: &Settings, case: Case, seed: u64) -> Report {
                     if early {
                         next = Some(t.producer(n, &[]));
                     }
-                    t.sleep_us(0, 3000);
+                    t.sleep_us(0, 2000);
                     t.kill(victim);
                 }
                 victim = next.unwrap_or_else(|| t.producer(n, &[]));

@@ -6,7 +6,7 @@
 //!               [--hold-after K] [--zero-copy 1] [--wait adaptive|sleep|spin]
 //!               [--op-timeout-ms MS] [--patience-s S]
 //! ipc-test-peer consume --segment NAME --out FILE [--min-producers N]
-//!               [--hold-at K] [--slow-us US] [--wait ...] [--op-timeout-ms MS]
+//!               [--hold-at K] [--slow-us US] [--buffered 1] [--wait ...] [--op-timeout-ms MS]
 //!               [--patience-s S]
 //! ipc-test-peer hostile --segment NAME --role producer|consumer
 //!               [--duration-ms MS] [--op-timeout-ms MS]
@@ -28,7 +28,10 @@
 //! each message to `FILE` *inside* the receive callback, before the slot is
 //! released (`u32::MAX, u64::MAX` for a message that fails its checksum).
 //! With `--hold-at K` it sleeps inside the callback of its K-th message after
-//! creating `FILE.hold`: a process killed while holding a read claim.
+//! creating `FILE.hold`: a process killed while holding a read claim. With
+//! `--buffered 1` it keeps records in memory and writes them 64 KiB at a
+//! time and whenever a receive fails (so before any exit): a fast consumer
+//! for tests that never kill it.
 //!
 //! `hostile` runs operations with short timeouts for a while, counting the
 //! outcomes, while a test scribbles over the segment.
@@ -289,6 +292,10 @@ fn consume(a: &Args) -> ! {
     let hold_at: Option<u64> = a.opt("hold-at");
     let slow = Duration::from_micros(a.num("slow-us", 0));
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
+    // Records kept in memory and written 64 KiB at a time (and before any
+    // exit): a fast consumer, for a test that never kills it.
+    let buffered = a.num("buffered", 0u8) != 0;
+    let mut pending: Vec<u8> = Vec::new();
     let mut out = append_file(&out_path);
     let buffer = open(&name);
     let mut rx = attach_retrying(&out_path, patience, || buffer.consumer());
@@ -303,7 +310,15 @@ fn consume(a: &Args) -> ! {
             let mut rec = [0u8; 12];
             rec[..4].copy_from_slice(&id.to_le_bytes());
             rec[4..].copy_from_slice(&seq.to_le_bytes());
-            record(&mut out, &rec);
+            if buffered {
+                pending.extend_from_slice(&rec);
+                if pending.len() >= 1 << 16 {
+                    record(&mut out, &pending);
+                    pending.clear();
+                }
+            } else {
+                record(&mut out, &rec);
+            }
             n += 1;
             if hold_at == Some(n) {
                 marker(&out_path, ".hold");
@@ -313,6 +328,10 @@ fn consume(a: &Args) -> ! {
                 std::thread::sleep(slow);
             }
         });
+        if r.is_err() && !pending.is_empty() {
+            record(&mut out, &pending);
+            pending.clear();
+        }
         match r {
             Ok(()) => idle = Instant::now(),
             Err(RecvError::Disconnected) => exit(0),
