@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Soak: SIGKILL churn for a long time. Producers and consumers (the
 # ipc-test-peer binary) are killed at random points -- mid-send, mid-receive,
-# blocked on full or empty, holding a write or a read claim -- while
-# replacement processes attach to the same segment; every trial then accounts
-# for every message (see tests/src/bin/ipc-test-peer/churn.rs).
+# blocked on full or empty, holding a write or a read claim, in a tight send
+# loop -- while replacement processes attach to the same segment; every trial
+# then accounts for every message (see tests/src/bin/ipc-test-peer/churn.rs).
+# Every scenario runs on ordinary segments and on single-producer/
+# single-consumer ones (SharedBuffer::create_single), in turn.
 set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/soak.sh [DURATION_SECONDS] [--parallel N] [--seed N] [--debug]
+Usage: scripts/soak.sh [DURATION_SECONDS] [--parallel N] [--seed N] [--mode M] [--debug]
 
-Runs torture trials for DURATION_SECONDS (default 600) and prints a summary:
+Runs torture trials for DURATION_SECONDS (default 600), every scenario in
+turn, and prints one summary line per scenario and a total line:
+  scenario=NAME trials=N ...
   trials=N kills=N acked=N received=N lost_reads=N missing=N
-  abandoned_writes=N longest_trial=S violations=N
+  abandoned_writes=N role_waits=N longest_trial=S violations=N
+(role_waits: single-mode replacements that had to wait for the role.)
 Exits 0 when no guarantee was broken, 1 on any violation (each is printed
 on stderr with its scenario and seed), 2 on a usage error.
 
   --parallel N   trials running at once (default 2)
   --seed N       seed of the trial parameters (default: from the clock)
+  --mode M       all (default), multi (ordinary segments only) or single
+                 (single-producer/single-consumer segments only)
   --debug        use the debug build (default: release)
   -h, --help     this help
 USAGE
@@ -27,6 +34,7 @@ duration=600
 parallel=2
 seed=""
 profile=release
+mode=all
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h | --help)
@@ -41,6 +49,17 @@ while [[ $# -gt 0 ]]; do
         --seed)
             [[ $# -ge 2 ]] || { echo "soak.sh: --seed needs a value" >&2; exit 2; }
             seed="$2"
+            shift 2
+            ;;
+        --mode)
+            [[ $# -ge 2 ]] || { echo "soak.sh: --mode needs a value" >&2; exit 2; }
+            case "$2" in
+                all | multi | single) mode="$2" ;;
+                *)
+                    echo "soak.sh: --mode '$2': all, multi or single" >&2
+                    exit 2
+                    ;;
+            esac
             shift 2
             ;;
         --debug)
@@ -88,9 +107,9 @@ echo "soak.sh: building ipc-test-peer ($profile)" >&2
 cargo build --quiet "${build_flags[@]}" -p ipc-tests --bins
 peer="target/$profile/ipc-test-peer"
 
-args=(churn --duration-s "$duration" --parallel "$parallel")
+args=(churn --duration-s "$duration" --parallel "$parallel" --mode "$mode")
 [[ -n "$seed" ]] && args+=(--seed "$seed")
-echo "soak.sh: churning for ${duration} s, $parallel trials at a time" >&2
+echo "soak.sh: churning for ${duration} s, $parallel trials at a time, mode $mode" >&2
 start=$(date +%s)
 "$peer" "${args[@]}" &
 churn_pid=$!

@@ -1,12 +1,16 @@
 //! Torture: producers and consumers SIGKILLed at random points (mid-send,
-//! mid-receive, blocked on full or empty, holding a write or a read claim),
-//! with replacement processes attaching to the same segment, then an exact
-//! accounting of every message (see `churn.rs` for what each trial checks).
+//! mid-receive, blocked on full or empty, holding a write or a read claim,
+//! in a tight send loop), with replacement processes attaching to the same
+//! segment, then an exact accounting of every message (see `churn.rs` for
+//! what each trial checks).
 //!
-//! 8 scenarios x 30 trials = 240 trials, two at a time per test, in about
-//! 10-20 s on a 2-core machine. `TORTURE_SEED=N` replays a run (kill instants
-//! still vary: they are wall-clock). `TORTURE_TRIALS=N` changes the number of
-//! trials per scenario.
+//! Each of the 9 scenarios runs on an ordinary segment and on a
+//! single-producer/single-consumer one (`SharedBuffer::create_single`,
+//! tests named `single_*`), where replacements retry attaching while the
+//! role is taken: 18 x 30 trials = 540 trials, two at a time per test.
+//! `TORTURE_SEED=N` replays a run (kill instants still vary: they are
+//! wall-clock). `TORTURE_TRIALS=N` changes the number of trials per
+//! scenario.
 
 #[path = "../src/bin/ipc-test-peer/churn.rs"]
 mod churn;
@@ -14,7 +18,7 @@ mod churn;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use churn::{run_many, seed_from_env, Scenario, Settings};
+use churn::{run_many, seed_from_env, Case, Scenario, Settings};
 use ipc_tests::{ChildGuard, ShmName};
 
 fn settings() -> Settings {
@@ -32,17 +36,25 @@ fn trials() -> usize {
 }
 
 fn torture(scenario: Scenario) {
+    run(Case::multi(scenario));
+}
+
+fn single(scenario: Scenario) {
+    run(Case::single(scenario));
+}
+
+fn run(case: Case) {
     let seed = seed_from_env();
     let n = trials();
-    let s = run_many(&settings(), &[scenario], seed, 2, |i| i < n, |_| {});
-    eprintln!("{}: seed {seed}: {}", scenario.name(), s.line());
+    let s = run_many(&settings(), &[case], seed, 2, |i| i < n, |_| {});
+    eprintln!("{}: seed {seed}: {}", case.name(), s.line());
     assert_eq!(s.trials, n as u64);
     if let Some(r) = s.failed.first() {
         panic!(
             "{} of {} trials of {} broke a guarantee; first (seed {}, rerun with TORTURE_SEED={seed}): {:#?}",
             s.failed.len(),
             s.trials,
-            scenario.name(),
+            case.name(),
             r.seed,
             r.violations
         );
@@ -88,6 +100,59 @@ fn sole_consumer_killed_unblocks_the_producer() {
 #[test]
 fn sole_producer_killed_ends_the_stream() {
     torture(Scenario::SoleProducerDies);
+}
+
+#[test]
+fn producers_killed_in_a_tight_send_loop() {
+    torture(Scenario::ProducerTightLoop);
+}
+
+#[test]
+fn single_producer_killed_mid_send() {
+    single(Scenario::KillProducer);
+}
+
+#[test]
+fn single_consumer_killed_mid_receive() {
+    single(Scenario::KillConsumer);
+}
+
+#[test]
+fn single_producer_killed_holding_a_write_claim() {
+    single(Scenario::ProducerHoldsClaim);
+}
+
+#[test]
+fn single_consumer_killed_holding_a_read_claim() {
+    single(Scenario::ConsumerHoldsRead);
+}
+
+#[test]
+fn single_producer_killed_while_blocked_on_full() {
+    single(Scenario::ProducerBlockedFull);
+}
+
+#[test]
+fn single_consumer_killed_while_blocked_on_empty() {
+    single(Scenario::ConsumerBlockedEmpty);
+}
+
+#[test]
+fn single_sole_consumer_killed_unblocks_the_producer() {
+    single(Scenario::SoleConsumerDies);
+}
+
+#[test]
+fn single_sole_producer_killed_ends_the_stream() {
+    single(Scenario::SoleProducerDies);
+}
+
+/// The defect fixed in c3b9a7f: a single producer killed between
+/// publishing a slot's stamp and moving the write cursor wedged the ring
+/// ("Corrupt: cursors impossible").
+#[test]
+fn single_producers_killed_in_a_tight_send_loop() {
+    single(Scenario::ProducerTightLoop);
 }
 
 /// A consumer that polls with receive timeouts shorter than the liveness

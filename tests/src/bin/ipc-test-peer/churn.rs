@@ -1,7 +1,16 @@
 //! Torture trials: producers and consumers in separate processes, SIGKILLed
 //! at random points (mid-send, mid-receive, blocked on a full or an empty
-//! buffer, holding a write or a read claim), replacements attaching to the
-//! same segment, then an exact accounting of every message.
+//! buffer, holding a write or a read claim, in a tight send loop),
+//! replacements attaching to the same segment, then an exact accounting of
+//! every message.
+//!
+//! Every scenario runs on an ordinary (MPMC) segment and on a
+//! single-producer/single-consumer one (`SharedBuffer::create_single`, a
+//! [`Case`] with `single`). In single mode only one producer and one
+//! consumer are attached at a time: a replacement is sometimes started
+//! while the process it replaces still lives, and retries attaching while
+//! it is refused with `RoleTaken` (giving up after the patience, which ends
+//! the trial with a violation).
 //!
 //! Shared by `tests/tests/torture.rs` (through `#[path]`) and by
 //! `ipc-test-peer churn`, which `scripts/soak.sh` runs for a long time.
@@ -87,11 +96,15 @@ pub enum Scenario {
     SoleConsumerDies,
     /// The only producer killed: consumers must get end of stream.
     SoleProducerDies,
+    /// Producers killed one after another at random instants (within a
+    /// few milliseconds of attaching) of a tight send loop into a roomy
+    /// buffer drained by a fast consumer; the last one finishes.
+    ProducerTightLoop,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::KillProducer,
         Scenario::KillConsumer,
         Scenario::ProducerHoldsClaim,
@@ -100,6 +113,7 @@ impl Scenario {
         Scenario::ConsumerBlockedEmpty,
         Scenario::SoleConsumerDies,
         Scenario::SoleProducerDies,
+        Scenario::ProducerTightLoop,
     ];
 
     /// Short name, for reports.
@@ -113,6 +127,62 @@ impl Scenario {
             Scenario::ConsumerBlockedEmpty => "consumer-blocked-empty",
             Scenario::SoleConsumerDies => "sole-consumer-dies",
             Scenario::SoleProducerDies => "sole-producer-dies",
+            Scenario::ProducerTightLoop => "producer-tight-loop",
+        }
+    }
+}
+
+/// A scenario on one kind of segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// Where and when the kill lands.
+    pub scenario: Scenario,
+    /// The segment is made by `SharedBuffer::create_single`: one producer
+    /// and one consumer at a time.
+    pub single: bool,
+}
+
+impl Case {
+    /// `scenario` on an ordinary (MPMC) segment.
+    pub fn multi(scenario: Scenario) -> Case {
+        Case {
+            scenario,
+            single: false,
+        }
+    }
+
+    /// `scenario` on a single-producer/single-consumer segment.
+    pub fn single(scenario: Scenario) -> Case {
+        Case {
+            scenario,
+            single: true,
+        }
+    }
+
+    /// Every scenario on an ordinary segment, then every one in single mode.
+    pub fn all() -> Vec<Case> {
+        let multi = Scenario::ALL.iter().map(|&s| Case::multi(s));
+        multi
+            .chain(Scenario::ALL.iter().map(|&s| Case::single(s)))
+            .collect()
+    }
+
+    /// Short name, for reports: the scenario's, `single-` first in single
+    /// mode.
+    pub fn name(self) -> &'static str {
+        if !self.single {
+            return self.scenario.name();
+        }
+        match self.scenario {
+            Scenario::KillProducer => "single-kill-producer",
+            Scenario::KillConsumer => "single-kill-consumer",
+            Scenario::ProducerHoldsClaim => "single-producer-holds-claim",
+            Scenario::ConsumerHoldsRead => "single-consumer-holds-read",
+            Scenario::ProducerBlockedFull => "single-producer-blocked-full",
+            Scenario::ConsumerBlockedEmpty => "single-consumer-blocked-empty",
+            Scenario::SoleConsumerDies => "single-sole-consumer-dies",
+            Scenario::SoleProducerDies => "single-sole-producer-dies",
+            Scenario::ProducerTightLoop => "single-producer-tight-loop",
         }
     }
 }
@@ -146,6 +216,9 @@ pub struct Report {
     pub abandoned_writes: u64,
     /// Processes killed.
     pub kills: u32,
+    /// Peers that were refused with `RoleTaken` at least once before they
+    /// attached (single mode: started while the one they replace lived).
+    pub role_waits: u32,
     /// Everything that broke a guarantee.
     pub violations: Vec<String>,
     /// Wall time of the trial.
@@ -191,18 +264,20 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 impl<'s> Trial<'s> {
-    fn new(settings: &'s Settings, seed: u64, scenario: Scenario, capacity: u32) -> Trial<'s> {
+    fn new(settings: &'s Settings, seed: u64, case: Case, capacity: u32) -> Trial<'s> {
         let name = ShmName::new("churn");
         let dir = std::env::temp_dir().join(name.as_str());
         std::fs::create_dir_all(&dir).expect("trial directory");
-        SharedBuffer::create(
-            name.as_str(),
-            &BufferConfig {
-                capacity,
-                max_message: 64,
-                ..Default::default()
-            },
-        )
+        let config = BufferConfig {
+            capacity,
+            max_message: 64,
+            ..Default::default()
+        };
+        if case.single {
+            SharedBuffer::create_single(name.as_str(), &config)
+        } else {
+            SharedBuffer::create(name.as_str(), &config)
+        }
         .expect("creating the trial segment");
         let mut rng = Rng::new(seed);
         let size = rng.range(24, 64);
@@ -217,7 +292,7 @@ impl<'s> Trial<'s> {
             policies: vec!["adaptive", "adaptive", "sleep"],
             op_timeouts: vec![0, 0, 150],
             report: Report {
-                scenario: scenario.name(),
+                scenario: case.name(),
                 seed,
                 ..Default::default()
             },
@@ -314,6 +389,10 @@ impl<'s> Trial<'s> {
         std::thread::sleep(Duration::from_millis(self.rng.range(lo, hi)));
     }
 
+    fn sleep_us(&mut self, lo: u64, hi: u64) {
+        std::thread::sleep(Duration::from_micros(self.rng.range(lo, hi)));
+    }
+
     fn kill(&mut self, peer: usize) {
         let p = &mut self.peers[peer];
         if p.status.is_some() {
@@ -384,6 +463,11 @@ impl<'s> Trial<'s> {
                 self.violation(what);
             }
         }
+        self.report.role_waits = self
+            .peers
+            .iter()
+            .filter(|p| with_suffix(&p.file, ".waited").exists())
+            .count() as u32;
         let drained = self.drain();
         match ipc_core::admin::inspect(self.name.as_str()) {
             Ok(s) => {
@@ -521,47 +605,71 @@ impl<'s> Trial<'s> {
     }
 }
 
-/// Runs one trial of `scenario`, its parameters drawn from `seed`.
-pub fn run_trial(settings: &Settings, scenario: Scenario, seed: u64) -> Report {
+/// Runs one trial of `case`, its parameters drawn from `seed`.
+///
+/// In single mode a scenario has one producer and one consumer where the
+/// ordinary one may draw two, and a replacement is started, at random,
+/// either after the kill or before it (then it waits for the role).
+pub fn run_trial(settings: &Settings, case: Case, seed: u64) -> Report {
     let start = Instant::now();
+    let single = case.single;
     let mut rng = Rng::new(seed ^ 0x5eed);
-    let capacity = rng.pick(&[1, 2, 3, 4, 8]) as u32;
+    let capacity = match case.scenario {
+        Scenario::ProducerTightLoop => rng.pick(&[4, 16, 64]),
+        _ => rng.pick(&[1, 2, 3, 4, 8]),
+    } as u32;
     let count = rng.range(50, 300);
-    let mut t = Trial::new(settings, seed, scenario, capacity);
+    let mut t = Trial::new(settings, seed, case, capacity);
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    match scenario {
+    // How many producers or consumers run side by side: one in single mode.
+    let one_or_two = |rng: &mut Rng| if single { 1 } else { rng.range(1, 2) };
+    // Single mode: start the replacement before the kill (true) or after.
+    let early = |rng: &mut Rng| single && rng.range(0, 1) == 1;
+    match case.scenario {
         Scenario::KillProducer => {
-            let np = rng.range(1, 2) as u32;
-            for _ in 0..rng.range(1, 2) {
+            let np = one_or_two(&mut rng) as u32;
+            for _ in 0..one_or_two(&mut rng) {
                 t.consumer(np + 1, &[]);
             }
             let ps: Vec<usize> = (0..np).map(|_| t.producer(count, &[])).collect();
             let victim = rng.pick(&ps);
+            let early = early(&mut rng);
             if t.wait_marker(victim, ".ready") {
+                if early {
+                    t.producer(count, &[]);
+                }
                 t.sleep_ms(0, 40);
                 t.kill(victim);
             }
-            t.producer(count, &[]);
+            if !early {
+                t.producer(count, &[]);
+            }
         }
         Scenario::KillConsumer => {
-            let np = rng.range(1, 2) as u32;
+            let np = one_or_two(&mut rng) as u32;
             let slow = rng.pick(&[0u64, 0, 50, 300]).to_string();
-            let cs: Vec<usize> = (0..rng.range(1, 2))
+            let cs: Vec<usize> = (0..one_or_two(&mut rng))
                 .map(|_| t.consumer(np, &args(&["--slow-us", &slow])))
                 .collect();
             for _ in 0..np {
                 t.producer(count, &[]);
             }
             let victim = rng.pick(&cs);
+            let early = early(&mut rng);
             if t.wait_marker(victim, ".ready") {
+                if early {
+                    t.consumer(np, &[]);
+                }
                 t.sleep_ms(0, 40);
                 t.kill(victim);
             }
-            t.consumer(np, &[]);
+            if !early {
+                t.consumer(np, &[]);
+            }
         }
         Scenario::ProducerHoldsClaim => {
-            let np = rng.range(1, 2) as u32;
-            for _ in 0..rng.range(1, 2) {
+            let np = one_or_two(&mut rng) as u32;
+            for _ in 0..one_or_two(&mut rng) {
                 t.consumer(np + 1, &[]);
             }
             let hold = rng.range(0, count / 2).to_string();
@@ -569,27 +677,39 @@ pub fn run_trial(settings: &Settings, scenario: Scenario, seed: u64) -> Report {
             for _ in 1..np {
                 t.producer(count, &[]);
             }
+            let early = early(&mut rng);
             if t.wait_marker(holder, ".hold") {
+                if early {
+                    t.producer(count, &[]);
+                }
                 t.sleep_ms(0, 30);
                 t.kill(holder);
             }
-            t.producer(count, &[]);
+            if !early {
+                t.producer(count, &[]);
+            }
         }
         Scenario::ConsumerHoldsRead => {
-            let np = rng.range(1, 2) as u32;
+            let np = one_or_two(&mut rng) as u32;
             let hold = rng.range(1, 5).to_string();
             let holder = t.consumer(np, &args(&["--hold-at", &hold]));
-            if rng.range(0, 1) == 1 {
+            if !single && rng.range(0, 1) == 1 {
                 t.consumer(np, &[]);
             }
             for _ in 0..np {
                 t.producer(count, &[]);
             }
+            let early = early(&mut rng);
             if t.wait_marker(holder, ".hold") {
+                if early {
+                    t.consumer(np, &[]);
+                }
                 t.sleep_ms(0, 30);
                 t.kill(holder);
             }
-            t.consumer(np, &[]);
+            if !early {
+                t.consumer(np, &[]);
+            }
         }
         Scenario::ProducerBlockedFull => {
             let victim = t.producer(count.max(capacity as u64 + 1), &[]);
@@ -597,21 +717,38 @@ pub fn run_trial(settings: &Settings, scenario: Scenario, seed: u64) -> Report {
             while t.acks(victim) < capacity as usize && start.elapsed() < settings.patience {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            let early = early(&mut rng);
+            if early {
+                t.producer(count, &[]);
+            }
             t.sleep_ms(0, 30);
             t.kill(victim);
-            for _ in 0..rng.range(1, 2) {
+            for _ in 0..one_or_two(&mut rng) {
                 t.consumer(2, &[]);
             }
-            t.producer(count, &[]);
+            if !early {
+                t.producer(count, &[]);
+            }
         }
         Scenario::ConsumerBlockedEmpty => {
-            let np = rng.range(1, 2) as u32;
-            let cs: Vec<usize> = (0..2).map(|_| t.consumer(np, &[])).collect();
+            let np = one_or_two(&mut rng) as u32;
+            // Two consumers, one killed; in single mode one, then its
+            // replacement.
+            let cs: Vec<usize> = (0..if single { 1 } else { 2 })
+                .map(|_| t.consumer(np, &[]))
+                .collect();
             for &c in &cs {
                 t.wait_marker(c, ".ready");
             }
+            let early = early(&mut rng);
+            if early {
+                t.consumer(np, &[]);
+            }
             t.sleep_ms(0, 150);
             t.kill(rng.pick(&cs));
+            if single && !early {
+                t.consumer(np, &[]);
+            }
             for _ in 0..np {
                 t.producer(count, &[]);
             }
@@ -626,13 +763,36 @@ pub fn run_trial(settings: &Settings, scenario: Scenario, seed: u64) -> Report {
             }
         }
         Scenario::SoleProducerDies => {
-            for _ in 0..rng.range(1, 2) {
+            for _ in 0..one_or_two(&mut rng) {
                 t.consumer(1, &[]);
             }
             let p = t.producer(1000, &[]);
             if t.wait_marker(p, ".ready") {
                 t.sleep_ms(0, 50);
                 t.kill(p);
+            }
+        }
+        Scenario::ProducerTightLoop => {
+            let kills = rng.range(4, 12) as u32;
+            // Never finishes by itself: it is always killed mid-loop.
+            let endless = 100_000_000;
+            // Never killed, so it may record in batches: faster than the
+            // producers, which then spend their time sending, not waiting.
+            t.consumer(kills + 1, &args(&["--buffered", "1"]));
+            let mut victim = t.producer(endless, &[]);
+            for k in 0..kills {
+                let last = k + 1 == kills;
+                let n = if last { count } else { endless };
+                let early = early(&mut rng);
+                let mut next = None;
+                if t.wait_marker(victim, ".ready") {
+                    if early {
+                        next = Some(t.producer(n, &[]));
+                    }
+                    t.sleep_us(0, 2000);
+                    t.kill(victim);
+                }
+                victim = next.unwrap_or_else(|| t.producer(n, &[]));
             }
         }
     }
@@ -656,6 +816,8 @@ pub struct Summary {
     pub lost_reads: u64,
     /// Sum of `abandoned_writes`.
     pub abandoned_writes: u64,
+    /// Peers that had to retry attaching while their role was taken.
+    pub role_waits: u64,
     /// Trials with a violation, with their reports.
     pub failed: Vec<Report>,
     /// Longest trial.
@@ -672,6 +834,7 @@ impl Summary {
         self.missing += r.missing;
         self.lost_reads += r.lost_reads;
         self.abandoned_writes += r.abandoned_writes;
+        self.role_waits += r.role_waits as u64;
         self.longest = self.longest.max(r.elapsed);
         if !r.violations.is_empty() {
             self.failed.push(r);
@@ -681,7 +844,7 @@ impl Summary {
     /// One line.
     pub fn line(&self) -> String {
         format!(
-            "trials={} kills={} acked={} received={} lost_reads={} missing={} abandoned_writes={} longest_trial={:.2}s violations={}",
+            "trials={} kills={} acked={} received={} lost_reads={} missing={} abandoned_writes={} role_waits={} longest_trial={:.2}s violations={}",
             self.trials,
             self.kills,
             self.acked,
@@ -689,6 +852,7 @@ impl Summary {
             self.lost_reads,
             self.missing,
             self.abandoned_writes,
+            self.role_waits,
             self.longest.as_secs_f64(),
             self.failed.iter().map(|r| r.violations.len()).sum::<usize>()
         )
@@ -696,10 +860,10 @@ impl Summary {
 }
 
 /// Runs trials on `parallel` threads until `more(trials_started)` says stop.
-/// Trial `i` uses scenario `scenarios[i % len]` and seed `seed + i`.
+/// Trial `i` uses case `cases[i % len]` and seed `seed + i`.
 pub fn run_many(
     settings: &Settings,
-    scenarios: &[Scenario],
+    cases: &[Case],
     seed: u64,
     parallel: usize,
     more: impl Fn(usize) -> bool + Sync,
@@ -714,8 +878,8 @@ pub fn run_many(
                 if !more(i) {
                     break;
                 }
-                let scenario = scenarios[i % scenarios.len()];
-                let r = run_trial(settings, scenario, seed.wrapping_add(i as u64));
+                let case = cases[i % cases.len()];
+                let r = run_trial(settings, case, seed.wrapping_add(i as u64));
                 on_report(&r);
                 summary.lock().expect("summary").add(r);
             });
@@ -736,15 +900,27 @@ pub fn seed_from_env() -> u64 {
         })
 }
 
-/// `ipc-test-peer churn`: runs trials for `duration_s` seconds (or `trials`
-/// trials), prints a summary, returns the exit code (1 on any violation).
+/// `ipc-test-peer churn`: runs trials of every case of `mode` (`all`,
+/// `multi` or `single`) in turn for `duration_s` seconds (or `trials`
+/// trials), prints one summary line per case and a total line, returns the
+/// exit code (1 on any violation, 2 on a bad mode).
 pub fn main(
     peer_exe: PathBuf,
     duration_s: Option<f64>,
     trials: Option<usize>,
     parallel: usize,
     seed: Option<u64>,
+    mode: &str,
 ) -> i32 {
+    let cases: Vec<Case> = match mode {
+        "all" => Case::all(),
+        "multi" => Scenario::ALL.iter().map(|&s| Case::multi(s)).collect(),
+        "single" => Scenario::ALL.iter().map(|&s| Case::single(s)).collect(),
+        other => {
+            eprintln!("churn: --mode {other:?}: all, multi or single");
+            return 2;
+        }
+    };
     let seed = seed.unwrap_or_else(seed_from_env);
     let settings = Settings {
         peer_exe,
@@ -753,7 +929,8 @@ pub fn main(
     let start = Instant::now();
     let limit = duration_s.map(Duration::from_secs_f64);
     eprintln!(
-        "churn: seed {seed}, {parallel} trials at a time, {}",
+        "churn: seed {seed}, {parallel} trials at a time, {} cases ({mode}), {}",
+        cases.len(),
         match (limit, trials) {
             (_, Some(n)) => format!("{n} trials"),
             (Some(d), None) => format!("for {d:?}"),
@@ -762,9 +939,10 @@ pub fn main(
     );
     let limit = limit.unwrap_or(Duration::from_secs(60));
     let last_line = Mutex::new(Instant::now());
+    let per_case: Mutex<Vec<Summary>> = Mutex::new(vec![Summary::default(); cases.len()]);
     let summary = run_many(
         &settings,
-        &Scenario::ALL,
+        &cases,
         seed,
         parallel,
         |i| match trials {
@@ -772,6 +950,9 @@ pub fn main(
             None => start.elapsed() < limit,
         },
         |r| {
+            if let Some(k) = cases.iter().position(|c| c.name() == r.scenario) {
+                per_case.lock().expect("per case")[k].add(r.clone());
+            }
             for v in &r.violations {
                 eprintln!("churn: VIOLATION [{} seed {}] {v}", r.scenario, r.seed);
             }
@@ -782,6 +963,10 @@ pub fn main(
             }
         },
     );
+    let per_case = per_case.into_inner().expect("per case");
+    for (case, s) in cases.iter().zip(&per_case) {
+        println!("scenario={} {}", case.name(), s.line());
+    }
     println!("{}", summary.line());
     if summary.failed.is_empty() {
         0

@@ -6,11 +6,12 @@
 //!               [--hold-after K] [--zero-copy 1] [--wait adaptive|sleep|spin]
 //!               [--op-timeout-ms MS] [--patience-s S]
 //! ipc-test-peer consume --segment NAME --out FILE [--min-producers N]
-//!               [--hold-at K] [--slow-us US] [--wait ...] [--op-timeout-ms MS]
+//!               [--hold-at K] [--slow-us US] [--buffered 1] [--wait ...] [--op-timeout-ms MS]
 //!               [--patience-s S]
 //! ipc-test-peer hostile --segment NAME --role producer|consumer
 //!               [--duration-ms MS] [--op-timeout-ms MS]
 //! ipc-test-peer churn [--duration-s S | --trials N] [--parallel P] [--seed S]
+//!               [--mode all|multi|single]
 //! ```
 //!
 //! `produce` sends synthetic messages `0..N` stamped with `ID` and appends
@@ -19,17 +20,25 @@
 //! succeeded even after a SIGKILL. With `--hold-after K` it claims a slot after
 //! `K` messages, half-writes it, creates `FILE.hold` and sleeps: a process
 //! killed while holding a write claim. `FILE.ready` is created once attached.
+//! On a single-producer/single-consumer segment both `produce` and `consume`
+//! retry attaching while the role is taken (`RoleTaken`), creating
+//! `FILE.waited` if they had to, and give up (exit 5) after the patience.
 //!
 //! `consume` receives until end of stream and appends `(id u32, seq u64)` of
 //! each message to `FILE` *inside* the receive callback, before the slot is
 //! released (`u32::MAX, u64::MAX` for a message that fails its checksum).
 //! With `--hold-at K` it sleeps inside the callback of its K-th message after
-//! creating `FILE.hold`: a process killed while holding a read claim.
+//! creating `FILE.hold`: a process killed while holding a read claim. With
+//! `--buffered 1` it keeps records in memory and writes them 64 KiB at a
+//! time and whenever a receive fails (so before any exit): a fast consumer
+//! for tests that never kill it.
 //!
 //! `hostile` runs operations with short timeouts for a while, counting the
 //! outcomes, while a test scribbles over the segment.
 //!
-//! `churn` runs torture trials (see `churn.rs`) and prints a summary.
+//! `churn` runs torture trials (see `churn.rs`) of every scenario, on
+//! ordinary and single-producer/single-consumer segments (`--mode`), and
+//! prints a summary per scenario and a total.
 //!
 //! Every peer asks the kernel to SIGKILL it when its parent dies, so that an
 //! interrupted test or soak leaves no process behind.
@@ -49,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::sync::{Deadline, SpinPolicy};
-use ipc_core::{synthetic, RecvError, SendError};
+use ipc_core::{synthetic, AttachError, RecvError, SendError};
 
 const EXIT_ERROR: i32 = 1;
 const EXIT_USAGE: i32 = 2;
@@ -161,6 +170,39 @@ fn open(name: &str) -> SharedBuffer {
     SharedBuffer::open(name).unwrap_or_else(|e| fail(EXIT_ERROR, &format!("opening {name}: {e}")))
 }
 
+/// Attaches with `attach`, retrying every millisecond while a
+/// single-producer/single-consumer segment refuses with `RoleTaken` (the
+/// previous holder of the role still lives, or nobody has reaped it yet).
+/// Gives up after `patience` (exit 5). Creates `FILE.waited` if it had to
+/// wait, so that a test can tell the retry path was taken.
+fn attach_retrying<T>(
+    file: &Path,
+    patience: Duration,
+    mut attach: impl FnMut() -> Result<T, AttachError>,
+) -> T {
+    let start = Instant::now();
+    let mut waited = false;
+    loop {
+        match attach() {
+            Ok(end) => return end,
+            Err(AttachError::RoleTaken { role, .. }) => {
+                if !waited {
+                    waited = true;
+                    marker(file, ".waited");
+                }
+                if start.elapsed() > patience {
+                    fail(
+                        EXIT_GAVE_UP,
+                        &format!("the {role} role stayed taken for {patience:?}"),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => fail(EXIT_ERROR, &format!("attaching: {e}")),
+        }
+    }
+}
+
 fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -192,9 +234,7 @@ fn produce(a: &Args) -> ! {
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
     let mut ack = append_file(&ack_path);
     let buffer = open(&name);
-    let mut tx = buffer
-        .producer()
-        .unwrap_or_else(|e| fail(EXIT_ERROR, &format!("attaching: {e}")));
+    let mut tx = attach_retrying(&ack_path, patience, || buffer.producer());
     tx.set_spin_policy(a.policy());
     marker(&ack_path, ".ready");
     let mut msg = vec![0u8; size];
@@ -252,11 +292,13 @@ fn consume(a: &Args) -> ! {
     let hold_at: Option<u64> = a.opt("hold-at");
     let slow = Duration::from_micros(a.num("slow-us", 0));
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
+    // Records kept in memory and written 64 KiB at a time (and before any
+    // exit): a fast consumer, for a test that never kills it.
+    let buffered = a.num("buffered", 0u8) != 0;
+    let mut pending: Vec<u8> = Vec::new();
     let mut out = append_file(&out_path);
     let buffer = open(&name);
-    let mut rx = buffer
-        .consumer()
-        .unwrap_or_else(|e| fail(EXIT_ERROR, &format!("attaching: {e}")));
+    let mut rx = attach_retrying(&out_path, patience, || buffer.consumer());
     rx.set_min_producers(a.num("min-producers", 1));
     rx.set_spin_policy(a.policy());
     marker(&out_path, ".ready");
@@ -268,7 +310,15 @@ fn consume(a: &Args) -> ! {
             let mut rec = [0u8; 12];
             rec[..4].copy_from_slice(&id.to_le_bytes());
             rec[4..].copy_from_slice(&seq.to_le_bytes());
-            record(&mut out, &rec);
+            if buffered {
+                pending.extend_from_slice(&rec);
+                if pending.len() >= 1 << 16 {
+                    record(&mut out, &pending);
+                    pending.clear();
+                }
+            } else {
+                record(&mut out, &rec);
+            }
             n += 1;
             if hold_at == Some(n) {
                 marker(&out_path, ".hold");
@@ -278,6 +328,10 @@ fn consume(a: &Args) -> ! {
                 std::thread::sleep(slow);
             }
         });
+        if r.is_err() && !pending.is_empty() {
+            record(&mut out, &pending);
+            pending.clear();
+        }
         match r {
             Ok(()) => idle = Instant::now(),
             Err(RecvError::Disconnected) => exit(0),
@@ -425,6 +479,10 @@ fn main() {
             a.opt("trials"),
             a.num("parallel", 2),
             a.opt("seed"),
+            &a.map
+                .get("mode")
+                .cloned()
+                .unwrap_or_else(|| "all".to_owned()),
         )),
         other => usage(&format!("unknown command {other:?}")),
     }
