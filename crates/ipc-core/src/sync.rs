@@ -126,6 +126,26 @@ impl EventCount {
     pub fn sleepers(&self) -> u32 {
         self.sleepers.load(Ordering::Relaxed)
     }
+
+    /// Only under loom, for `tests/loom.rs`, whose model of the futex
+    /// sleeps while the epoch equals the ticket: the epoch and armed words.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_words(&self) -> (u32, u32) {
+        (
+            self.epoch.load(Ordering::SeqCst),
+            self.armed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[cfg(loom)]
+impl Ticket {
+    /// Only under loom, for `tests/loom.rs`: the epoch this ticket waits on.
+    #[doc(hidden)]
+    pub fn loom_epoch(self) -> u32 {
+        self.0
+    }
 }
 
 /// How a blocking call spends its time before sleeping: spin (bounded by

@@ -182,3 +182,223 @@ fn semaphore_wakes_its_waiter_and_keeps_count() {
         assert!(s.try_wait() && !s.try_wait());
     });
 }
+
+// ---------------------------------------------------------------------------
+// The sleep/wake protocol of `EventCount` (sync.rs).
+//
+// Waiter: `prepare` (ticket = epoch; sleepers += 1; armed = 1; fence),
+// re-check the condition, then `wait(ticket)` = futex-wait on the epoch,
+// then `cancel`. Notifier: change the condition, then `notify` (fence; if
+// armed: disarm, epoch += 1, futex-wake everyone).
+//
+// Under loom `sleep_on` and `wake` do nothing, so the futex is modelled
+// here the way the kernel builds it: a hash-bucket lock and a wait queue
+// (a loom Mutex and Condvar). `futex_wait` sleeps, under the bucket lock,
+// only while the epoch still equals the ticket; `futex_wake` takes the
+// lock and wakes every sleeper, who re-check. The model wakes after every
+// `notify` whether or not it bumped the epoch: a wake without a bump is
+// spurious and changes nothing, since the epoch moves only in
+// `wake_if_armed`, which always wakes after it. A lost wake-up is a waiter
+// that decided to sleep (condition false after `prepare`) still asleep on
+// an unchanged epoch once the notifier, having made the condition true, is
+// gone: it would sleep for ever. The notifier says it is gone under the
+// bucket lock and wakes the sleepers a last time, so such a sleeper sees
+// it and panics "lost wake-up" (rather than leaving loom a deadlock, which
+// it reports by aborting the whole test binary). A passing model proves,
+// for every interleaving within the bounds, that a sleeper is always woken.
+//
+// The asymmetric barrier is modelled as a SeqCst fence on both sides (loom
+// models neither membarrier nor compiler fences): the fence in `prepare`
+// stands for `fence` + `heavy_barrier`, and the one in `notify` for both
+// `notify` and `notify_light` (whose compiler fence is made a full barrier
+// by the waiters' membarrier), so one model covers both.
+//
+// Negative check: `event_count_model_catches_a_lost_wakeup_without_the_waiter_fence`
+// runs the same harness over a copy of `EventCount` whose `prepare` lacks
+// the fence, and must fail with "lost wake-up". Tried by hand on sync.rs
+// itself: deleting the fence in `prepare`, or turning `notify`'s into a
+// compiler fence (`notify_light` without the waiters' membarrier), makes
+// all three `event_count_*` models fail with "lost wake-up: asleep on
+// epoch 0, its condition true, the notifier gone".
+// ---------------------------------------------------------------------------
+
+use ipc_core::sync::EventCount;
+use loom::sync::atomic::{fence, AtomicU32};
+use loom::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// What the harness needs of an event count.
+trait Event: Default + Send + Sync + 'static {
+    /// `prepare`, returning the ticket's epoch.
+    fn prepare(&self) -> u32;
+    fn cancel(&self);
+    fn notify(&self);
+    /// The epoch and armed words now.
+    fn words(&self) -> (u32, u32);
+    fn sleepers(&self) -> u32;
+}
+
+impl Event for EventCount {
+    fn prepare(&self) -> u32 {
+        EventCount::prepare(self).loom_epoch()
+    }
+    fn cancel(&self) {
+        EventCount::cancel(self)
+    }
+    fn notify(&self) {
+        EventCount::notify(self)
+    }
+    fn words(&self) -> (u32, u32) {
+        self.loom_words()
+    }
+    fn sleepers(&self) -> u32 {
+        EventCount::sleepers(self)
+    }
+}
+
+/// An event count, its waiters' condition (a count of items), and the
+/// futex under it: the bucket lock guards "the notifier is gone".
+#[derive(Default)]
+struct Shared<E> {
+    ev: E,
+    items: AtomicU32,
+    bucket: Mutex<bool>,
+    queue: Condvar,
+}
+
+impl<E: Event> Shared<E> {
+    /// FUTEX_WAIT on the epoch: sleeps while it equals `ticket`, checked
+    /// under the bucket lock so that no wake slips in between. Panics if it
+    /// would sleep for ever.
+    fn futex_wait(&self, ticket: u32) {
+        let mut notifier_gone = self.bucket.lock().unwrap();
+        while self.ev.words().0 == ticket {
+            assert!(
+                !*notifier_gone,
+                "lost wake-up: asleep on epoch {ticket}, its condition true, the notifier gone"
+            );
+            notifier_gone = self.queue.wait(notifier_gone).unwrap();
+        }
+    }
+
+    /// FUTEX_WAKE of every sleeper.
+    fn futex_wake(&self) {
+        let _bucket = self.bucket.lock().unwrap();
+        self.queue.notify_all();
+    }
+
+    /// The queue's waiting loop (queue.rs): look, arm, look again, sleep,
+    /// until `items >= want`. Returns how many times it slept.
+    fn wait_for(&self, want: u32) -> u32 {
+        let mut sleeps = 0;
+        loop {
+            if self.items.load(Acquire) >= want {
+                return sleeps;
+            }
+            let ticket = self.ev.prepare();
+            if self.items.load(Acquire) >= want {
+                self.ev.cancel();
+                return sleeps;
+            }
+            sleeps += 1;
+            // `wait`: the futex call, then `cancel`.
+            self.futex_wait(ticket);
+            self.ev.cancel();
+        }
+    }
+
+    /// A notifier: `rounds` times, one more item (a Release store, as a
+    /// commit's stamp) then a notify; then it is gone.
+    fn notifier(&self, rounds: u32) {
+        for _ in 0..rounds {
+            self.items.fetch_add(1, Release);
+            self.ev.notify();
+            self.futex_wake();
+        }
+        *self.bucket.lock().unwrap() = true;
+        self.queue.notify_all();
+    }
+}
+
+/// `waiters` threads each wait for `want` items while one notifier makes
+/// `rounds` of them; checks liveness (in `futex_wait`), then the words.
+fn event_count_model<E: Event>(waiters: usize, want: u32, rounds: u32) {
+    model(move || {
+        let s = Arc::new(Shared::<E>::default());
+        let ws: Vec<_> = (0..waiters)
+            .map(|_| {
+                let s = s.clone();
+                thread::spawn(move || s.wait_for(want))
+            })
+            .collect();
+        s.notifier(rounds);
+        let slept: u32 = ws.into_iter().map(|w| w.join().unwrap()).sum();
+        let (epoch, _armed) = s.ev.words();
+        assert_eq!(s.ev.sleepers(), 0, "every waiter withdrew");
+        assert!(epoch <= rounds, "one bump per notify at most");
+        // Somebody slept, so some notify found it armed and bumped.
+        assert!(slept == 0 || epoch >= 1);
+        // `armed` may stay 1 (a waiter that armed, then found its
+        // condition true, leaves it so): one futex wake later, no loss.
+    });
+}
+
+#[test]
+fn event_count_never_loses_a_wakeup() {
+    event_count_model::<EventCount>(1, 1, 1);
+}
+
+#[test]
+fn event_count_rearmed_waiter_gets_the_second_notify() {
+    // Woken by the first notify, the waiter re-arms (the first notify
+    // disarmed) and must be woken again by the second.
+    event_count_model::<EventCount>(1, 2, 2);
+}
+
+#[test]
+fn event_count_one_notify_wakes_two_waiters() {
+    // One disarm and one bump must release both sleepers.
+    event_count_model::<EventCount>(2, 1, 1);
+}
+
+/// `EventCount` as in sync.rs, but without the waiter's fence in `prepare`
+/// (the heavy half of the barrier): the mutant the negative check runs.
+#[derive(Default)]
+struct UnfencedEventCount {
+    epoch: AtomicU32,
+    sleepers: AtomicU32,
+    armed: AtomicU32,
+}
+
+impl Event for UnfencedEventCount {
+    fn prepare(&self) -> u32 {
+        let ticket = self.epoch.load(SeqCst);
+        self.sleepers.fetch_add(1, SeqCst);
+        self.armed.store(1, SeqCst);
+        // fence(SeqCst) and heavy_barrier() removed.
+        ticket
+    }
+    fn cancel(&self) {
+        let _ = self
+            .sleepers
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+    fn notify(&self) {
+        fence(SeqCst);
+        if self.armed.load(Relaxed) != 0 && self.armed.swap(0, SeqCst) != 0 {
+            self.epoch.fetch_add(1, SeqCst);
+        }
+    }
+    fn words(&self) -> (u32, u32) {
+        (self.epoch.load(SeqCst), self.armed.load(SeqCst))
+    }
+    fn sleepers(&self) -> u32 {
+        self.sleepers.load(Relaxed)
+    }
+}
+
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn event_count_model_catches_a_lost_wakeup_without_the_waiter_fence() {
+    event_count_model::<UnfencedEventCount>(1, 1, 1);
+}
