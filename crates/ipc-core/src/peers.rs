@@ -296,6 +296,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "attach reads /proc/self/stat (start time), which Miri cannot open under isolation"
+    )]
     fn attach_count_detach() {
         let entries: Vec<PeerEntry> = (0..4).map(|_| PeerEntry::default()).collect();
         let roster = Roster::default();
@@ -315,6 +319,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reaping reads /proc/PID/stat, which Miri cannot open under isolation"
+    )]
     fn dead_pid_is_reaped_once() {
         let entries: Vec<PeerEntry> = (0..2).map(|_| PeerEntry::default()).collect();
         // A pid above pid_max can never be alive.

@@ -231,6 +231,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reads /proc/PID/stat, which Miri cannot open under isolation"
+    )]
     fn own_process_is_alive_and_has_a_start_time() {
         let info = process_info(current_pid()).expect("own /proc entry");
         assert!(info.start_time > 0);
@@ -241,6 +245,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "membarrier(2) is a syscall Miri does not support")]
     fn membarrier_works_once_registered() {
         if membarrier_ready() {
             assert!(membarrier_global());
