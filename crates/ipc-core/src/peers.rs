@@ -406,6 +406,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "takes fcntl locks on a file, which Miri cannot")]
     fn attach_count_detach() {
         let (path, open) = lock_file("attach");
         let locks = open();
@@ -438,6 +439,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "takes fcntl locks on a file, which Miri cannot")]
     fn an_entry_whose_lock_is_gone_is_reaped_once() {
         let (path, open) = lock_file("reap");
         let entries: Vec<PeerEntry> = (0..2).map(|_| PeerEntry::default()).collect();
@@ -466,6 +468,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "takes fcntl locks on a file, which Miri cannot")]
     fn a_phantom_roster_bit_is_cleared_not_waited_on() {
         let (path, open) = lock_file("phantom");
         let locks = open();
@@ -480,6 +483,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "takes fcntl locks on a file, which Miri cannot")]
     fn single_role_is_refused_while_held() {
         let (path, open) = lock_file("alone");
         let locks = open();

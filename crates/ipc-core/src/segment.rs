@@ -405,6 +405,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "shm_open/mmap of /dev/shm: foreign functions Miri does not support"
+    )]
     fn create_open_unlink_round_trip() {
         let name = format!("ipc-core-seg-test-{}", std::process::id());
         let a = Segment::create(&name, 4096, DEFAULT_MODE).unwrap();

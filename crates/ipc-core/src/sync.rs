@@ -141,6 +141,26 @@ impl EventCount {
     pub fn sleepers(&self) -> u32 {
         self.sleepers.load(Ordering::Relaxed)
     }
+
+    /// Only under loom, for `tests/loom.rs`, whose model of the futex
+    /// sleeps while the epoch equals the ticket: the epoch and armed words.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_words(&self) -> (u32, u32) {
+        (
+            self.epoch.load(Ordering::SeqCst),
+            self.armed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[cfg(loom)]
+impl Ticket {
+    /// Only under loom, for `tests/loom.rs`: the epoch this ticket waits on.
+    #[doc(hidden)]
+    pub fn loom_epoch(self) -> u32 {
+        self.epoch
+    }
 }
 
 /// How a blocking call spends its time before sleeping: spin (bounded by
@@ -360,6 +380,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "prepare() calls membarrier(2), a syscall Miri does not support"
+    )]
     fn event_count_notify_without_sleepers_is_quiet() {
         let e = EventCount::default();
         e.notify();

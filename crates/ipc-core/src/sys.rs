@@ -535,6 +535,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reads /proc/PID/stat, which Miri cannot open under isolation"
+    )]
     fn own_process_has_a_start_time() {
         let info = process_info(current_pid()).expect("own /proc entry");
         assert!(info.start_time > 0 && !info.exited);
@@ -543,6 +547,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "opens files and takes fcntl locks")]
     fn liveness_locks_conflict_between_descriptions_only() {
         let path = std::env::temp_dir().join(format!("ipc-core-lock-test-{}", current_pid()));
         let open = || -> OwnedFd {
@@ -572,6 +577,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "membarrier(2) is a syscall Miri does not support")]
     fn membarrier_works_once_registered() {
         if membarrier_ready() {
             assert!(membarrier_global());

@@ -1,12 +1,14 @@
-//! Model checks of the ring and the semaphore with loom, on the in-process
-//! backend ([`HeapRing`]): every interleaving (up to a preemption bound) of
-//! a few threads is explored.
+//! Model checks with loom of the ring (general and single mode) on the
+//! in-process backend ([`HeapRing`]), of the semaphore, and of the event
+//! count's sleep/wake protocol over a modelled futex: every interleaving
+//! (up to a preemption bound) of a few threads is explored.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ipc-core --release --test loom`
 #![cfg(loom)]
 
-use ipc_core::ring::{HeapRing, ReadAttempt, Ring};
+use ipc_core::ring::{HeapRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
 use ipc_core::sync::{Deadline, Semaphore, SpinPolicy};
+use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -18,12 +20,26 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+// Every commit and release goes through these two, so that a change of
+// `Ring::commit`/`Ring::release`'s signature (say, returning a `Result`
+// after an ownership check) is adapted here alone (`.unwrap()`).
+
+/// Publishes `claim` with `len` bytes (tag 0).
+fn commit(ring: &Ring<'_>, claim: WriteClaim<'_>, len: usize) {
+    ring.commit(claim, len, 0).unwrap();
+}
+
+/// Frees a read slot.
+fn release(ring: &Ring<'_>, claim: ReadClaim<'_>) {
+    ring.release(claim).unwrap();
+}
+
 /// Writes one byte if there is room now.
 fn try_send(ring: &Ring<'_>, owner: u32, byte: u8) -> bool {
     match ring.try_claim_write(owner, &mut 0).unwrap() {
         Some(mut c) => {
             ring.payload_mut(&mut c)[0] = byte;
-            ring.commit(c, 1, owner);
+            commit(ring, c, 1);
             true
         }
         None => false,
@@ -35,10 +51,10 @@ fn try_recv(ring: &Ring<'_>, owner: u32) -> Option<u8> {
     match ring.try_claim_read(owner, 64).unwrap() {
         ReadAttempt::Claimed(c) => {
             let b = ring.payload_of(&c)[0];
-            ring.release(c);
+            release(ring, c);
             Some(b)
         }
-        ReadAttempt::Empty => None,
+        ReadAttempt::Empty | ReadAttempt::Writing => None,
         ReadAttempt::TooLong(n) => panic!("length {n}"),
     }
 }
@@ -128,7 +144,8 @@ fn dead_writer_is_skipped_while_a_live_one_is_delivered() {
         let h = heap.clone();
         let live = thread::spawn(move || assert!(try_send(&h.ring(), 1, 42)));
         let h = heap.clone();
-        let reaper = thread::spawn(move || h.ring().recover_owner(7).abandoned_writes);
+        // SAFETY: owner 7 "died": its claim is never used again.
+        let reaper = thread::spawn(move || unsafe { h.ring().recover_owner(7) }.abandoned_writes);
         let h = heap.clone();
         let reader = thread::spawn(move || try_recv(&h.ring(), 3));
         live.join().unwrap();
@@ -150,7 +167,8 @@ fn dead_reader_slot_returns_to_writers() {
             panic!("expected a message")
         };
         let h = heap.clone();
-        let reaper = thread::spawn(move || h.ring().recover_owner(9).lost_reads);
+        // SAFETY: owner 9 "died": its claim is never used again.
+        let reaper = thread::spawn(move || unsafe { h.ring().recover_owner(9) }.lost_reads);
         let h = heap.clone();
         let writer = thread::spawn(move || try_send(&h.ring(), 0, 3));
         let h = heap.clone();
@@ -168,6 +186,100 @@ fn dead_reader_slot_returns_to_writers() {
     });
 }
 
+/// The `k`th message of the single-mode model: 4 bytes of `k + 1`.
+fn spsc_message(k: u8) -> [u8; 4] {
+    [k + 1; 4]
+}
+
+/// `Ring::single()` over a 2-slot `HeapRing`: one writer sends `messages`
+/// messages, one reader receives them (each waits by yielding).
+///
+/// No compare-and-swap in this mode: the writer owns the stamps and the
+/// write cursor, the reader writes only the read cursor. The payload bytes
+/// are plain memory that loom does not track, so each slot has a loom
+/// `UnsafeCell` shadow, written with the payload before the commit and read
+/// with it after the claim: loom fails the model ("Causality violation") if
+/// the reader's read is not ordered after the writer's write by the commit
+/// (stamp Release, claim Acquire), or a writer's next-lap write after the
+/// reader's read by the release (read cursor Release, the writer's Acquire
+/// re-read when the ring looks full). The reader also checks the bytes,
+/// the length and the order.
+fn spsc_model(messages: u8) {
+    struct Spsc {
+        heap: HeapRing,
+        shadow: [UnsafeCell<u8>; 2],
+    }
+    // SAFETY: the shadows are shared on purpose; loom checks that every
+    // two accesses to one are ordered, and fails the model if not.
+    unsafe impl Sync for Spsc {}
+    model(move || {
+        let s = Arc::new(Spsc {
+            heap: HeapRing::new(2, 2),
+            shadow: [UnsafeCell::new(0), UnsafeCell::new(0)],
+        });
+        let w = s.clone();
+        let writer = thread::spawn(move || {
+            // SAFETY: both views of this memory are single ones.
+            let ring = unsafe { w.heap.ring().single() };
+            let mut cached_head = 0;
+            for k in 0..messages {
+                let mut claim = loop {
+                    match ring.try_claim_write(0, &mut cached_head).unwrap() {
+                        Some(c) => break c,
+                        None => thread::yield_now(), // full
+                    }
+                };
+                assert_eq!(claim.pos(), k as u64);
+                // SAFETY: checked by loom (see above).
+                w.shadow[k as usize % 2].with_mut(|p| unsafe { *p = k + 1 });
+                ring.payload_mut(&mut claim)[..4].copy_from_slice(&spsc_message(k));
+                commit(&ring, claim, 4);
+            }
+        });
+        // SAFETY: as above.
+        let ring = unsafe { s.heap.ring().single() };
+        for k in 0..messages {
+            let claim = loop {
+                match ring.try_claim_read(1, 64).unwrap() {
+                    ReadAttempt::Claimed(c) => break c,
+                    ReadAttempt::Empty | ReadAttempt::Writing => thread::yield_now(),
+                    ReadAttempt::TooLong(n) => panic!("length {n}"),
+                }
+            };
+            // SAFETY: checked by loom (see above).
+            let shadow = s.shadow[k as usize % 2].with(|p| unsafe { *p });
+            assert_eq!(shadow, k + 1, "message {k}: slot not written yet");
+            assert_eq!(ring.payload_of(&claim), spsc_message(k), "message {k}");
+            release(&ring, claim);
+        }
+        writer.join().unwrap();
+        assert!(matches!(
+            ring.try_claim_read(1, 64).unwrap(),
+            ReadAttempt::Empty
+        ));
+    });
+}
+
+#[test]
+fn single_mode_delivers_in_order_and_never_early() {
+    // Two messages fill both slots: order, and commit before claim.
+    spsc_model(2);
+}
+
+#[test]
+fn single_mode_reuses_a_slot_only_after_the_reader_is_done() {
+    // Three messages: the third reuses slot 0 once the reader released
+    // message 0. Failed before the reader's mark was stored with Release
+    // ("Causality violation: Concurrent read and write accesses to
+    // `UnsafeCell`"): the reader releases message 0 with `head = 1`
+    // (Release), then claims message 1 with `head = 2 | SINGLE_READING`; a
+    // writer whose Acquire load reads a Relaxed store there does not
+    // synchronize with the earlier Release (a release sequence holds only
+    // read-modify-writes), so it could overwrite slot 0 while the reader's
+    // reads of message 0 were unordered with it.
+    spsc_model(3);
+}
+
 #[test]
 fn semaphore_wakes_its_waiter_and_keeps_count() {
     model(|| {
@@ -181,4 +293,224 @@ fn semaphore_wakes_its_waiter_and_keeps_count() {
         assert_eq!(s.value(), 1);
         assert!(s.try_wait() && !s.try_wait());
     });
+}
+
+// ---------------------------------------------------------------------------
+// The sleep/wake protocol of `EventCount` (sync.rs).
+//
+// Waiter: `prepare` (ticket = epoch; sleepers += 1; armed = 1; fence),
+// re-check the condition, then `wait(ticket)` = futex-wait on the epoch,
+// then `cancel`. Notifier: change the condition, then `notify` (fence; if
+// armed: disarm, epoch += 1, futex-wake everyone).
+//
+// Under loom `sleep_on` and `wake` do nothing, so the futex is modelled
+// here the way the kernel builds it: a hash-bucket lock and a wait queue
+// (a loom Mutex and Condvar). `futex_wait` sleeps, under the bucket lock,
+// only while the epoch still equals the ticket; `futex_wake` takes the
+// lock and wakes every sleeper, who re-check. The model wakes after every
+// `notify` whether or not it bumped the epoch: a wake without a bump is
+// spurious and changes nothing, since the epoch moves only in
+// `wake_if_armed`, which always wakes after it. A lost wake-up is a waiter
+// that decided to sleep (condition false after `prepare`) still asleep on
+// an unchanged epoch once the notifier, having made the condition true, is
+// gone: it would sleep for ever. The notifier says it is gone under the
+// bucket lock and wakes the sleepers a last time, so such a sleeper sees
+// it and panics "lost wake-up" (rather than leaving loom a deadlock, which
+// it reports by aborting the whole test binary). A passing model proves,
+// for every interleaving within the bounds, that a sleeper is always woken.
+//
+// The asymmetric barrier is modelled as a SeqCst fence on both sides (loom
+// models neither membarrier nor compiler fences): the fence in `prepare`
+// stands for `fence` + `heavy_barrier`, and the one in `notify` for both
+// `notify` and `notify_light` (whose compiler fence is made a full barrier
+// by the waiters' membarrier), so one model covers both.
+//
+// Negative check: `event_count_model_catches_a_lost_wakeup_without_the_waiter_fence`
+// runs the same harness over a copy of `EventCount` whose `prepare` lacks
+// the fence, and must fail with "lost wake-up". Tried by hand on sync.rs
+// itself: deleting the fence in `prepare`, or turning `notify`'s into a
+// compiler fence (`notify_light` without the waiters' membarrier), makes
+// all three `event_count_*` models fail with "lost wake-up: asleep on
+// epoch 0, its condition true, the notifier gone".
+// ---------------------------------------------------------------------------
+
+use ipc_core::sync::EventCount;
+use loom::sync::atomic::{fence, AtomicU32};
+use loom::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// What the harness needs of an event count.
+trait Event: Default + Send + Sync + 'static {
+    /// `prepare`, returning the ticket's epoch.
+    fn prepare(&self) -> u32;
+    fn cancel(&self);
+    fn notify(&self);
+    /// The epoch and armed words now.
+    fn words(&self) -> (u32, u32);
+    fn sleepers(&self) -> u32;
+}
+
+impl Event for EventCount {
+    fn prepare(&self) -> u32 {
+        EventCount::prepare(self).loom_epoch()
+    }
+    fn cancel(&self) {
+        EventCount::cancel(self)
+    }
+    fn notify(&self) {
+        EventCount::notify(self)
+    }
+    fn words(&self) -> (u32, u32) {
+        self.loom_words()
+    }
+    fn sleepers(&self) -> u32 {
+        EventCount::sleepers(self)
+    }
+}
+
+/// An event count, its waiters' condition (a count of items), and the
+/// futex under it: the bucket lock guards "the notifier is gone".
+#[derive(Default)]
+struct Shared<E> {
+    ev: E,
+    items: AtomicU32,
+    bucket: Mutex<bool>,
+    queue: Condvar,
+}
+
+impl<E: Event> Shared<E> {
+    /// FUTEX_WAIT on the epoch: sleeps while it equals `ticket`, checked
+    /// under the bucket lock so that no wake slips in between. Panics if it
+    /// would sleep for ever.
+    fn futex_wait(&self, ticket: u32) {
+        let mut notifier_gone = self.bucket.lock().unwrap();
+        while self.ev.words().0 == ticket {
+            assert!(
+                !*notifier_gone,
+                "lost wake-up: asleep on epoch {ticket}, its condition true, the notifier gone"
+            );
+            notifier_gone = self.queue.wait(notifier_gone).unwrap();
+        }
+    }
+
+    /// FUTEX_WAKE of every sleeper.
+    fn futex_wake(&self) {
+        let _bucket = self.bucket.lock().unwrap();
+        self.queue.notify_all();
+    }
+
+    /// The queue's waiting loop (queue.rs): look, arm, look again, sleep,
+    /// until `items >= want`. Returns how many times it slept.
+    fn wait_for(&self, want: u32) -> u32 {
+        let mut sleeps = 0;
+        loop {
+            if self.items.load(Acquire) >= want {
+                return sleeps;
+            }
+            let ticket = self.ev.prepare();
+            if self.items.load(Acquire) >= want {
+                self.ev.cancel();
+                return sleeps;
+            }
+            sleeps += 1;
+            // `wait`: the futex call, then `cancel`.
+            self.futex_wait(ticket);
+            self.ev.cancel();
+        }
+    }
+
+    /// A notifier: `rounds` times, one more item (a Release store, as a
+    /// commit's stamp) then a notify; then it is gone.
+    fn notifier(&self, rounds: u32) {
+        for _ in 0..rounds {
+            self.items.fetch_add(1, Release);
+            self.ev.notify();
+            self.futex_wake();
+        }
+        *self.bucket.lock().unwrap() = true;
+        self.queue.notify_all();
+    }
+}
+
+/// `waiters` threads each wait for `want` items while one notifier makes
+/// `rounds` of them; checks liveness (in `futex_wait`), then the words.
+fn event_count_model<E: Event>(waiters: usize, want: u32, rounds: u32) {
+    model(move || {
+        let s = Arc::new(Shared::<E>::default());
+        let ws: Vec<_> = (0..waiters)
+            .map(|_| {
+                let s = s.clone();
+                thread::spawn(move || s.wait_for(want))
+            })
+            .collect();
+        s.notifier(rounds);
+        let slept: u32 = ws.into_iter().map(|w| w.join().unwrap()).sum();
+        let (epoch, _armed) = s.ev.words();
+        assert_eq!(s.ev.sleepers(), 0, "every waiter withdrew");
+        assert!(epoch <= rounds, "one bump per notify at most");
+        // Somebody slept, so some notify found it armed and bumped.
+        assert!(slept == 0 || epoch >= 1);
+        // `armed` may stay 1 (a waiter that armed, then found its
+        // condition true, leaves it so): one futex wake later, no loss.
+    });
+}
+
+#[test]
+fn event_count_never_loses_a_wakeup() {
+    event_count_model::<EventCount>(1, 1, 1);
+}
+
+#[test]
+fn event_count_rearmed_waiter_gets_the_second_notify() {
+    // Woken by the first notify, the waiter re-arms (the first notify
+    // disarmed) and must be woken again by the second.
+    event_count_model::<EventCount>(1, 2, 2);
+}
+
+#[test]
+fn event_count_one_notify_wakes_two_waiters() {
+    // One disarm and one bump must release both sleepers.
+    event_count_model::<EventCount>(2, 1, 1);
+}
+
+/// `EventCount` as in sync.rs, but without the waiter's fence in `prepare`
+/// (the heavy half of the barrier): the mutant the negative check runs.
+#[derive(Default)]
+struct UnfencedEventCount {
+    epoch: AtomicU32,
+    sleepers: AtomicU32,
+    armed: AtomicU32,
+}
+
+impl Event for UnfencedEventCount {
+    fn prepare(&self) -> u32 {
+        let ticket = self.epoch.load(SeqCst);
+        self.sleepers.fetch_add(1, SeqCst);
+        self.armed.store(1, SeqCst);
+        // fence(SeqCst) and heavy_barrier() removed.
+        ticket
+    }
+    fn cancel(&self) {
+        let _ = self
+            .sleepers
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+    fn notify(&self) {
+        fence(SeqCst);
+        if self.armed.load(Relaxed) != 0 && self.armed.swap(0, SeqCst) != 0 {
+            self.epoch.fetch_add(1, SeqCst);
+        }
+    }
+    fn words(&self) -> (u32, u32) {
+        (self.epoch.load(SeqCst), self.armed.load(SeqCst))
+    }
+    fn sleepers(&self) -> u32 {
+        self.sleepers.load(Relaxed)
+    }
+}
+
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn event_count_model_catches_a_lost_wakeup_without_the_waiter_fence() {
+    event_count_model::<UnfencedEventCount>(1, 1, 1);
 }
