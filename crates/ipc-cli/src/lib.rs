@@ -415,4 +415,29 @@ mod tests {
         assert!(parse_mode("400").is_err());
         assert!(parse_mode("9").is_err());
     }
+
+    #[test]
+    fn numeric_flags_are_range_checked() {
+        assert_eq!(parse_max_message("64M"), Ok(MAX_MESSAGE));
+        for bad in ["0", "67108865", "4G", "x"] {
+            assert!(parse_max_message(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_capacity("1048576"),
+            Ok(Capacity::Bounded(MAX_CAPACITY))
+        );
+        assert_eq!(parse_capacity("unbounded"), Ok(Capacity::Unbounded));
+        assert!(parse_capacity("1048577").is_err());
+        assert_eq!(parse_timeout("0.5"), Ok(0.5));
+        for bad in ["-1", "0", "nan", "inf", "1e10", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert!(parse_count("0").is_err());
+        assert_eq!(parse_count("3"), Ok(3));
+        assert!(
+            check_geometry(Kind::Buffer, Capacity::Bounded(MAX_CAPACITY), MAX_MESSAGE).is_err()
+        );
+        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64).is_ok());
+        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE).is_ok());
+    }
 }

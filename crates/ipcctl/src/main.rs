@@ -18,7 +18,8 @@ use ipc_core::Status;
 /// Exit codes: 0 success; 1 runtime error (the message names the segment
 /// and the cause), `remove` refused, or `list`/`clean` skipped an entry
 /// they could not inspect (the table is still printed); 2 usage error
-/// (nothing created or changed); 130 interrupted by SIGINT/SIGTERM.
+/// (nothing created or changed); 3 a segment was truncated while being
+/// inspected (SIGBUS); 130 interrupted by SIGINT/SIGTERM.
 ///
 /// `list` and `clean` never follow symlinks and never block on FIFOs or
 /// devices planted in /dev/shm: such entries are skipped.
@@ -165,6 +166,7 @@ fn run(cmd: Command) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Status { name } => {
+            ipc_cli::set_sigbus_target("ipcctl", &format!("segment {name}"));
             let status =
                 admin::inspect(&name).with_context(|| format!("opening segment {name}"))?;
             print_status(&status);
@@ -208,6 +210,7 @@ fn segments() -> Result<Vec<admin::SegmentInfo>> {
 }
 
 fn list() -> Result<i32> {
+    ipc_cli::set_sigbus_target("ipcctl", "a segment being listed");
     println!(
         "{:<32} {:<8} {:<12} {:>9} {:>10} {:>6}",
         "NAME", "KIND", "STATE", "QUEUED", "CAPACITY", "PEERS"
@@ -246,6 +249,7 @@ fn list() -> Result<i32> {
 }
 
 fn clean(idle: bool, discard: bool, prefix: &str) -> Result<i32> {
+    ipc_cli::set_sigbus_target("ipcctl", "a segment being inspected");
     let mut failed = false;
     for s in segments()?
         .into_iter()
