@@ -23,7 +23,9 @@ use ipc_core::{Receiver, RecvError};
 /// buffering, while its slot is still held: a message counts as delivered
 /// only once write returned. A consumer killed (kill -9) mid-stream thus
 /// loses at most the message it was writing; that one may appear in part
-/// in the output, and it is counted as lost (`ipcctl status`: lost). A
+/// in the output, and it is counted as lost (`ipcctl status`: lost). With
+/// --port the library hands over a copy first, so there a killed
+/// consumer's message being written is lost without being counted. A
 /// consumer stopped by SIGINT/SIGTERM in the middle of a write (stdout
 /// full, nobody reading) says on stderr how much of that message was
 /// written.
@@ -182,7 +184,9 @@ fn run(args: &Args) -> Result<i32> {
             }
             // Straight to fd 1 while the slot is held: once this returns
             // the bytes are the kernel's, and only then is the slot freed.
-            match write_all_fd(1, bytes).context("writing stdout")? {
+            match write_all_fd(1, bytes)
+                .with_context(|| format!("writing a message from {what} to stdout"))?
+            {
                 Written::All => {}
                 Written::Closed(_) => out_closed = true,
                 Written::Stopped(done) => eprintln!(
