@@ -1,11 +1,12 @@
 //! `consumer`: reads from a shared-memory buffer, a mailbox or a port to
 //! stdout, or verifies synthetic messages.
 
-use std::io::{ErrorKind, Write};
-
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ipc_cli::{finish, init, parse_name, stop_requested, Meter, Wait, EXIT_FAILURE, EXIT_OK, POLL};
+use ipc_cli::{
+    finish, init, parse_count, parse_max_message, parse_name, parse_timeout, set_sigbus_target,
+    stop_requested, write_all_fd, Meter, Wait, Written, EXIT_FAILURE, EXIT_OK, POLL,
+};
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::mailbox::{Mailbox, MailboxConfig};
 use ipc_core::ports::Port;
@@ -18,8 +19,21 @@ use ipc_core::{Receiver, RecvError};
 /// stdout, in order, until end of stream (every producer that attached has
 /// detached and everything is drained).
 ///
-/// Exit codes: 0 success, 1 runtime error or failed verification, 2 usage
-/// error, 130 interrupted. A closed stdout (`consumer | head`) ends quietly.
+/// Each message is written straight to stdout with write(2), no userspace
+/// buffering, while its slot is still held: a message counts as delivered
+/// only once write returned. A consumer killed (kill -9) mid-stream thus
+/// loses at most the message it was writing; that one may appear in part
+/// in the output, and it is counted as lost (`ipcctl status`: lost). With
+/// --port the library hands over a copy first, so there a killed
+/// consumer's message being written is lost without being counted. A
+/// consumer stopped by SIGINT/SIGTERM in the middle of a write (stdout
+/// full, nobody reading) says on stderr how much of that message was
+/// written.
+///
+/// Exit codes: 0 success; 1 runtime error (the message names the source
+/// and the cause) or failed verification; 2 usage error; 3 the segment was
+/// truncated under us (SIGBUS); 130 interrupted by SIGINT/SIGTERM (after
+/// detaching). A closed stdout (`consumer | head`) ends quietly.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["segment", "mailbox", "port"])))]
@@ -42,9 +56,10 @@ struct Args {
     #[arg(long, requires = "port", value_parser = parse_name)]
     from: Option<String>,
 
-    /// With --port: largest payload accepted (K, M suffixes allowed).
-    #[arg(long, default_value = "64K", value_parser = ipc_cli::parse_size, requires = "port")]
-    max_message: u64,
+    /// With --port: largest payload accepted, 1 to 64M (K, M, G suffixes
+    /// allowed).
+    #[arg(long, default_value = "64K", value_parser = parse_max_message, requires = "port")]
+    max_message: u32,
 
     /// Check synthetic messages (checksum, per-producer order, duplicates)
     /// instead of printing them; print one summary line on stderr; exit 1
@@ -52,8 +67,9 @@ struct Args {
     #[arg(long)]
     verify: bool,
 
-    /// Stop after this many messages.
-    #[arg(long)]
+    /// Stop after this many messages (at least 1); with --remove, the
+    /// segment or mailbox is removed then.
+    #[arg(long, value_parser = parse_count)]
     count: Option<u64>,
 
     /// Report end of stream only after this many producers have attached
@@ -61,17 +77,27 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     producers: u32,
 
-    /// Give up if no message arrives for this many seconds (default: wait).
-    #[arg(long)]
+    /// Give up (exit 1) if no message arrives for this many seconds: a
+    /// finite number above 0, fractions allowed (default: wait).
+    #[arg(long, value_parser = parse_timeout)]
     timeout: Option<f64>,
 
-    /// Remove the segment or mailbox once the stream has ended.
+    /// Remove the segment or mailbox once the stream has ended or --count
+    /// messages were received (even if other processes are attached: they
+    /// keep their mapping).
     #[arg(long, conflicts_with = "port")]
     remove: bool,
 
-    /// How to wait when the buffer is empty.
-    #[arg(long, value_enum, default_value_t = Wait::Adaptive)]
+    /// How to wait when the buffer or mailbox is empty (not with --port).
+    #[arg(long, value_enum, default_value_t = Wait::Adaptive, conflicts_with = "port")]
     wait: Wait,
+
+    /// Exit 0 at end of stream even if a producer died during the stream
+    /// (killed, or gone without detaching) or abandoned a message: by
+    /// default the consumer warns, naming the producer, and exits 1,
+    /// since what it wrote out may be incomplete (not with --port).
+    #[arg(long, conflicts_with = "port")]
+    accept_incomplete: bool,
 }
 
 fn main() {
@@ -114,12 +140,18 @@ impl Source {
 fn open_source(args: &Args) -> Result<(Source, String)> {
     let policy = args.wait.policy();
     let (mut rx, what) = if let Some(name) = &args.segment {
+        set_sigbus_target("consumer", &format!("segment {name}"));
         let buffer = SharedBuffer::open(name).with_context(|| format!("opening segment {name}"))?;
-        let rx = buffer
+        let mut rx = buffer
             .consumer()
             .with_context(|| format!("attaching a consumer to segment {name}"))?;
+        // Like the reader of a named pipe: on a segment whose producers
+        // have all left and that holds nothing, wait for a new producer
+        // instead of ending at once.
+        rx.expect_new_senders();
         (rx, format!("segment {name}"))
     } else if let Some(name) = &args.mailbox {
+        set_sigbus_target("consumer", &format!("mailbox {name}"));
         let mailbox = Mailbox::open(name).with_context(|| format!("opening mailbox {name}"))?;
         let rx = mailbox
             .receiver()
@@ -127,9 +159,9 @@ fn open_source(args: &Args) -> Result<(Source, String)> {
         (rx, format!("mailbox {name}"))
     } else {
         let name = args.port.as_ref().expect("clap requires a source");
+        set_sigbus_target("consumer", &format!("port {name}"));
         let config = MailboxConfig {
-            max_message: u32::try_from(args.max_message)
-                .with_context(|| format!("--max-message {} is too large", args.max_message))?,
+            max_message: args.max_message,
             ..MailboxConfig::default()
         };
         let mut port =
@@ -146,25 +178,57 @@ fn open_source(args: &Args) -> Result<(Source, String)> {
     Ok((Source::Queue(rx), what))
 }
 
+/// What the segment had counted of dying producers: to tell, at end of
+/// stream, whether one died during ours.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Casualties {
+    dead_producers: u64,
+    abandoned_writes: u64,
+}
+
+impl Casualties {
+    fn of(source: &Source) -> Option<(Casualties, u32)> {
+        let Source::Queue(rx) = source else {
+            return None;
+        };
+        let s = rx.status();
+        Some((
+            Casualties {
+                dead_producers: s.dead_producers,
+                abandoned_writes: s.abandoned_writes,
+            },
+            s.last_dead_producer,
+        ))
+    }
+}
+
 fn run(args: &Args) -> Result<i32> {
     let (mut source, what) = open_source(args)?;
     log::info!("attached to {what} as a consumer");
+    let before = Casualties::of(&source);
     let mut meter = Meter::new("consumer");
     let mut verifier = Verifier::default();
-    let mut stdout = std::io::stdout().lock();
     let mut out_closed = false;
     let limit = args.count.unwrap_or(u64::MAX);
+    let mut ended = false;
     while meter.messages < limit {
         let next = receive(&mut source, args.timeout, &what, |bytes| {
             meter.add(bytes.len());
             if args.verify {
                 verifier.check(bytes);
-            } else if let Err(e) = stdout.write_all(bytes) {
-                if e.kind() == ErrorKind::BrokenPipe {
-                    out_closed = true;
-                } else {
-                    return Err(e).context("writing stdout");
-                }
+                return Ok(());
+            }
+            // Straight to fd 1 while the slot is held: once this returns
+            // the bytes are the kernel's, and only then is the slot freed.
+            match write_all_fd(1, bytes)
+                .with_context(|| format!("writing a message from {what} to stdout"))?
+            {
+                Written::All => {}
+                Written::Closed(_) => out_closed = true,
+                Written::Stopped(done) => eprintln!(
+                    "consumer: stopped while writing a message: {done} of its {} bytes were written, the rest is lost",
+                    bytes.len()
+                ),
             }
             Ok(())
         })?;
@@ -175,22 +239,36 @@ fn run(args: &Args) -> Result<i32> {
         match next {
             Next::Message => {}
             Next::EndOfStream => {
-                if args.remove {
-                    let name = args.segment.as_ref().or(args.mailbox.as_ref());
-                    if let Some(name) = name {
-                        // Both kinds unlink alike, chained blocks included.
-                        Mailbox::unlink(name).with_context(|| format!("removing {what}"))?;
-                    }
-                }
+                ended = true;
                 break;
             }
             Next::Stopped => break,
         }
     }
-    if !out_closed {
-        match stdout.flush() {
-            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(e).context("writing stdout"),
-            _ => {}
+    let incomplete = match (ended, before, Casualties::of(&source)) {
+        (true, Some((then, _)), Some((now, pid))) if now != then => {
+            let died = now.dead_producers - then.dead_producers;
+            let abandoned = now.abandoned_writes - then.abandoned_writes;
+            eprintln!(
+                "consumer: warning: the stream from {what} may be incomplete: {died} producer(s) died \
+                 without detaching (the last one pid {pid}), {abandoned} message(s) abandoned mid-write{}",
+                if args.accept_incomplete {
+                    " (accepted: --accept-incomplete)"
+                } else {
+                    "; exit 1 (--accept-incomplete to accept)"
+                }
+            );
+            !args.accept_incomplete
+        }
+        _ => false,
+    };
+    if args.remove && (ended || meter.messages >= limit) {
+        let name = args.segment.as_ref().or(args.mailbox.as_ref());
+        if let Some(name) = name {
+            // Detach first, then unlink; both kinds unlink alike, chained
+            // blocks included.
+            drop(source);
+            Mailbox::unlink(name).with_context(|| format!("removing {what}"))?;
         }
     }
     meter.summary();
@@ -200,7 +278,7 @@ fn run(args: &Args) -> Result<i32> {
             return Ok(EXIT_FAILURE);
         }
     }
-    Ok(EXIT_OK)
+    Ok(if incomplete { EXIT_FAILURE } else { EXIT_OK })
 }
 
 /// Receives one message in place and hands it to `f`, polling the stop

@@ -1,10 +1,15 @@
 //! What the command-line tools share: exit codes, logging set-up, a stop
-//! flag raised by SIGINT/SIGTERM, and a throughput meter.
+//! flag raised by SIGINT/SIGTERM, a SIGBUS handler for segments truncated
+//! under us, unbuffered writes to stdout, value parsers for every numeric
+//! flag, and a throughput meter.
 #![deny(missing_docs)]
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use ipc_core::mailbox::{unbounded_block_for, Capacity};
+use ipc_core::{Geometry, Kind, MAX_CAPACITY, MAX_MESSAGE};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -12,37 +17,110 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit code: bad command line (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the segment was truncated (or otherwise lost its pages)
+/// while mapped, so touching it raised SIGBUS; the tool ends at once.
+pub const EXIT_TRUNCATED: i32 = 3;
 /// Exit code: stopped by SIGINT or SIGTERM (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// How long blocking calls wait before the tools look at the stop flag.
 pub const POLL: Duration = Duration::from_millis(100);
 
+/// Longest `--timeout` accepted, in seconds (about 31 years).
+pub const MAX_TIMEOUT_SECS: f64 = 1e9;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
+/// The SIGBUS message, set once by [`set_sigbus_target`] before any
+/// segment is mapped, read by the handler (a leaked, never freed buffer).
+static SIGBUS_MSG: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static SIGBUS_LEN: AtomicUsize = AtomicUsize::new(0);
+
+const SIGBUS_FALLBACK: &[u8] =
+    b"segment truncated under us (SIGBUS): its memory is gone; exiting with code 3\n";
+
 extern "C" fn on_signal(sig: nix::libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::Relaxed);
-    STOP.store(true, Ordering::Relaxed);
+    if !STOP.swap(true, Ordering::Relaxed) {
+        // From now on SIGALRM every POLL interrupts whatever system call
+        // blocks (a write to a full pipe, a read of an idle stdin), so a
+        // signal that landed just before such a call cannot be missed.
+        let every = nix::libc::timeval {
+            tv_sec: 0,
+            tv_usec: POLL.as_micros() as nix::libc::suseconds_t,
+        };
+        let timer = nix::libc::itimerval {
+            it_interval: every,
+            it_value: every,
+        };
+        // SAFETY: setitimer is a plain system call on a local value; it
+        // touches no memory the interrupted code may hold.
+        unsafe { nix::libc::setitimer(nix::libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    }
 }
 
-/// Sets up `env_logger` (RUST_LOG, default `warn`) and the SIGINT/SIGTERM
-/// handler that raises the stop flag. Without SA_RESTART, so a blocked
-/// `read` or futex wait returns early and the tool notices the flag.
+extern "C" fn on_alarm(_sig: nix::libc::c_int) {}
+
+extern "C" fn on_sigbus(_sig: nix::libc::c_int) {
+    let ptr = SIGBUS_MSG.load(Ordering::Acquire);
+    let (ptr, len) = if ptr.is_null() {
+        (SIGBUS_FALLBACK.as_ptr(), SIGBUS_FALLBACK.len())
+    } else {
+        (ptr as *const u8, SIGBUS_LEN.load(Ordering::Acquire))
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `ptr..ptr+len`
+    // is either a static or a leaked buffer that is never freed. The
+    // handler never returns, so the faulting access is never resumed.
+    unsafe {
+        nix::libc::write(2, ptr.cast(), len);
+        nix::libc::_exit(EXIT_TRUNCATED);
+    }
+}
+
+/// Names the segment in the SIGBUS message of `tool` (call it before
+/// mapping the segment; later calls leak the previous message).
+pub fn set_sigbus_target(tool: &str, what: &str) {
+    let msg = format!(
+        "{tool}: segment truncated under us (SIGBUS): {what} was truncated or its pages \
+         were taken away while mapped; exiting with code {EXIT_TRUNCATED}\n"
+    )
+    .into_bytes()
+    .into_boxed_slice();
+    let len = msg.len();
+    let ptr = Box::leak(msg).as_mut_ptr();
+    SIGBUS_LEN.store(len, Ordering::Release);
+    SIGBUS_MSG.store(ptr, Ordering::Release);
+}
+
+/// Sets up `env_logger` (RUST_LOG, default `warn`), the SIGINT/SIGTERM
+/// handler that raises the stop flag, and the SIGBUS handler.
+///
+/// Without SA_RESTART, so a blocked `read`, `write` or futex wait returns
+/// early and the tool notices the flag; once the flag is raised, SIGALRM
+/// arrives every [`POLL`] so that no blocking call outlives it. SIGBUS
+/// (the segment was truncated under us) prints one line and exits with
+/// [`EXIT_TRUNCATED`] without resuming.
 pub fn init(tool: &'static str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .format(move |buf, record| writeln!(buf, "{tool}: {}: {}", record.level(), record.args()))
         .init();
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to atomics, which is
-        // async-signal-safe.
+    let handlers: [(Signal, extern "C" fn(nix::libc::c_int)); 4] = [
+        (Signal::SIGINT, on_signal),
+        (Signal::SIGTERM, on_signal),
+        (Signal::SIGALRM, on_alarm),
+        (Signal::SIGBUS, on_sigbus),
+    ];
+    for (sig, handler) in handlers {
+        let action = SigAction::new(
+            SigHandler::Handler(handler),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handlers only store to atomics, call setitimer, or
+        // write(2) and _exit(2): all async-signal-safe.
         if let Err(e) = unsafe { sigaction(sig, &action) } {
             log::warn!("cannot install a {sig} handler: {e}");
         }
@@ -52,6 +130,44 @@ pub fn init(tool: &'static str) {
 /// True once SIGINT or SIGTERM arrived.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
+}
+
+/// How a write of one whole message to a file descriptor ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Every byte was written.
+    All,
+    /// A stop signal arrived first; this many bytes had been written.
+    Stopped(usize),
+    /// The reader went away (EPIPE); this many bytes had been written.
+    Closed(usize),
+}
+
+/// Writes all of `bytes` to `fd` with write(2), no userspace buffering, so
+/// that once this returns [`Written::All`] the bytes are in the kernel's
+/// hands. An EINTR with the stop flag raised ends the write
+/// ([`Written::Stopped`]); an EINTR without it retries.
+pub fn write_all_fd(fd: i32, bytes: &[u8]) -> std::io::Result<Written> {
+    let mut done = 0;
+    while done < bytes.len() {
+        if stop_requested() {
+            return Ok(Written::Stopped(done));
+        }
+        let rest = &bytes[done..];
+        // SAFETY: write(2) reads `rest.len()` bytes from a live slice.
+        let n = unsafe { nix::libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n >= 0 {
+            done += n as usize;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(nix::libc::EINTR) => {}
+            Some(nix::libc::EPIPE) => return Ok(Written::Closed(done)),
+            _ => return Err(err),
+        }
+    }
+    Ok(Written::All)
 }
 
 /// An error in what the user asked for (exit code 2), found after
@@ -184,6 +300,68 @@ pub fn parse_name(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses `--max-message`: a size (K, M, G suffixes) from 1 byte to
+/// [`MAX_MESSAGE`] (64 MiB).
+pub fn parse_max_message(s: &str) -> Result<u32, String> {
+    let v = parse_size(s)?;
+    if v == 0 || v > MAX_MESSAGE as u64 {
+        return Err(format!(
+            "the max message size must be 1 to {MAX_MESSAGE} bytes (64 MiB), got {v}"
+        ));
+    }
+    Ok(v as u32)
+}
+
+/// Parses `--capacity`: `0`/`zero` (rendezvous), `unbounded`, or a number
+/// of messages up to [`MAX_CAPACITY`] (2^20).
+pub fn parse_capacity(s: &str) -> Result<Capacity, String> {
+    let c: Capacity = s.parse()?;
+    match c {
+        Capacity::Bounded(n) if n > MAX_CAPACITY => Err(format!(
+            "capacity {n} is above the limit of {MAX_CAPACITY} messages"
+        )),
+        c => Ok(c),
+    }
+}
+
+/// Parses a count of messages (`--count`): a whole number, at least 1.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("the count must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number of messages")),
+    }
+}
+
+/// Parses `--timeout`: seconds, a finite number above 0 and at most
+/// [`MAX_TIMEOUT_SECS`] (fractions allowed).
+pub fn parse_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("timeout {s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "timeout {s} must be a finite number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks, before anything is created, that a segment of `kind` with
+/// `capacity` messages of `max_message` bytes fits the library's limits
+/// (at most [`ipc_core::MAX_SEGMENT`] bytes in all, which the message names); the
+/// error is a [`UsageError`].
+pub fn check_geometry(kind: Kind, capacity: Capacity, max_message: u32) -> Result<(), UsageError> {
+    let slots = match capacity {
+        Capacity::Zero | Capacity::Bounded(0) => ipc_core::PEER_SLOTS,
+        Capacity::Bounded(n) => n,
+        Capacity::Unbounded => unbounded_block_for(max_message),
+    };
+    Geometry::new(kind, slots, max_message)
+        .map(|_| ())
+        .map_err(UsageError)
+}
+
 /// Parses a synthetic message size: at least the self-checking header.
 pub fn parse_message_size(s: &str) -> Result<u64, String> {
     let v = parse_size(s)?;
@@ -236,5 +414,30 @@ mod tests {
         assert_eq!(parse_mode("640"), Ok(0o640));
         assert!(parse_mode("400").is_err());
         assert!(parse_mode("9").is_err());
+    }
+
+    #[test]
+    fn numeric_flags_are_range_checked() {
+        assert_eq!(parse_max_message("64M"), Ok(MAX_MESSAGE));
+        for bad in ["0", "67108865", "4G", "x"] {
+            assert!(parse_max_message(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_capacity("1048576"),
+            Ok(Capacity::Bounded(MAX_CAPACITY))
+        );
+        assert_eq!(parse_capacity("unbounded"), Ok(Capacity::Unbounded));
+        assert!(parse_capacity("1048577").is_err());
+        assert_eq!(parse_timeout("0.5"), Ok(0.5));
+        for bad in ["-1", "0", "nan", "inf", "1e10", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert!(parse_count("0").is_err());
+        assert_eq!(parse_count("3"), Ok(3));
+        assert!(
+            check_geometry(Kind::Buffer, Capacity::Bounded(MAX_CAPACITY), MAX_MESSAGE).is_err()
+        );
+        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64).is_ok());
+        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE).is_ok());
     }
 }

@@ -1,7 +1,15 @@
 //! Segment administration: inspect any ipc-core segment, list those in
 //! /dev/shm with their state, and find the orphaned ones.
+//!
+//! Listing never follows a symlink and never blocks on a planted FIFO or
+//! device: each entry is opened by this module with `O_NONBLOCK |
+//! O_NOFOLLOW`, checked with `fstat` to be a regular file, and only then
+//! handed to the library's open. An entry that cannot be inspected (out of
+//! descriptors, out of memory, an I/O error) is listed as
+//! [`SegmentState::Unreadable`], never mistaken for corrupt or absent.
 
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::time::Duration;
 
 use crate::error::{OpenError, SegmentError};
@@ -20,6 +28,13 @@ pub enum SegmentState {
     Orphaned,
     /// Carries our magic number but cannot be opened.
     Corrupt(String),
+    /// Left without its magic number by a creator that died while setting
+    /// it up (its initialization lock is free and it is over a second
+    /// old); nothing was ever sent through it.
+    HalfCreated,
+    /// Could not be inspected (the cause: out of descriptors, I/O error,
+    /// permission to map it refused, ...): it may or may not be ours.
+    Unreadable(String),
 }
 
 impl SegmentState {
@@ -30,6 +45,8 @@ impl SegmentState {
             SegmentState::Idle => "idle",
             SegmentState::Orphaned => "orphaned",
             SegmentState::Corrupt(_) => "corrupt",
+            SegmentState::HalfCreated => "half-created",
+            SegmentState::Unreadable(_) => "unreadable",
         }
     }
 }
@@ -85,45 +102,182 @@ pub fn state_of(status: &Status) -> SegmentState {
     }
 }
 
-fn has_our_magic(name: &str) -> bool {
-    let mut word = [0u8; 8];
-    std::fs::File::open(std::path::Path::new(SHM_DIR).join(name))
-        .and_then(|mut f| f.read_exact(&mut word))
-        .is_ok_and(|()| u64::from_le_bytes(word) == MAGIC)
+/// What a first look at a /dev/shm entry found, before the library opens
+/// it.
+enum Probe {
+    /// Not a regular file, a symlink, not ours, or gone: not listed.
+    Skip,
+    /// A regular file with our magic number.
+    Ours,
+    /// A regular file a creator left unpublished.
+    HalfCreated,
+    /// Could not be looked at.
+    Unreadable(String),
+}
+
+/// Bytes of the header looked at to recognise a half-created segment:
+/// magic (8), version (4), six u32 geometry fields, then total size (8).
+const PROBE_LEN: usize = 48;
+
+/// Opens `name` without following a symlink and without blocking (a FIFO
+/// or device planted in /dev/shm would block an ordinary open), checks it
+/// is a regular file, and reads the start of its header.
+fn probe(name: &str) -> Probe {
+    let path = std::path::Path::new(SHM_DIR).join(name);
+    // lstat needs no descriptor, so non-files are skipped even when
+    // descriptors run out.
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return Probe::Skip,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Probe::Skip,
+        Err(e) => return Probe::Unreadable(e.to_string()),
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            return match e.raw_os_error() {
+                // Gone, or replaced by a symlink since the lstat.
+                Some(libc::ENOENT | libc::ELOOP) => Probe::Skip,
+                // Another user's file: not ours to inspect or clean.
+                Some(libc::EACCES | libc::EPERM) => Probe::Skip,
+                _ => Probe::Unreadable(e.to_string()),
+            };
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Probe::Unreadable(e.to_string()),
+    };
+    if !meta.file_type().is_file() {
+        return Probe::Skip;
+    }
+    let len = meta.size();
+    let mut head = [0u8; PROBE_LEN];
+    let got = match (&mut file).take(PROBE_LEN as u64).read(&mut head) {
+        Ok(n) => n,
+        Err(e) => return Probe::Unreadable(e.to_string()),
+    };
+    if got >= 8 && u64::from_le_bytes(head[..8].try_into().unwrap_or_default()) == MAGIC {
+        return Probe::Ours;
+    }
+    drop(file);
+    if looks_unpublished(&head[..got], len) && Segment::abandoned_unpublished(name) {
+        Probe::HalfCreated
+    } else {
+        Probe::Skip
+    }
+}
+
+/// True if a header start could be one a creator had not yet published:
+/// an empty file (killed before sizing it), or a page-multiple size with a
+/// zero magic word and either nothing written yet or our layout version
+/// and the file's own size in the header.
+fn looks_unpublished(head: &[u8], len: u64) -> bool {
+    if len == 0 {
+        return true;
+    }
+    if !len.is_multiple_of(4096) || head.len() < PROBE_LEN || head[..8] != [0; 8] {
+        return false;
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default());
+    let total = u64::from_le_bytes(head[40..48].try_into().unwrap_or_default());
+    head[8..].iter().all(|&b| b == 0) || (version == crate::layout::LAYOUT_VERSION && total == len)
+}
+
+/// Whether an open error says something about the segment (corrupt) or
+/// only about this process's situation (unreadable).
+fn is_local_trouble(e: &OpenError) -> bool {
+    use nix::errno::Errno;
+    match e {
+        OpenError::Segment(SegmentError::PermissionDenied(_)) => true,
+        OpenError::Segment(SegmentError::Os { source, .. }) => matches!(
+            source,
+            Errno::EMFILE
+                | Errno::ENFILE
+                | Errno::ENOMEM
+                | Errno::EAGAIN
+                | Errno::EIO
+                | Errno::EINTR
+        ),
+        _ => false,
+    }
 }
 
 /// Every ipc-core segment in /dev/shm (files without our magic number are
-/// left out), sorted by name.
+/// left out, except those a dead creator left half-created), sorted by
+/// name. Empty if /dev/shm cannot be read; see [`list_checked`].
 pub fn list() -> Vec<SegmentInfo> {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
-        return Vec::new();
-    };
-    let mut out: Vec<SegmentInfo> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| validate_any_name(name).is_ok() && has_our_magic(name))
-        .filter_map(|name| match inspect(&name) {
-            // A chained block belongs to its queue's entry, unless the
-            // queue is gone: then it is an orphan to clean.
-            Ok(status) if status.block_index != 0 => {
-                let parent = name.rsplit_once(".b").map_or("", |(p, _)| p);
-                (!Segment::exists(parent)).then_some(SegmentInfo {
-                    state: SegmentState::Orphaned,
+    list_checked().unwrap_or_default()
+}
+
+/// [`list`], failing if /dev/shm itself cannot be read. Symlinks, FIFOs,
+/// devices and other non-regular entries are skipped without being
+/// followed or opened in a blocking way; entries that cannot be inspected
+/// are listed as [`SegmentState::Unreadable`].
+pub fn list_checked() -> std::io::Result<Vec<SegmentInfo>> {
+    let dir = std::fs::read_dir(SHM_DIR)?;
+    let mut out = Vec::new();
+    for entry in dir {
+        let name = match entry {
+            Ok(e) => match e.file_name().into_string() {
+                Ok(n) => n,
+                Err(_) => continue,
+            },
+            Err(e) => return Err(e),
+        };
+        if validate_any_name(&name).is_err() {
+            continue;
+        }
+        let info = match probe(&name) {
+            Probe::Skip => continue,
+            Probe::HalfCreated => SegmentInfo {
+                name,
+                state: SegmentState::HalfCreated,
+                status: None,
+            },
+            Probe::Unreadable(cause) => SegmentInfo {
+                name,
+                state: SegmentState::Unreadable(cause),
+                status: None,
+            },
+            Probe::Ours => match inspect(&name) {
+                // A chained block belongs to its queue's entry, unless the
+                // queue is gone: then it is an orphan to clean.
+                Ok(status) if status.block_index != 0 => {
+                    let parent = name.rsplit_once(".b").map_or("", |(p, _)| p);
+                    if Segment::exists(parent) {
+                        continue;
+                    }
+                    SegmentInfo {
+                        state: SegmentState::Orphaned,
+                        status: Some(status),
+                        name,
+                    }
+                }
+                Ok(status) => SegmentInfo {
+                    state: state_of(&status),
                     status: Some(status),
                     name,
-                })
-            }
-            Ok(status) => Some(SegmentInfo {
-                state: state_of(&status),
-                status: Some(status),
-                name,
-            }),
-            Err(e) => Some(SegmentInfo {
-                state: SegmentState::Corrupt(e.to_string()),
-                status: None,
-                name,
-            }),
-        })
-        .collect();
+                },
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => continue,
+                Err(e) if is_local_trouble(&e) => SegmentInfo {
+                    state: SegmentState::Unreadable(e.to_string()),
+                    status: None,
+                    name,
+                },
+                Err(e) => SegmentInfo {
+                    state: SegmentState::Corrupt(e.to_string()),
+                    status: None,
+                    name,
+                },
+            },
+        };
+        out.push(info);
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    Ok(out)
 }

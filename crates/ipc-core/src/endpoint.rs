@@ -352,6 +352,12 @@ impl Receiver {
     pub fn max_message(&self) -> usize {
         self.rx.ep.q.geometry().max_message as usize
     }
+
+    /// The status of the buffer or mailbox this receiver reads (a slow
+    /// call: it looks for dead peers first).
+    pub fn status(&self) -> crate::Status {
+        self.rx.ep.q.status()
+    }
 }
 
 /// One step of a receiving iterator: end at end of stream; yield any

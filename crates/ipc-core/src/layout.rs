@@ -128,6 +128,8 @@ pub struct Counters {
     pub dead_producers: AtomicU64,
     /// Consumers found dead.
     pub dead_consumers: AtomicU64,
+    /// The pid (as it saw itself) of the last producer found dead.
+    pub last_dead_producer: AtomicU32,
 }
 
 impl Counters {

@@ -57,7 +57,7 @@ pub use endpoint::{Receiver, Sender, SlotWriter};
 pub use error::{
     AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError,
 };
-pub use layout::{Flavor, Geometry, Kind};
+pub use layout::{Flavor, Geometry, Kind, MAX_CAPACITY, MAX_MESSAGE, MAX_SEGMENT, PEER_SLOTS};
 pub use peers::{PeerInfo, Role};
 pub use queue::Status;
 pub use sync::Deadline;

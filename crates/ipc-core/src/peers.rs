@@ -334,7 +334,7 @@ impl<'a> PeerTable<'a> {
     }
 
     /// Finds entries whose process has died and releases them, calling
-    /// `recover(index, role)` for each while this process holds the
+    /// `recover(index, role, pid)` for each while this process holds the
     /// entry's liveness lock (so that nobody can reuse the index while the
     /// caller repairs what it held). `role` is `Some` only if the entry
     /// still holds that role's roster bit: a process that died before
@@ -342,7 +342,7 @@ impl<'a> PeerTable<'a> {
     /// replacement in that role already, which a single-mode repair must
     /// not touch. Clears roster bits of free entries. Returns how many
     /// entries were reaped. One `fcntl` per entry in use.
-    pub fn reap_dead(&self, mut recover: impl FnMut(u32, Option<Role>)) -> u32 {
+    pub fn reap_dead(&self, mut recover: impl FnMut(u32, Option<Role>, u32)) -> u32 {
         let me = sys::current_pid();
         let mut reaped = 0;
         for (i, e) in self.entries.iter().enumerate() {
@@ -355,7 +355,7 @@ impl<'a> PeerTable<'a> {
                 continue;
             }
             let word = e.state.load(Ordering::Acquire);
-            let (state, generation, _) = unpack(word);
+            let (state, generation, pid) = unpack(word);
             if state != FREE {
                 // Ours while we hold the lock; the word is for display.
                 let _ = e.state.compare_exchange(
@@ -369,7 +369,7 @@ impl<'a> PeerTable<'a> {
                 // the repair could mistake for the dead process.
                 let role = Role::from_u32(e.role.load(Ordering::Relaxed))
                     .filter(|&r| self.roster.has_role(r, i));
-                recover(i, role);
+                recover(i, role, pid);
                 reaped += 1;
             } else {
                 log::warn!("attachment entry {i} is free but marked attached: bit cleared");
@@ -420,11 +420,11 @@ mod tests {
         assert_eq!(t.count(Role::Consumer), 1);
         assert!(roster.any(Role::Producer) && roster.any(Role::Consumer));
         assert!(t.holds(a));
-        assert_eq!(t.reap_dead(|_, _| panic!("we are alive")), 0);
+        assert_eq!(t.reap_dead(|_, _, _| panic!("we are alive")), 0);
         // Another mapping (another open file description) sees us alive.
         let other = open();
         let seen = PeerTable::new(&entries, &roster, &other);
-        assert_eq!(seen.reap_dead(|_, _| panic!("we are alive")), 0);
+        assert_eq!(seen.reap_dead(|_, _, _| panic!("we are alive")), 0);
         assert!(seen.list().iter().all(|p| p.alive));
         t.detach(a);
         assert!(!t.holds(a));
@@ -456,12 +456,12 @@ mod tests {
         let t = PeerTable::new(&entries, &roster, &locks);
         assert!(t.list().iter().all(|p| !p.alive));
         let mut seen = vec![];
-        assert_eq!(t.reap_dead(|i, r| seen.push((i, r))), 2);
+        assert_eq!(t.reap_dead(|i, r, _| seen.push((i, r))), 2);
         assert_eq!(
             seen,
             vec![(0, Some(Role::Producer)), (1, Some(Role::Consumer))]
         );
-        assert_eq!(t.reap_dead(|_, _| panic!("reaped twice")), 0);
+        assert_eq!(t.reap_dead(|_, _, _| panic!("reaped twice")), 0);
         assert_eq!(t.count(Role::Consumer), 0);
         assert!(!roster.any(Role::Consumer) && !roster.any(Role::Producer));
         std::fs::remove_file(path).unwrap();
@@ -477,7 +477,7 @@ mod tests {
         roster.set(Role::Producer, 3);
         let t = PeerTable::new(&entries, &roster, &locks);
         assert!(roster.any(Role::Producer));
-        assert_eq!(t.reap_dead(|_, _| panic!("nothing to repair")), 0);
+        assert_eq!(t.reap_dead(|_, _, _| panic!("nothing to repair")), 0);
         assert!(!roster.any(Role::Producer));
         std::fs::remove_file(path).unwrap();
     }

@@ -82,6 +82,9 @@ pub struct Status {
     pub dead_producers: u64,
     /// Consumers found dead.
     pub dead_consumers: u64,
+    /// The pid of the last producer found dead (0: none), as that process
+    /// saw itself (in its own pid namespace).
+    pub last_dead_producer: u32,
     /// Capacity mode.
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
@@ -430,7 +433,7 @@ impl Queue {
         }
         let n = self
             .peers()
-            .reap_dead(|index, role| self.repair(index, role));
+            .reap_dead(|index, role, pid| self.repair(index, role, pid));
         if n > 0 {
             self.wake_receivers();
             self.wake_senders();
@@ -442,10 +445,13 @@ impl Queue {
     /// segment and in every block of its chain, and counts what was
     /// abandoned or lost. Called by the reaper while it holds the dead
     /// process's liveness lock.
-    fn repair(&self, index: u32, role: Option<Role>) {
+    fn repair(&self, index: u32, role: Option<Role>, pid: u32) {
         let counters = &self.header().counters;
         match role {
-            Some(Role::Producer) => counters.dead_producers.fetch_add(1, Ordering::Relaxed),
+            Some(Role::Producer) => {
+                counters.last_dead_producer.store(pid, Ordering::Relaxed);
+                counters.dead_producers.fetch_add(1, Ordering::Relaxed)
+            }
             Some(Role::Consumer) => counters.dead_consumers.fetch_add(1, Ordering::Relaxed),
             // Died attaching or detaching: it held nothing.
             None => 0,
@@ -600,6 +606,7 @@ impl Queue {
             revoked_claims: h.counters.revoked_claims.load(Ordering::Relaxed),
             dead_producers: h.counters.dead_producers.load(Ordering::Relaxed),
             dead_consumers: h.counters.dead_consumers.load(Ordering::Relaxed),
+            last_dead_producer: h.counters.last_dead_producer.load(Ordering::Relaxed),
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()

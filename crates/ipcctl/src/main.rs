@@ -3,18 +3,24 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ipc_cli::{
-    finish, init, parse_mode, parse_name, parse_size, UsageError, EXIT_FAILURE, EXIT_OK,
+    check_geometry, finish, init, parse_capacity, parse_max_message, parse_mode, parse_name,
+    stop_requested, UsageError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
 };
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
-use ipc_core::Flavor;
-use ipc_core::Role;
-use ipc_core::Status;
+use ipc_core::{Flavor, Kind, Role, Status};
 
 /// Creates, inspects, lists and removes ipc-core shared-memory segments.
 ///
-/// Exit codes: 0 success, 1 runtime error (or `remove` refused), 2 usage.
+/// Exit codes: 0 success; 1 runtime error (the message names the segment
+/// and the cause), `remove` refused, or `list`/`clean` skipped an entry
+/// they could not inspect (the table is still printed); 2 usage error
+/// (nothing created or changed); 3 a segment was truncated while being
+/// inspected (SIGBUS); 130 interrupted by SIGINT/SIGTERM.
+///
+/// `list` and `clean` never follow symlinks and never block on FIFOs or
+/// devices planted in /dev/shm: such entries are skipped.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -30,9 +36,10 @@ enum Command {
         /// Segment name (letters, digits, '.', '_', '-').
         #[arg(value_parser = parse_name)]
         name: String,
-        /// Most messages queued at once: a number, `unbounded` (senders
-        /// never wait), or for a mailbox `0` (rendezvous).
-        #[arg(long, default_value = "64")]
+        /// Most messages queued at once: 1 to 1048576, `unbounded` (senders
+        /// never wait), or for a mailbox `0` (rendezvous). Capacity times
+        /// the max message (rounded up) must stay within 16 GiB.
+        #[arg(long, default_value = "64", value_parser = parse_capacity)]
         capacity: Capacity,
         /// Create a mailbox (message passing) instead of a buffer.
         #[arg(long)]
@@ -41,14 +48,18 @@ enum Command {
         /// is refused while the first lives): the fastest path.
         #[arg(long, conflicts_with = "mailbox")]
         single: bool,
-        /// Largest message in bytes (K, M suffixes allowed).
-        #[arg(long, default_value = "64K", value_parser = parse_size)]
-        max_message: u64,
+        /// Largest message in bytes, 1 to 64M (K, M, G suffixes allowed).
+        #[arg(long, default_value = "64K", value_parser = parse_max_message)]
+        max_message: u32,
         /// Permission bits in octal (600 owner only, 660 group too).
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
     },
     /// Show geometry, fill level, attached processes and their liveness.
+    /// `queued` counts the slots between the read and write positions:
+    /// messages, plus any slot being written or left skipped by a writer
+    /// that died (the public status cannot tell them apart). "extra
+    /// segments now" counts the chained blocks that exist in /dev/shm.
     Status {
         /// Segment name.
         #[arg(value_parser = parse_name)]
@@ -64,15 +75,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List ipc-core segments in /dev/shm with their state (live, idle,
-    /// orphaned, corrupt).
+    /// List ipc-core segments in /dev/shm with their state: live, idle
+    /// (never attached), orphaned (no live process), corrupt, half-created
+    /// (its creator died before finishing it), unreadable (could not be
+    /// inspected: the cause is printed; exit code 1). QUEUED counts the
+    /// slots between the read and write positions: messages, plus any
+    /// slot being written or skipped after a writer died.
     List,
-    /// Remove orphaned segments (attached once, no live process now) and
-    /// corrupt ones; with --idle also those nobody ever attached to.
+    /// Remove orphaned segments (attached once, no live process now),
+    /// corrupt and half-created ones; with --idle also those nobody ever
+    /// attached to. An orphan that still holds messages is kept (and
+    /// named, with its count) unless --discard is given. Unreadable
+    /// entries are kept and make the exit code 1.
     Clean {
         /// Also remove idle segments.
         #[arg(long)]
         idle: bool,
+        /// Also remove orphans that still hold undelivered messages.
+        #[arg(long)]
+        discard: bool,
         /// Only segments whose name starts with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
@@ -95,8 +116,10 @@ fn run(cmd: Command) -> Result<i32> {
             max_message,
             mode,
         } => {
-            let max_message = u32::try_from(max_message)
-                .with_context(|| format!("--max-message {max_message} is too large"))?;
+            // Refused before anything is created (as are the buffer
+            // checks below).
+            let kind = if mailbox { Kind::Mailbox } else { Kind::Buffer };
+            check_geometry(kind, capacity, max_message)?;
             if mailbox {
                 let config = MailboxConfig {
                     capacity,
@@ -108,9 +131,9 @@ fn run(cmd: Command) -> Result<i32> {
             } else {
                 let config = BufferConfig {
                     capacity: match capacity {
-                        Capacity::Bounded(n) => n,
+                        Capacity::Bounded(n) if n > 0 => n,
                         Capacity::Unbounded => unbounded_block_for(max_message),
-                        Capacity::Zero => {
+                        Capacity::Zero | Capacity::Bounded(_) => {
                             return Err(UsageError(
                                 "--capacity 0 (rendezvous) is for mailboxes (add --mailbox); a buffer needs at least 1"
                                     .to_owned(),
@@ -141,6 +164,7 @@ fn run(cmd: Command) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Status { name } => {
+            ipc_cli::set_sigbus_target("ipcctl", &format!("segment {name}"));
             let status =
                 admin::inspect(&name).with_context(|| format!("opening segment {name}"))?;
             print_status(&status);
@@ -169,51 +193,117 @@ fn run(cmd: Command) -> Result<i32> {
             eprintln!("ipcctl: removed {name}");
             Ok(EXIT_OK)
         }
-        Command::List => {
-            println!(
-                "{:<32} {:<8} {:<8} {:>9} {:>10} {:>6}",
-                "NAME", "KIND", "STATE", "QUEUED", "CAPACITY", "PEERS"
-            );
-            for s in admin::list() {
-                match &s.status {
-                    Some(st) => println!(
-                        "{:<32} {:<8} {:<8} {:>9} {:>10} {:>6}",
-                        s.name,
-                        st.geometry.kind.name(),
-                        s.state.word(),
-                        st.len,
-                        st.geometry.capacity,
-                        st.peers.iter().filter(|p| p.alive).count()
-                    ),
-                    None => println!("{:<32} {:<8} {:<8}", s.name, "?", s.state.word()),
-                }
-            }
-            Ok(EXIT_OK)
+        Command::List => list(),
+        Command::Clean {
+            idle,
+            discard,
+            prefix,
+        } => clean(idle, discard, &prefix),
+    }
+}
+
+/// The segments in /dev/shm, or an error naming /dev/shm.
+fn segments() -> Result<Vec<admin::SegmentInfo>> {
+    admin::list_checked().with_context(|| format!("reading {}", ipc_core::segment::SHM_DIR))
+}
+
+fn list() -> Result<i32> {
+    ipc_cli::set_sigbus_target("ipcctl", "a segment being listed");
+    println!(
+        "{:<32} {:<8} {:<12} {:>9} {:>10} {:>6}",
+        "NAME", "KIND", "STATE", "QUEUED", "CAPACITY", "PEERS"
+    );
+    let mut skipped = 0;
+    for s in segments()? {
+        if stop_requested() {
+            return Ok(EXIT_INTERRUPTED);
         }
-        Command::Clean { idle, prefix } => {
-            let mut failed = false;
-            for s in admin::list()
-                .into_iter()
-                .filter(|s| s.name.starts_with(&prefix))
-            {
-                let remove = match s.state {
-                    SegmentState::Orphaned | SegmentState::Corrupt(_) => true,
-                    SegmentState::Idle => idle,
-                    SegmentState::Live => false,
-                };
-                if remove {
-                    match admin::unlink_with_chain(&s.name) {
-                        Ok(()) => eprintln!("ipcctl: removed {} ({})", s.name, s.state.word()),
-                        Err(e) => {
-                            eprintln!("ipcctl: error: {e}");
-                            failed = true;
-                        }
-                    }
-                }
+        match (&s.status, &s.state) {
+            (Some(st), _) => println!(
+                "{:<32} {:<8} {:<12} {:>9} {:>10} {:>6}",
+                s.name,
+                st.geometry.kind.name(),
+                s.state.word(),
+                st.len,
+                st.geometry.capacity,
+                st.peers.iter().filter(|p| p.alive).count(),
+            ),
+            (None, SegmentState::Unreadable(cause)) => {
+                skipped += 1;
+                println!("{:<32} {:<8} unreadable: {cause}", s.name, "?");
             }
-            Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
+            (None, SegmentState::Corrupt(cause)) => {
+                println!("{:<32} {:<8} {:<12} {cause}", s.name, "?", "corrupt")
+            }
+            (None, state) => println!("{:<32} {:<8} {:<12}", s.name, "?", state.word()),
         }
     }
+    if skipped > 0 {
+        eprintln!("ipcctl: warning: {skipped} entr{} in /dev/shm could not be inspected (listed as unreadable)",
+            if skipped == 1 { "y" } else { "ies" });
+        return Ok(EXIT_FAILURE);
+    }
+    Ok(EXIT_OK)
+}
+
+fn clean(idle: bool, discard: bool, prefix: &str) -> Result<i32> {
+    ipc_cli::set_sigbus_target("ipcctl", "a segment being inspected");
+    let mut failed = false;
+    for s in segments()?
+        .into_iter()
+        .filter(|s| s.name.starts_with(prefix))
+    {
+        if stop_requested() {
+            return Ok(EXIT_INTERRUPTED);
+        }
+        let queued = s.status.as_ref().map_or(0, |st| st.len);
+        let remove = match &s.state {
+            SegmentState::Orphaned if queued > 0 && !discard => {
+                eprintln!(
+                    "ipcctl: kept {} (orphaned, {queued} undelivered message(s); --discard removes it)",
+                    s.name
+                );
+                false
+            }
+            SegmentState::Orphaned | SegmentState::Corrupt(_) | SegmentState::HalfCreated => true,
+            SegmentState::Idle => idle,
+            SegmentState::Live => false,
+            SegmentState::Unreadable(cause) => {
+                eprintln!("ipcctl: skipped {}: unreadable: {cause}", s.name);
+                failed = true;
+                false
+            }
+        };
+        if remove {
+            match admin::unlink_with_chain(&s.name) {
+                Ok(()) => eprintln!("ipcctl: removed {} ({})", s.name, s.state.word()),
+                Err(e) => {
+                    eprintln!("ipcctl: error: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// Chained blocks `NAME.bK` of `name` that exist in /dev/shm now (regular
+/// files only).
+fn existing_blocks(name: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir(ipc_core::segment::SHM_DIR) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else {
+                return false;
+            };
+            ipc_core::segment::is_block_name(file)
+                && file.rsplit_once(".b").is_some_and(|(q, _)| q == name)
+                && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .count()
 }
 
 fn print_status(s: &Status) {
@@ -233,7 +323,8 @@ fn print_status(s: &Status) {
         Flavor::Zero => "0 (rendezvous)".to_owned(),
         Flavor::Unbounded => format!(
             "unbounded ({} messages per segment, {} extra segments now)",
-            g.capacity, s.chain_blocks
+            g.capacity,
+            existing_blocks(&s.name)
         ),
     };
     println!("capacity:       {capacity}");

@@ -6,13 +6,15 @@ use std::io::{ErrorKind, Read};
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use ipc_cli::{
-    finish, init, parse_message_size, parse_mode, parse_name, parse_size, stop_requested, Meter,
-    UsageError, Wait, EXIT_OK, POLL,
+    check_geometry, finish, init, parse_capacity, parse_count, parse_max_message,
+    parse_message_size, parse_mode, parse_name, parse_timeout, set_sigbus_target, stop_requested,
+    Meter, UsageError, Wait, EXIT_OK, POLL,
 };
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
 use ipc_core::ports::PortSender;
 use ipc_core::sync::{Deadline, SpinPolicy};
+use ipc_core::Kind;
 use ipc_core::{synthetic, SendError, Sender};
 
 /// Streams stdin (or synthetic messages) into a shared-memory buffer
@@ -20,9 +22,15 @@ use ipc_core::{synthetic, SendError, Sender};
 ///
 /// Without --count, reads stdin until end of file and sends what each read
 /// returns as one message (at most the max message size), then detaches.
-/// Receivers see end of stream once every producer has detached.
+/// Receivers see end of stream once every producer has detached. A slot
+/// is taken only once a read has returned data, so a producer idle on its
+/// input never holds back other producers, and end of file needs no free
+/// slot.
 ///
-/// Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
+/// Exit codes: 0 success; 1 runtime error (the message names the target
+/// and the cause, e.g. "full: no room for S s" after --timeout); 2 usage
+/// error (nothing created); 3 the segment was truncated under us (SIGBUS);
+/// 130 interrupted by SIGINT/SIGTERM (after detaching).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["segment", "mailbox", "to"])))]
@@ -51,28 +59,37 @@ struct Args {
     #[arg(long, conflicts_with = "to")]
     create: bool,
 
-    /// With --create: most messages queued at once: a number, `unbounded`
-    /// (the producer never waits; storage grows by extra segments), or for
-    /// a mailbox `0` (rendezvous: each send waits for a receiver).
-    #[arg(long, default_value = "64", requires = "create")]
+    /// With --create: most messages queued at once: 1 to 1048576,
+    /// `unbounded` (the producer never waits; storage grows by extra
+    /// segments), or for a mailbox `0` (rendezvous: each send waits for a
+    /// receiver). Capacity times the max message must stay within 16 GiB.
+    #[arg(long, default_value = "64", requires = "create", value_parser = parse_capacity)]
     capacity: Capacity,
 
     /// With --create of a segment: one producer and one consumer at a time
-    /// (a second is refused while the first lives): the fastest path.
-    #[arg(long, requires = "create", requires = "segment")]
+    /// (a second is refused while the first lives): the fastest path. Not
+    /// for mailboxes.
+    #[arg(
+        long,
+        requires = "create",
+        requires = "segment",
+        conflicts_with = "mailbox"
+    )]
     single: bool,
 
-    /// With --create: largest message in bytes (K, M suffixes allowed).
-    #[arg(long, default_value = "64K", value_parser = parse_size, requires = "create")]
-    max_message: u64,
+    /// With --create: largest message in bytes, 1 to 64M (K, M, G suffixes
+    /// allowed).
+    #[arg(long, default_value = "64K", value_parser = parse_max_message, requires = "create")]
+    max_message: u32,
 
     /// With --create: permission bits in octal (600 = owner only; 660 lets
     /// the group attach).
     #[arg(long, default_value = "600", value_parser = parse_mode, requires = "create")]
     mode: u32,
 
-    /// Synthetic mode: send this many self-checking messages instead of stdin.
-    #[arg(long, requires = "size")]
+    /// Synthetic mode: send this many (at least 1) self-checking messages
+    /// instead of stdin.
+    #[arg(long, requires = "size", value_parser = parse_count)]
     count: Option<u64>,
 
     /// Synthetic mode: bytes per message (at least 24).
@@ -80,16 +97,16 @@ struct Args {
     size: Option<u64>,
 
     /// Synthetic mode: producer id stamped on every message (default: pid).
-    #[arg(long)]
+    #[arg(long, requires = "count")]
     id: Option<u32>,
 
-    /// Give up if a send cannot complete for this many seconds (default:
-    /// wait).
-    #[arg(long)]
+    /// Give up (exit 1, "full") if a send cannot complete for this many
+    /// seconds: a finite number above 0, fractions allowed (default: wait).
+    #[arg(long, value_parser = parse_timeout)]
     timeout: Option<f64>,
 
-    /// How to wait when the buffer is full.
-    #[arg(long, value_enum, default_value_t = Wait::Adaptive)]
+    /// How to wait when the buffer or mailbox is full (not with --to).
+    #[arg(long, value_enum, default_value_t = Wait::Adaptive, conflicts_with = "to")]
     wait: Wait,
 }
 
@@ -136,11 +153,10 @@ impl Sink {
 
 impl Target {
     fn open(args: &Args) -> Result<(Target, String)> {
-        let max_message = u32::try_from(args.max_message)
-            .with_context(|| format!("--max-message {} is too large", args.max_message))?;
+        let max_message = args.max_message;
         if let Some(size) = args
             .size
-            .filter(|&size| args.create && size > args.max_message)
+            .filter(|&size| args.create && size > max_message as u64)
         {
             // Refused before anything is created.
             return Err(UsageError(format!(
@@ -149,8 +165,17 @@ impl Target {
             ))
             .into());
         }
+        if args.create {
+            let kind = if args.mailbox.is_some() {
+                Kind::Mailbox
+            } else {
+                Kind::Buffer
+            };
+            check_geometry(kind, args.capacity, max_message)?;
+        }
         if let Some(name) = &args.segment {
             let what = format!("segment {name}");
+            set_sigbus_target("producer", &what);
             let buffer = if args.create {
                 let config = BufferConfig {
                     capacity: match args.capacity {
@@ -178,6 +203,7 @@ impl Target {
             Ok((Target::Buffer(buffer), what))
         } else if let Some(name) = &args.mailbox {
             let what = format!("mailbox {name}");
+            set_sigbus_target("producer", &what);
             let mailbox = if args.create {
                 let config = MailboxConfig {
                     capacity: args.capacity,
@@ -197,6 +223,7 @@ impl Target {
                 .unwrap_or_else(|| format!("producer-{}", std::process::id()));
             let out = PortSender::new(&me).with_context(|| format!("--from {me}"))?;
             let what = format!("port {to}");
+            set_sigbus_target("producer", &what);
             Ok((Target::Port { out, to }, what))
         }
     }
@@ -212,12 +239,18 @@ impl Target {
     }
 
     fn attach(self, policy: SpinPolicy, what: &str) -> Result<Sink> {
+        let buffer = matches!(self, Target::Buffer(_));
         let mut tx = match self {
             Target::Buffer(b) => b.producer(),
             Target::Mailbox(m) => m.sender(),
             Target::Port { out, to } => return Ok(Sink::Port { out, to }),
         }
         .with_context(|| format!("attaching a producer to {what}"))?;
+        if buffer {
+            // Like the writer of a named pipe: on a segment whose consumers
+            // have all left, wait for a new one instead of failing.
+            tx.expect_new_receivers();
+        }
         tx.set_spin_policy(policy);
         Ok(Sink::Queue(tx))
     }
@@ -306,17 +339,12 @@ fn synthetic_stream(
     Ok(())
 }
 
-/// Streams stdin until end of file, one message per read. Into a buffer or
-/// a bounded/unbounded mailbox it reads straight into the claimed shared
-/// slot (zero copy: one copy less than a pipe); to a port or a rendezvous
-/// mailbox it reads into a buffer and sends.
+/// Streams stdin until end of file, one message per read. Each read goes
+/// into a private buffer and only data already read is sent: a slot is
+/// never held while waiting for input (an idle producer would hold back
+/// every message queued behind that slot), and end of file needs no slot.
 fn stdin_stream(sender: &mut Sending, max: usize, meter: &mut Meter) -> Result<()> {
     let mut stdin = std::io::stdin().lock();
-    if let Sink::Queue(tx) = &mut sender.sink {
-        if tx.capacity() != Some(0) {
-            return stdin_in_place(tx, &mut stdin, sender.timeout, &sender.what, meter);
-        }
-    }
     let mut buf = vec![0u8; max];
     loop {
         let n = read_some(&mut stdin, &mut buf)?;
@@ -340,34 +368,5 @@ fn read_some(input: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
             }
             Err(e) => return Err(e).context("reading stdin"),
         }
-    }
-}
-
-fn stdin_in_place(
-    tx: &mut Sender,
-    input: &mut impl Read,
-    timeout: Option<f64>,
-    what: &str,
-    meter: &mut Meter,
-) -> Result<()> {
-    loop {
-        let started = std::time::Instant::now();
-        let mut slot = loop {
-            if stop_requested() {
-                return Ok(());
-            }
-            match tx.claim(Deadline::after(POLL)) {
-                Ok(slot) => break slot,
-                Err(SendError::Timeout(())) => give_up_if_full(started, timeout, what)?,
-                Err(e) => bail!("{what}: {e}"),
-            }
-        };
-        let n = read_some(input, slot.buf())?;
-        if n == 0 {
-            // Dropping the unused slot leaves it skipped for consumers.
-            return Ok(());
-        }
-        slot.commit(n).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        meter.add(n);
     }
 }
