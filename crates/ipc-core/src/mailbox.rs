@@ -14,6 +14,24 @@
 //! is lost like any message a dying receiver held, and counted in the
 //! status's `lost_reads`; the sender is not told.
 //!
+//! # Where mailboxes differ from crossbeam-channel, on purpose
+//!
+//! * **A named mailbox outlives its endpoints.** It is a file in /dev/shm:
+//!   when every receiver has gone, senders get `Disconnected`, but a new
+//!   receiver that attaches later gets the messages still queued, and
+//!   senders can succeed again. Disconnection is a state, not an end.
+//! * **A rendezvous `try_send` has a grace.** It succeeds only if a
+//!   receiver is waiting now; it then waits up to 50 ms for that receiver to
+//!   take the message (another process has to be scheduled to do it), and
+//!   withdraws it if none did.
+//! * **`try_recv` waits for a write in progress, boundedly.** Like
+//!   crossbeam, it reports `Empty` only when nothing is queued: if the
+//!   message at the head is being written, it waits for it, but at most
+//!   100 ms (the writer may be frozen, or dead until reaped).
+//! * **A dead peer is noticed within a liveness period** (100 ms), not at
+//!   once: a killed receiver cannot detach, so senders see `Disconnected`
+//!   once a survivor has found it dead.
+//!
 //! ```
 //! use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 //! # let name = format!("doc-mailbox-{}", std::process::id());

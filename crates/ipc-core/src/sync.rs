@@ -73,7 +73,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// True if the asymmetric barrier of [`EventCount::prepare`] failed:
-    /// a notifier using [`EventCount::notify_light`] may then miss us.
+    /// a notifier using the light (compiler-fence) notify may then miss us.
     pub fn barrier_failed(&self) -> bool {
         self.barrier_failed
     }
