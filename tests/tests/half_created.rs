@@ -35,7 +35,9 @@ fn plant_unpublished(name: &ShmName) -> std::fs::File {
 fn already_exists(r: Result<SharedBuffer, CreateError>) -> bool {
     matches!(
         r,
-        Err(CreateError::Segment(ipc_core::SegmentError::AlreadyExists(_)))
+        Err(CreateError::Segment(ipc_core::SegmentError::AlreadyExists(
+            _
+        )))
     )
 }
 
@@ -59,7 +61,10 @@ fn a_segment_being_made_by_a_live_creator_is_not_replaced() {
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
     std::thread::sleep(Duration::from_millis(1100));
-    assert!(already_exists(SharedBuffer::create(name.as_str(), &config())));
+    assert!(already_exists(SharedBuffer::create(
+        name.as_str(),
+        &config()
+    )));
     drop(f);
 }
 
@@ -68,5 +73,8 @@ fn a_published_segment_is_never_replaced() {
     let name = ShmName::new("half-pub");
     let _buf = SharedBuffer::create(name.as_str(), &config()).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    assert!(already_exists(SharedBuffer::create(name.as_str(), &config())));
+    assert!(already_exists(SharedBuffer::create(
+        name.as_str(),
+        &config()
+    )));
 }

@@ -128,7 +128,8 @@ impl Source {
     ) -> Result<Result<()>, RecvError> {
         match self {
             Source::Queue(rx) => rx.recv_with_until(deadline, f),
-            Source::Port { port, from: None } => port.recv_until(deadline).map(|m| f(&m.payload)),
+            // In place: the slot is released only after `f` wrote it out.
+            Source::Port { port, from: None } => port.recv_with_until(deadline, |_, p| f(p)),
             Source::Port {
                 port,
                 from: Some(from),

@@ -208,16 +208,22 @@ fn send_framed<M: AsRef<[u8]>>(
         .map_err(|stop| crate::channel::stop_to_send(stop, deadline, msg))
 }
 
-fn unframe(bytes: &[u8]) -> Result<Message, RecvError> {
+/// (sender's name, payload) of a framed port message, in place.
+fn split_frame(bytes: &[u8]) -> Result<(&[u8], &[u8]), RecvError> {
     let n = *bytes
         .first()
         .ok_or_else(|| CorruptError("empty port message".into()))? as usize;
     if bytes.len() < 1 + n {
         return Err(CorruptError(format!("port message frame of {} bytes", bytes.len())).into());
     }
+    Ok((&bytes[1..1 + n], &bytes[1 + n..]))
+}
+
+fn unframe(bytes: &[u8]) -> Result<Message, RecvError> {
+    let (from, payload) = split_frame(bytes)?;
     Ok(Message {
-        from: String::from_utf8_lossy(&bytes[1..1 + n]).into_owned(),
-        payload: bytes[1 + n..].to_vec(),
+        from: String::from_utf8_lossy(from).into_owned(),
+        payload: payload.to_vec(),
     })
 }
 
@@ -345,6 +351,25 @@ impl Port {
             return Ok(m);
         }
         self.rx.recv_with_until(deadline, unframe)?
+    }
+
+    /// Receives from anyone before `deadline` and hands the sender's name
+    /// and the payload to `f` in place, in the shared slot (zero copy). The
+    /// slot is released when `f` returns, so a receiver killed inside `f`
+    /// loses only this message, and it is counted (`lost_reads`). Messages
+    /// kept aside by [`Port::recv_from`] come first (those are copies).
+    pub fn recv_with_until<R>(
+        &mut self,
+        deadline: Deadline,
+        f: impl FnOnce(&str, &[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        if let Some(m) = self.stash.pop_front() {
+            return Ok(f(&m.from, &m.payload));
+        }
+        self.rx.recv_with_until(deadline, |bytes| {
+            let (from, payload) = split_frame(bytes)?;
+            Ok(f(&String::from_utf8_lossy(from), payload))
+        })?
     }
 
     /// Receives the next message sent by `from`, before `deadline`.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
 use crate::layout::{magic_state, Fixed, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
 use crate::peers::{AttachFail, Attachment, PeerEntry, PeerInfo, PeerTable, Role};
-use crate::ring::{Recovered, Ring, MAX_OWNER};
+use crate::ring::{Census, Recovered, Ring, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
 use crate::sys::LockFd;
@@ -62,8 +62,13 @@ pub struct Status {
     pub name: String,
     /// Validated geometry.
     pub geometry: Geometry,
-    /// Messages queued now.
+    /// Messages queued now: committed, not yet taken by a receiver
+    /// (counted slot by slot; in-flight and skipped slots are not).
     pub len: u64,
+    /// Messages being written (claimed, not committed) now.
+    pub writing: u64,
+    /// Messages being read (claimed, not released) now.
+    pub reading: u64,
     /// Attached processes.
     pub peers: Vec<PeerInfo>,
     /// Producers (senders) that ever attached.
@@ -586,6 +591,29 @@ impl Queue {
             .sum()
     }
 
+    /// What the whole queue (its chain included) really holds: a slow
+    /// look at every slot in use, for status displays.
+    pub(crate) fn census(&self) -> Census {
+        let Some((head, tail)) = self.chain_span() else {
+            return self.ring().census();
+        };
+        (head..=tail)
+            .map(|k| match k {
+                0 => self.ring().census(),
+                k => match self.open_block(k) {
+                    Ok(b) => b.ring().census(),
+                    // Gone: drained (or closed empty) and removed.
+                    Err(OpenError::Segment(SegmentError::NotFound(_))) => Census::default(),
+                    // Cannot tell: do not let it pass for empty.
+                    Err(_) => Census {
+                        queued: self.geo.slots as u64,
+                        ..Census::default()
+                    },
+                },
+            })
+            .fold(Census::default(), |a, b| a + b)
+    }
+
     /// Mode bits of the segment file, for chain blocks to copy.
     pub(crate) fn mode(&self) -> u32 {
         self.seg.mode()
@@ -594,10 +622,13 @@ impl Queue {
     pub(crate) fn status(&self) -> Status {
         self.reap();
         let h = self.header();
+        let census = self.census();
         Status {
             name: self.name().to_owned(),
             geometry: self.geo,
-            len: self.queued(),
+            len: census.queued,
+            writing: census.writing,
+            reading: census.reading,
             peers: self.peers().list(),
             producers_total: h.counters.producers_total.load(Ordering::Relaxed),
             consumers_total: h.counters.consumers_total.load(Ordering::Relaxed),

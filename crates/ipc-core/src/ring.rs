@@ -251,6 +251,28 @@ pub enum ReadAttempt<'a> {
     TooLong(usize),
 }
 
+/// What the slots between the cursors hold, for status displays.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Committed messages no reader has claimed yet.
+    pub queued: u64,
+    /// Slots claimed by a writer, not committed yet.
+    pub writing: u64,
+    /// Messages claimed by a reader, not released yet.
+    pub reading: u64,
+}
+
+impl std::ops::Add for Census {
+    type Output = Census;
+    fn add(self, o: Census) -> Census {
+        Census {
+            queued: self.queued + o.queued,
+            writing: self.writing + o.writing,
+            reading: self.reading + o.reading,
+        }
+    }
+}
+
 /// What [`Ring::recover_owner`] repaired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
@@ -384,6 +406,42 @@ impl<'a> Ring<'a> {
         let head = self.head.pos.load(Ordering::Acquire) & SEQ_MASK;
         let tail = self.tail.pos.load(Ordering::Acquire) & SEQ_MASK;
         tail.saturating_sub(head).min(self.capacity)
+    }
+
+    /// Looks at every slot between the cursors (at most the capacity): what
+    /// is really there. A slow path, for status displays.
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        let raw_head = self.head.pos.load(Ordering::Acquire);
+        let raw_tail = self.tail.pos.load(Ordering::Acquire);
+        let (mut head, tail) = (raw_head & SEQ_MASK, raw_tail & SEQ_MASK);
+        if self.single {
+            if raw_head & SINGLE_READING != 0 && head > 0 {
+                head -= 1;
+                c.reading = 1;
+            }
+            c.writing = u64::from(raw_tail & SINGLE_WRITING != 0);
+        }
+        let end = tail.min(head.saturating_add(self.capacity));
+        for pos in head..end {
+            if self.header(pos).stamp.load(Ordering::Acquire) == pos + 1 {
+                c.queued += 1;
+            }
+        }
+        if !self.single {
+            // Claims behind the read cursor (being read) or at the write
+            // cursor: every slot's stamp says.
+            for i in 0..self.capacity {
+                let s = self.header(i).stamp.load(Ordering::Acquire);
+                c.writing += u64::from(s & WRITING != 0);
+                c.reading += u64::from(s & READING != 0);
+            }
+        }
+        if self.single && c.reading == 1 {
+            // The message being read still has its committed stamp.
+            c.queued = c.queued.saturating_sub(1);
+        }
+        c
     }
 
     /// True if nothing is queued.
@@ -1394,5 +1452,29 @@ mod tests {
             assert_eq!(other.payload_of(&read), [round, b'i']);
             other.release(read).unwrap();
         }
+    }
+
+    #[test]
+    fn census_counts_what_is_really_there() {
+        let mut heap = Heap::new(8, 8);
+        let r = heap.ring(8);
+        assert!(put(&r, 0, b"a") && put(&r, 0, b"b"));
+        let _writing = r.try_claim_write(3, &mut 0).unwrap().unwrap();
+        let abandoned = r.try_claim_write(3, &mut 0).unwrap().unwrap();
+        r.abandon(abandoned).unwrap();
+        assert!(put(&r, 0, b"c"));
+        let ReadAttempt::Claimed(reading) = r.try_claim_read(1, 8).unwrap() else {
+            panic!("expected a message")
+        };
+        assert_eq!(r.len(), 4, "the cursors span the slots from the read cursor on");
+        assert_eq!(
+            r.census(),
+            Census {
+                queued: 2,
+                writing: 1,
+                reading: 1
+            }
+        );
+        r.release(reading).unwrap();
     }
 }

@@ -331,6 +331,12 @@ fn print_status(s: &Status) {
     println!("max message:    {} bytes", g.max_message);
     println!("size:           {} bytes", g.total_size);
     println!("queued:         {}", s.len);
+    if s.writing + s.reading > 0 {
+        println!(
+            "in flight:      {} being written, {} being read",
+            s.writing, s.reading
+        );
+    }
     println!("state:          {}", admin::state_of(s).word());
     println!(
         "producers:      {} live, {} attached in total",
@@ -347,9 +353,25 @@ fn print_status(s: &Status) {
         s.abandoned_writes
     );
     println!(
-        "lost:           {} (reader died holding a message)",
+        "lost:           {} (reader died holding a message, or its callback panicked)",
         s.lost_reads
     );
+    println!(
+        "died:           {} producer(s), {} consumer(s) found dead{}",
+        s.dead_producers,
+        s.dead_consumers,
+        if s.last_dead_producer != 0 {
+            format!(" (last producer: pid {})", s.last_dead_producer)
+        } else {
+            String::new()
+        }
+    );
+    if s.revoked_claims > 0 {
+        println!(
+            "revoked:        {} claim(s) found taken from a live holder (a scribbled segment?)",
+            s.revoked_claims
+        );
+    }
     for p in &s.peers {
         let role = match p.role {
             Some(Role::Producer) => "producer",
