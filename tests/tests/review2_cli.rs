@@ -28,7 +28,14 @@ fn ipcctl(args: &[&str]) -> std::process::Output {
 #[test]
 fn a_consumer_reading_what_a_killed_producer_left_warns_and_exits_1() {
     let name = ShmName::new("rv2-late");
-    let out = ipcctl(&["create", name.as_str(), "--capacity", "4", "--max-message", "64"]);
+    let out = ipcctl(&[
+        "create",
+        name.as_str(),
+        "--capacity",
+        "4",
+        "--max-message",
+        "64",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let mut producer = ChildGuard::new(
         cmd("producer")
@@ -46,7 +53,10 @@ fn a_consumer_reading_what_a_killed_producer_left_warns_and_exits_1() {
         if st.len == 4 && st.live(ipc_core::Role::Producer) == 1 {
             break;
         }
-        assert!(start.elapsed() < PATIENCE, "the producer never filled the buffer");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the producer never filled the buffer"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     producer.kill(); // SIGKILL by its pid, reaped
@@ -63,7 +73,10 @@ fn a_consumer_reading_what_a_killed_producer_left_warns_and_exits_1() {
 
 #[test]
 fn ipcctl_list_with_stdout_on_a_full_device_exits_1_not_101() {
-    let f = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let mut c = cmd("ipcctl");
     c.arg("list").stdout(f);
     let out = c.stderr(Stdio::piped()).output().unwrap();
@@ -78,9 +91,20 @@ fn ipcctl_list_with_stdout_on_a_full_device_exits_1_not_101() {
 #[test]
 fn producer_with_stderr_on_a_full_device_exits_0_or_1_not_101() {
     let name = ShmName::new("rv2-full");
-    let f = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let st = cmd("producer")
-        .args(["--segment", name.as_str(), "--create", "--capacity", "4", "--max-message", "64"])
+        .args([
+            "--segment",
+            name.as_str(),
+            "--create",
+            "--capacity",
+            "4",
+            "--max-message",
+            "64",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(f)
@@ -99,7 +123,14 @@ fn ipcctl_create_interrupted_either_removes_the_segment_or_reports_success() {
     // 16384 slots of 64 KiB: 1 GiB to reserve, long enough to interrupt.
     let mut child = ChildGuard::new(
         cmd("ipcctl")
-            .args(["create", name.as_str(), "--capacity", "16384", "--max-message", "64K"])
+            .args([
+                "create",
+                name.as_str(),
+                "--capacity",
+                "16384",
+                "--max-message",
+                "64K",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -112,7 +143,9 @@ fn ipcctl_create_interrupted_either_removes_the_segment_or_reports_success() {
     }
     // SAFETY: kill(2) on the pid of our own, unreaped child.
     unsafe { libc::kill(child.pid() as i32, libc::SIGINT) };
-    let st = child.wait_timeout(PATIENCE).expect("ipcctl create did not end");
+    let st = child
+        .wait_timeout(PATIENCE)
+        .expect("ipcctl create did not end");
     let exists = name.path().exists();
     assert!(
         !(st.code() == Some(130) && exists),

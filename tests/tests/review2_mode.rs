@@ -29,7 +29,10 @@ fn a_failed_create_leaves_nothing_in_dev_shm() {
     let out = run(c, PATIENCE);
     let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if out.status.code() == Some(2) || said.is_empty() {
-        eprintln!("skipped: setpriv failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "skipped: setpriv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     let left = name.path().exists();
@@ -38,7 +41,10 @@ fn a_failed_create_leaves_nothing_in_dev_shm() {
         "create as nobody with mode 0400 failed ({said}) but left {} in /dev/shm ({})",
         name.path().display(),
         ipc_core::admin::inspect(name.as_str())
-            .map(|s| format!("a published segment: {}", ipc_core::admin::state_of(&s).word()))
+            .map(|s| format!(
+                "a published segment: {}",
+                ipc_core::admin::state_of(&s).word()
+            ))
             .unwrap_or_else(|e| e.to_string())
     );
 }
