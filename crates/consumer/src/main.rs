@@ -4,8 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ipc_cli::{
-    finish, init, parse_count, parse_max_message, parse_name, parse_timeout, set_sigbus_target,
-    stop_requested, write_all_fd, Meter, Wait, Written, EXIT_FAILURE, EXIT_OK, POLL,
+    err, finish, init, parse_count, parse_max_message, parse_name, parse_timeout,
+    set_sigbus_target, stop_requested, write_all_fd, Meter, Wait, Written, EXIT_FAILURE, EXIT_OK,
+    POLL,
 };
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::mailbox::{Mailbox, MailboxConfig};
@@ -179,34 +180,9 @@ fn open_source(args: &Args) -> Result<(Source, String)> {
     Ok((Source::Queue(rx), what))
 }
 
-/// What the segment had counted of dying producers: to tell, at end of
-/// stream, whether one died during ours.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Casualties {
-    dead_producers: u64,
-    abandoned_writes: u64,
-}
-
-impl Casualties {
-    fn of(source: &Source) -> Option<(Casualties, u32)> {
-        let Source::Queue(rx) = source else {
-            return None;
-        };
-        let s = rx.status();
-        Some((
-            Casualties {
-                dead_producers: s.dead_producers,
-                abandoned_writes: s.abandoned_writes,
-            },
-            s.last_dead_producer,
-        ))
-    }
-}
-
 fn run(args: &Args) -> Result<i32> {
     let (mut source, what) = open_source(args)?;
     log::info!("attached to {what} as a consumer");
-    let before = Casualties::of(&source);
     let mut meter = Meter::new("consumer");
     let mut verifier = Verifier::default();
     let mut out_closed = false;
@@ -226,7 +202,7 @@ fn run(args: &Args) -> Result<i32> {
             {
                 Written::All => {}
                 Written::Closed(_) => out_closed = true,
-                Written::Stopped(done) => eprintln!(
+                Written::Stopped(done) => err!(
                     "consumer: stopped while writing a message: {done} of its {} bytes were written, the rest is lost",
                     bytes.len()
                 ),
@@ -246,13 +222,24 @@ fn run(args: &Args) -> Result<i32> {
             Next::Stopped => break,
         }
     }
-    let incomplete = match (ended, before, Casualties::of(&source)) {
-        (true, Some((then, _)), Some((now, pid))) if now != then => {
-            let died = now.dead_producers - then.dead_producers;
-            let abandoned = now.abandoned_writes - then.abandoned_writes;
-            eprintln!(
-                "consumer: warning: the stream from {what} may be incomplete: {died} producer(s) died \
-                 without detaching (the last one pid {pid}), {abandoned} message(s) abandoned mid-write{}",
+    // A producer that died since this stream began (even before we
+    // attached, and whoever found it dead) may have left it incomplete.
+    let died = match &source {
+        Source::Queue(rx) if ended => {
+            let s = rx.status();
+            s.stream_incomplete.then_some(s)
+        }
+        _ => None,
+    };
+    let incomplete = match died {
+        Some(s) => {
+            err!(
+                "consumer: warning: the stream from {what} may be incomplete: a producer died \
+                 without detaching (the last one pid {}; {} producer(s) died, {} message(s) \
+                 abandoned mid-write in this segment's life){}",
+                s.last_dead_producer,
+                s.dead_producers,
+                s.abandoned_writes,
                 if args.accept_incomplete {
                     " (accepted: --accept-incomplete)"
                 } else {
@@ -261,7 +248,7 @@ fn run(args: &Args) -> Result<i32> {
             );
             !args.accept_incomplete
         }
-        _ => false,
+        None => false,
     };
     if args.remove && (ended || meter.messages >= limit) {
         let name = args.segment.as_ref().or(args.mailbox.as_ref());
@@ -274,7 +261,7 @@ fn run(args: &Args) -> Result<i32> {
     }
     meter.summary();
     if args.verify {
-        eprintln!("consumer: verify: {}", verifier.summary());
+        err!("consumer: verify: {}", verifier.summary());
         if !verifier.is_clean() {
             return Ok(EXIT_FAILURE);
         }

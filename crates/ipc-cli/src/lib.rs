@@ -4,6 +4,44 @@
 //! flag, and a throughput meter.
 #![deny(missing_docs)]
 
+/// `println!` that never panics: a closed stdout (`| head`) ends the
+/// program quietly (exit 0), any other write failure ends it with a message
+/// and exit 1 (a full disk, `> /dev/full`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics: a failure to write to stderr is ignored
+/// (there is nowhere left to report it).
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// What [`out!`] calls.
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let done = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match done {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(EXIT_OK),
+        Err(e) => {
+            err!("cannot write to stdout: {e}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    }
+}
+
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -190,7 +228,7 @@ pub fn finish(tool: &str, result: anyhow::Result<i32>) -> ! {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{tool}: error: {e:#}");
+            err!("{tool}: error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
                 EXIT_USAGE
             } else {
@@ -244,7 +282,8 @@ impl Meter {
             && self.last_shown.elapsed() > Duration::from_millis(500)
         {
             self.last_shown = Instant::now();
-            eprint!("\r{}: {}   ", self.tool, self.line());
+            use std::io::Write as _;
+            let _ = write!(std::io::stderr(), "\r{}: {}   ", self.tool, self.line());
         }
     }
 
@@ -263,9 +302,10 @@ impl Meter {
     /// Prints the summary line on stderr.
     pub fn summary(&self) {
         if self.tty {
-            eprint!("\r");
+            use std::io::Write as _;
+            let _ = write!(std::io::stderr(), "\r");
         }
-        eprintln!("{}: {}", self.tool, self.line());
+        err!("{}: {}", self.tool, self.line());
     }
 }
 

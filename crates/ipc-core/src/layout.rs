@@ -130,6 +130,10 @@ pub struct Counters {
     pub dead_consumers: AtomicU64,
     /// The pid (as it saw itself) of the last producer found dead.
     pub last_dead_producer: AtomicU32,
+    /// 1 from the moment a producer is found dead until a producer starts
+    /// a new stream (attaches alone to an empty queue): what the queue
+    /// holds may be an incomplete stream.
+    pub stream_incomplete: AtomicU32,
 }
 
 impl Counters {

@@ -95,6 +95,11 @@ impl Roster {
         }
     }
 
+    /// How many entries hold `role`.
+    pub fn count(&self, role: Role) -> u32 {
+        self.mask(role).load(Ordering::Acquire).count_ones()
+    }
+
     /// True if some entry in `role` is attached (one load: hot-path safe).
     pub fn any(&self, role: Role) -> bool {
         self.mask(role).load(Ordering::Acquire) != 0

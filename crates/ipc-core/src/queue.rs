@@ -23,6 +23,20 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 /// The longest sleep of a waiter whose asymmetric barrier failed.
 const BARRIERLESS_SLEEP: Duration = Duration::from_millis(1);
 
+/// Most blocks a chain of blocks of `block_size` bytes can span: twice
+/// what /dev/shm (or, when it sets no limit, memory) can hold, at least
+/// 1024. Only a bound on loops over chain indices read from shared memory
+/// (a scribbled index cannot make us walk millions of missing blocks); a
+/// real chain never comes near it.
+fn max_chain_for(block_size: u64) -> u64 {
+    let room = crate::sys::total_bytes(crate::segment::SHM_DIR)
+        .or_else(crate::sys::memory_bytes)
+        .unwrap_or(u64::MAX);
+    (room / block_size.max(1))
+        .saturating_mul(2)
+        .clamp(1024, MAX_CHAIN)
+}
+
 /// How many times a chain block is created or opened before giving up
 /// (each failure is another process's doing: it created, abandoned or
 /// removed the block in between).
@@ -90,6 +104,10 @@ pub struct Status {
     /// The pid of the last producer found dead (0: none), as that process
     /// saw itself (in its own pid namespace).
     pub last_dead_producer: u32,
+    /// A producer died since the current stream began (the last time a
+    /// producer attached alone to an empty queue): what is queued, or was
+    /// received, may be incomplete.
+    pub stream_incomplete: bool,
     /// Capacity mode.
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
@@ -124,6 +142,11 @@ impl Queue {
             // Users' names may not look like a chained block's.
             crate::segment::validate_name(name)?;
         }
+        if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
+            return Err(CreateError::InvalidConfig(format!(
+                "mode {mode:o}: the owner must keep read and write (0600), and only permission bits (0777) are allowed"
+            )));
+        }
         let mut seg = Segment::create(name, geo.total_size as usize, mode)?;
         let base = seg.as_ptr();
         // SAFETY: the segment is new (O_EXCL), zero-filled, at least
@@ -151,7 +174,11 @@ impl Queue {
             // SAFETY: as above.
             unsafe { &*(base as *const Header) },
         );
-        Ok(Queue::assemble(seg, geo, flavor, &fixed)?)
+        Queue::assemble(seg, geo, flavor, &fixed).map_err(|e| {
+            // Published but unusable: do not leave it behind.
+            let _ = Segment::unlink(name);
+            e.into()
+        })
     }
 
     pub(crate) fn open(
@@ -336,10 +363,15 @@ impl Queue {
         let fd = seg.take_fd().expect("a fresh segment has its descriptor");
         // The locks go on a description of their own, never mapped; the
         // mapping's descriptor closes here (the mapping stays).
-        let locks = LockFd::for_file(&fd, seg.name()).map_err(|e| SegmentError::Os {
-            name: seg.name().to_owned(),
-            op: "opening the liveness descriptor",
-            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        let locks = LockFd::for_file(&fd, seg.name()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => {
+                SegmentError::PermissionDenied(seg.name().to_owned())
+            }
+            errno => SegmentError::Os {
+                name: seg.name().to_owned(),
+                op: "opening the liveness descriptor",
+                source: nix::errno::Errno::from_raw(errno.unwrap_or(libc::EIO)),
+            },
         })?;
         drop(fd);
         Ok(Queue {
@@ -350,9 +382,7 @@ impl Queue {
             geo,
             flavor,
             block_index: fixed.block_index,
-            max_chain: crate::sys::total_bytes(crate::segment::SHM_DIR)
-                .map_or(MAX_CHAIN, |bytes| bytes / geo.total_size.max(1) + 2)
-                .min(MAX_CHAIN),
+            max_chain: max_chain_for(geo.total_size),
         })
     }
 
@@ -455,6 +485,7 @@ impl Queue {
         match role {
             Some(Role::Producer) => {
                 counters.last_dead_producer.store(pid, Ordering::Relaxed);
+                counters.stream_incomplete.store(1, Ordering::Release);
                 counters.dead_producers.fetch_add(1, Ordering::Relaxed)
             }
             Some(Role::Consumer) => counters.dead_consumers.fetch_add(1, Ordering::Relaxed),
@@ -514,7 +545,7 @@ impl Queue {
         // after it is at least as far.
         let head = chain.head_block.load(Ordering::Acquire);
         let tail = chain.tail_block.load(Ordering::Acquire);
-        if head > tail || tail - head > self.max_chain || tail >= MAX_CHAIN {
+        if head > tail || tail - head > self.max_chain {
             return Err(CorruptError(format!(
                 "chain block indices impossible: head {head}, tail {tail} (at most {} blocks fit)",
                 self.max_chain
@@ -563,6 +594,11 @@ impl Queue {
                 // Its creator died before publishing it: make it again.
                 Err(OpenError::NotInitialized { .. }) if Segment::remove_if_abandoned(&name) => {
                     log::info!("{name}: removed a block its creator left unfinished");
+                }
+                // A live creator (its lock held) is slow, stopped or
+                // reserving a large block: wait for it again.
+                Err(OpenError::NotInitialized { .. }) => {
+                    log::debug!("{name}: its creator is still making it; waiting");
                 }
                 Err(e) => return Err(CreateError::InvalidConfig(e.to_string())),
             }
@@ -638,6 +674,7 @@ impl Queue {
             dead_producers: h.counters.dead_producers.load(Ordering::Relaxed),
             dead_consumers: h.counters.dead_consumers.load(Ordering::Relaxed),
             last_dead_producer: h.counters.last_dead_producer.load(Ordering::Relaxed),
+            stream_incomplete: h.counters.stream_incomplete.load(Ordering::Acquire) != 0,
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()
@@ -744,6 +781,15 @@ impl Endpoint {
             .counters
             .total(role)
             .fetch_add(1, Ordering::AcqRel);
+        if role == Role::Producer && q.header().roster.count(Role::Producer) == 1 && q.queued() == 0
+        {
+            // Alone on an empty queue: a new stream begins, whatever
+            // happened to the last one.
+            q.header()
+                .counters
+                .stream_incomplete
+                .store(0, Ordering::Release);
+        }
         // Someone may wait for the first peer of this role.
         q.wake_receivers();
         q.wake_senders();

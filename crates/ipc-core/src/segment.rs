@@ -255,11 +255,18 @@ impl Segment {
         same && mman::shm_unlink(path.as_str()).is_ok()
     }
 
-    /// A regular file nobody is initializing (the caller holds its flock):
-    /// empty, or whose first word (the magic) was never published, and
-    /// unchanged for more than a second.
+    /// A regular file nobody is initializing (the caller holds its flock)
+    /// that looks like what a creator killed mid-way leaves, and only that:
+    /// empty (killed before sizing it), or sized to whole pages (as every
+    /// segment is) with its first word (the magic) never published; and
+    /// unchanged for more than a second. Any other file of that name is
+    /// someone else's and is never taken for one.
     fn unpublished_and_old(fd: &OwnedFd, st: &libc::stat) -> bool {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return false;
+        }
+        let page_sized = st.st_size >= 4096 && st.st_size % 4096 == 0;
+        if st.st_size != 0 && !page_sized {
             return false;
         }
         let mut magic = [0u8; 8];

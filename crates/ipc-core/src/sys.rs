@@ -112,19 +112,32 @@ fn outside_fork<T>(f: impl FnOnce() -> T) -> T {
 extern "C" fn before_fork() {
     FORKING.fetch_add(1, Ordering::SeqCst);
     // Only system calls and a registry store happen inside the gate: the
-    // threads in it finish quickly and take no lock we could hold.
-    while OPENING.load(Ordering::SeqCst) > 0 {
+    // threads in it finish quickly and take no lock we could hold. Bounded
+    // all the same: a fork from a signal handler that interrupted this
+    // very thread inside the gate must not wait for ever (that child may
+    // then keep one description un-renewed).
+    for _ in 0..FORK_WAIT_ROUNDS {
+        if OPENING.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         // SAFETY: sched_yield takes no arguments.
         unsafe { libc::sched_yield() };
     }
 }
+
+/// How many yields a fork waits for openers to leave the gate.
+const FORK_WAIT_ROUNDS: u32 = 100_000;
 
 extern "C" fn after_fork_in_parent() {
     FORKING.fetch_sub(1, Ordering::SeqCst);
 }
 
 extern "C" fn in_forked_child() {
-    FORKING.fetch_sub(1, Ordering::SeqCst);
+    // The child has one thread, no fork under way and nobody in the gate,
+    // whatever the counters said when another thread of the parent was
+    // forking too.
+    FORKING.store(0, Ordering::SeqCst);
+    OPENING.store(0, Ordering::SeqCst);
     MEMBARRIER_REGISTERED.store(false, Ordering::Relaxed);
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     // The child shares its parent's open file descriptions, and with them
@@ -370,7 +383,11 @@ impl LockFd {
         });
         let p = &mut *inner as *mut LockInner;
         let slot = outside_fork(|| {
-            let fd = reopen(file.as_raw_fd()).or_else(|e| reopen_by_name(file, shm_name, e))?;
+            let fd = reopen(file.as_raw_fd())
+                .or_else(|e| reopen_by_name(file, shm_name).map_err(|by_name| {
+                    log::debug!("{shm_name}: reopening by name failed too: {by_name}");
+                    e
+                }))?;
             // SAFETY: `p` points into the box, alive and not yet shared.
             unsafe { (*p).fd = fd };
             let slot = LOCK_FDS.iter().position(|s| {
@@ -480,19 +497,19 @@ impl Drop for LockFd {
 
 /// [`reopen`] without /proc: open the segment's name again, and make sure
 /// it is still the same file.
-fn reopen_by_name(file: &OwnedFd, shm_name: &str, why: std::io::Error) -> std::io::Result<i32> {
+fn reopen_by_name(file: &OwnedFd, shm_name: &str) -> std::io::Result<i32> {
     use nix::fcntl::OFlag;
     let new = nix::sys::mman::shm_open(
         format!("/{shm_name}").as_str(),
         OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| std::io::Error::other(format!("{why}; and by name: {e}")))?;
+    .map_err(std::io::Error::from)?;
     let same = |fd: i32| nix::sys::stat::fstat(fd).map(|st| (st.st_dev, st.st_ino));
     match (same(file.as_raw_fd()), same(new.as_raw_fd())) {
         (Ok(a), Ok(b)) if a == b => Ok(std::os::fd::IntoRawFd::into_raw_fd(new)),
         _ => Err(std::io::Error::other(format!(
-            "{why}; and {shm_name:?} in /dev/shm is another file now"
+            "{shm_name:?} in /dev/shm is another file now"
         ))),
     }
 }
@@ -509,19 +526,32 @@ fn reopen(fd: i32) -> std::io::Result<i32> {
         )
     };
     if new < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(std::io::Error::new(
-            e.kind(),
-            format!("cannot open a second description of the segment through /proc/self/fd: {e}"),
-        ));
+        // The errno as it is (EACCES, ENOENT without /proc, ...): callers
+        // map it to a typed error.
+        return Err(std::io::Error::last_os_error());
     }
     Ok(new)
 }
 
-/// Total bytes of the file system holding `path`.
+/// Total bytes of the file system holding `path`; `None` if it does not
+/// say (a tmpfs mounted without a size limit reports 0 blocks).
 pub fn total_bytes(path: &str) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks() as u64 * st.fragment_size() as u64)
+    let total = st.blocks() as u64 * st.fragment_size() as u64;
+    (total > 0).then_some(total)
+}
+
+/// Physical memory plus swap, in bytes (what an unlimited tmpfs can hold
+/// at most), if the kernel says.
+pub fn memory_bytes() -> Option<u64> {
+    // SAFETY: sysinfo fills the struct we own.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    let unit = info.mem_unit.max(1) as u64;
+    Some((info.totalram as u64 + info.totalswap as u64) * unit)
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `path`.

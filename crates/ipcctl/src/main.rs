@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ipc_cli::{
-    check_geometry, finish, init, parse_capacity, parse_max_message, parse_mode, parse_name,
-    stop_requested, UsageError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
+    check_geometry, err, finish, init, out, parse_capacity, parse_max_message, parse_mode,
+    parse_name, stop_requested, UsageError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
 };
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
@@ -157,7 +157,14 @@ fn run(cmd: Command) -> Result<i32> {
                 }
                 .with_context(|| format!("creating segment {name}"))?;
             }
-            eprintln!(
+            if stop_requested() {
+                // Interrupted while reserving: do not leave what the
+                // interrupted command made behind.
+                let _ = admin::unlink_with_chain(&name);
+                err!("ipcctl: interrupted; {name} was not kept");
+                return Ok(EXIT_INTERRUPTED);
+            }
+            err!(
                 "ipcctl: created {} {name}: capacity {capacity}, messages of up to {max_message} bytes, mode {mode:o}",
                 if mailbox { "mailbox" } else { "buffer" }
             );
@@ -190,7 +197,7 @@ fn run(cmd: Command) -> Result<i32> {
                 Err(_) => {}
             }
             admin::unlink_with_chain(&name).with_context(|| format!("removing segment {name}"))?;
-            eprintln!("ipcctl: removed {name}");
+            err!("ipcctl: removed {name}");
             Ok(EXIT_OK)
         }
         Command::List => list(),
@@ -209,9 +216,14 @@ fn segments() -> Result<Vec<admin::SegmentInfo>> {
 
 fn list() -> Result<i32> {
     ipc_cli::set_sigbus_target("ipcctl", "a segment being listed");
-    println!(
+    out!(
         "{:<32} {:<8} {:<12} {:>9} {:>10} {:>6}",
-        "NAME", "KIND", "STATE", "QUEUED", "CAPACITY", "PEERS"
+        "NAME",
+        "KIND",
+        "STATE",
+        "QUEUED",
+        "CAPACITY",
+        "PEERS"
     );
     let mut skipped = 0;
     for s in segments()? {
@@ -219,7 +231,7 @@ fn list() -> Result<i32> {
             return Ok(EXIT_INTERRUPTED);
         }
         match (&s.status, &s.state) {
-            (Some(st), _) => println!(
+            (Some(st), _) => out!(
                 "{:<32} {:<8} {:<12} {:>9} {:>10} {:>6}",
                 s.name,
                 st.geometry.kind.name(),
@@ -230,16 +242,16 @@ fn list() -> Result<i32> {
             ),
             (None, SegmentState::Unreadable(cause)) => {
                 skipped += 1;
-                println!("{:<32} {:<8} unreadable: {cause}", s.name, "?");
+                out!("{:<32} {:<8} unreadable: {cause}", s.name, "?");
             }
             (None, SegmentState::Corrupt(cause)) => {
-                println!("{:<32} {:<8} {:<12} {cause}", s.name, "?", "corrupt")
+                out!("{:<32} {:<8} {:<12} {cause}", s.name, "?", "corrupt")
             }
-            (None, state) => println!("{:<32} {:<8} {:<12}", s.name, "?", state.word()),
+            (None, state) => out!("{:<32} {:<8} {:<12}", s.name, "?", state.word()),
         }
     }
     if skipped > 0 {
-        eprintln!("ipcctl: warning: {skipped} entr{} in /dev/shm could not be inspected (listed as unreadable)",
+        err!("ipcctl: warning: {skipped} entr{} in /dev/shm could not be inspected (listed as unreadable)",
             if skipped == 1 { "y" } else { "ies" });
         return Ok(EXIT_FAILURE);
     }
@@ -259,7 +271,7 @@ fn clean(idle: bool, discard: bool, prefix: &str) -> Result<i32> {
         let queued = s.status.as_ref().map_or(0, |st| st.len);
         let remove = match &s.state {
             SegmentState::Orphaned if queued > 0 && !discard => {
-                eprintln!(
+                err!(
                     "ipcctl: kept {} (orphaned, {queued} undelivered message(s); --discard removes it)",
                     s.name
                 );
@@ -269,16 +281,16 @@ fn clean(idle: bool, discard: bool, prefix: &str) -> Result<i32> {
             SegmentState::Idle => idle,
             SegmentState::Live => false,
             SegmentState::Unreadable(cause) => {
-                eprintln!("ipcctl: skipped {}: unreadable: {cause}", s.name);
+                err!("ipcctl: skipped {}: unreadable: {cause}", s.name);
                 failed = true;
                 false
             }
         };
         if remove {
             match admin::unlink_with_chain(&s.name) {
-                Ok(()) => eprintln!("ipcctl: removed {} ({})", s.name, s.state.word()),
+                Ok(()) => err!("ipcctl: removed {} ({})", s.name, s.state.word()),
                 Err(e) => {
-                    eprintln!("ipcctl: error: {e}");
+                    err!("ipcctl: error: {e}");
                     failed = true;
                 }
             }
@@ -308,8 +320,8 @@ fn existing_blocks(name: &str) -> usize {
 
 fn print_status(s: &Status) {
     let g = &s.geometry;
-    println!("segment:        {}", s.name);
-    println!(
+    out!("segment:        {}", s.name);
+    out!(
         "kind:           {}{}",
         g.kind.name(),
         if s.single {
@@ -327,36 +339,37 @@ fn print_status(s: &Status) {
             existing_blocks(&s.name)
         ),
     };
-    println!("capacity:       {capacity}");
-    println!("max message:    {} bytes", g.max_message);
-    println!("size:           {} bytes", g.total_size);
-    println!("queued:         {}", s.len);
+    out!("capacity:       {capacity}");
+    out!("max message:    {} bytes", g.max_message);
+    out!("size:           {} bytes", g.total_size);
+    out!("queued:         {}", s.len);
     if s.writing + s.reading > 0 {
-        println!(
+        out!(
             "in flight:      {} being written, {} being read",
-            s.writing, s.reading
+            s.writing,
+            s.reading
         );
     }
-    println!("state:          {}", admin::state_of(s).word());
-    println!(
+    out!("state:          {}", admin::state_of(s).word());
+    out!(
         "producers:      {} live, {} attached in total",
         s.live(Role::Producer),
         s.producers_total
     );
-    println!(
+    out!(
         "consumers:      {} live, {} attached in total",
         s.live(Role::Consumer),
         s.consumers_total
     );
-    println!(
+    out!(
         "abandoned:      {} (writer died mid-write)",
         s.abandoned_writes
     );
-    println!(
+    out!(
         "lost:           {} (reader died holding a message, or its callback panicked)",
         s.lost_reads
     );
-    println!(
+    out!(
         "died:           {} producer(s), {} consumer(s) found dead{}",
         s.dead_producers,
         s.dead_consumers,
@@ -367,7 +380,7 @@ fn print_status(s: &Status) {
         }
     );
     if s.revoked_claims > 0 {
-        println!(
+        out!(
             "revoked:        {} claim(s) found taken from a live holder (a scribbled segment?)",
             s.revoked_claims
         );
@@ -378,7 +391,7 @@ fn print_status(s: &Status) {
             Some(Role::Consumer) => "consumer",
             None => "?",
         };
-        println!(
+        out!(
             "  peer {:>3}: pid {:<8} {:<9} {}",
             p.index,
             p.pid,
