@@ -2,9 +2,10 @@
 # Soak: SIGKILL churn for a long time. Producers and consumers (the
 # ipc-test-peer binary) are killed at random points -- mid-send, mid-receive,
 # blocked on full or empty, holding a write or a read claim, in a tight send
-# loop -- while replacement processes attach to the same segment; every trial
-# then accounts for every message (see tests/src/bin/ipc-test-peer/churn.rs).
-# Every scenario runs on ordinary segments and on single-producer/
+# loop, growing an unbounded queue of small blocks -- while replacement
+# processes attach to the same segment; every trial then accounts for every
+# message (see tests/src/bin/ipc-test-peer/churn.rs). Every scenario runs on
+# ordinary segments and (all but the unbounded one) on single-producer/
 # single-consumer ones (SharedBuffer::create_single), in turn.
 set -euo pipefail
 
@@ -16,8 +17,11 @@ Runs torture trials for DURATION_SECONDS (default 600), every scenario in
 turn, and prints one summary line per scenario and a total line:
   scenario=NAME trials=N ...
   trials=N kills=N acked=N received=N lost_reads=N missing=N
-  abandoned_writes=N role_waits=N longest_trial=S violations=N
-(role_waits: single-mode replacements that had to wait for the role.)
+  abandoned_writes=N role_waits=N blocks=N half_created_blocks=N
+  stale_blocks=N longest_trial=S violations=N
+(role_waits: single-mode replacements that had to wait for the role;
+blocks: unbounded chain blocks made; half_created_blocks: kills that left
+one half-made; stale_blocks: left behind until the queue was removed.)
 Exits 0 when no guarantee was broken, 1 on any violation (each is printed
 on stderr with its scenario and seed), 2 on a usage error.
 

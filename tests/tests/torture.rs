@@ -4,10 +4,12 @@
 //! segment, then an exact accounting of every message (see `churn.rs` for
 //! what each trial checks).
 //!
-//! Each of the 9 scenarios runs on an ordinary segment and on a
+//! Each of the first 9 scenarios runs on an ordinary segment and on a
 //! single-producer/single-consumer one (`SharedBuffer::create_single`,
 //! tests named `single_*`), where replacements retry attaching while the
-//! role is taken: 18 x 30 trials = 540 trials, two at a time per test.
+//! role is taken; the tenth (`unbounded_queue_growing_...`) runs on an
+//! unbounded queue of small blocks, which has no single mode: 19 x 30
+//! trials = 570 trials, two at a time per test.
 //! `TORTURE_SEED=N` replays a run (kill instants still vary: they are
 //! wall-clock). `TORTURE_TRIALS=N` changes the number of trials per
 //! scenario.
@@ -49,6 +51,11 @@ fn run(case: Case) {
     let s = run_many(&settings(), &[case], seed, 2, |i| i < n, |_| {});
     eprintln!("{}: seed {seed}: {}", case.name(), s.line());
     assert_eq!(s.trials, n as u64);
+    for r in &s.failed {
+        for v in &r.violations {
+            eprintln!("{}: VIOLATION [trial seed {}] {v}", case.name(), r.seed);
+        }
+    }
     if let Some(r) = s.failed.first() {
         panic!(
             "{} of {} trials of {} broke a guarantee; first (seed {}, rerun with TORTURE_SEED={seed}): {:#?}",
@@ -105,6 +112,17 @@ fn sole_producer_killed_ends_the_stream() {
 #[test]
 fn producers_killed_in_a_tight_send_loop() {
     torture(Scenario::ProducerTightLoop);
+}
+
+/// An unbounded queue of 4-16 messages per block, 2-4 producers at once
+/// killed within 3 ms of attaching (many while they create a block) and
+/// replaced. Guards the defect where a surviving producer failed with "the
+/// queue cannot grow: cannot add block K ... does not exist" (a block
+/// vanished between its create and its open) while /dev/shm had room, and
+/// checks that removing the queue leaves none of its blocks behind.
+#[test]
+fn unbounded_queue_growing_while_producers_are_killed() {
+    torture(Scenario::UnboundedGrowth);
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //!
 //! Every scenario runs on an ordinary (MPMC) segment and on a
 //! single-producer/single-consumer one (`SharedBuffer::create_single`, a
-//! [`Case`] with `single`). In single mode only one producer and one
+//! [`Case`] with `single`), except [`Scenario::UnboundedGrowth`], which runs
+//! on an unbounded queue (`SharedBuffer::create_unbounded`, which has no
+//! single mode). In single mode only one producer and one
 //! consumer are attached at a time: a replacement is sometimes started
 //! while the process it replaces still lives, and retries attaching while
 //! it is refused with `RoleTaken` (giving up after the patience, which ends
@@ -26,7 +28,14 @@
 //!   `lost_reads` of them: messages a consumer held when it was killed, which
 //!   the segment counts when it repairs the slot;
 //! * `lost_reads` and `abandoned_writes` never exceed the number of consumers
-//!   and producers killed.
+//!   and producers killed;
+//! * no producer fails with `NoSpace` ("the queue cannot grow", exit 6 of
+//!   the peer) while /dev/shm has room (reported as `NO SPACE`);
+//! * once the segment is removed (`SharedBuffer::unlink`), nothing named
+//!   `NAME` or `NAME.*` (an unbounded queue's blocks `NAME.bK`) is left in
+//!   /dev/shm. Blocks still there before the removal are counted
+//!   (`stale_blocks`), not a violation: a sender killed between creating a
+//!   block it found stale and removing it leaves one until the queue goes.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +51,9 @@ use ipc_tests::{ChildGuard, ShmName};
 
 /// Exit code of a producer that saw every consumer gone.
 const EXIT_DISCONNECTED: i32 = 3;
+
+/// Exit code of a producer whose unbounded queue could not grow.
+const EXIT_NO_SPACE: i32 = 6;
 
 /// A small deterministic generator (SplitMix64).
 #[derive(Debug, Clone)]
@@ -100,11 +112,19 @@ pub enum Scenario {
     /// few milliseconds of attaching) of a tight send loop into a roomy
     /// buffer drained by a fast consumer; the last one finishes.
     ProducerTightLoop,
+    /// An unbounded queue of small blocks (4-16 messages each, so a new
+    /// block every few sends) written by 2-4 producers at once, each killed
+    /// 0-3 ms after attaching (often while it creates or opens a block) and
+    /// replaced, 4-12 kills per trial, drained by 1-2 consumers. Guards the
+    /// defect where a producer failed with "the queue cannot grow: cannot
+    /// add block K ... does not exist" when a block vanished between its
+    /// create and its open. Ordinary (multi) mode only.
+    UnboundedGrowth,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::KillProducer,
         Scenario::KillConsumer,
         Scenario::ProducerHoldsClaim,
@@ -114,7 +134,19 @@ impl Scenario {
         Scenario::SoleConsumerDies,
         Scenario::SoleProducerDies,
         Scenario::ProducerTightLoop,
+        Scenario::UnboundedGrowth,
     ];
+
+    /// Whether the scenario also runs on a single-producer/single-consumer
+    /// segment (an unbounded queue has no single mode).
+    pub fn has_single_mode(self) -> bool {
+        self != Scenario::UnboundedGrowth
+    }
+
+    /// Every scenario that has a single mode.
+    pub fn with_single_mode() -> impl Iterator<Item = Scenario> {
+        Scenario::ALL.into_iter().filter(|s| s.has_single_mode())
+    }
 
     /// Short name, for reports.
     pub fn name(self) -> &'static str {
@@ -128,6 +160,7 @@ impl Scenario {
             Scenario::SoleConsumerDies => "sole-consumer-dies",
             Scenario::SoleProducerDies => "sole-producer-dies",
             Scenario::ProducerTightLoop => "producer-tight-loop",
+            Scenario::UnboundedGrowth => "unbounded-growth",
         }
     }
 }
@@ -159,11 +192,12 @@ impl Case {
         }
     }
 
-    /// Every scenario on an ordinary segment, then every one in single mode.
+    /// Every scenario on an ordinary segment, then every one that has a
+    /// single mode in single mode.
     pub fn all() -> Vec<Case> {
         let multi = Scenario::ALL.iter().map(|&s| Case::multi(s));
         multi
-            .chain(Scenario::ALL.iter().map(|&s| Case::single(s)))
+            .chain(Scenario::with_single_mode().map(Case::single))
             .collect()
     }
 
@@ -183,6 +217,9 @@ impl Case {
             Scenario::SoleConsumerDies => "single-sole-consumer-dies",
             Scenario::SoleProducerDies => "single-sole-producer-dies",
             Scenario::ProducerTightLoop => "single-producer-tight-loop",
+            // Not run: an unbounded queue has no single mode (the trial
+            // would run on an ordinary unbounded queue).
+            Scenario::UnboundedGrowth => "single-unbounded-growth",
         }
     }
 }
@@ -219,6 +256,16 @@ pub struct Report {
     /// Peers that were refused with `RoleTaken` at least once before they
     /// attached (single mode: started while the one they replace lived).
     pub role_waits: u32,
+    /// Unbounded queue: chain blocks made (the chain's tail index after the
+    /// trial; a block remade after its creator died counts once).
+    pub blocks: u64,
+    /// Unbounded queue: `NAME.bK` files still in /dev/shm after the final
+    /// drain, before the queue was removed.
+    pub stale_blocks: u64,
+    /// Unbounded queue: kills that left the next block half-created (its
+    /// file there, unpublished, its creator's lock free), which the
+    /// survivors had to remove and make again.
+    pub half_created: u32,
     /// Everything that broke a guarantee.
     pub violations: Vec<String>,
     /// Wall time of the trial.
@@ -254,6 +301,11 @@ struct Trial<'s> {
     size: u64,
     policies: Vec<&'static str>,
     op_timeouts: Vec<u64>,
+    /// The segment is an unbounded queue (`capacity` messages per block).
+    unbounded: bool,
+    /// Inodes of the half-created blocks counted (one may outlive several
+    /// kills: survivors remake it only once it is a second old).
+    half_created: HashSet<u64>,
     report: Report,
 }
 
@@ -273,7 +325,10 @@ impl<'s> Trial<'s> {
             max_message: 64,
             ..Default::default()
         };
-        if case.single {
+        let unbounded = case.scenario == Scenario::UnboundedGrowth;
+        if unbounded {
+            SharedBuffer::create_unbounded(name.as_str(), &config)
+        } else if case.single {
             SharedBuffer::create_single(name.as_str(), &config)
         } else {
             SharedBuffer::create(name.as_str(), &config)
@@ -291,6 +346,8 @@ impl<'s> Trial<'s> {
             size,
             policies: vec!["adaptive", "adaptive", "sleep"],
             op_timeouts: vec![0, 0, 150],
+            unbounded,
+            half_created: HashSet::new(),
             report: Report {
                 scenario: case.name(),
                 seed,
@@ -449,6 +506,22 @@ impl<'s> Trial<'s> {
                 (Role::Producer, Some(EXIT_DISCONNECTED)) => consumer_killed,
                 _ => false,
             };
+            let stderr = self.stderr_of(i);
+            if p.role == Role::Producer
+                && (st.code() == Some(EXIT_NO_SPACE) || stderr.contains("cannot grow"))
+            {
+                // The trials use a few MiB at most: /dev/shm having room
+                // means a growth failure is the library's, not the system's.
+                let free = ipc_core::sys::free_bytes("/dev/shm");
+                let what = format!(
+                    "NO SPACE: {} could not grow the queue while /dev/shm had {} bytes free ({st}): {}",
+                    p.label,
+                    free.map_or_else(|| "unknown".to_owned(), |f| f.to_string()),
+                    stderr.trim()
+                );
+                self.violation(what);
+                continue;
+            }
             if !ok {
                 let what = format!(
                     "{} ended with {st} ({}): {}",
@@ -458,7 +531,7 @@ impl<'s> Trial<'s> {
                     } else {
                         "unexpected exit code"
                     },
-                    self.stderr_of(i).trim()
+                    stderr.trim()
                 );
                 self.violation(what);
             }
@@ -477,9 +550,87 @@ impl<'s> Trial<'s> {
             Err(e) => self.violation(format!("inspecting the segment after the trial: {e}")),
         }
         self.account(drained);
+        if self.unbounded {
+            self.report.blocks = self.chain_tail();
+            self.report.stale_blocks = self.files_left().len() as u64;
+        }
+        self.remove_segment();
         self.report.elapsed = start.elapsed();
         let _ = std::fs::remove_dir_all(&self.dir);
         self.report
+    }
+
+    /// The chain's tail block index, read from the header of the main
+    /// segment (0 if it cannot be read).
+    fn chain_tail(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let offset = std::mem::offset_of!(ipc_core::layout::Header, chain)
+            + std::mem::offset_of!(ipc_core::layout::Chain, tail_block);
+        let mut word = [0u8; 8];
+        std::fs::File::open(self.name.path())
+            .and_then(|f| f.read_exact_at(&mut word, offset as u64))
+            .map_or(0, |()| u64::from_le_bytes(word))
+    }
+
+    /// After a kill: whether the block after the chain's tail is there but
+    /// unpublished (magic still zero) with nobody holding its creator's
+    /// `flock`, i.e. the killed producer died creating it (each such file
+    /// is counted once, by inode). A live creator
+    /// holds the lock from just after its exclusive create until it
+    /// publishes; our probe, like the library's own, only tries the lock
+    /// without blocking, so at most it delays a creator by a few
+    /// microseconds.
+    fn left_half_created(&mut self) -> bool {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        use std::os::unix::io::AsRawFd;
+        let path = PathBuf::from(format!("/dev/shm/{}.b{}", self.name, self.chain_tail() + 1));
+        let Ok(file) = std::fs::File::open(&path) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; closing it releases it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return false;
+        }
+        let mut magic = [0u8; 8];
+        let unpublished = file.read_exact_at(&mut magic, 0).is_err() || magic == [0u8; 8];
+        unpublished
+            && file
+                .metadata()
+                .is_ok_and(|m| self.half_created.insert(m.ino()))
+    }
+
+    /// Files of /dev/shm named `NAME.*`: an unbounded queue's blocks.
+    fn files_left(&self) -> Vec<String> {
+        let prefix = format!("{}.", self.name.as_str());
+        std::fs::read_dir("/dev/shm")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|f| f.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes the segment as a user would (`SharedBuffer::unlink`, which
+    /// takes an unbounded queue's blocks along) and checks that nothing of
+    /// it is left in /dev/shm. (`ShmName`'s drop sweeps up after us
+    /// whatever the outcome.)
+    fn remove_segment(&mut self) {
+        if let Err(e) = SharedBuffer::unlink(self.name.as_str()) {
+            self.violation(format!("removing the segment after the trial: {e}"));
+        }
+        let mut left = self.files_left();
+        if self.name.path().exists() {
+            left.push(self.name.as_str().to_owned());
+        }
+        if !left.is_empty() {
+            left.sort();
+            self.violation(format!(
+                "left in /dev/shm after SharedBuffer::unlink: {}",
+                left.join(", ")
+            ));
+        }
     }
 
     /// Receives what is left, as a last consumer.
@@ -616,6 +767,8 @@ pub fn run_trial(settings: &Settings, case: Case, seed: u64) -> Report {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let capacity = match case.scenario {
         Scenario::ProducerTightLoop => rng.pick(&[4, 16, 64]),
+        // Messages per block: a new block every few sends.
+        Scenario::UnboundedGrowth => rng.pick(&[4, 8, 16]),
         _ => rng.pick(&[1, 2, 3, 4, 8]),
     } as u32;
     let count = rng.range(50, 300);
@@ -795,6 +948,55 @@ pub fn run_trial(settings: &Settings, case: Case, seed: u64) -> Report {
                 victim = next.unwrap_or_else(|| t.producer(n, &[]));
             }
         }
+        Scenario::UnboundedGrowth => {
+            let lanes = rng.range(2, 4) as usize;
+            let kills = rng.range(4, 12);
+            // Which lane each kill hits; a lane's last producer is never
+            // killed and sends `count` messages, the others more than they
+            // can send in the few milliseconds before their kill (they
+            // never wait: an unbounded queue is never full).
+            let mut plan = vec![0u64; lanes];
+            for _ in 0..kills {
+                plan[rng.range(0, lanes as u64 - 1) as usize] += 1;
+            }
+            let doomed = 100_000;
+            // Never killed: they may record in batches, and so keep up.
+            let total = (lanes as u64 + kills) as u32;
+            let cs: Vec<usize> = (0..rng.range(1, 2))
+                .map(|_| {
+                    let batch = rng.range(0, 1).to_string();
+                    t.consumer(total, &args(&["--buffered", &batch]))
+                })
+                .collect();
+            for &c in &cs {
+                t.wait_marker(c, ".ready");
+            }
+            let spawn =
+                |t: &mut Trial, left: u64| t.producer(if left == 0 { count } else { doomed }, &[]);
+            let mut current: Vec<usize> = plan.iter().map(|&left| spawn(&mut t, left)).collect();
+            while plan.iter().any(|&left| left > 0) {
+                let lane = loop {
+                    let l = rng.range(0, lanes as u64 - 1) as usize;
+                    if plan[l] > 0 {
+                        break l;
+                    }
+                };
+                let victim = current[lane];
+                if t.wait_marker(victim, ".ready") {
+                    // Within 3 ms of attaching, a third of the time at once:
+                    // its first sends open (or create) the tail block.
+                    if rng.range(0, 2) > 0 {
+                        t.sleep_us(0, 3000);
+                    }
+                    t.kill(victim);
+                    if t.left_half_created() {
+                        t.report.half_created += 1;
+                    }
+                }
+                plan[lane] -= 1;
+                current[lane] = spawn(&mut t, plan[lane]);
+            }
+        }
     }
     t.finish(start)
 }
@@ -818,6 +1020,12 @@ pub struct Summary {
     pub abandoned_writes: u64,
     /// Peers that had to retry attaching while their role was taken.
     pub role_waits: u64,
+    /// Unbounded chain blocks made.
+    pub blocks: u64,
+    /// Blocks left after the final drain, before the queue was removed.
+    pub stale_blocks: u64,
+    /// Kills that left a block half-created.
+    pub half_created: u64,
     /// Trials with a violation, with their reports.
     pub failed: Vec<Report>,
     /// Longest trial.
@@ -835,6 +1043,9 @@ impl Summary {
         self.lost_reads += r.lost_reads;
         self.abandoned_writes += r.abandoned_writes;
         self.role_waits += r.role_waits as u64;
+        self.blocks += r.blocks;
+        self.stale_blocks += r.stale_blocks;
+        self.half_created += r.half_created as u64;
         self.longest = self.longest.max(r.elapsed);
         if !r.violations.is_empty() {
             self.failed.push(r);
@@ -844,7 +1055,7 @@ impl Summary {
     /// One line.
     pub fn line(&self) -> String {
         format!(
-            "trials={} kills={} acked={} received={} lost_reads={} missing={} abandoned_writes={} role_waits={} longest_trial={:.2}s violations={}",
+            "trials={} kills={} acked={} received={} lost_reads={} missing={} abandoned_writes={} role_waits={} blocks={} half_created_blocks={} stale_blocks={} longest_trial={:.2}s violations={}",
             self.trials,
             self.kills,
             self.acked,
@@ -853,6 +1064,9 @@ impl Summary {
             self.missing,
             self.abandoned_writes,
             self.role_waits,
+            self.blocks,
+            self.half_created,
+            self.stale_blocks,
             self.longest.as_secs_f64(),
             self.failed.iter().map(|r| r.violations.len()).sum::<usize>()
         )
@@ -915,7 +1129,7 @@ pub fn main(
     let cases: Vec<Case> = match mode {
         "all" => Case::all(),
         "multi" => Scenario::ALL.iter().map(|&s| Case::multi(s)).collect(),
-        "single" => Scenario::ALL.iter().map(|&s| Case::single(s)).collect(),
+        "single" => Scenario::with_single_mode().map(Case::single).collect(),
         other => {
             eprintln!("churn: --mode {other:?}: all, multi or single");
             return 2;

@@ -45,7 +45,8 @@
 //!
 //! Exit codes: 0 done (producer sent everything, consumer saw end of stream),
 //! 1 error (opening, attaching, I/O), 2 usage, 3 disconnected (every consumer
-//! has gone), 4 corrupt shared state reported, 5 gave up after the patience.
+//! has gone), 4 corrupt shared state reported, 5 gave up after the patience,
+//! 6 an unbounded queue could not grow (`SendError::NoSpace`).
 
 mod churn;
 
@@ -65,6 +66,7 @@ const EXIT_USAGE: i32 = 2;
 const EXIT_DISCONNECTED: i32 = 3;
 const EXIT_CORRUPT: i32 = 4;
 const EXIT_GAVE_UP: i32 = 5;
+const EXIT_NO_SPACE: i32 = 6;
 
 struct Args {
     map: HashMap<String, String>,
@@ -216,6 +218,7 @@ fn unit_error(e: SendError<&[u8]>) -> SendError<()> {
         SendError::Timeout(_) => SendError::Timeout(()),
         SendError::Disconnected(_) => SendError::Disconnected(()),
         SendError::Corrupt(_, c) => SendError::Corrupt((), c),
+        SendError::NoSpace(_, why) => SendError::NoSpace((), why),
         other => {
             let text = other.to_string();
             fail(EXIT_ERROR, &format!("send: {text}"))
@@ -277,6 +280,9 @@ fn produce(a: &Args) -> ! {
                 }
                 Err(SendError::Corrupt((), e)) => {
                     fail(EXIT_CORRUPT, &format!("send of {seq}: {e}"))
+                }
+                Err(e @ SendError::NoSpace(..)) => {
+                    fail(EXIT_NO_SPACE, &format!("send of {seq}: {e}"))
                 }
                 Err(e) => fail(EXIT_ERROR, &format!("send of {seq}: {e}")),
             }
