@@ -127,7 +127,12 @@ fn a_consumer_waiting_for_two_producers_reports_the_first_ones_death() {
     let mut got = Vec::new();
 
     let mut p1 = stdin_producer(&name);
-    child(&mut p1).stdin.as_mut().unwrap().write_all(b"a").unwrap();
+    child(&mut p1)
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"a")
+        .unwrap();
     read_until(&mut cout, &mut got, 1);
     // Producer 1 dies mid-stream (it had more to say).
     kill_and_reap(&name, &mut p1);
@@ -168,10 +173,20 @@ fn a_consumer_with_count_reports_a_killed_producer() {
     wait_until("both producers attached", || {
         buf.status().live(Role::Producer) == 2
     });
-    child(&mut p1).stdin.as_mut().unwrap().write_all(b"a").unwrap();
+    child(&mut p1)
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"a")
+        .unwrap();
     read_until(&mut cout, &mut got, 1);
     kill_and_reap(&name, &mut p1);
-    child(&mut p2).stdin.as_mut().unwrap().write_all(b"b").unwrap();
+    child(&mut p2)
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"b")
+        .unwrap();
     read_until(&mut cout, &mut got, 2);
     drop(child(&mut p2).stdin.take());
     let out = consumer.output_timeout(PATIENCE);
