@@ -225,9 +225,12 @@ fn run(args: &Args) -> Result<i32> {
     // A producer that died since this stream began (even before we
     // attached, and whoever found it dead) may have left it incomplete.
     let died = match &source {
-        Source::Queue(rx) if ended => {
+        // At end of stream, and also after --count messages: either way
+        // what was written out may be part of an incomplete stream.
+        Source::Queue(rx) if ended || meter.messages >= limit => {
             let s = rx.status();
-            s.stream_incomplete.then_some(s)
+            (s.stream_incomplete || s.incomplete_streams != rx.incomplete_streams_at_attach())
+                .then_some(s)
         }
         _ => None,
     };

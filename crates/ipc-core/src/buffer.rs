@@ -117,7 +117,15 @@ impl SharedBuffer {
         let geo = Geometry::new(Kind::Buffer, config.capacity, config.max_message)
             .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
-            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0, single)?),
+            q: Arc::new(Queue::create(
+                name,
+                geo,
+                config.mode,
+                flavor,
+                0,
+                single,
+                None,
+            )?),
         })
     }
 

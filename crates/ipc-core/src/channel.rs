@@ -48,6 +48,7 @@ pub(crate) enum ClaimFail {
     NoSpace(String),
     Corrupt(CorruptError),
     Inherited,
+    Unreachable(String),
 }
 
 impl ClaimFail {
@@ -57,6 +58,7 @@ impl ClaimFail {
             ClaimFail::NoSpace(why) => SendError::NoSpace(msg, why),
             ClaimFail::Corrupt(e) => SendError::Corrupt(msg, e),
             ClaimFail::Inherited => SendError::Inherited(msg),
+            ClaimFail::Unreachable(why) => SendError::Unreachable(msg, why),
         }
     }
 }
@@ -282,6 +284,9 @@ impl Tx {
                 self.grow(k)
             }
             Err(OpenError::Segment(SegmentError::NotFound(_))) => Ok(None),
+            Err(OpenError::Segment(e @ SegmentError::PermissionDenied(_))) => {
+                Err(ClaimFail::Unreachable(e.to_string()))
+            }
             Err(e) => Err(ClaimFail::Corrupt(CorruptError(format!(
                 "cannot reach tail block {k}: {e}"
             )))),
@@ -391,6 +396,8 @@ pub(crate) struct Rx {
     pub(crate) ep: Endpoint,
     head: Option<Block>,
     pub(crate) min_producers: u32,
+    /// `Counters::incomplete_streams` when this receiver attached.
+    pub(crate) incomplete_at_attach: u32,
 }
 
 /// Marks a receiver as waiting (for rendezvous `try_send`) while alive.
@@ -404,10 +411,16 @@ impl Drop for WaitingGuard<'_> {
 
 impl Rx {
     pub(crate) fn new(ep: Endpoint) -> Rx {
+        let incomplete_at_attach =
+            ep.q.header()
+                .counters
+                .incomplete_streams
+                .load(Ordering::Acquire);
         Rx {
             ep,
             head: None,
             min_producers: 1,
+            incomplete_at_attach,
         }
     }
 
@@ -474,6 +487,7 @@ impl Rx {
             ep,
             head,
             min_producers,
+            ..
         } = self;
         let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>), RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
@@ -628,6 +642,9 @@ fn read_chain(
                             Ordering::Acquire,
                         );
                         continue;
+                    }
+                    Err(OpenError::Segment(e @ SegmentError::PermissionDenied(_))) => {
+                        return Step::Fail(RecvError::Unreachable(e.to_string()))
                     }
                     Err(e) => return Step::Fail(RecvError::Corrupt(CorruptError(e.to_string()))),
                 },

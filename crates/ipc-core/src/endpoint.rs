@@ -358,6 +358,14 @@ impl Receiver {
     pub fn status(&self) -> crate::Status {
         self.rx.ep.q.status()
     }
+
+    /// How many streams had ended incomplete (a producer died) when this
+    /// receiver attached: compare with [`crate::Status::incomplete_streams`]
+    /// to learn of a death in any stream it read. Does not look for dead
+    /// peers.
+    pub fn incomplete_streams_at_attach(&self) -> u32 {
+        self.rx.incomplete_at_attach
+    }
 }
 
 /// One step of a receiving iterator: end at end of stream; yield any

@@ -329,4 +329,8 @@ pub enum RecvError {
     /// parent. Attach anew in this process.
     #[error("this receiver was inherited through fork; attach anew in this process")]
     Inherited,
+    /// A segment of the queue (a chained block) cannot be opened: the
+    /// cause (permission denied, say). Not corruption.
+    #[error("cannot reach a segment of the queue: {0}")]
+    Unreachable(String),
 }

@@ -134,6 +134,10 @@ pub struct Counters {
     /// a new stream (attaches alone to an empty queue): what the queue
     /// holds may be an incomplete stream.
     pub stream_incomplete: AtomicU32,
+    /// Streams that ended incomplete: bumped when a new stream clears
+    /// `stream_incomplete`, so that a receiver that lived through both
+    /// streams still learns of the death.
+    pub incomplete_streams: AtomicU32,
 }
 
 impl Counters {

@@ -153,7 +153,15 @@ impl Mailbox {
         let geo = Geometry::new(Kind::Mailbox, slots, config.max_message)
             .map_err(CreateError::InvalidConfig)?;
         Ok(Mailbox {
-            q: Arc::new(Queue::create(name, geo, config.mode, flavor, 0, false)?),
+            q: Arc::new(Queue::create(
+                name,
+                geo,
+                config.mode,
+                flavor,
+                0,
+                false,
+                None,
+            )?),
         })
     }
 

@@ -108,6 +108,10 @@ pub struct Status {
     /// producer attached alone to an empty queue): what is queued, or was
     /// received, may be incomplete.
     pub stream_incomplete: bool,
+    /// Streams that ended incomplete (see `stream_incomplete`): a receiver
+    /// that compares it with its value at attach learns of a death in an
+    /// earlier stream it also read.
+    pub incomplete_streams: u32,
     /// Capacity mode.
     pub flavor: Flavor,
     /// Extra segments of an unbounded chain alive now.
@@ -137,9 +141,11 @@ impl Queue {
         flavor: Flavor,
         block_index: u32,
         single: bool,
+        group: Option<u32>,
     ) -> Result<Queue, CreateError> {
-        if block_index == 0 {
-            // Users' names may not look like a chained block's.
+        // `group` is given for a chained block only (the main segment's
+        // group); users' names may not look like a chained block's.
+        if group.is_none() {
             crate::segment::validate_name(name)?;
         }
         if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
@@ -147,7 +153,7 @@ impl Queue {
                 "mode {mode:o}: the owner must keep read and write (0600), and only permission bits (0777) are allowed"
             )));
         }
-        let mut seg = Segment::create(name, geo.total_size as usize, mode)?;
+        let mut seg = Segment::create_in_group(name, geo.total_size as usize, mode, group)?;
         let base = seg.as_ptr();
         // SAFETY: the segment is new (O_EXCL), zero-filled, at least
         // `total_size` bytes, page aligned; openers read nothing but the
@@ -564,7 +570,7 @@ impl Queue {
     pub(crate) fn open_block(&self, k: u64) -> Result<Queue, OpenError> {
         let name = self.block_name(k);
         let b = Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?;
-        if b.geo != self.geo || b.block_index as u64 != k || b.flavor != self.flavor {
+        if b.geo != self.geo || b.block_index != k as u32 || b.flavor != self.flavor {
             return Err(OpenError::Corrupt {
                 name,
                 problem: CorruptError(format!("not block {k} of {}", self.name())),
@@ -576,11 +582,14 @@ impl Queue {
     /// Creates block `k` of the chain, or opens it if another process was
     /// first. The bool says whether we created it.
     pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(Queue, bool), CreateError> {
-        let index = u32::try_from(k)
-            .map_err(|_| CreateError::InvalidConfig(format!("chain block {k} out of range")))?;
+        // The header keeps the index modulo 2^32 (compared the same way in
+        // `open_block`): a long-lived chain goes on past 2^32 blocks.
+        let index = k as u32;
         let name = self.block_name(k);
         for _ in 0..CREATE_ATTEMPTS {
-            match Queue::create(&name, self.geo, mode, self.flavor, index, false) {
+            // The queue's group, so that every member can read it.
+            let group = Some(self.seg.gid());
+            match Queue::create(&name, self.geo, mode, self.flavor, index, false, group) {
                 Ok(b) => return Ok((b, true)),
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
                 Err(e) => return Err(e),
@@ -675,6 +684,7 @@ impl Queue {
             dead_consumers: h.counters.dead_consumers.load(Ordering::Relaxed),
             last_dead_producer: h.counters.last_dead_producer.load(Ordering::Relaxed),
             stream_incomplete: h.counters.stream_incomplete.load(Ordering::Acquire) != 0,
+            incomplete_streams: h.counters.incomplete_streams.load(Ordering::Acquire),
             flavor: self.flavor,
             chain_blocks: self
                 .chain_span()
@@ -781,14 +791,18 @@ impl Endpoint {
             .counters
             .total(role)
             .fetch_add(1, Ordering::AcqRel);
-        if role == Role::Producer && q.header().roster.count(Role::Producer) == 1 && q.queued() == 0
-        {
-            // Alone on an empty queue: a new stream begins, whatever
-            // happened to the last one.
-            q.header()
-                .counters
-                .stream_incomplete
-                .store(0, Ordering::Release);
+        if role == Role::Producer {
+            // Dead producers' bits must not make us look accompanied.
+            q.reap();
+            let counters = &q.header().counters;
+            if q.header().roster.count(Role::Producer) == 1
+                && q.queued() == 0
+                && counters.stream_incomplete.swap(0, Ordering::AcqRel) != 0
+            {
+                // Alone on an empty queue: a new stream begins. The last
+                // one was incomplete: say so to receivers that saw it.
+                counters.incomplete_streams.fetch_add(1, Ordering::AcqRel);
+            }
         }
         // Someone may wait for the first peer of this role.
         q.wake_receivers();

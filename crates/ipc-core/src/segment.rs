@@ -128,6 +128,9 @@ pub struct Segment {
     /// process.
     fd: Option<OwnedFd>,
     init_locked: bool,
+    /// The file's group (for a segment we created: our effective group or
+    /// the one asked for).
+    gid: u32,
 }
 
 // SAFETY: the mapping is process-wide memory, valid until drop; every access
@@ -144,16 +147,33 @@ impl Segment {
     /// A segment of that name that its creator left half-initialized (it
     /// died before publishing) is removed and made anew.
     pub fn create(name: &str, len: usize, mode: u32) -> Result<Segment, SegmentError> {
-        match Self::create_once(name, len, mode) {
+        Self::create_in_group(name, len, mode, None)
+    }
+
+    /// [`Segment::create`], the file then given to group `gid` (the chained
+    /// blocks of a group-shared queue belong to the queue's group, so that
+    /// every member can read and remove them).
+    pub(crate) fn create_in_group(
+        name: &str,
+        len: usize,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> Result<Segment, SegmentError> {
+        match Self::create_once(name, len, mode, gid) {
             Err(SegmentError::AlreadyExists(_)) if Self::remove_if_abandoned(name) => {
                 log::info!("{name}: replaced a segment its creator left half-initialized");
-                Self::create_once(name, len, mode)
+                Self::create_once(name, len, mode, gid)
             }
             other => other,
         }
     }
 
-    fn create_once(name: &str, len: usize, mode: u32) -> Result<Segment, SegmentError> {
+    fn create_once(
+        name: &str,
+        len: usize,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> Result<Segment, SegmentError> {
         validate_any_name(name)?;
         if len == 0 {
             return Err(SegmentError::InvalidSize { len });
@@ -169,7 +189,7 @@ impl Segment {
             let _ = mman::shm_unlink(shm_path(name).as_str());
             return Err(map_errno(name, "flock", Errno::last()));
         }
-        match Self::size_and_map(name, fd, len, mode) {
+        match Self::size_and_map(name, fd, len, mode, gid) {
             Ok(seg) => Ok(seg),
             Err(e) => {
                 let _ = mman::shm_unlink(shm_path(name).as_str());
@@ -183,7 +203,14 @@ impl Segment {
         fd: OwnedFd,
         len: usize,
         mode: u32,
+        gid: Option<u32>,
     ) -> Result<Segment, SegmentError> {
+        if let Some(gid) = gid {
+            // SAFETY: fchown on a descriptor we own; -1 keeps the owner.
+            if unsafe { libc::fchown(fd.as_raw_fd(), u32::MAX, gid) } != 0 {
+                return Err(map_errno(name, "fchown", Errno::last()));
+            }
+        }
         // The umask may have cleared bits the caller asked for explicitly.
         stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(|e| map_errno(name, "fchmod", e))?;
@@ -202,6 +229,9 @@ impl Segment {
         }
         let mut seg = Self::map(name, fd, len, mode)?;
         seg.init_locked = true;
+        if let Some(gid) = gid {
+            seg.gid = gid;
+        }
         Ok(seg)
     }
 
@@ -324,7 +354,9 @@ impl Segment {
         if len == 0 {
             return Err(SegmentError::Empty(name.to_owned()));
         }
-        Self::map(name, fd, len, st.st_mode & 0o777)
+        let mut seg = Self::map(name, fd, len, st.st_mode & 0o777)?;
+        seg.gid = st.st_gid;
+        Ok(seg)
     }
 
     fn map(name: &str, fd: OwnedFd, len: usize, mode: u32) -> Result<Segment, SegmentError> {
@@ -349,6 +381,8 @@ impl Segment {
             mode,
             fd: Some(fd),
             init_locked: false,
+            // SAFETY: getegid cannot fail.
+            gid: unsafe { libc::getegid() },
         })
     }
 
@@ -377,6 +411,11 @@ impl Segment {
     /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The segment file's group.
+    pub fn gid(&self) -> u32 {
+        self.gid
     }
 
     /// Permission bits of the segment file.

@@ -56,10 +56,10 @@ enum Command {
         mode: u32,
     },
     /// Show geometry, fill level, attached processes and their liveness.
-    /// `queued` counts the slots between the read and write positions:
-    /// messages, plus any slot being written or left skipped by a writer
-    /// that died (the public status cannot tell them apart). "extra
-    /// segments now" counts the chained blocks that exist in /dev/shm.
+    /// `queued` counts committed messages no receiver has taken yet, slot
+    /// by slot (slots being written or read are shown apart, under "in
+    /// flight"; skipped ones not at all). "extra segments now" counts the
+    /// chained blocks that exist in /dev/shm.
     Status {
         /// Segment name.
         #[arg(value_parser = parse_name)]
@@ -79,8 +79,7 @@ enum Command {
     /// (never attached), orphaned (no live process), corrupt, half-created
     /// (its creator died before finishing it), unreadable (could not be
     /// inspected: the cause is printed; exit code 1). QUEUED counts the
-    /// slots between the read and write positions: messages, plus any
-    /// slot being written or skipped after a writer died.
+    /// committed messages no receiver has taken yet.
     List,
     /// Remove orphaned segments (attached once, no live process now),
     /// corrupt and half-created ones; with --idle also those nobody ever

@@ -228,6 +228,7 @@ fn recv_kind(e: &RecvError) -> &'static str {
         RecvError::WrongSize { .. } => "wrongsize",
         RecvError::Corrupt(_) => "corrupt",
         RecvError::Inherited => "inherited",
+        RecvError::Unreachable(_) => "unreachable",
     }
 }
 
