@@ -56,6 +56,7 @@
 //! assert!(!v.is_clean());
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 /// Bytes of the self-checking header; messages are at least this long.
@@ -289,11 +290,17 @@ impl Verifier {
             self.corrupt += 1;
             return;
         }
-        if !self.streams.contains_key(&id) && self.streams.len() >= MAX_PRODUCERS {
-            self.corrupt += 1;
-            return;
-        }
-        let s = self.streams.entry(id).or_default();
+        // One hash lookup per message; a new producer beyond the cap is
+        // refused before anything is stored.
+        let known = self.streams.len();
+        let s = match self.streams.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if known >= MAX_PRODUCERS => {
+                self.corrupt += 1;
+                return;
+            }
+            Entry::Vacant(e) => e.insert(Stream::default()),
+        };
         match s.mark(seq) {
             Mark::Duplicate => self.duplicates += 1,
             Mark::Forgotten => self.out_of_order += 1,
