@@ -2,7 +2,7 @@
 //! removed even when a test fails, paths of the workspace's binaries, and
 //! child processes killed (by their own PID) when a test ends.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -150,3 +150,44 @@ pub fn run(mut command: Command, timeout: Duration) -> Output {
 /// Generous bound for one CLI run in tests: long enough for a loaded
 /// 2-core machine, short enough that a hang fails the test.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it holds; panics after [`PATIENCE`] (a hang, not a
+/// timing assertion).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A directory under the system temp dir, removed with its contents on
+/// drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory whose name contains `tag`, the pid and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ipct-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

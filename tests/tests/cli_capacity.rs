@@ -3,9 +3,9 @@
 //! consumer starts.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, PATIENCE};
 
 fn ipcctl(args: &[&str]) -> std::process::Output {
     let mut c = cmd("ipcctl");
@@ -36,16 +36,6 @@ fn status_field(name: &ShmName, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key:?} in status:\n{text}"))
         .trim()
         .to_owned()
-}
-
-/// Polls `cond` until it holds; panics after [`PATIENCE`] (a hang, not a
-/// timing assertion).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn synthetic_producer(name: &ShmName, count: u32, extra: &[&str]) -> Command {

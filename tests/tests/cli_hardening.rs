@@ -10,37 +10,13 @@
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, TempDir, PATIENCE};
 
 const USAGE: i32 = 2;
-
-/// A directory under the system temp dir, removed with its contents on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("ipct-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn tool(name: &str, args: &[&str]) -> Output {
     let mut c = cmd(name);
@@ -64,16 +40,6 @@ fn ok(out: &Output, what: &str) {
         stdout_of(out),
         stderr_of(out)
     );
-}
-
-/// Polls `cond` until it holds; panics after [`PATIENCE`] (a hang, not a
-/// timing assertion).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Names in /dev/shm that contain `needle`.

@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use ipc_core::synthetic;
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, PATIENCE};
 
 const PRODUCERS: u32 = 3;
 const PER_PRODUCER: u64 = 20_000;
@@ -19,16 +18,6 @@ fn ipcctl(args: &[&str]) -> Output {
     let mut c = cmd("ipcctl");
     c.args(args);
     run(c, PATIENCE)
-}
-
-/// Polls `cond` until it holds; panics after [`PATIENCE`] (a hang, not a
-/// timing assertion).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn live_consumers(name: &ShmName) -> usize {

@@ -12,9 +12,9 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, PATIENCE};
 
 fn create(name: &ShmName, capacity: &str) {
     let out = run(
@@ -45,15 +45,6 @@ fn produce(name: &ShmName, input: &[u8]) -> std::process::Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     ChildGuard::new(child).output_timeout(PATIENCE)
-}
-
-/// Polls until `cond` holds; a hang (past PATIENCE) fails the test.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

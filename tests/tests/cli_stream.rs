@@ -3,45 +3,9 @@
 //! whose stdout is closed early (`consumer | head -c 1`) ends quietly.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
-
-/// A directory under the system temp dir, removed with its contents on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("ipct-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Polls `cond` until it holds; panics after [`PATIENCE`] (a hang, not a
-/// timing assertion).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, TempDir, PATIENCE};
 
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];

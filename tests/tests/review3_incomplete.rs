@@ -20,11 +20,10 @@
 
 use std::io::{Read, Write};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use ipc_core::buffer::SharedBuffer;
 use ipc_core::Role;
-use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, PATIENCE};
 
 fn ipcctl(args: &[&str]) -> std::process::Output {
     let mut c = cmd("ipcctl");
@@ -42,15 +41,6 @@ fn create(name: &ShmName) {
         "64",
     ]);
     assert!(out.status.success(), "{out:?}");
-}
-
-/// Bounded wait (a hang guard, not a timing assertion).
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A producer reading its stdin (a pipe we hold).
