@@ -994,9 +994,11 @@ impl<'a> Ring<'a> {
     }
 }
 
+#[cfg(any(test, loom, feature = "internals"))]
 /// Payload bytes per slot of a [`HeapRing`].
 pub const HEAP_PAYLOAD: usize = 48;
 
+#[cfg(any(test, loom, feature = "internals"))]
 /// Payload bytes are written through raw pointers while other threads
 /// hold `&HeapRing`: they live in an `UnsafeCell`, like every byte a ring
 /// hands out.
@@ -1007,6 +1009,7 @@ struct HeapSlot {
     payload: std::cell::UnsafeCell<[u8; HEAP_PAYLOAD]>,
 }
 
+#[cfg(any(test, loom, feature = "internals"))]
 impl Default for HeapSlot {
     fn default() -> Self {
         HeapSlot {
@@ -1016,6 +1019,7 @@ impl Default for HeapSlot {
     }
 }
 
+#[cfg(any(test, loom, feature = "internals"))]
 /// A ring on the heap of one process, for tests, fuzzing and model
 /// checking (built with `--cfg loom`, its atomics are loom's). Messages of
 /// up to [`HEAP_PAYLOAD`] bytes.
@@ -1040,6 +1044,7 @@ pub struct HeapRing {
     limit: u32,
 }
 
+#[cfg(any(test, loom, feature = "internals"))]
 impl HeapRing {
     /// A ring of `slots` slots (a power of two, at least 2) holding at most
     /// `limit` messages (1 to `slots`).
