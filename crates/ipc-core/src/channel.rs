@@ -143,9 +143,6 @@ impl Tx {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
-        if self.ep.inherited() {
-            return Err(SendError::Inherited(msg));
-        }
         let len = msg.as_ref().len();
         let max = self.max_message();
         if len > max {

@@ -617,46 +617,43 @@ impl Queue {
         )))
     }
 
-    /// Messages queued, across the whole chain for an unbounded queue.
+    /// Messages queued or in flight, across the whole chain for an
+    /// unbounded queue.
     pub(crate) fn queued(&self) -> u64 {
-        let Some((head, tail)) = self.chain_span() else {
-            return self.ring().len();
-        };
-        (head..=tail)
-            .map(|k| match k {
-                0 => self.ring().len(),
-                k => match self.open_block(k) {
-                    Ok(b) => b.ring().len(),
-                    // Gone: drained (or closed empty) and removed.
-                    Err(OpenError::Segment(SegmentError::NotFound(_))) => 0,
-                    // Cannot tell: do not let it pass for empty.
-                    Err(_) => self.geo.slots as u64,
-                },
-            })
-            .sum()
+        self.sum_over_chain(|r| r.len(), self.geo.slots as u64)
     }
 
     /// What the whole queue (its chain included) really holds: a slow
     /// look at every slot in use, for status displays.
     pub(crate) fn census(&self) -> Census {
+        let full = Census {
+            queued: self.geo.slots as u64,
+            ..Census::default()
+        };
+        self.sum_over_chain(|r| r.census(), full)
+    }
+
+    /// Adds up `each` over this segment's ring and, for the head of an
+    /// unbounded chain, every block of the chain: a block that is gone
+    /// (drained and removed) adds nothing, one that cannot be opened adds
+    /// `unknown` (so that it never passes for empty).
+    fn sum_over_chain<T>(&self, each: impl Fn(&Ring<'_>) -> T, unknown: T) -> T
+    where
+        T: std::ops::Add<Output = T> + Default + Copy,
+    {
         let Some((head, tail)) = self.chain_span() else {
-            return self.ring().census();
+            return each(self.ring());
         };
         (head..=tail)
             .map(|k| match k {
-                0 => self.ring().census(),
+                0 => each(self.ring()),
                 k => match self.open_block(k) {
-                    Ok(b) => b.ring().census(),
-                    // Gone: drained (or closed empty) and removed.
-                    Err(OpenError::Segment(SegmentError::NotFound(_))) => Census::default(),
-                    // Cannot tell: do not let it pass for empty.
-                    Err(_) => Census {
-                        queued: self.geo.slots as u64,
-                        ..Census::default()
-                    },
+                    Ok(b) => each(b.ring()),
+                    Err(OpenError::Segment(SegmentError::NotFound(_))) => T::default(),
+                    Err(_) => unknown,
                 },
             })
-            .fold(Census::default(), |a, b| a + b)
+            .fold(T::default(), |a, b| a + b)
     }
 
     /// Mode bits of the segment file, for chain blocks to copy.

@@ -259,30 +259,31 @@ impl Segment {
     /// same file just before the unlink, so two processes doing this at
     /// once never remove a segment that a third has just made anew.
     pub fn remove_if_abandoned(name: &str) -> bool {
-        if validate_any_name(name).is_err() {
-            return false;
-        }
-        let path = shm_path(name);
-        let Ok(fd) = mman::shm_open(
-            path.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        ) else {
+        let Some((_locked, st)) = Self::open_abandoned(name) else {
             return false;
         };
-        // SAFETY: flock on a descriptor we own; closing it releases it.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return false;
-        }
-        let Ok(st) = stat::fstat(fd.as_raw_fd()) else {
-            return false;
-        };
-        if !Self::unpublished_and_old(&fd, &st) {
-            return false;
-        }
         let same = stat::stat(std::path::Path::new(SHM_DIR).join(name).as_path())
             .is_ok_and(|now| now.st_ino == st.st_ino && now.st_dev == st.st_dev);
-        same && mman::shm_unlink(path.as_str()).is_ok()
+        same && mman::shm_unlink(shm_path(name).as_str()).is_ok()
+    }
+
+    /// Opens segment `name` and takes its `flock` if it is abandoned and
+    /// unpublished ([`Segment::abandoned_unpublished`]): the descriptor
+    /// (holding the lock until dropped) and what `fstat` said.
+    fn open_abandoned(name: &str) -> Option<(OwnedFd, libc::stat)> {
+        validate_any_name(name).ok()?;
+        let fd = mman::shm_open(
+            shm_path(name).as_str(),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .ok()?;
+        // SAFETY: flock on a descriptor we own; closing it releases it.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return None;
+        }
+        let st = stat::fstat(fd.as_raw_fd()).ok()?;
+        Self::unpublished_and_old(&fd, &st).then_some((fd, st))
     }
 
     /// A regular file nobody is initializing (the caller holds its flock)
@@ -317,19 +318,7 @@ impl Segment {
     /// after creating the file). Such a segment can be removed and made
     /// again.
     pub fn abandoned_unpublished(name: &str) -> bool {
-        if validate_any_name(name).is_err() {
-            return false;
-        }
-        let Ok(fd) = mman::shm_open(
-            shm_path(name).as_str(),
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        ) else {
-            return false;
-        };
-        // SAFETY: flock on a descriptor we own; closing it releases it.
-        let free = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        free && stat::fstat(fd.as_raw_fd()).is_ok_and(|st| Self::unpublished_and_old(&fd, &st))
+        Self::open_abandoned(name).is_some()
     }
 
     /// Opens and maps an existing segment at its current size.
