@@ -8,7 +8,7 @@ use std::mem::size_of;
 use std::sync::atomic::Ordering;
 
 use ipc_core::layout::Cursor;
-use ipc_core::ring::{ReadAttempt, ReadClaim, Ring, SlotHeader, WriteClaim};
+use ipc_core::ring::{ReadAttempt, ReadClaim, SlotHeader, SlotRing, WriteClaim};
 
 const WRITING: u64 = 1 << 63;
 const READING: u64 = 1 << 62;
@@ -49,11 +49,11 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
     let mut region = vec![0u64; cap as usize * stride / 8];
     let base = region.as_mut_ptr();
     // SAFETY: the vector holds cap * stride bytes, 8-byte aligned, unused.
-    unsafe { Ring::init(base.cast(), cap, stride) };
+    unsafe { SlotRing::init(base.cast(), cap, stride) };
     let tail = Cursor::default();
     let head = Cursor::default();
     // SAFETY: initialized above with this geometry; `region` outlives `ring`.
-    let ring = unsafe { Ring::new(&tail, &head, base.cast(), cap, limit, stride, max_message) };
+    let ring = unsafe { SlotRing::new(&tail, &head, base.cast(), cap, limit, stride, max_message) };
     let mut writes: Vec<(u32, WriteClaim)> = Vec::new();
     let mut reads: Vec<(u32, ReadClaim)> = Vec::new();
     let mut cached_head = [0u64; OWNERS as usize];

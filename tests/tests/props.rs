@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipc_core::layout::Cursor;
-use ipc_core::ring::{ReadAttempt, ReadClaim, Ring, SlotHeader, WriteClaim};
+use ipc_core::ring::{ReadAttempt, ReadClaim, SlotHeader, SlotRing, WriteClaim};
 use proptest::prelude::*;
 
 /// A ring over a heap region.
@@ -37,7 +37,7 @@ impl Heap {
         let mut region = vec![0u64; cap as usize * stride / 8];
         let ptr = region.as_mut_ptr();
         // SAFETY: the vector holds cap * stride bytes, 8-byte aligned.
-        unsafe { Ring::init(ptr.cast(), cap, stride) };
+        unsafe { SlotRing::init(ptr.cast(), cap, stride) };
         Heap {
             tail: Cursor::default(),
             head: Cursor::default(),
@@ -48,11 +48,11 @@ impl Heap {
         }
     }
 
-    fn ring(&self, limit: u32) -> Ring<'_> {
+    fn ring(&self, limit: u32) -> SlotRing<'_> {
         // SAFETY: initialized by `new` with this geometry; the borrow keeps
         // the region alive as long as the ring.
         unsafe {
-            Ring::new(
+            SlotRing::new(
                 &self.tail,
                 &self.head,
                 self.ptr.cast(),

@@ -34,6 +34,7 @@ fn slow_buffer(tag: &str, mode: u32) -> (ShmName, SharedBuffer) {
             capacity: 128,
             max_message: 64,
             mode,
+            budget: 0,
         },
     )
     .unwrap();

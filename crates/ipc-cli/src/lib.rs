@@ -391,15 +391,32 @@ pub fn parse_timeout(s: &str) -> Result<f64, String> {
 /// `capacity` messages of `max_message` bytes fits the library's limits
 /// (at most [`ipc_core::MAX_SEGMENT`] bytes in all, which the message names); the
 /// error is a [`UsageError`].
-pub fn check_geometry(kind: Kind, capacity: Capacity, max_message: u32) -> Result<(), UsageError> {
+pub fn check_geometry(
+    kind: Kind,
+    capacity: Capacity,
+    max_message: u32,
+    single: bool,
+    budget: u64,
+) -> Result<(), UsageError> {
     let slots = match capacity {
         Capacity::Zero | Capacity::Bounded(0) => ipc_core::PEER_SLOTS,
         Capacity::Bounded(n) => n,
         Capacity::Unbounded => unbounded_block_for(max_message),
     };
+    if single {
+        return Geometry::packed(kind, slots, max_message, budget)
+            .map(|_| ())
+            .map_err(UsageError);
+    }
     Geometry::new(kind, slots, max_message)
         .map(|_| ())
         .map_err(UsageError)
+}
+
+/// Parses `--budget`: bytes of a single-mode buffer's packed ring (K, M,
+/// G suffixes); 0 picks the default.
+pub fn parse_budget(s: &str) -> Result<u64, String> {
+    parse_size(s)
 }
 
 /// Parses a synthetic message size: at least the self-checking header.
@@ -474,10 +491,15 @@ mod tests {
         }
         assert!(parse_count("0").is_err());
         assert_eq!(parse_count("3"), Ok(3));
-        assert!(
-            check_geometry(Kind::Buffer, Capacity::Bounded(MAX_CAPACITY), MAX_MESSAGE).is_err()
-        );
-        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64).is_ok());
-        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE).is_ok());
+        assert!(check_geometry(
+            Kind::Buffer,
+            Capacity::Bounded(MAX_CAPACITY),
+            MAX_MESSAGE,
+            false,
+            0
+        )
+        .is_err());
+        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64, false, 0).is_ok());
+        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE, false, 0).is_ok());
     }
 }

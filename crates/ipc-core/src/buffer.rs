@@ -36,6 +36,13 @@ pub struct BufferConfig {
     pub max_message: u32,
     /// Permission bits of the segment (default 0600, owner only).
     pub mode: u32,
+    /// Single-mode buffers ([`SharedBuffer::create_single`]) pack
+    /// messages in a ring of this many bytes, rounded down to a power of
+    /// two; it must hold two of the largest messages plus 24 bytes. 0 (the
+    /// default) picks room for `capacity` largest messages, up to 4 MiB.
+    /// Other buffers hold `capacity` slots of `max_message` bytes and
+    /// ignore it.
+    pub budget: u64,
 }
 
 impl Default for BufferConfig {
@@ -44,6 +51,7 @@ impl Default for BufferConfig {
             capacity: 64,
             max_message: 4096,
             mode: DEFAULT_MODE,
+            budget: 0,
         }
     }
 }
@@ -64,8 +72,11 @@ impl SharedBuffer {
 
     /// Creates a bounded buffer for one producer and one consumer at a
     /// time (a second one of either is refused with `RoleTaken` while the
-    /// first lives): the fastest path, without compare-and-swaps. A
-    /// replacement may attach once the first has gone or died.
+    /// first lives): the fastest path, without compare-and-swaps, its
+    /// messages packed in a ring of `config.budget` bytes (each takes its
+    /// length rounded up to 8, plus 8). At most `capacity` messages wait,
+    /// and fewer if their bytes fill the ring first. A replacement may
+    /// attach once the first has gone or died.
     ///
     /// ```
     /// use ipc_core::buffer::{BufferConfig, SharedBuffer};
@@ -114,8 +125,17 @@ impl SharedBuffer {
         flavor: Flavor,
         single: bool,
     ) -> Result<SharedBuffer, CreateError> {
-        let geo = Geometry::new(Kind::Buffer, config.capacity, config.max_message)
-            .map_err(CreateError::InvalidConfig)?;
+        let geo = if single {
+            Geometry::packed(
+                Kind::Buffer,
+                config.capacity,
+                config.max_message,
+                config.budget,
+            )
+        } else {
+            Geometry::new(Kind::Buffer, config.capacity, config.max_message)
+        }
+        .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
             q: Arc::new(Queue::create(
                 name,

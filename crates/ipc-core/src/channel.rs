@@ -19,7 +19,7 @@ use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError
 use crate::layout::Flavor;
 use crate::peers::Role;
 use crate::queue::{Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
-use crate::ring::{ReadAttempt, ReadClaim, Ring, WriteClaim};
+use crate::ring::{HeadCache, ReadAttempt, ReadClaim, Ring, WriteClaim};
 use crate::segment::Segment;
 use crate::sync::Deadline;
 
@@ -106,7 +106,7 @@ impl Claimed {
 #[derive(Debug)]
 pub(crate) struct Tx {
     pub(crate) ep: Endpoint,
-    cached_head: u64,
+    cached_head: HeadCache,
     tail: Option<Block>,
     /// Fail every send at once when all receivers have gone (mailbox
     /// semantics); otherwise only when the send would have to wait.
@@ -122,7 +122,7 @@ impl Tx {
         let strict_disconnect = strict_disconnect || ep.q.flavor() == Flavor::Unbounded;
         Tx {
             ep,
-            cached_head: 0,
+            cached_head: HeadCache::default(),
             tail: None,
             strict_disconnect,
             last_reap_ms: crate::sys::coarse_clock_ms(),
@@ -148,7 +148,7 @@ impl Tx {
         if len > max {
             return Err(SendError::TooLarge { msg, len, max });
         }
-        let mut claimed = match self.claim(deadline) {
+        let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
         };
@@ -157,9 +157,15 @@ impl Tx {
             .map_err(|stop| stop_to_send(stop, deadline, msg))
     }
 
-    /// Claims a slot to build a message in, waiting for room (bounded and
-    /// zero flavors) until `deadline`.
-    pub(crate) fn claim(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
+    /// Claims room for a message of up to `want` bytes (at most the
+    /// maximum) to build in place, waiting for room (bounded and zero
+    /// flavors) until `deadline`.
+    pub(crate) fn claim(
+        &mut self,
+        want: usize,
+        deadline: Deadline,
+    ) -> Result<Claimed, Stop<ClaimFail>> {
+        debug_assert!(want <= self.max_message());
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
         }
@@ -178,23 +184,27 @@ impl Tx {
             }
         }
         match self.main().flavor() {
-            Flavor::Bounded => self.claim_bounded(deadline),
+            Flavor::Bounded => self.claim_bounded(want, deadline),
             Flavor::Zero => {
                 let waiting = self.main().header().roster.any_waiting();
                 if deadline == Deadline::Now && !waiting {
                     return Err(Stop::Timeout);
                 }
-                self.claim_bounded(deadline)
+                self.claim_bounded(want, deadline)
             }
-            Flavor::Unbounded => self.claim_unbounded().map_err(Stop::Fail),
+            Flavor::Unbounded => self.claim_unbounded(want).map_err(Stop::Fail),
         }
     }
 
-    fn claim_bounded(&mut self, deadline: Deadline) -> Result<Claimed, Stop<ClaimFail>> {
+    fn claim_bounded(
+        &mut self,
+        want: usize,
+        deadline: Deadline,
+    ) -> Result<Claimed, Stop<ClaimFail>> {
         let ring = self.ep.q.ring();
         let me = self.ep.me;
         // The fast path: room now, no waiting machinery.
-        match ring.try_claim_write(me, &mut self.cached_head) {
+        match ring.try_claim_write(me, want, &mut self.cached_head) {
             // SAFETY: a claim on our own queue's ring.
             Ok(Some(claim)) => return Ok(unsafe { Claimed::new(None, claim) }),
             Ok(None) => {}
@@ -204,7 +214,7 @@ impl Tx {
         let r = self.ep.block_on(
             |h| &h.space_ready,
             deadline,
-            |thorough| match ring.try_claim_write(me, &mut cached_head) {
+            |thorough| match ring.try_claim_write(me, want, &mut cached_head) {
                 Ok(Some(c)) => Step::Ready(c),
                 Ok(None) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
                     Step::Fail(ClaimFail::Disconnected)
@@ -222,26 +232,26 @@ impl Tx {
     /// the tail block is sealed. Iterative and bounded: a chain that keeps
     /// moving under us for [`CHASE_LIMIT`] rounds is called corrupt, and
     /// so are chain indices that fit no state.
-    fn claim_unbounded(&mut self) -> Result<Claimed, ClaimFail> {
+    fn claim_unbounded(&mut self, want: usize) -> Result<Claimed, ClaimFail> {
         let me = self.ep.me;
         for _ in 0..CHASE_LIMIT {
             let (_, tail) = self.main().chain_indices().map_err(ClaimFail::Corrupt)?;
             if self.tail.as_ref().is_none_or(|b| b.index < tail) {
-                self.cached_head = 0;
+                self.cached_head = HeadCache::default();
                 self.tail = self.open_tail_block(tail)?;
             }
             let Some(block) = self.tail.as_ref() else {
                 continue;
             };
             let ring = block.q.ring();
-            match ring.try_claim_write(me, &mut self.cached_head) {
+            match ring.try_claim_write(me, want, &mut self.cached_head) {
                 Ok(Some(claim)) => {
                     // SAFETY: a claim on this block's ring; the Arc keeps it.
                     return Ok(unsafe { Claimed::new(Some(block.q.clone()), claim) });
                 }
                 Ok(None) if ring.sealed() => {
                     let k = block.index;
-                    self.cached_head = 0;
+                    self.cached_head = HeadCache::default();
                     self.tail = self.grow(k)?;
                 }
                 Ok(None) => {

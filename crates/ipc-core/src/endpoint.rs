@@ -55,7 +55,8 @@ pub struct SlotWriter<'a> {
 }
 
 impl SlotWriter<'_> {
-    /// The slot's payload area, `max_message` bytes long.
+    /// The claim's payload area: as long as the claim asked for
+    /// (`max_message` bytes from [`Sender::claim`]).
     pub fn buf(&mut self) -> &mut [u8] {
         self.claimed
             .as_mut()
@@ -70,14 +71,14 @@ impl SlotWriter<'_> {
     /// has taken the message; use `send_until` for a bounded wait.
     ///
     /// # Panics
-    /// If `len` exceeds the maximum message size.
+    /// If `len` exceeds the claim's length.
     pub fn commit(mut self, len: usize) -> Result<(), SendError<()>> {
-        let max = self.tx.max_message();
-        assert!(
-            len <= max,
-            "message of {len} bytes exceeds the maximum {max}"
-        );
-        let claimed = self.claimed.take().expect("claim held until commit");
+        let mut claimed = self.claimed.take().expect("claim held until commit");
+        let max = claimed.buf(&self.tx.ep.q).len();
+        if len > max {
+            self.tx.abandon(claimed);
+            panic!("message of {len} bytes exceeds the claim of {max}");
+        }
         self.tx
             .commit(claimed, len, Deadline::Never)
             .map_err(|stop| stop_to_send(stop, Deadline::Never, ()))
@@ -177,7 +178,26 @@ impl Sender {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn claim(&mut self, deadline: Deadline) -> Result<SlotWriter<'_>, SendError<()>> {
-        match self.tx.claim(deadline) {
+        let max = self.tx.max_message();
+        self.claim_len(max, deadline)
+    }
+
+    /// As [`Sender::claim`], for a message of at most `len` bytes: the
+    /// buffer is `len` long. On a single-mode buffer, whose records take
+    /// only the bytes they use, this needs room for `len` bytes rather
+    /// than for the largest message; commit may still shrink it.
+    ///
+    /// Fails with `TooLarge` if `len` exceeds the maximum message size.
+    pub fn claim_len(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<SlotWriter<'_>, SendError<()>> {
+        let max = self.tx.max_message();
+        if len > max {
+            return Err(SendError::TooLarge { msg: (), len, max });
+        }
+        match self.tx.claim(len, deadline) {
             Ok(claimed) => Ok(SlotWriter {
                 tx: &mut self.tx,
                 claimed: Some(claimed),

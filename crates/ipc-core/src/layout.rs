@@ -3,7 +3,9 @@
 //! ```text
 //! offset 0            Header (geometry, cursors, wait words, counters)
 //! peers_offset        PEER_SLOTS x PeerEntry (attachment table)
-//! slots_offset        capacity x slot (SlotHeader + max_message bytes, padded)
+//! slots_offset        the engine's memory: capacity x slot (SlotHeader +
+//!                     max_message bytes, padded), or for a packed ring
+//!                     `ring_bytes` bytes of records
 //! ```
 //!
 //! Only fixed-width integers and atomics live here, and only offsets, never
@@ -30,8 +32,20 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 
 /// Layout version written by this build; openers refuse any other.
 /// Version 2: liveness held by byte locks, generations in the attachment
-/// table, claims marked in single mode's write cursor.
-pub const LAYOUT_VERSION: u32 = 2;
+/// table, claims marked in single mode's write cursor. Version 3: the
+/// packed engine (single mode), message counts in the cursors, the
+/// reader's lazily published `freed` cursor.
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// [`Header::engine`]: fixed-size slots with sequence stamps.
+pub const ENGINE_SLOTS: u32 = 0;
+/// [`Header::engine`]: packed records in a ring of bytes (single mode).
+pub const ENGINE_PACKED: u32 = 1;
+
+/// A packed ring's default budget when the creator gives none: room for
+/// `capacity` messages of the largest size, but no more than this (and
+/// never less than one largest message needs).
+pub const DEFAULT_BUDGET_CAP: u64 = 4 << 20;
 
 /// Size of the attachment table: at most this many processes attach at once.
 pub const PEER_SLOTS: u32 = 64;
@@ -102,8 +116,11 @@ impl Flavor {
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct Cursor {
-    /// The position: next slot to write (tail) or to read (head).
+    /// The position: next slot to write (tail) or to read (head); in a
+    /// packed ring, a byte position.
     pub pos: CursorWord,
+    /// Packed ring: messages committed (tail) or released (head).
+    pub count: CursorWord,
 }
 
 /// Counters kept for status and for end-of-stream decisions.
@@ -197,8 +214,10 @@ pub struct Header {
     /// Set by any attached process that cannot take part in asymmetric
     /// barriers (membarrier refused): every wake-up then uses full fences.
     pub needs_fences: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// [`ENGINE_SLOTS`] or [`ENGINE_PACKED`].
+    pub engine: u32,
+    /// Packed ring: its bytes (a power of two); 0 for slots.
+    pub ring_bytes: u64,
     /// Checksum of every field above but the magic and `needs_fences`
     /// ([`header_check`]): a scribbled geometry is refused at open even
     /// when it would be self-consistent.
@@ -207,6 +226,10 @@ pub struct Header {
     pub tail: Cursor,
     /// Next position to read.
     pub head: Cursor,
+    /// Packed ring: what the reader has freed, published lazily (once per
+    /// quarter of the ring) for the writer to read without pulling the
+    /// reader's hot line.
+    pub freed: Cursor,
     /// Consumers sleep here waiting for data.
     pub data_ready: EventCount,
     /// Producers sleep here waiting for space (or for a rendezvous).
@@ -251,8 +274,10 @@ pub struct Fixed {
     pub flavor: u32,
     /// See [`Header::block_index`].
     pub block_index: u32,
-    /// See [`Header::reserved`].
-    pub reserved: u32,
+    /// See [`Header::engine`].
+    pub engine: u32,
+    /// See [`Header::ring_bytes`].
+    pub ring_bytes: u64,
     /// See [`Header::check`].
     pub check: u64,
 }
@@ -283,7 +308,8 @@ impl Fixed {
             slots_offset: once!(slots_offset),
             flavor: once!(flavor),
             block_index: once!(block_index),
-            reserved: once!(reserved),
+            engine: once!(engine),
+            ring_bytes: once!(ring_bytes),
             check: once!(check),
         }
     }
@@ -306,10 +332,12 @@ pub struct Geometry {
     pub peer_slots: u32,
     /// Offset of the attachment table.
     pub peers_offset: u64,
-    /// Offset of slot 0.
+    /// Offset of slot 0 (or of the packed ring).
     pub slots_offset: u64,
     /// Total bytes.
     pub total_size: u64,
+    /// Packed ring bytes (a power of two), or 0 for the slot engine.
+    pub ring_bytes: u64,
 }
 
 fn round_up(v: u64, to: u64) -> u64 {
@@ -353,7 +381,60 @@ impl Geometry {
             peers_offset,
             slots_offset,
             total_size,
+            ring_bytes: 0,
         })
+    }
+
+    /// The geometry of a packed ring of `budget` bytes (rounded down to a
+    /// power of two; 0 picks a default, see [`DEFAULT_BUDGET_CAP`]) for at
+    /// most `capacity` queued messages of up to `max_message` bytes. The
+    /// segment is the ring plus the header and the attachment table.
+    pub fn packed(
+        kind: Kind,
+        capacity: u32,
+        max_message: u32,
+        budget: u64,
+    ) -> Result<Geometry, String> {
+        use crate::packed::{max_message_for, min_ring_for, record_size};
+        // The slot geometry's checks of the counts, for a ring of one
+        // smallest slot (only its offsets are kept).
+        let mut geo = Geometry::new(kind, capacity, 1)?;
+        if max_message == 0 || max_message > MAX_MESSAGE {
+            return Err(format!(
+                "max message size must be 1 to {MAX_MESSAGE} bytes, got {max_message}"
+            ));
+        }
+        geo.max_message = max_message;
+        let least = min_ring_for(max_message);
+        let ring_bytes = if budget == 0 {
+            let room = (capacity as u64 * record_size(max_message as usize)).next_power_of_two();
+            room.min(DEFAULT_BUDGET_CAP).max(least)
+        } else {
+            if budget > MAX_SEGMENT / 2 {
+                return Err(format!(
+                    "a budget of {budget} bytes is above the limit of {}",
+                    MAX_SEGMENT / 2
+                ));
+            }
+            let ring = 1u64 << (63 - budget.leading_zeros());
+            if ring < least {
+                return Err(format!(
+                    "a budget of {budget} bytes holds messages of at most {} bytes; {max_message}-byte messages need a budget of at least {least}",
+                    max_message_for(ring.max(crate::packed::MIN_RING))
+                ));
+            }
+            ring
+        };
+        geo.slots = 0;
+        geo.slot_stride = 0;
+        geo.ring_bytes = ring_bytes;
+        geo.total_size = round_up(geo.slots_offset + ring_bytes, 4096);
+        Ok(geo)
+    }
+
+    /// True for a packed ring.
+    pub fn is_packed(&self) -> bool {
+        self.ring_bytes != 0
     }
 
     /// Writes the geometry into a zeroed header, without publishing it.
@@ -368,6 +449,12 @@ impl Geometry {
         h.total_size = self.total_size;
         h.peers_offset = self.peers_offset;
         h.slots_offset = self.slots_offset;
+        h.ring_bytes = self.ring_bytes;
+        h.engine = if self.is_packed() {
+            ENGINE_PACKED
+        } else {
+            ENGINE_SLOTS
+        };
     }
 
     /// Reads and checks the geometry of a published header against the size
@@ -379,7 +466,17 @@ impl Geometry {
         }
         let kind = Kind::from_u32(h.kind)
             .ok_or_else(|| ValidateError::Corrupt(format!("unknown segment kind {}", h.kind)))?;
-        let geo = Geometry::new(kind, h.capacity, h.max_message).map_err(ValidateError::Corrupt)?;
+        let geo = match h.engine {
+            ENGINE_SLOTS if h.ring_bytes == 0 => Geometry::new(kind, h.capacity, h.max_message),
+            ENGINE_PACKED if h.ring_bytes.is_power_of_two() => {
+                Geometry::packed(kind, h.capacity, h.max_message, h.ring_bytes)
+            }
+            e => Err(format!(
+                "unknown engine {e} with a ring of {} bytes",
+                h.ring_bytes
+            )),
+        }
+        .map_err(ValidateError::Corrupt)?;
         let stored = Geometry {
             kind,
             capacity: h.capacity,
@@ -390,6 +487,7 @@ impl Geometry {
             peers_offset: h.peers_offset,
             slots_offset: h.slots_offset,
             total_size: h.total_size,
+            ring_bytes: h.ring_bytes,
         };
         if stored != geo {
             return Err(ValidateError::Corrupt(format!(
@@ -432,7 +530,7 @@ impl From<ValidateError> for CorruptError {
 /// The checksum stored in [`Header::check`]: FNV-1a over the fields that
 /// never change after creation.
 pub fn header_check(h: &Fixed) -> u64 {
-    let words: [u64; 16] = [
+    let words: [u64; 17] = [
         h.version as u64,
         h.kind as u64,
         h.capacity as u64,
@@ -446,7 +544,8 @@ pub fn header_check(h: &Fixed) -> u64 {
         h.slots_offset,
         h.flavor as u64,
         h.block_index as u64,
-        h.reserved as u64,
+        h.engine as u64,
+        h.ring_bytes,
         LAYOUT_VERSION as u64,
         MAGIC,
     ];

@@ -10,7 +10,8 @@
 //!
 //! Layers, each importing only those below it:
 //! `sys` (futex, liveness locks) → [`segment`] (named mappings) →
-//! `layout`, [`sync`], `peers`, `ring` (what lives in shared memory) →
+//! `layout`, [`sync`], `peers`, `claim` → `slots`, `packed` → `ring` (what
+//! lives in shared memory) →
 //! `queue` (open/attach/block/reap) → [`buffer`], [`mailbox`], [`ports`],
 //! [`admin`].
 //!
@@ -39,6 +40,7 @@ pub mod admin;
 mod atomic;
 pub mod buffer;
 mod channel;
+internal_mod!(claim);
 pub mod endpoint;
 pub mod error;
 internal_mod!(layout);
@@ -46,7 +48,9 @@ pub mod mailbox;
 internal_mod!(peers);
 pub mod ports;
 mod queue;
+internal_mod!(packed);
 internal_mod!(ring);
+internal_mod!(slots);
 pub mod segment;
 pub mod sync;
 pub mod synthetic;

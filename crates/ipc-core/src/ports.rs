@@ -196,7 +196,7 @@ fn send_framed<M: AsRef<[u8]>>(
         return Err(SendError::TooLarge { msg, len, max });
     }
     let tx = link.tx_mut();
-    let mut claimed = match tx.claim(deadline) {
+    let mut claimed = match tx.claim(len, deadline) {
         Ok(c) => c,
         Err(stop) => return Err(crate::channel::stop_to_send(stop, deadline, msg)),
     };

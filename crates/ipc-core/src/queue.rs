@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
 use crate::layout::{magic_state, Fixed, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
 use crate::peers::{AttachFail, Attachment, PeerEntry, PeerInfo, PeerTable, Role};
-use crate::ring::{Census, Recovered, Ring, MAX_OWNER};
+use crate::ring::{Census, PackedRing, Recovered, Ring, SlotRing, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
 use crate::sys::LockFd;
@@ -121,6 +121,12 @@ pub struct Status {
     pub block_index: u32,
     /// One producer and one consumer at a time.
     pub single: bool,
+    /// Packed ring (single mode): bytes between the reader and the
+    /// writer now (records and padding).
+    pub bytes_used: u64,
+    /// The memory that holds messages: the packed ring's bytes, or
+    /// slots × slot size.
+    pub budget: u64,
 }
 
 impl Status {
@@ -148,6 +154,11 @@ impl Queue {
         if group.is_none() {
             crate::segment::validate_name(name)?;
         }
+        if geo.is_packed() && !(single && flavor == Flavor::Bounded) {
+            return Err(CreateError::InvalidConfig(
+                "a packed ring serves bounded single-mode queues only".to_owned(),
+            ));
+        }
         if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
             return Err(CreateError::InvalidConfig(format!(
                 "mode {mode:o}: the owner must keep read and write (0600), and only permission bits (0777) are allowed"
@@ -165,11 +176,14 @@ impl Queue {
             h.single = single as u32;
             h.block_index = block_index;
             h.check = crate::layout::header_check_of(h);
-            Ring::init(
-                base.add(geo.slots_offset as usize),
-                geo.slots,
-                geo.slot_stride as usize,
-            );
+            // A packed ring starts zero-filled, as the segment is.
+            if !geo.is_packed() {
+                SlotRing::init(
+                    base.add(geo.slots_offset as usize),
+                    geo.slots,
+                    geo.slot_stride as usize,
+                );
+            }
         }
         // SAFETY: the header was written above and stays mapped.
         unsafe { &*(base as *const Header) }
@@ -276,7 +290,10 @@ impl Queue {
                 name: name.to_owned(),
                 problem: CorruptError(format!("unknown capacity mode {}", fixed.flavor)),
             })?;
-            if fixed.single > 1 || (fixed.single == 1 && flavor != Flavor::Bounded) {
+            if fixed.single > 1
+                || (fixed.single == 1 && flavor != Flavor::Bounded)
+                || (geo.is_packed() && fixed.single != 1)
+            {
                 return Err(OpenError::Corrupt {
                     name: name.to_owned(),
                     problem: CorruptError(format!(
@@ -338,33 +355,46 @@ impl Queue {
         };
         let base = seg.as_ptr();
         // SAFETY: the geometry was validated against the mapping (or just
-        // written by us): the header sits at offset 0 and `slots` slots of
-        // `slot_stride` bytes fit at `slots_offset`, initialized before the
+        // written by us): the header sits at offset 0 and the engine's
+        // memory (`slots` slots of `slot_stride` bytes, or `ring_bytes` of
+        // packed ring) fits at `slots_offset`, initialized before the
         // magic was published. The mapping lives as long as `seg`, which
         // the Queue owns; the 'static view never leaves the Queue except
-        // reborrowed for the Queue's own lifetime (see `ring`).
+        // reborrowed for the Queue's own lifetime (see `ring`). The engine
+        // and single mode are fixed at creation in the header (checked by
+        // its checksum) and every process builds its view from them.
         let ring = unsafe {
             let h: &'static Header = &*(base as *const Header);
-            Ring::new(
-                &h.tail,
-                &h.head,
-                base.add(geo.slots_offset as usize),
-                geo.slots,
-                limit.clamp(1, geo.slots),
-                geo.slot_stride as usize,
-                geo.max_message as usize,
-            )
-        };
-        let ring = match end {
-            Some(end) => ring.with_end(end),
-            None => ring,
-        };
-        let ring = if fixed.single == 1 {
-            // SAFETY: the mode is fixed at creation in the header (checked
-            // by its checksum) and every process builds its view from it.
-            unsafe { ring.single() }
-        } else {
-            ring
+            let memory = base.add(geo.slots_offset as usize);
+            if geo.is_packed() {
+                Ring::Packed(PackedRing::new(
+                    (&h.tail, &h.head, &h.freed),
+                    memory,
+                    memory as *const crate::atomic::AtomicU64,
+                    geo.ring_bytes,
+                    limit,
+                    geo.max_message as usize,
+                ))
+            } else {
+                let ring = SlotRing::new(
+                    &h.tail,
+                    &h.head,
+                    memory,
+                    geo.slots,
+                    limit.clamp(1, geo.slots),
+                    geo.slot_stride as usize,
+                    geo.max_message as usize,
+                );
+                let ring = match end {
+                    Some(end) => ring.with_end(end),
+                    None => ring,
+                };
+                Ring::Slots(if fixed.single == 1 {
+                    ring.single()
+                } else {
+                    ring
+                })
+            }
         };
         let fd = seg.take_fd().expect("a fresh segment has its descriptor");
         // The locks go on a description of their own, never mapped; the
@@ -688,6 +718,11 @@ impl Queue {
                 .map_or(0, |(head, tail)| (tail + 1).saturating_sub(head.max(1))),
             block_index: self.block_index,
             single: self.is_single(),
+            bytes_used: self.ring().bytes().map_or(0, |(used, _)| used),
+            budget: self.ring().bytes().map_or(
+                self.geo.slots as u64 * self.geo.slot_stride as u64,
+                |(_, size)| size,
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ipc-core --release --test loom`
 #![cfg(loom)]
 
-use ipc_core::ring::{HeapRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
+use ipc_core::ring::{HeapPackedRing, HeapRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
 use ipc_core::sync::{Deadline, Semaphore, SpinPolicy};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -36,7 +36,10 @@ fn release(ring: &Ring<'_>, claim: ReadClaim<'_>) {
 
 /// Writes one byte if there is room now.
 fn try_send(ring: &Ring<'_>, owner: u32, byte: u8) -> bool {
-    match ring.try_claim_write(owner, &mut 0).unwrap() {
+    match ring
+        .try_claim_write(owner, 1, &mut Default::default())
+        .unwrap()
+    {
         Some(mut c) => {
             ring.payload_mut(&mut c)[0] = byte;
             commit(ring, c, 1);
@@ -140,7 +143,10 @@ fn dead_writer_is_skipped_while_a_live_one_is_delivered() {
         let heap = Arc::new(HeapRing::new(2, 2));
         // Owner 7 claims a slot and dies without committing.
         let ring = heap.ring();
-        let _dead = ring.try_claim_write(7, &mut 0).unwrap().unwrap();
+        let _dead = ring
+            .try_claim_write(7, 1, &mut Default::default())
+            .unwrap()
+            .unwrap();
         let h = heap.clone();
         let live = thread::spawn(move || assert!(try_send(&h.ring(), 1, 42)));
         let h = heap.clone();
@@ -220,11 +226,11 @@ fn spsc_model(messages: u8) {
         let w = s.clone();
         let writer = thread::spawn(move || {
             // SAFETY: both views of this memory are single ones.
-            let ring = unsafe { w.heap.ring().single() };
-            let mut cached_head = 0;
+            let ring = unsafe { single(w.heap.ring()) };
+            let mut cached_head = Default::default();
             for k in 0..messages {
                 let mut claim = loop {
-                    match ring.try_claim_write(0, &mut cached_head).unwrap() {
+                    match ring.try_claim_write(0, 4, &mut cached_head).unwrap() {
                         Some(c) => break c,
                         None => thread::yield_now(), // full
                     }
@@ -237,7 +243,7 @@ fn spsc_model(messages: u8) {
             }
         });
         // SAFETY: as above.
-        let ring = unsafe { s.heap.ring().single() };
+        let ring = unsafe { single(s.heap.ring()) };
         for k in 0..messages {
             let claim = loop {
                 match ring.try_claim_read(1, 64).unwrap() {
@@ -260,6 +266,18 @@ fn spsc_model(messages: u8) {
     });
 }
 
+/// The slot ring of `ring` in single mode.
+///
+/// # Safety
+/// Every view of the ring must be a single one.
+unsafe fn single(ring: Ring<'_>) -> Ring<'_> {
+    match ring {
+        // SAFETY: the caller's promise.
+        Ring::Slots(r) => Ring::Slots(unsafe { r.single() }),
+        packed => packed,
+    }
+}
+
 #[test]
 fn single_mode_delivers_in_order_and_never_early() {
     // Two messages fill both slots: order, and commit before claim.
@@ -278,6 +296,96 @@ fn single_mode_reuses_a_slot_only_after_the_reader_is_done() {
     // read-modify-writes), so it could overwrite slot 0 while the reader's
     // reads of message 0 were unordered with it.
     spsc_model(3);
+}
+
+/// Bytes of the packed model's ring, and the lines its shadows stand for.
+const PACKED_RING: u64 = 256;
+const PACKED_LINE: u64 = 8;
+
+/// The packed ring's model: one writer sends messages of `sizes`, one
+/// reader receives them, over a 256-byte ring that they wrap (padding
+/// records included). Each 8 bytes of the ring have a loom `UnsafeCell`
+/// shadow that the writer writes for every part of the ring its record
+/// covers, before the commit, and the reader reads after its claim: loom
+/// fails the model if the commit (header Release, the reader's Acquire)
+/// does not order them, or if the writer reuses bytes the reader may
+/// still read (its room checks: lazy `freed` and exact `head`, Acquire
+/// against the reader's Release).
+fn packed_model(sizes: &'static [usize]) {
+    struct Spsc {
+        heap: HeapPackedRing,
+        shadow: Vec<UnsafeCell<u8>>,
+    }
+    // SAFETY: as `spsc_model`'s shadows.
+    unsafe impl Sync for Spsc {}
+    fn lines(pos: u64, len: usize) -> impl Iterator<Item = usize> {
+        let off = pos % PACKED_RING;
+        let end = off + 8 + (len as u64).div_ceil(8) * 8;
+        (off / PACKED_LINE..end.div_ceil(PACKED_LINE)).map(|l| l as usize)
+    }
+    model(move || {
+        let s = Arc::new(Spsc {
+            heap: HeapPackedRing::new(PACKED_RING, 8, 100),
+            shadow: (0..PACKED_RING / PACKED_LINE)
+                .map(|_| UnsafeCell::new(0))
+                .collect(),
+        });
+        let w = s.clone();
+        let writer = thread::spawn(move || {
+            let ring = w.heap.ring();
+            let mut cache = Default::default();
+            for (k, &len) in sizes.iter().enumerate() {
+                let mut claim = loop {
+                    match ring.try_claim_write(0, len, &mut cache).unwrap() {
+                        Some(c) => break c,
+                        None => thread::yield_now(), // full
+                    }
+                };
+                for l in lines(claim.pos(), len) {
+                    // SAFETY: checked by loom (see above).
+                    w.shadow[l].with_mut(|p| unsafe { *p = k as u8 + 1 });
+                }
+                ring.payload_mut(&mut claim).fill(k as u8 + 1);
+                commit(&ring, claim, len);
+            }
+        });
+        let ring = s.heap.ring();
+        for (k, &len) in sizes.iter().enumerate() {
+            let claim = loop {
+                match ring.try_claim_read(1, 128).unwrap() {
+                    ReadAttempt::Claimed(c) => break c,
+                    ReadAttempt::Empty | ReadAttempt::Writing => thread::yield_now(),
+                    ReadAttempt::TooLong(n) => panic!("length {n}"),
+                }
+            };
+            for l in lines(claim.pos(), len) {
+                // SAFETY: checked by loom (see above).
+                let shadow = s.shadow[l].with(|p| unsafe { *p });
+                assert_eq!(shadow, k as u8 + 1, "message {k}: not written yet");
+            }
+            let payload = ring.payload_of(&claim);
+            assert_eq!(payload.len(), len, "message {k}");
+            assert!(payload.iter().all(|&b| b == k as u8 + 1), "message {k}");
+            release(&ring, claim);
+        }
+        writer.join().unwrap();
+        assert!(matches!(
+            ring.try_claim_read(1, 128).unwrap(),
+            ReadAttempt::Empty
+        ));
+    });
+}
+
+#[test]
+fn packed_ring_wraps_with_padding_in_order() {
+    // 112-byte records: two fill the ring; the third pads the end and
+    // starts again at 0 once the reader freed the first two.
+    packed_model(&[100, 100, 100]);
+}
+
+#[test]
+fn packed_ring_mixed_sizes_share_and_reuse_bytes() {
+    packed_model(&[8, 100, 40, 100, 0]);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ipc_cli::{
-    check_geometry, err, finish, init, out, parse_capacity, parse_max_message, parse_mode,
-    parse_name, stop_requested, UsageError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
+    check_geometry, err, finish, init, out, parse_budget, parse_capacity, parse_max_message,
+    parse_mode, parse_name, stop_requested, UsageError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
 };
 use ipc_core::admin::{self, SegmentState};
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
@@ -54,6 +54,12 @@ enum Command {
         /// Permission bits in octal (600 owner only, 660 group too).
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
+        /// With --single: bytes of the ring that packs the messages
+        /// (rounded down to a power of two; K, M, G suffixes). It must hold
+        /// two of the largest messages plus 24 bytes. Default: room for
+        /// `capacity` largest messages, at most 4M.
+        #[arg(long, default_value = "0", value_parser = parse_budget, requires = "single")]
+        budget: u64,
     },
     /// Show geometry, fill level, attached processes and their liveness.
     /// `queued` counts committed messages no receiver has taken yet, slot
@@ -114,11 +120,12 @@ fn run(cmd: Command) -> Result<i32> {
             single,
             max_message,
             mode,
+            budget,
         } => {
             // Refused before anything is created (as are the buffer
             // checks below).
             let kind = if mailbox { Kind::Mailbox } else { Kind::Buffer };
-            check_geometry(kind, capacity, max_message)?;
+            check_geometry(kind, capacity, max_message, single, budget)?;
             if mailbox {
                 let config = MailboxConfig {
                     capacity,
@@ -142,6 +149,7 @@ fn run(cmd: Command) -> Result<i32> {
                     },
                     max_message,
                     mode,
+                    budget,
                 };
                 match (capacity, single) {
                     (Capacity::Unbounded, true) => {

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use ipc_cli::{
-    check_geometry, finish, init, parse_capacity, parse_count, parse_max_message,
+    check_geometry, finish, init, parse_budget, parse_capacity, parse_count, parse_max_message,
     parse_message_size, parse_mode, parse_name, parse_timeout, set_sigbus_target, stop_requested,
     Meter, UsageError, Wait, EXIT_OK, POLL,
 };
@@ -86,6 +86,13 @@ struct Args {
     /// the group attach).
     #[arg(long, default_value = "600", value_parser = parse_mode, requires = "create")]
     mode: u32,
+
+    /// With --create --single: bytes of the ring that packs the messages
+    /// (rounded down to a power of two; K, M, G suffixes). It must hold two
+    /// of the largest messages plus 24 bytes. Default: room for `capacity`
+    /// largest messages, at most 4M.
+    #[arg(long, default_value = "0", value_parser = parse_budget, requires = "single")]
+    budget: u64,
 
     /// Synthetic mode: send this many (at least 1) self-checking messages
     /// instead of stdin.
@@ -171,7 +178,7 @@ impl Target {
             } else {
                 Kind::Buffer
             };
-            check_geometry(kind, args.capacity, max_message)?;
+            check_geometry(kind, args.capacity, max_message, args.single, args.budget)?;
         }
         if let Some(name) = &args.segment {
             let what = format!("segment {name}");
@@ -184,6 +191,7 @@ impl Target {
                     },
                     max_message,
                     mode: args.mode,
+                    budget: args.budget,
                 };
                 let created = match (args.capacity, args.single) {
                     (Capacity::Unbounded, false) => SharedBuffer::create_unbounded(name, &config),

@@ -24,6 +24,7 @@ fn main() {
                     capacity: 4,
                     max_message: 64,
                     mode,
+                    budget: 0,
                 },
             );
             match r {

@@ -37,6 +37,7 @@ fn action(a: &[String]) {
                     capacity: 16,
                     max_message: 64,
                     mode,
+                    budget: 0,
                 },
             )
             .unwrap_or_else(|e| fail(e));

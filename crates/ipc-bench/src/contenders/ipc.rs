@@ -39,6 +39,8 @@ impl BufferLink {
             capacity: depth,
             max_message: size as u32,
             mode: 0o600,
+            // The packed ring gets the bytes the slot ring would hold.
+            budget: (depth as u64 * (size as u64 + 16)).next_power_of_two(),
         };
         let buf = if single {
             SharedBuffer::create_single(&name, &config)

@@ -1,0 +1,149 @@
+//! What a claim on a ring is, whatever the engine: the types that the
+//! slot ring ([`crate::slots`]) and the packed ring ([`crate::packed`])
+//! hand out, and that the layers above hold.
+
+use std::marker::PhantomData;
+
+use crate::error::CorruptError;
+
+pub(crate) fn revoked(what: &str, pos: u64) -> CorruptError {
+    CorruptError(format!(
+        "the {what} claim of position {pos} was taken from its holder (repaired as a dead process's, or overwritten)"
+    ))
+}
+
+/// An owner index must fit the stamp's owner bits, or it would spill into
+/// the flags.
+pub(crate) fn check_owner(owner: u32) -> Result<(), CorruptError> {
+    if owner > MAX_OWNER {
+        return Err(CorruptError(format!(
+            "owner index {owner} above {MAX_OWNER}"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest owner index a stamp can carry.
+pub const MAX_OWNER: u32 = 0xFF;
+
+
+/// A slot claimed for writing, in memory that lives for `'a`. Commit it,
+/// or abandon it (readers skip it).
+#[derive(Debug)]
+pub struct WriteClaim<'a> {
+    pub(crate) pos: u64,
+    pub(crate) owner: u32,
+    pub(crate) slot: *mut u8,
+    /// Writable bytes at `slot`.
+    pub(crate) cap: usize,
+    pub(crate) _memory: PhantomData<&'a ()>,
+}
+
+impl WriteClaim<'_> {
+    /// The same claim, unbound from its memory's lifetime.
+    ///
+    /// # Safety
+    /// The caller keeps the ring's memory alive as long as the claim.
+    pub(crate) unsafe fn extend(self) -> WriteClaim<'static> {
+        WriteClaim {
+            pos: self.pos,
+            owner: self.owner,
+            slot: self.slot,
+            cap: self.cap,
+            _memory: PhantomData,
+        }
+    }
+
+    /// The position claimed (to follow the message with [`Ring::was_taken`]).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// A slot claimed for reading, in memory that lives for `'a`. Release it
+/// when done.
+#[derive(Debug)]
+pub struct ReadClaim<'a> {
+    pub(crate) pos: u64,
+    pub(crate) owner: u32,
+    pub(crate) slot: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) _memory: PhantomData<&'a ()>,
+}
+
+impl ReadClaim<'_> {
+    /// The same claim, unbound from its memory's lifetime.
+    ///
+    /// # Safety
+    /// The caller keeps the ring's memory alive as long as the claim.
+    pub(crate) unsafe fn extend(self) -> ReadClaim<'static> {
+        ReadClaim {
+            pos: self.pos,
+            owner: self.owner,
+            slot: self.slot,
+            len: self.len,
+            _memory: PhantomData,
+        }
+    }
+
+    /// The position of the message held.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// What a reader found.
+#[derive(Debug)]
+pub enum ReadAttempt<'a> {
+    /// A message, claimed.
+    Claimed(ReadClaim<'a>),
+    /// No committed message at the head.
+    Empty,
+    /// The message at the head is being written now: one will be there
+    /// soon (unless its writer dies, which reaping repairs).
+    Writing,
+    /// The next message is longer than the reader accepts; not claimed.
+    TooLong(usize),
+}
+
+/// What the slots between the cursors hold, for status displays.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Committed messages no reader has claimed yet.
+    pub queued: u64,
+    /// Slots claimed by a writer, not committed yet.
+    pub writing: u64,
+    /// Messages claimed by a reader, not released yet.
+    pub reading: u64,
+}
+
+impl std::ops::Add for Census {
+    type Output = Census;
+    fn add(self, o: Census) -> Census {
+        Census {
+            queued: self.queued + o.queued,
+            writing: self.writing + o.writing,
+            reading: self.reading + o.reading,
+        }
+    }
+}
+
+/// What [`Ring::recover_owner`] repaired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Slots the dead process was writing: now skipped by readers.
+    pub abandoned_writes: u64,
+    /// Slots the dead process was reading: released, their message lost.
+    pub lost_reads: u64,
+}
+
+
+/// A writer's private copy of how far the reader has gone: shared memory
+/// is read only when this copy says the ring is full.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadCache {
+    /// The reader's position (a slot position, or bytes in a packed ring).
+    pub pos: u64,
+    /// Messages the reader has freed (packed ring).
+    pub count: u64,
+}

@@ -1,0 +1,814 @@
+//! A ring of bytes holding packed, variable-length records, for one writer
+//! and one reader at a time: the engine of single-mode buffers.
+//!
+//! A message takes an 8-byte header plus its length rounded up to 8, so
+//! several small messages share a cache line, and a buffer costs its byte
+//! budget, not `capacity × max_message`. The reader learns that a record
+//! is committed from the record's own header (stored with Release after
+//! the payload), never from a cursor on the writer's cache line; the writer
+//! re-reads the reader's position only when its private copy says the ring
+//! is full.
+//!
+//! ```text
+//! record at position p:  [ header u64 | payload, len bytes | pad to 8 ]
+//! header:                COMMIT | PAD? | seq (30 bits) << 32 | len
+//! ```
+//!
+//! * Before committing a record at `p` of `r` bytes, the writer zeroes the
+//!   header at `p + r`: the header at the end of the committed records is
+//!   always zero, so the reader never mistakes stale bytes of an earlier
+//!   lap for a record.
+//! * A record never straddles the end of the ring: the writer fills the
+//!   rest with a padding record (`PAD`) and starts again at offset 0.
+//! * `seq` is the message's index (mod 2^30); a padding record carries the
+//!   index of the message after it. The reader checks it against its own
+//!   count, and survivors use it to repair a dead peer's cursor exactly.
+//!
+//! Cursors (each on cache lines of its own):
+//!
+//! | cursor  | written by | `pos`                                   | `count`              |
+//! |---------|------------|-----------------------------------------|----------------------|
+//! | `tail`  | writer     | next record, `WRITING` while claimed    | messages committed   |
+//! | `head`  | reader     | next record, or the held one │ `READING`| messages released    |
+//! | `freed` | reader     | a recent `head.pos` (published lazily)  | a recent `head.count`|
+//!
+//! The writer checks room against its private copy, then `freed` (a line
+//! the reader writes once per quarter of the ring), and only then the
+//! exact `head`, so a full ring is still reported exactly (crossbeam's
+//! `try_send` succeeds right after a `recv`).
+//!
+//! Crash repair: a writer killed anywhere leaves committed records that
+//! its cursor may not count yet; [`PackedRing::recover_single_writer`]
+//! walks them (bounded by the ring size) and moves the cursor on. A reader
+//! killed holding a record (its position marked `READING`) loses that one
+//! message, counted ([`PackedRing::recover_single_reader`]). Every header,
+//! length and position read from shared memory is validated once, and only
+//! the validated copy is used.
+
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+
+use crate::atomic::AtomicU64;
+use crate::claim::{revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim};
+use crate::error::CorruptError;
+use crate::layout::Cursor;
+
+/// Bytes of a record header.
+pub const RECORD_HEADER: u64 = 8;
+
+const COMMIT: u64 = 1 << 63;
+const PAD: u64 = 1 << 62;
+const SEQ_SHIFT: u32 = 32;
+const SEQ_BITS: u32 = 30;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+const LEN_MASK: u64 = (1 << 32) - 1;
+
+/// Set in `tail.pos` while the writer holds a claim at that position.
+const WRITING: u64 = 1 << 63;
+/// Set in `head.pos` while the reader holds the record at that position.
+const READING: u64 = 1 << 63;
+
+/// Positions stay below this: 2^62 bytes (about three years at 50 GB/s).
+/// A larger value can only come from a scribbling peer.
+const POS_LIMIT: u64 = 1 << 62;
+
+/// Smallest ring.
+pub const MIN_RING: u64 = 256;
+
+/// Bytes a record of `len` payload bytes takes.
+#[inline]
+pub fn record_size(len: usize) -> u64 {
+    RECORD_HEADER + (len as u64).div_ceil(8) * 8
+}
+
+/// The smallest ring that always has room for one record of `max_message`
+/// bytes, wherever the writer stands: the record, a padding record
+/// shorter than it, and the header zeroed after it.
+pub fn min_ring_for(max_message: u32) -> u64 {
+    (2 * record_size(max_message as usize) + RECORD_HEADER)
+        .next_power_of_two()
+        .max(MIN_RING)
+}
+
+/// The largest message a ring of `size` bytes takes (see [`min_ring_for`]).
+pub fn max_message_for(size: u64) -> u64 {
+    ((size - RECORD_HEADER) / 2).saturating_sub(RECORD_HEADER) / 8 * 8
+}
+
+fn header(seq: u64, len: u64, pad: bool) -> u64 {
+    COMMIT | if pad { PAD } else { 0 } | (seq & SEQ_MASK) << SEQ_SHIFT | len
+}
+
+fn seq_of(h: u64) -> u64 {
+    (h >> SEQ_SHIFT) & SEQ_MASK
+}
+
+/// A view of a packed ring inside a mapping (or on the heap).
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRing<'a> {
+    tail: &'a Cursor,
+    head: &'a Cursor,
+    freed: &'a Cursor,
+    data: *mut u8,
+    /// The header words: `data` itself, read as 8-byte atomics, except
+    /// under loom (whose atomics are not plain memory: a parallel array).
+    words: *const AtomicU64,
+    size: u64,
+    limit: u64,
+    max_message: usize,
+    _memory: PhantomData<&'a ()>,
+}
+
+// SAFETY: the ring memory is shared between processes by design; header
+// words are accessed only as atomics, payload bytes only by the holder of
+// the claim that covers them (ordered by the headers and cursors).
+unsafe impl Send for PackedRing<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for PackedRing<'_> {}
+
+impl<'a> PackedRing<'a> {
+    /// A view over a ring of `size` bytes at `data`, zero-filled when it
+    /// was created.
+    ///
+    /// # Safety
+    /// `data` must point to `size` bytes (a power of two, at least
+    /// [`MIN_RING`]), 8-aligned, mapped for `'a`, that only packed views
+    /// with the same geometry use; `words` must be `data` (or, under loom,
+    /// `size / 8` atomics); the cursors live as long. At most `limit`
+    /// messages are queued at once; `max_message` is at most
+    /// [`max_message_for`]`(size)`. Only one writer and one reader use it
+    /// at a time.
+    pub unsafe fn new(
+        cursors: (&'a Cursor, &'a Cursor, &'a Cursor),
+        data: *mut u8,
+        words: *const AtomicU64,
+        size: u64,
+        limit: u32,
+        max_message: usize,
+    ) -> Self {
+        debug_assert!(size.is_power_of_two() && size >= MIN_RING);
+        debug_assert!(max_message as u64 <= max_message_for(size));
+        PackedRing {
+            tail: cursors.0,
+            head: cursors.1,
+            freed: cursors.2,
+            data,
+            words,
+            size,
+            limit: limit.max(1) as u64,
+            max_message,
+            _memory: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn offset(&self, pos: u64) -> usize {
+        (pos & (self.size - 1)) as usize
+    }
+
+    /// The header word at `pos` (8-aligned).
+    #[inline]
+    fn word(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: the offset is masked below `size` and 8-aligned (every
+        // position is), so the word lies inside the ring (see `new`).
+        unsafe { &*self.words.add(self.offset(pos) / 8) }
+    }
+
+    #[inline]
+    fn payload(&self, pos: u64) -> *mut u8 {
+        // SAFETY: inside the ring: a record's payload follows its header
+        // and never passes the end (checked where records are made).
+        unsafe { self.data.add(self.offset(pos) + RECORD_HEADER as usize) }
+    }
+
+    /// Ring bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Most messages queued at once.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Largest payload.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    fn tail_raw(&self) -> (u64, u64) {
+        (
+            self.tail.pos.load(Ordering::Acquire),
+            self.tail.count.load(Ordering::Acquire),
+        )
+    }
+
+    fn head_raw(&self) -> (u64, u64) {
+        (
+            self.head.pos.load(Ordering::Acquire),
+            self.head.count.load(Ordering::Acquire),
+        )
+    }
+
+    /// Messages queued or being read, for status (clamped to the limit).
+    pub fn len(&self) -> u64 {
+        let (_, written) = self.tail_raw();
+        let (_, read) = self.head_raw();
+        written.saturating_sub(read).min(self.limit)
+    }
+
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes between the reader's and the writer's positions (records,
+    /// padding and a claim in progress not counted), clamped to the size.
+    pub fn bytes_used(&self) -> u64 {
+        let (t, _) = self.tail_raw();
+        let (h, _) = self.head_raw();
+        (t & !WRITING).saturating_sub(h & !READING).min(self.size)
+    }
+
+    /// What the ring holds, for status displays.
+    pub fn census(&self) -> Census {
+        let (t, written) = self.tail_raw();
+        let (h, read) = self.head_raw();
+        let reading = u64::from(h & READING != 0);
+        Census {
+            queued: written.saturating_sub(read).saturating_sub(reading),
+            writing: u64::from(t & WRITING != 0),
+            reading,
+        }
+    }
+
+    /// Position of the next write.
+    pub fn tail_pos(&self) -> u64 {
+        self.tail.pos.load(Ordering::Acquire) & !WRITING
+    }
+
+    /// Position of the next read.
+    pub fn head_pos(&self) -> u64 {
+        self.head.pos.load(Ordering::Acquire) & !READING
+    }
+
+    fn fits(&self, pos: u64, need: u64, count: u64, freed: &HeadCache) -> bool {
+        pos + need - freed.pos <= self.size && count - freed.count < self.limit
+    }
+
+    /// Checks what the reader published against the writer's own cursor
+    /// (`lazy`: the published copy, which may lag any distance behind).
+    fn checked_freed(
+        &self,
+        pos: u64,
+        count: u64,
+        seen: HeadCache,
+        lazy: bool,
+    ) -> Result<HeadCache, CorruptError> {
+        if seen.pos > pos || (!lazy && pos - seen.pos > self.size) || seen.count > count {
+            return Err(CorruptError(format!(
+                "cursors impossible: read {}/{} messages, write {pos}/{count}",
+                seen.pos, seen.count
+            )));
+        }
+        Ok(seen)
+    }
+
+    /// Claims room for a message of up to `want` bytes, or `None` if the
+    /// ring is full. `cache` is the writer's private copy of the reader's
+    /// progress: shared memory is read only when it says full.
+    pub fn try_claim_write(
+        &self,
+        owner: u32,
+        want: usize,
+        cache: &mut HeadCache,
+    ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
+        if want > self.max_message {
+            return Err(CorruptError(format!(
+                "a claim of {want} bytes, above the maximum {}",
+                self.max_message
+            )));
+        }
+        let raw = self.tail.pos.load(Ordering::Relaxed);
+        if raw & WRITING != 0 {
+            return Err(CorruptError(format!(
+                "a write claim of position {} is held already",
+                raw & !WRITING
+            )));
+        }
+        if raw >= POS_LIMIT {
+            return Err(CorruptError(format!("write cursor {raw:#x} out of range")));
+        }
+        let mut pos = raw;
+        let count = self.tail.count.load(Ordering::Relaxed);
+        let rec = record_size(want);
+        let off = self.offset(pos) as u64;
+        let pad = if off + rec > self.size {
+            self.size - off
+        } else {
+            0
+        };
+        // The record, the padding before it, and the header zeroed after.
+        let need = pad + rec + RECORD_HEADER;
+        if !self.fits(pos, need, count, cache) {
+            let lazy = HeadCache {
+                pos: self.freed.pos.load(Ordering::Acquire),
+                count: self.freed.count.load(Ordering::Acquire),
+            };
+            let lazy = self.checked_freed(pos, count, lazy, true)?;
+            cache.pos = cache.pos.max(lazy.pos);
+            cache.count = cache.count.max(lazy.count);
+            if !self.fits(pos, need, count, cache) {
+                // The exact position: a held record is not free yet.
+                let (h, c) = self.head_raw();
+                let exact = HeadCache {
+                    pos: h & !READING,
+                    count: c,
+                };
+                *cache = self.checked_freed(pos, count, exact, false)?;
+                if !self.fits(pos, need, count, cache) {
+                    return Ok(None);
+                }
+            }
+        }
+        if pad > 0 {
+            // Zero the first header of the next lap, then publish the pad.
+            self.word(pos + pad).store(0, Ordering::Relaxed);
+            self.word(pos)
+                .store(header(count, pad, true), Ordering::Release);
+            pos += pad;
+            self.tail.pos.store(pos, Ordering::Release);
+        }
+        // The mark lives on the writer's own line: no extra sharing.
+        self.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        Ok(Some(WriteClaim {
+            pos,
+            owner,
+            slot: self.payload(pos),
+            cap: want,
+            _memory: PhantomData,
+        }))
+    }
+
+    fn check_claim(&self, pos: u64, slot: *mut u8) {
+        assert!(
+            std::ptr::eq(slot, self.payload(pos)),
+            "a ring claim used on a ring that did not make it"
+        );
+    }
+
+    /// The writable payload of a claim (the bytes it asked for).
+    ///
+    /// # Panics
+    /// If the claim was not made on this ring.
+    pub fn payload_mut<'c>(&self, claim: &'c mut WriteClaim<'_>) -> &'c mut [u8] {
+        self.check_claim(claim.pos, claim.slot);
+        // SAFETY: the claim belongs to this ring (checked above) and is the
+        // writer's (marked in the write cursor): the reader does not look
+        // past the uncommitted header, and the room was checked free, so
+        // nobody else touches these bytes until we commit.
+        unsafe { std::slice::from_raw_parts_mut(claim.slot, claim.cap) }
+    }
+
+    /// Publishes a claim holding `len` bytes (at most what it asked for):
+    /// the record shrinks to fit. Fails, publishing nothing, if the claim
+    /// is no longer the caller's (repaired, or scribbled over).
+    pub fn commit(&self, claim: WriteClaim<'_>, len: usize) -> Result<(), CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        let pos = claim.pos;
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING {
+            return Err(revoked("write", pos));
+        }
+        let len = len.min(claim.cap);
+        let count = self.tail.count.load(Ordering::Relaxed);
+        let next = pos + record_size(len);
+        self.word(next).store(0, Ordering::Relaxed);
+        self.word(pos)
+            .store(header(count, len as u64, false), Ordering::Release);
+        self.tail.count.store(count + 1, Ordering::Relaxed);
+        self.tail.pos.store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Gives a claim up without a message.
+    pub fn abandon(&self, claim: WriteClaim<'_>) -> Result<(), CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        let pos = claim.pos;
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING {
+            return Err(revoked("write", pos));
+        }
+        self.tail.pos.store(pos, Ordering::Release);
+        Ok(())
+    }
+
+    /// Claims the next message for `owner`, passing padding on the way.
+    pub fn try_claim_read(
+        &self,
+        owner: u32,
+        max_len: usize,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
+        let count = self.head.count.load(Ordering::Relaxed);
+        let mut pos = self.head.pos.load(Ordering::Relaxed);
+        if pos & READING != 0 {
+            return Err(CorruptError(format!(
+                "a read claim of position {} is held already",
+                pos & !READING
+            )));
+        }
+        // At most one padding record before a message.
+        for _ in 0..2 {
+            if pos >= POS_LIMIT {
+                return Err(CorruptError(format!("read cursor {pos:#x} out of range")));
+            }
+            let h = self.word(pos).load(Ordering::Acquire);
+            if h == 0 {
+                self.publish_if_caught_up(pos, count);
+                return Ok(ReadAttempt::Empty);
+            }
+            let rec = self.validate(pos, h, count)?;
+            if h & PAD != 0 {
+                pos += rec;
+                self.head.pos.store(pos, Ordering::Release);
+                continue;
+            }
+            let len = (h & LEN_MASK) as usize;
+            if len > max_len {
+                return Ok(ReadAttempt::TooLong(len));
+            }
+            self.head.pos.store(pos | READING, Ordering::Release);
+            // The length was read once, after the Acquire load of the
+            // committed header, and validated: only that copy is used.
+            return Ok(ReadAttempt::Claimed(ReadClaim {
+                pos,
+                owner,
+                slot: self.payload(pos),
+                len,
+                _memory: PhantomData,
+            }));
+        }
+        Err(CorruptError(format!(
+            "two padding records in a row at position {pos}"
+        )))
+    }
+
+    /// Checks a committed-looking header `h` at `pos`, the reader having
+    /// released `count` messages; returns the record's size.
+    fn validate(&self, pos: u64, h: u64, count: u64) -> Result<u64, CorruptError> {
+        let off = self.offset(pos) as u64;
+        let len = h & LEN_MASK;
+        let bad = |why: &str| CorruptError(format!("record header {h:#x} at {pos}: {why}"));
+        if h & COMMIT == 0 {
+            return Err(bad("not a header"));
+        }
+        if seq_of(h) != count & SEQ_MASK {
+            return Err(bad(&format!("sequence {} where {} was due", seq_of(h), count & SEQ_MASK)));
+        }
+        if h & PAD != 0 {
+            if len != self.size - off || len < RECORD_HEADER {
+                return Err(bad("padding that does not end the ring"));
+            }
+            return Ok(len);
+        }
+        if len > self.max_message as u64 {
+            return Err(bad(&format!("length above the maximum {}", self.max_message)));
+        }
+        let rec = record_size(len as usize);
+        if off + rec > self.size {
+            return Err(bad("record past the end of the ring"));
+        }
+        Ok(rec)
+    }
+
+    /// The payload of a held message.
+    ///
+    /// # Panics
+    /// If the claim was not made on this ring.
+    pub fn payload_of<'c>(&self, claim: &'c ReadClaim<'_>) -> &'c [u8] {
+        self.check_claim(claim.pos, claim.slot);
+        // SAFETY: the claim belongs to this ring (checked) and is held by
+        // us: its writer committed it (Acquire on its header), and the
+        // writer does not reuse its bytes until we release it; `len` was
+        // validated to fit inside the ring.
+        unsafe { std::slice::from_raw_parts(claim.slot, claim.len.min(self.max_message)) }
+    }
+
+    /// Frees a held message's bytes for the writer. Fails if the claim is
+    /// no longer the caller's (repaired, or scribbled over).
+    pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        let pos = claim.pos;
+        if self.head.pos.load(Ordering::Relaxed) != pos | READING {
+            return Err(revoked("read", pos));
+        }
+        let count = self.head.count.load(Ordering::Relaxed) + 1;
+        let next = pos + record_size(claim.len);
+        // The count first: a reader killed between the two stores left
+        // the message released, and repair tells so by its sequence.
+        self.head.count.store(count, Ordering::Relaxed);
+        self.head.pos.store(next, Ordering::Release);
+        let published = self.freed.pos.load(Ordering::Relaxed);
+        let published_count = self.freed.count.load(Ordering::Relaxed);
+        if next.wrapping_sub(published) >= self.size / 4
+            || count.wrapping_sub(published_count) >= (self.limit / 4).max(1)
+        {
+            self.publish(next, count);
+        }
+        Ok(())
+    }
+
+    fn publish(&self, pos: u64, count: u64) {
+        self.freed.count.store(count, Ordering::Relaxed);
+        self.freed.pos.store(pos, Ordering::Release);
+    }
+
+    /// The reader found nothing: tell the writer everything it freed (it
+    /// costs a store only when there is news).
+    fn publish_if_caught_up(&self, pos: u64, count: u64) {
+        if self.freed.pos.load(Ordering::Relaxed) != pos {
+            self.publish(pos, count);
+        }
+    }
+
+    /// Ends the read a dead reader left marked: the message is lost (it
+    /// may have been half used) and counted, unless the reader had already
+    /// counted it released when it died.
+    ///
+    /// # Safety
+    /// The reader must be dead and no replacement started (its attachment
+    /// is still reserved by the caller).
+    pub unsafe fn recover_single_reader(&self) -> Recovered {
+        let (raw, count) = self.head_raw();
+        if raw & READING == 0 {
+            return Recovered::default();
+        }
+        let pos = raw & !READING;
+        if pos >= POS_LIMIT {
+            return Recovered::default();
+        }
+        let h = self.word(pos).load(Ordering::Acquire);
+        // Released already (count stored, position not yet)?
+        let (due, lost) = match self.validate(pos, h, count) {
+            Ok(_) => (count + 1, 1),
+            Err(_) if count > 0 && self.validate(pos, h, count - 1).is_ok() => (count, 0),
+            // Not a record we can account for: a scribble, not ours to fix.
+            Err(_) => return Recovered::default(),
+        };
+        let next = pos + record_size((h & LEN_MASK) as usize);
+        self.head.count.store(due, Ordering::Relaxed);
+        self.head.pos.store(next, Ordering::Release);
+        self.publish(next, due);
+        Recovered {
+            lost_reads: lost,
+            ..Recovered::default()
+        }
+    }
+
+    /// Repairs what a dead writer left: committed records its cursor does
+    /// not cover yet are counted in, a claim it held is withdrawn (counted
+    /// as abandoned).
+    ///
+    /// # Safety
+    /// The writer must be dead and no replacement started (its attachment
+    /// is still reserved by the caller).
+    pub unsafe fn recover_single_writer(&self) -> Recovered {
+        let (raw, mut count) = self.tail_raw();
+        let claimed = raw & WRITING != 0;
+        let start = raw & !WRITING;
+        if start >= POS_LIMIT {
+            return Recovered::default();
+        }
+        let mut pos = start;
+        let mut committed_claim = false;
+        // At most one record per 8 bytes of one lap.
+        for _ in 0..self.size / RECORD_HEADER {
+            let h = self.word(pos).load(Ordering::Acquire);
+            if h & COMMIT == 0 {
+                break;
+            }
+            // The count may already include the first record (killed
+            // between storing the count and the position).
+            let rec = match self.validate(pos, h, count) {
+                Ok(rec) => {
+                    if h & PAD == 0 {
+                        count += 1;
+                    }
+                    rec
+                }
+                Err(_) if pos == start && count > 0 && h & PAD == 0 => {
+                    match self.validate(pos, h, count - 1) {
+                        Ok(rec) => rec,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            committed_claim |= h & PAD == 0;
+            pos += rec;
+        }
+        if pos == start && !claimed {
+            return Recovered::default();
+        }
+        self.tail.count.store(count, Ordering::Relaxed);
+        self.tail.pos.store(pos, Ordering::Release);
+        Recovered {
+            abandoned_writes: u64::from(claimed && !committed_claim),
+            ..Recovered::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{HeapPackedRing, Ring};
+
+    fn put(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8]) -> bool {
+        match r.try_claim_write(0, msg.len(), cache).unwrap() {
+            Some(mut c) => {
+                r.payload_mut(&mut c).copy_from_slice(msg);
+                r.commit(c, msg.len(), 0).unwrap();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take(r: &Ring<'_>) -> Option<Vec<u8>> {
+        match r.try_claim_read(1, usize::MAX).unwrap() {
+            ReadAttempt::Claimed(c) => {
+                let v = r.payload_of(&c).to_vec();
+                r.release(c).unwrap();
+                Some(v)
+            }
+            ReadAttempt::Empty | ReadAttempt::Writing => None,
+            ReadAttempt::TooLong(_) => panic!("too long"),
+        }
+    }
+
+    fn packed<'a>(r: &'a Ring<'a>) -> &'a PackedRing<'a> {
+        match r {
+            Ring::Packed(p) => p,
+            Ring::Slots(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn variable_sizes_wrap_many_laps_in_order() {
+        let heap = HeapPackedRing::new(512, 1000, 100);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        let mut rng = 7u64;
+        let (mut sent, mut got) = (0u64, 0u64);
+        while got < 5000 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (rng >> 33) as usize % 101;
+            let msg: Vec<u8> = (0..len).map(|i| (sent as usize + i) as u8).collect();
+            if (rng >> 20) & 1 == 0 && put(&r, &mut cache, &msg) {
+                sent += 1;
+            } else if let Some(m) = take(&r) {
+                assert!(m.iter().enumerate().all(|(i, &b)| b == (got as usize + i) as u8));
+                got += 1;
+            }
+            assert!(sent >= got && r.len() == sent - got);
+            assert!(r.bytes().unwrap().0 <= 512);
+        }
+        assert!(packed(&r).tail_pos() > 512 * 100, "went round many times");
+    }
+
+    #[test]
+    fn count_and_bytes_bound_exactly() {
+        let heap = HeapPackedRing::new(256, 3, 56);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"a") && put(&r, &mut cache, b"b") && put(&r, &mut cache, b"c"));
+        assert!(!put(&r, &mut cache, b"d"), "three messages at most");
+        assert_eq!(take(&r).unwrap(), b"a");
+        assert!(put(&r, &mut cache, b"d"), "room again right after a receive");
+        while take(&r).is_some() {}
+        // Bytes: 56-byte messages take 64; 256 bytes hold three (and the
+        // header zeroed after the last).
+        let heap = HeapPackedRing::new(256, 100, 56);
+        let r = heap.ring();
+        let big = [9u8; 56];
+        let n = (0..10).take_while(|_| put(&r, &mut cache_new(), &big)).count();
+        assert_eq!(n, 3);
+        assert_eq!(take(&r).unwrap(), big);
+        assert!(put(&r, &mut cache_new(), &big));
+    }
+
+    fn cache_new() -> HeadCache {
+        HeadCache::default()
+    }
+
+    #[test]
+    fn commit_shrinks_a_claim() {
+        let heap = HeapPackedRing::new(256, 100, 100);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        let mut c = r.try_claim_write(0, 100, &mut cache).unwrap().unwrap();
+        assert_eq!(r.payload_mut(&mut c).len(), 100);
+        r.payload_mut(&mut c)[..3].copy_from_slice(b"abc");
+        r.commit(c, 3, 0).unwrap();
+        assert_eq!(r.bytes().unwrap().0, 16);
+        assert_eq!(take(&r).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_dead_writers_claim_and_unpublished_commit_are_repaired() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let p = *packed(&r);
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"one"));
+        // Killed holding a claim: withdrawn, counted.
+        let c = r.try_claim_write(0, 10, &mut cache).unwrap().unwrap();
+        let _never_released = c; // as if its holder died
+        // SAFETY: the "writer" holds no claim it will still use.
+        let rec = unsafe { r.recover_single_writer() };
+        assert_eq!(rec.abandoned_writes, 1);
+        assert!(put(&r, &mut cache, b"two"));
+        // Killed between the header store and the cursor stores.
+        let (pos, count) = (p.tail.pos.load(Ordering::Relaxed), p.tail.count.load(Ordering::Relaxed));
+        assert!(put(&r, &mut cache, b"three"));
+        p.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        p.tail.count.store(count, Ordering::Relaxed);
+        // SAFETY: as above.
+        let rec = unsafe { r.recover_single_writer() };
+        assert_eq!(rec.abandoned_writes, 0, "it was committed");
+        // Killed between the count and the position stores.
+        let pos = p.tail.pos.load(Ordering::Relaxed);
+        assert!(put(&r, &mut cache, b"four"));
+        p.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { r.recover_single_writer() };
+        assert!(put(&r, &mut cache, b"five"));
+        let got: Vec<_> = std::iter::from_fn(|| take(&r)).collect();
+        assert_eq!(got, [&b"one"[..], b"two", b"three", b"four", b"five"]);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_dead_readers_message_is_lost_once_and_counted() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let p = *packed(&r);
+        let mut cache = HeadCache::default();
+        for m in [b"a", b"b", b"c"] {
+            assert!(put(&r, &mut cache, m));
+        }
+        let ReadAttempt::Claimed(c) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        let _never_released = c; // as if its holder died
+        // SAFETY: the "reader" holds no claim it will still use.
+        assert_eq!(unsafe { r.recover_single_reader() }.lost_reads, 1);
+        // Killed inside release, between its two stores: not lost.
+        let ReadAttempt::Claimed(c) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.payload_of(&c), b"b");
+        let _never_released = c; // as if its holder died
+        p.head.count.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.recover_single_reader() }.lost_reads, 0);
+        assert_eq!(take(&r).unwrap(), b"c");
+        assert!(take(&r).is_none());
+        assert!(put(&r, &mut cache, b"d"));
+        assert_eq!(take(&r).unwrap(), b"d");
+    }
+
+    #[test]
+    fn scribbled_headers_are_reported_not_followed() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let p = *packed(&r);
+        let mut cache = HeadCache::default();
+        for bad in [
+            1,                                  // not committed, not zero
+            header(5, 3, false),                // wrong sequence
+            header(0, 41, false),               // above the maximum
+            header(0, 16, true),                // padding not to the end
+            COMMIT | 1 << 61 | 3, // a sequence far from due
+        ] {
+            p.word(0).store(bad, Ordering::Relaxed);
+            assert!(r.try_claim_read(1, 64).is_err(), "{bad:#x}");
+        }
+        p.word(0).store(0, Ordering::Relaxed);
+        assert!(put(&r, &mut cache, b"ok"));
+        assert_eq!(take(&r).unwrap(), b"ok");
+        // A reader cursor out of range, and a lazy cursor ahead of the
+        // writer, are reported.
+        p.freed.pos.store(1 << 40, Ordering::Relaxed);
+        let mut fresh = HeadCache::default();
+        let full = (0..10).any(|_| r.try_claim_write(0, 40, &mut fresh).is_err());
+        assert!(full, "a freed cursor ahead of the writer is impossible");
+    }
+
+    #[test]
+    #[should_panic(expected = "did not make it")]
+    fn a_claim_on_another_ring_is_refused() {
+        let (a, b) = (HeapPackedRing::new(256, 4, 8), HeapPackedRing::new(256, 4, 8));
+        let c = a.ring().try_claim_write(0, 8, &mut HeadCache::default()).unwrap().unwrap();
+        let _ = b.ring().commit(c, 1, 0);
+    }
+}
