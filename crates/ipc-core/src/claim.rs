@@ -54,7 +54,7 @@ impl WriteClaim<'_> {
         }
     }
 
-    /// The position claimed (to follow the message with [`Ring::was_taken`]).
+    /// The position claimed (to follow the message with [`crate::ring::Ring::was_taken`]).
     pub fn pos(&self) -> u64 {
         self.pos
     }
@@ -128,7 +128,7 @@ impl std::ops::Add for Census {
     }
 }
 
-/// What [`Ring::recover_owner`] repaired.
+/// What [`crate::ring::Ring::recover_owner`] repaired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
     /// Slots the dead process was writing: now skipped by readers.
