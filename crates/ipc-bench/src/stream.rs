@@ -154,7 +154,9 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
     let start = Instant::now();
     let mut producer = Proc::spawn(
         Command::new(bin_dir.join("producer"))
-            .args(["--segment", &name, "--create"])
+            // One producer, one consumer: the single mode, whose
+            // producer reads stdin straight into the ring.
+            .args(["--segment", &name, "--create", "--single"])
             .args(["--capacity", &CAPACITY.to_string()])
             .args(["--max-message", &MAX_MESSAGE.to_string()])
             .stdin(File::open(file)?)
@@ -215,7 +217,13 @@ fn read_log(pipe: Option<std::process::ChildStderr>) -> String {
 pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
     check_tool(
         &bin_dir.join("producer"),
-        &["--segment", "--create", "--capacity", "--max-message"],
+        &[
+            "--segment",
+            "--create",
+            "--single",
+            "--capacity",
+            "--max-message",
+        ],
     )?;
     check_tool(&bin_dir.join("consumer"), &["--segment"])?;
     let file = make_file(bytes)?;

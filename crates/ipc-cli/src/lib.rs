@@ -208,6 +208,47 @@ pub fn write_all_fd(fd: i32, bytes: &[u8]) -> std::io::Result<Written> {
     Ok(Written::All)
 }
 
+/// Waits until `fd` has input (or end of file, or an error to report)
+/// for at most `timeout`: true if a read would not block now.
+pub fn wait_readable(fd: i32, timeout: std::time::Duration) -> std::io::Result<bool> {
+    let mut p = nix::libc::pollfd {
+        fd,
+        events: nix::libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll(2) on one live pollfd.
+    let n = unsafe { nix::libc::poll(&mut p, 1, ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(nix::libc::EINTR) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(n > 0)
+}
+
+/// One read(2) of `fd` into `buf`, unbuffered, retried on EINTR unless a
+/// signal asked us to stop; 0 at end of file or on stop.
+pub fn read_fd(fd: i32, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: read(2) writes at most `buf.len()` bytes into a live,
+        // exclusively borrowed slice.
+        let n = unsafe { nix::libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(nix::libc::EINTR) {
+            return Err(err);
+        }
+        if stop_requested() {
+            return Ok(0);
+        }
+    }
+}
+
 /// An error in what the user asked for (exit code 2), found after
 /// argument parsing because it depends on the segment (e.g. a message size
 /// above the segment's maximum).

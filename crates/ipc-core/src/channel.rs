@@ -157,6 +157,70 @@ impl Tx {
             .map_err(|stop| stop_to_send(stop, deadline, msg))
     }
 
+    /// Sends each message of `msgs` in order before `deadline`, waking
+    /// receivers once, at the end (and before waiting for room, so that
+    /// they can make it). Returns how many were sent; on failure, also how
+    /// many went before the message that failed.
+    pub(crate) fn send_batch<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: impl IntoIterator<Item = M>,
+        deadline: Deadline,
+    ) -> Result<usize, (usize, SendError<M>)> {
+        let mut sent = 0;
+        if self.main().flavor() == Flavor::Zero {
+            // Each rendezvous waits for its receiver: nothing to batch.
+            for msg in msgs {
+                self.send(msg, deadline).map_err(|e| (sent, e))?;
+                sent += 1;
+            }
+            return Ok(sent);
+        }
+        let max = self.max_message();
+        let mut unannounced = false;
+        let mut failed = None;
+        for msg in msgs {
+            let len = msg.as_ref().len();
+            if len > max {
+                failed = Some(SendError::TooLarge { msg, len, max });
+                break;
+            }
+            let claimed = match self.claim(len, Deadline::Now) {
+                Ok(c) => Ok(c),
+                Err(Stop::Timeout) if deadline != Deadline::Now => {
+                    if std::mem::take(&mut unannounced) {
+                        self.main().wake_receivers();
+                    }
+                    self.claim(len, deadline)
+                }
+                Err(stop) => Err(stop),
+            };
+            let mut claimed = match claimed {
+                Ok(c) => c,
+                Err(stop) => {
+                    failed = Some(stop_to_send(stop, deadline, msg));
+                    break;
+                }
+            };
+            claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
+            let Claimed { block, claim } = claimed;
+            let q = block.as_deref().unwrap_or(&self.ep.q);
+            if let Err(e) = q.ring().commit(claim, len, 0) {
+                self.main().count_revoked();
+                failed = Some(SendError::Corrupt(msg, e));
+                break;
+            }
+            sent += 1;
+            unannounced = true;
+        }
+        if unannounced {
+            self.main().wake_receivers();
+        }
+        match failed {
+            None => Ok(sent),
+            Some(e) => Err((sent, e)),
+        }
+    }
+
     /// Claims room for a message of up to `want` bytes (at most the
     /// maximum) to build in place, waiting for room (bounded and zero
     /// flavors) until `deadline`.
@@ -214,7 +278,10 @@ impl Tx {
         let r = self.ep.block_on(
             |h| &h.space_ready,
             deadline,
-            |thorough| match ring.try_claim_write(me, want, &mut cached_head) {
+            // Spinning, only the room the reader published counts (see
+            // `PackedRing::try_claim_write`); the checks before sleeping
+            // are exact.
+            |thorough| match ring.try_claim_write_with(me, want, &mut cached_head, thorough) {
                 Ok(Some(c)) => Step::Ready(c),
                 Ok(None) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
                     Step::Fail(ClaimFail::Disconnected)
@@ -528,6 +595,45 @@ impl Rx {
     }
 }
 
+impl Rx {
+    /// Waits until `deadline` for a message, then takes every message
+    /// queued, up to `max` (at least 1), handing each to `f` in place;
+    /// wakes senders once per batch. Returns how many were taken. An error
+    /// after the first message ends the batch early; the next call
+    /// reports it.
+    pub(crate) fn recv_batch(
+        &mut self,
+        deadline: Deadline,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, RecvError> {
+        self.recv_with(deadline, usize::MAX, &mut f)?;
+        let mut taken = 1;
+        let q = self.ep.q.clone();
+        if q.flavor() == Flavor::Unbounded {
+            while taken < max.max(1) && self.recv_with(Deadline::Now, usize::MAX, &mut f).is_ok() {
+                taken += 1;
+            }
+            return Ok(taken);
+        }
+        let mut unannounced = false;
+        while taken < max.max(1) {
+            let Step::Ready(claim) = attempt_read(q.ring(), self.ep.me, usize::MAX) else {
+                break;
+            };
+            unannounced = true;
+            if deliver_quietly(&q, &q, claim, &mut f).is_err() {
+                break;
+            }
+            taken += 1;
+        }
+        if unannounced {
+            q.wake_senders();
+        }
+        Ok(taken)
+    }
+}
+
 /// Hands a claimed message to `f` in place, frees its slot (in `q`, the
 /// block that holds it) and wakes senders waiting for room in `main`. If
 /// `f` panics, the slot is freed all the same (by a drop guard) and the
@@ -537,6 +643,26 @@ fn deliver<R>(
     q: &Queue,
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, RecvError> {
+    deliver_then(main, q, claim, f, true)
+}
+
+/// [`deliver`] without waking senders (the batch wakes them once).
+fn deliver_quietly<R>(
+    main: &Queue,
+    q: &Queue,
+    claim: ReadClaim<'_>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, RecvError> {
+    deliver_then(main, q, claim, f, false)
+}
+
+fn deliver_then<R>(
+    main: &Queue,
+    q: &Queue,
+    claim: ReadClaim<'_>,
+    f: impl FnOnce(&[u8]) -> R,
+    wake: bool,
 ) -> Result<R, RecvError> {
     struct Unwinding<'a, 'q> {
         main: &'a Queue,
@@ -564,7 +690,9 @@ fn deliver<R>(
     let out = f(ring.payload_of(guard.claim.as_ref().expect("held until released")));
     let claim = guard.claim.take().expect("held until released");
     let released = ring.release(claim);
-    main.wake_senders();
+    if wake {
+        main.wake_senders();
+    }
     match released {
         Ok(()) => Ok(out),
         Err(e) => {

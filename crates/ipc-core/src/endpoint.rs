@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::channel::{stop_to_send, Claimed, Rx, Tx};
-use crate::error::{AttachError, RecvError, SendError};
+use crate::error::{AttachError, BatchSendError, RecvError, SendError};
 use crate::layout::Flavor;
 use crate::peers::Role;
 use crate::queue::{Endpoint, Queue};
@@ -206,6 +206,45 @@ impl Sender {
         }
     }
 
+    /// Sends every message of `msgs`, in order, waiting for room as
+    /// `send` does, and wakes receivers once at the end (and whenever it
+    /// must wait) instead of once per message. Returns how many were
+    /// sent; on failure, how many went before, and the error with the
+    /// message that failed (the rest of `msgs` is not consumed further).
+    ///
+    /// ```
+    /// use ipc_core::{BufferConfig, SharedBuffer};
+    /// # let name = format!("doc-batch-{}", std::process::id());
+    /// let buf = SharedBuffer::create_single(&name, &BufferConfig::default())?;
+    /// let mut tx = buf.producer()?;
+    /// assert_eq!(tx.send_batch([&b"a"[..], b"bc", b"def"])?, 3);
+    /// let mut rx = buf.consumer()?;
+    /// let mut lens = Vec::new();
+    /// assert_eq!(rx.recv_batch(16, |m| lens.push(m.len()))?, 3);
+    /// assert_eq!(lens, [1, 2, 3]);
+    /// # SharedBuffer::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_batch<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: impl IntoIterator<Item = M>,
+    ) -> Result<usize, BatchSendError<M>> {
+        self.send_batch_until(msgs, Deadline::Never)
+    }
+
+    /// [`Sender::send_batch`], waiting for room only until `deadline`
+    /// (`Deadline::Now`: what fits now; the first message that does not
+    /// fails with `Full`).
+    pub fn send_batch_until<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: impl IntoIterator<Item = M>,
+        deadline: Deadline,
+    ) -> Result<usize, BatchSendError<M>> {
+        self.tx
+            .send_batch(msgs, deadline)
+            .map_err(|(sent, error)| BatchSendError { sent, error })
+    }
+
     /// How the sender waits: spin, yield, then sleep.
     pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
         self.tx.ep.policy = policy;
@@ -328,6 +367,32 @@ impl Receiver {
             buf[..bytes.len()].copy_from_slice(bytes);
             bytes.len()
         })
+    }
+
+    /// Waits for a message, then takes every message queued, up to `max`,
+    /// handing each to `f` in place (zero copy) and waking senders once
+    /// for the whole batch. Returns how many were taken; `Disconnected`
+    /// only at end of stream with nothing taken. An error after the first
+    /// message ends the batch early; the next call reports it. If `f`
+    /// panics, the message it held counts as lost (as in `recv_with`).
+    pub fn recv_batch(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+        self.recv_batch_until(Deadline::Never, max, f)
+    }
+
+    /// [`Receiver::recv_batch`] of what is queued now: `Empty` if nothing.
+    pub fn try_recv_batch(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+        self.recv_batch_until(Deadline::Now, max, f)
+    }
+
+    /// [`Receiver::recv_batch`], waiting for the first message only until
+    /// `deadline`.
+    pub fn recv_batch_until(
+        &mut self,
+        deadline: Deadline,
+        max: usize,
+        f: impl FnMut(&[u8]),
+    ) -> Result<usize, RecvError> {
+        self.rx.recv_batch(deadline, max, f)
     }
 
     /// Receives the next message and hands it to `f` in place, in the

@@ -291,6 +291,33 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M> std::error::Error for SendError<M> {}
 
+/// A batch send that stopped early: how many messages went, and why the
+/// next one did not (it carries that message back).
+pub struct BatchSendError<M> {
+    /// Messages sent before the failure.
+    pub sent: usize,
+    /// Why the next message was not sent.
+    pub error: SendError<M>,
+}
+
+impl<M> fmt::Debug for BatchSendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "BatchSendError {{ sent: {}, error: {:?} }}",
+            self.sent, self.error
+        )
+    }
+}
+
+impl<M> fmt::Display for BatchSendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} message(s) sent, then: {}", self.sent, self.error)
+    }
+}
+
+impl<M> std::error::Error for BatchSendError<M> {}
+
 /// Why a receive failed.
 ///
 /// `recv` returns `Disconnected` or `Corrupt`; `try_recv` also `Empty`;

@@ -418,9 +418,13 @@ impl Geometry {
             }
             let ring = 1u64 << (63 - budget.leading_zeros());
             if ring < least {
+                let holds = if ring < crate::packed::MIN_RING {
+                    String::new()
+                } else {
+                    format!(" holds messages of at most {} bytes;", max_message_for(ring))
+                };
                 return Err(format!(
-                    "a budget of {budget} bytes holds messages of at most {} bytes; {max_message}-byte messages need a budget of at least {least}",
-                    max_message_for(ring.max(crate::packed::MIN_RING))
+                    "a budget of {budget} bytes is too small:{holds} {max_message}-byte messages need a budget of at least {least}"
                 ));
             }
             ring

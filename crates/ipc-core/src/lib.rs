@@ -59,7 +59,8 @@ internal_mod!(sys);
 pub use buffer::{BufferConfig, Consumer, Producer, SharedBuffer};
 pub use endpoint::{Receiver, Sender, SlotWriter};
 pub use error::{
-    AttachError, CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError,
+    AttachError, BatchSendError, CorruptError, CreateError, OpenError, RecvError, SegmentError,
+    SendError,
 };
 pub use layout::{Flavor, Geometry, Kind, MAX_CAPACITY, MAX_MESSAGE, MAX_SEGMENT, PEER_SLOTS};
 pub use peers::{PeerInfo, Role};

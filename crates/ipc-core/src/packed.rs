@@ -276,12 +276,17 @@ impl<'a> PackedRing<'a> {
 
     /// Claims room for a message of up to `want` bytes, or `None` if the
     /// ring is full. `cache` is the writer's private copy of the reader's
-    /// progress: shared memory is read only when it says full.
+    /// progress: shared memory is read only when it says full. With
+    /// `exact` false, only what the reader published lazily counts: a
+    /// writer waiting for room then resumes once a quarter of the ring is
+    /// free, not as each message goes (which would pull the reader's hot
+    /// line once per message); waiters check exactly before they sleep.
     pub fn try_claim_write(
         &self,
         owner: u32,
         want: usize,
         cache: &mut HeadCache,
+        exact: bool,
     ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
         if want > self.max_message {
             return Err(CorruptError(format!(
@@ -319,6 +324,9 @@ impl<'a> PackedRing<'a> {
             cache.pos = cache.pos.max(lazy.pos);
             cache.count = cache.count.max(lazy.count);
             if !self.fits(pos, need, count, cache) {
+                if !exact {
+                    return Ok(None);
+                }
                 // The exact position: a held record is not free yet.
                 let (h, c) = self.head_raw();
                 let exact = HeadCache {
@@ -623,7 +631,7 @@ mod tests {
     use crate::ring::{HeapPackedRing, Ring};
 
     fn put(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8]) -> bool {
-        match r.try_claim_write(0, msg.len(), cache).unwrap() {
+        match r.try_claim_write(0, msg.len(), cache, true).unwrap() {
             Some(mut c) => {
                 r.payload_mut(&mut c).copy_from_slice(msg);
                 r.commit(c, msg.len(), 0).unwrap();

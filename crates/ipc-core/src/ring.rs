@@ -115,9 +115,23 @@ impl<'a> Ring<'a> {
         want: usize,
         cache: &mut HeadCache,
     ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
+        self.try_claim_write_with(owner, want, cache, true)
+    }
+
+    /// [`Ring::try_claim_write`]; with `exact` false, a packed ring counts
+    /// only the room its reader published lazily (for waiting writers:
+    /// see [`PackedRing::try_claim_write`]).
+    #[inline]
+    pub fn try_claim_write_with(
+        &self,
+        owner: u32,
+        want: usize,
+        cache: &mut HeadCache,
+        exact: bool,
+    ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
         match self {
             Ring::Slots(r) => r.try_claim_write(owner, &mut cache.pos),
-            Ring::Packed(r) => r.try_claim_write(owner, want, cache),
+            Ring::Packed(r) => r.try_claim_write(owner, want, cache, exact),
         }
     }
 

@@ -338,6 +338,7 @@ fn print_status(s: &Status) {
         }
     );
     let capacity = match s.flavor {
+        Flavor::Bounded if g.is_packed() => format!("{} messages", g.capacity),
         Flavor::Bounded => format!("{} messages ({} slots)", g.capacity, g.slots),
         Flavor::Zero => "0 (rendezvous)".to_owned(),
         Flavor::Unbounded => format!(
@@ -349,6 +350,20 @@ fn print_status(s: &Status) {
     out!("capacity:       {capacity}");
     out!("max message:    {} bytes", g.max_message);
     out!("size:           {} bytes", g.total_size);
+    if g.is_packed() {
+        out!(
+            "memory:         {} of {} bytes used (messages packed: each takes its length rounded up to 8, plus 8)",
+            s.bytes_used,
+            s.budget
+        );
+    } else {
+        out!(
+            "memory:         {} bytes ({} slots of {} bytes)",
+            s.budget,
+            g.slots,
+            g.slot_stride
+        );
+    }
     out!("queued:         {}", s.len);
     if s.writing + s.reading > 0 {
         out!(

@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use ipc_cli::{
     check_geometry, finish, init, parse_budget, parse_capacity, parse_count, parse_max_message,
-    parse_message_size, parse_mode, parse_name, parse_timeout, set_sigbus_target, stop_requested,
-    Meter, UsageError, Wait, EXIT_OK, POLL,
+    parse_message_size, parse_mode, parse_name, parse_timeout, read_fd, set_sigbus_target,
+    stop_requested, wait_readable, Meter, UsageError, Wait, EXIT_OK, POLL,
 };
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
@@ -274,6 +274,9 @@ fn run(args: &Args) -> Result<i32> {
         .into());
     }
     let policy = args.wait.policy();
+    // One producer at a time: a claim held while waiting for input holds
+    // nobody else back, so stdin is read straight into the ring.
+    let zero_copy = matches!(&target, Target::Buffer(b) if b.is_single());
     let sink = target.attach(policy, &what)?;
     log::info!("attached to {what} as a producer");
     let mut meter = Meter::new("producer");
@@ -286,6 +289,7 @@ fn run(args: &Args) -> Result<i32> {
         (Some(count), Some(size)) => {
             synthetic_stream(&mut sender, count, size, args.id, &mut meter)
         }
+        _ if zero_copy => stdin_zero_copy(&mut sender, max, &mut meter),
         _ => stdin_stream(&mut sender, max, &mut meter),
     };
     // Also after a failure: the count says what was sent successfully.
@@ -359,6 +363,45 @@ fn stdin_stream(sender: &mut Sending, max: usize, meter: &mut Meter) -> Result<(
         if n == 0 || !sender.send(&buf[..n])? {
             return Ok(());
         }
+        meter.add(n);
+    }
+}
+
+/// Streams stdin until end of file into a single-mode buffer, reading
+/// each chunk straight into the claimed record (zero copy). The claim is
+/// taken only once input is there (poll), so a producer idle on an empty
+/// pipe holds none; a record shrinks to what the read returned.
+fn stdin_zero_copy(sender: &mut Sending, max: usize, meter: &mut Meter) -> Result<()> {
+    let Sink::Queue(tx) = &mut sender.sink else {
+        unreachable!("zero copy is for buffers")
+    };
+    loop {
+        if stop_requested() {
+            return Ok(());
+        }
+        if !wait_readable(0, POLL).context("waiting for stdin")? {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let mut slot = loop {
+            if stop_requested() {
+                return Ok(());
+            }
+            match tx.claim_len(max, Deadline::after(POLL)) {
+                Ok(slot) => break slot,
+                Err(SendError::Timeout(())) => {
+                    give_up_if_full(started, sender.timeout, &sender.what)?
+                }
+                Err(e) => bail!("{}: {e}", sender.what),
+            }
+        };
+        // Dropped unused at end of file (or on an error): given back.
+        let n = read_fd(0, slot.buf()).context("reading stdin")?;
+        if n == 0 {
+            return Ok(());
+        }
+        slot.commit(n)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", sender.what))?;
         meter.add(n);
     }
 }

@@ -40,7 +40,9 @@ impl BufferLink {
             max_message: size as u32,
             mode: 0o600,
             // The packed ring gets the bytes the slot ring would hold.
-            budget: (depth as u64 * (size as u64 + 16)).next_power_of_two(),
+            budget: (depth as u64 * (size as u64 + 16))
+                .next_power_of_two()
+                .max(4096),
         };
         let buf = if single {
             SharedBuffer::create_single(&name, &config)
