@@ -631,7 +631,7 @@ mod tests {
     use crate::ring::{HeapPackedRing, Ring};
 
     fn put(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8]) -> bool {
-        match r.try_claim_write(0, msg.len(), cache, true).unwrap() {
+        match r.try_claim_write(0, msg.len(), cache).unwrap() {
             Some(mut c) => {
                 r.payload_mut(&mut c).copy_from_slice(msg);
                 r.commit(c, msg.len(), 0).unwrap();
