@@ -39,7 +39,8 @@ pub struct BufferConfig {
     /// Single-mode buffers ([`SharedBuffer::create_single`]) pack
     /// messages in a ring of this many bytes, rounded down to a power of
     /// two; it must hold two of the largest messages plus 24 bytes. 0 (the
-    /// default) picks room for `capacity` largest messages, up to 4 MiB.
+    /// default) picks room for `capacity` largest messages wherever the
+    /// ring's wrap falls, up to 4 MiB.
     /// Other buffers hold `capacity` slots of `max_message` bytes and
     /// ignore it.
     pub budget: u64,

@@ -413,6 +413,10 @@ impl Tx {
         len: usize,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
+        if self.ep.inherited() {
+            // The parent's claim, copied by fork: not ours to publish.
+            return Err(Stop::Fail(ClaimFail::Inherited));
+        }
         let Claimed { block, claim } = claimed;
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let ring = q.ring();
@@ -455,6 +459,10 @@ impl Tx {
 
     /// Abandons a claimed slot: receivers skip it.
     pub(crate) fn abandon(&self, claimed: Claimed) {
+        if self.ep.inherited() {
+            // The parent's claim, copied by fork: the parent still holds it.
+            return;
+        }
         let Claimed { block, claim } = claimed;
         if let Err(e) = block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim) {
             self.main().count_revoked();
@@ -578,6 +586,16 @@ impl Rx {
                         Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
                             Step::Fail(RecvError::Disconnected)
                         }
+                        // Counted as queued, yet no record where the reader
+                        // stands and no writer left to make one: the
+                        // counts were scribbled. Said, not waited on.
+                        Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
+                            Step::Fail(RecvError::Corrupt(CorruptError(format!(
+                                "{}: {} messages counted as queued, none to read, and no producer left",
+                                main.name(),
+                                main.queued()
+                            ))))
+                        }
                         other => other,
                     }
                 }
@@ -668,9 +686,15 @@ fn deliver_then<R>(
         main: &'a Queue,
         ring: &'a Ring<'q>,
         claim: Option<ReadClaim<'q>>,
+        generation: u64,
     }
     impl Drop for Unwinding<'_, '_> {
         fn drop(&mut self) {
+            if crate::sys::fork_generation() != self.generation {
+                // Unwinding in a child forked inside `f`: the claim is
+                // the parent's.
+                return;
+            }
             if let Some(claim) = self.claim.take() {
                 let _ = self.ring.release(claim);
                 self.main.count(crate::ring::Recovered {
@@ -686,8 +710,15 @@ fn deliver_then<R>(
         main,
         ring,
         claim: Some(claim),
+        generation: crate::sys::fork_generation(),
     };
     let out = f(ring.payload_of(guard.claim.as_ref().expect("held until released")));
+    if crate::sys::fork_generation() != guard.generation {
+        // `f` forked and this is the child: the claim is the parent's,
+        // who releases it when its own `f` returns.
+        let _ = guard.claim.take();
+        return Err(RecvError::Inherited);
+    }
     let claim = guard.claim.take().expect("held until released");
     let released = ring.release(claim);
     if wake {

@@ -138,12 +138,17 @@ pub struct Recovered {
 }
 
 
-/// A writer's private copy of how far the reader has gone: shared memory
-/// is read only when this copy says the ring is full.
+/// A writer's private copy of how far the reader has gone (shared memory
+/// is read only when this copy says the ring is full), and in a packed
+/// ring of where the writer itself stands.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HeadCache {
     /// The reader's position (a slot position, or bytes in a packed ring).
     pub pos: u64,
     /// Messages the reader has freed (packed ring).
     pub count: u64,
+    /// Packed ring: the position and message count of the writer's last
+    /// claim, so that a write cursor changed under it (by a scribbler) is
+    /// found, not followed. `None` until the first claim.
+    pub own: Option<(u64, u64)>,
 }

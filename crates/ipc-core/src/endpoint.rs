@@ -33,7 +33,9 @@ fn capacity(q: &Queue) -> Option<usize> {
 fn is_full(q: &Queue) -> bool {
     match q.flavor() {
         Flavor::Zero => true,
-        Flavor::Bounded => q.queued() >= q.geometry().capacity as u64,
+        Flavor::Bounded => {
+            q.queued() >= q.geometry().capacity as u64 || q.ring().is_full_by_bytes() == Some(true)
+        }
         Flavor::Unbounded => false,
     }
 }
@@ -52,16 +54,26 @@ pub struct Sender {
 pub struct SlotWriter<'a> {
     tx: &'a mut Tx,
     claimed: Option<Claimed>,
+    /// In a child forked while the claim was held: private bytes handed
+    /// out instead of the parent's (its commit then fails `Inherited`).
+    scratch: Vec<u8>,
 }
 
 impl SlotWriter<'_> {
     /// The claim's payload area: as long as the claim asked for
     /// (`max_message` bytes from [`Sender::claim`]).
     pub fn buf(&mut self) -> &mut [u8] {
-        self.claimed
+        let shared = self
+            .claimed
             .as_mut()
             .expect("claim held until commit")
-            .buf(&self.tx.ep.q)
+            .buf(&self.tx.ep.q);
+        if self.tx.ep.inherited() {
+            let len = shared.len();
+            self.scratch.resize(len, 0);
+            return &mut self.scratch;
+        }
+        shared
     }
 
     /// Publishes the first `len` bytes of [`SlotWriter::buf`] as a message.
@@ -118,7 +130,8 @@ impl Sender {
     }
 
     /// True if a send would wait now (always for a rendezvous queue, never
-    /// for an unbounded one).
+    /// for an unbounded one). On a single-mode buffer, whose bytes may
+    /// fill before its count: true if a message of the largest size would.
     pub fn is_full(&self) -> bool {
         is_full(&self.tx.ep.q)
     }
@@ -201,6 +214,7 @@ impl Sender {
             Ok(claimed) => Ok(SlotWriter {
                 tx: &mut self.tx,
                 claimed: Some(claimed),
+                scratch: Vec::new(),
             }),
             Err(stop) => Err(stop_to_send(stop, deadline, ())),
         }

@@ -407,7 +407,10 @@ impl Geometry {
         geo.max_message = max_message;
         let least = min_ring_for(max_message);
         let ring_bytes = if budget == 0 {
-            let room = (capacity as u64 * record_size(max_message as usize)).next_power_of_two();
+            // `capacity` records wherever the writer stands: one more for
+            // the padding at the wrap, and the header zeroed after them.
+            let rec = record_size(max_message as usize);
+            let room = ((capacity as u64 + 1) * rec + 8).next_power_of_two();
             room.min(DEFAULT_BUDGET_CAP).max(least)
         } else {
             if budget > MAX_SEGMENT / 2 {

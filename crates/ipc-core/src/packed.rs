@@ -242,6 +242,26 @@ impl<'a> PackedRing<'a> {
         }
     }
 
+    /// True if a message of `want` bytes would not fit now (by count or
+    /// by bytes, from the exact positions).
+    pub fn is_full_for(&self, want: usize) -> bool {
+        let (t, written) = self.tail_raw();
+        let (h, read) = self.head_raw();
+        let (t, h) = (t & !WRITING, h & !READING);
+        let rec = record_size(want.min(self.max_message));
+        let off = self.offset(t) as u64;
+        let pad = if off + rec > self.size { self.size - off } else { 0 };
+        written.saturating_sub(read) >= self.limit
+            || (t + pad + rec + RECORD_HEADER).saturating_sub(h) > self.size
+    }
+
+    /// True if the writer holds a claim at the reader's position: a
+    /// message is being written where the reader waits.
+    pub fn writing_at_head(&self) -> bool {
+        let t = self.tail.pos.load(Ordering::Acquire);
+        t & WRITING != 0 && t & !WRITING == self.head_pos()
+    }
+
     /// Position of the next write.
     pub fn tail_pos(&self) -> u64 {
         self.tail.pos.load(Ordering::Acquire) & !WRITING
@@ -253,7 +273,45 @@ impl<'a> PackedRing<'a> {
     }
 
     fn fits(&self, pos: u64, need: u64, count: u64, freed: &HeadCache) -> bool {
-        pos + need - freed.pos <= self.size && count - freed.count < self.limit
+        (pos + need).saturating_sub(freed.pos) <= self.size
+            && count.saturating_sub(freed.count) < self.limit
+    }
+
+    /// Where the writer stands: the write cursor and count, checked
+    /// against what the writer's last claim (`own`) can have left there:
+    /// the claim's position (abandoned, or a claim leaked with
+    /// `mem::forget`, still marked) or the record it committed. The first
+    /// claim of a new writer takes the cursor as it finds it (repaired if
+    /// its predecessor died).
+    fn writer_position(&self, own: Option<(u64, u64)>) -> Result<(u64, u64), CorruptError> {
+        let raw = self.tail.pos.load(Ordering::Relaxed);
+        let count = self.tail.count.load(Ordering::Relaxed);
+        let Some((p, c)) = own else {
+            if raw & WRITING != 0 {
+                return Err(CorruptError(format!(
+                    "a write claim of position {} is held already",
+                    raw & !WRITING
+                )));
+            }
+            if raw >= POS_LIMIT {
+                return Err(CorruptError(format!("write cursor {raw:#x} out of range")));
+            }
+            return Ok((raw, count));
+        };
+        if (raw == p || raw == p | WRITING) && count == c {
+            return Ok((p, c));
+        }
+        let h = self.word(p).load(Ordering::Relaxed);
+        let committed = h & (COMMIT | PAD) == COMMIT
+            && seq_of(h) == c & SEQ_MASK
+            && raw == p + record_size((h & LEN_MASK) as usize)
+            && count == c + 1;
+        if committed {
+            return Ok((raw, count));
+        }
+        Err(CorruptError(format!(
+            "the write cursor moved under its writer: {raw:#x} after {count} messages, where the last claim was {p} after {c}"
+        )))
     }
 
     /// Checks what the reader published against the writer's own cursor
@@ -265,7 +323,14 @@ impl<'a> PackedRing<'a> {
         seen: HeadCache,
         lazy: bool,
     ) -> Result<HeadCache, CorruptError> {
-        if seen.pos > pos || (!lazy && pos - seen.pos > self.size) || seen.count > count {
+        // Every message takes at least 8 bytes: more messages between the
+        // cursors than that fits no state.
+        let crowded = !lazy && (count - seen.count.min(count)) > (pos - seen.pos.min(pos)) / 8;
+        if seen.pos > pos
+            || (!lazy && pos - seen.pos > self.size)
+            || seen.count > count
+            || crowded
+        {
             return Err(CorruptError(format!(
                 "cursors impossible: read {}/{} messages, write {pos}/{count}",
                 seen.pos, seen.count
@@ -294,18 +359,7 @@ impl<'a> PackedRing<'a> {
                 self.max_message
             )));
         }
-        let raw = self.tail.pos.load(Ordering::Relaxed);
-        if raw & WRITING != 0 {
-            return Err(CorruptError(format!(
-                "a write claim of position {} is held already",
-                raw & !WRITING
-            )));
-        }
-        if raw >= POS_LIMIT {
-            return Err(CorruptError(format!("write cursor {raw:#x} out of range")));
-        }
-        let mut pos = raw;
-        let count = self.tail.count.load(Ordering::Relaxed);
+        let (mut pos, count) = self.writer_position(cache.own)?;
         let rec = record_size(want);
         let off = self.offset(pos) as u64;
         let pad = if off + rec > self.size {
@@ -319,6 +373,7 @@ impl<'a> PackedRing<'a> {
             let lazy = HeadCache {
                 pos: self.freed.pos.load(Ordering::Acquire),
                 count: self.freed.count.load(Ordering::Acquire),
+                own: None,
             };
             let lazy = self.checked_freed(pos, count, lazy, true)?;
             cache.pos = cache.pos.max(lazy.pos);
@@ -332,8 +387,10 @@ impl<'a> PackedRing<'a> {
                 let exact = HeadCache {
                     pos: h & !READING,
                     count: c,
+                    own: None,
                 };
-                *cache = self.checked_freed(pos, count, exact, false)?;
+                let exact = self.checked_freed(pos, count, exact, false)?;
+                (cache.pos, cache.count) = (exact.pos, exact.count);
                 if !self.fits(pos, need, count, cache) {
                     return Ok(None);
                 }
@@ -349,6 +406,7 @@ impl<'a> PackedRing<'a> {
         }
         // The mark lives on the writer's own line: no extra sharing.
         self.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        cache.own = Some((pos, count));
         Ok(Some(WriteClaim {
             pos,
             owner,
@@ -807,9 +865,18 @@ mod tests {
         // A reader cursor out of range, and a lazy cursor ahead of the
         // writer, are reported.
         p.freed.pos.store(1 << 40, Ordering::Relaxed);
-        let mut fresh = HeadCache::default();
-        let full = (0..10).any(|_| r.try_claim_write(0, 40, &mut fresh).is_err());
-        assert!(full, "a freed cursor ahead of the writer is impossible");
+        let mut found = false;
+        for _ in 0..10 {
+            match r.try_claim_write(0, 40, &mut cache) {
+                Ok(Some(c)) => r.commit(c, 40, 0).unwrap(),
+                Ok(None) => panic!("full without looking at the reader's cursors"),
+                Err(_) => {
+                    found = true;
+                    break;
+                }
+            }
+        }
+        assert!(found, "a freed cursor ahead of the writer is impossible");
     }
 
     #[test]

@@ -179,12 +179,18 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// True if the message at the head is being written now (never in
-    /// single mode).
+    /// True if the message at the head is being written now (never in a
+    /// single-mode slot ring).
     pub fn writing_at_head(&self) -> bool {
+        each!(self, r => r.writing_at_head())
+    }
+
+    /// For a packed ring, whether a message of the largest size would not
+    /// fit now (its bytes may fill before its count); `None` for slots.
+    pub fn is_full_by_bytes(&self) -> Option<bool> {
         match self {
-            Ring::Slots(r) => r.writing_at_head(),
-            Ring::Packed(_) => false,
+            Ring::Slots(_) => None,
+            Ring::Packed(r) => Some(r.is_full_for(r.max_message())),
         }
     }
 
