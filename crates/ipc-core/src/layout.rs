@@ -30,8 +30,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 
 /// Layout version written by this build; openers refuse any other.
 /// Version 2: liveness held by byte locks, generations in the attachment
-/// table, claims marked in single mode's write cursor.
-pub const LAYOUT_VERSION: u32 = 2;
+/// table, claims marked in single mode's write cursor. Version 3: chained
+/// blocks are recycled, each carrying the chain index it serves and its
+/// lap in [`Chain::block_identity`].
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Size of the attachment table: at most this many processes attach at once.
 pub const PEER_SLOTS: u32 = 64;
@@ -158,6 +160,14 @@ pub struct Chain {
     pub head_block: AtomicU64,
     /// Index of the block being written.
     pub tail_block: AtomicU64,
+    /// In a chained block (not in a main segment): which chain index the
+    /// block serves now (low 32 bits, the index modulo 2^32) and in which
+    /// lap (high 32 bits). A block serving its `lap`-th index holds ring
+    /// positions `lap * slots .. (lap + 1) * slots`; a drained block is
+    /// recycled for a later index by moving on one lap (see
+    /// `channel.rs`), so a process still holding a view of an earlier lap
+    /// finds it sealed and drained, never the new lap's messages.
+    pub block_identity: AtomicU64,
 }
 
 /// The segment header, at offset 0.
