@@ -343,6 +343,13 @@ impl Tx {
                 Err(e @ OpenError::Corrupt { .. }) => {
                     return Err(ClaimFail::Corrupt(CorruptError(e.to_string())))
                 }
+                // The spare we moved here last served an index beyond k+1:
+                // the chain has passed k+1 while we slept. It is ours to
+                // remove (nobody else uses a name behind the head).
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => {
+                    let _ = Segment::unlink(&main.block_name(k + 1));
+                    return Ok(None);
+                }
                 Err(_) => None,
             }
         } else {

@@ -748,6 +748,11 @@ impl Queue {
                 || census.reading != 0
                 || census.writing != 0
             {
+                if word.load(Ordering::Acquire) != seen {
+                    // Another opener moved it on meanwhile, and its next
+                    // lap is in use: look at the new word.
+                    continue;
+                }
                 return Err(corrupt(format!(
                     "block {k}: a spare of block {index} lap {lap} that is not drained"
                 )));
