@@ -9,7 +9,26 @@
 //!   itself; block `k` is the segment `NAME.b<k>`. A sender that finds its
 //!   block sealed creates (or opens) the next one and moves the shared
 //!   tail-block index on; receivers that drain a sealed block move the
-//!   head-block index on, and the one that moves it unlinks the block.
+//!   head-block index on, and the one that moves it gives the block back.
+//!
+//! **Recycling.** Making a block (shm_open, ftruncate, fallocate, mmap,
+//! then a page fault per page in each process) costs far more than the
+//! messages it carries, so a drained block is kept, up to a few, as a
+//! *spare* (`NAME.b00`, `NAME.b01`, ...: renamed there, atomically, by the
+//! receiver that moved the head past it) and a sender that needs block
+//! `k+1` first renames a spare to `NAME.b<k+1>`. Nothing is rewritten: a
+//! block's ring simply goes on to its next lap. Its header's identity
+//! word says which index it serves and in which lap; lap `L` owns ring
+//! positions `L·slots .. (L+1)·slots`, and each process's view of a block
+//! is bounded to the lap it opened it in. So a process that slept through
+//! a block's whole life, holding a view of an earlier lap, finds that view
+//! sealed and drained: it can neither write into nor read from the new
+//! lap, and goes to look at the chain again. The first opener of a renamed
+//! spare moves its identity on (a compare-and-swap to the index its name
+//! says, one lap on); whoever does it computes the same word, so a sender
+//! killed between the rename and that step leaves nothing to repair. Each
+//! process keeps its mappings of blocks (keyed by inode), so a recycled
+//! block costs no new mapping and no page faults.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +37,7 @@ use std::time::Duration;
 use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError};
 use crate::layout::Flavor;
 use crate::peers::Role;
-use crate::queue::{Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
+use crate::queue::{BlockView, Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
 use crate::ring::{HeadCache, ReadAttempt, ReadClaim, Ring, WriteClaim};
 use crate::segment::Segment;
 use crate::sync::Deadline;
@@ -35,11 +54,33 @@ const WRITE_GRACE: Duration = Duration::from_millis(100);
 /// chain is called corrupt.
 const CHASE_LIMIT: u32 = 1000;
 
-/// A block of an unbounded chain, mapped in this process.
+/// A block of an unbounded chain, mapped in this process: the chain index
+/// it was opened as and the view of the lap it serves that index in.
 #[derive(Debug)]
 struct Block {
     index: u64,
-    q: Arc<Queue>,
+    view: BlockView,
+}
+
+impl Block {
+    /// Block 0: the main segment itself (never recycled).
+    fn main(main: &Arc<Queue>) -> Block {
+        Block {
+            index: 0,
+            view: BlockView {
+                q: main.clone(),
+                end: u64::from(main.geometry().slots),
+            },
+        }
+    }
+
+    fn q(&self) -> &Arc<Queue> {
+        &self.view.q
+    }
+
+    fn ring(&self) -> Ring<'_> {
+        self.view.ring()
+    }
 }
 
 /// Why a write claim failed.
@@ -310,11 +351,11 @@ impl Tx {
             let Some(block) = self.tail.as_ref() else {
                 continue;
             };
-            let ring = block.q.ring();
+            let ring = block.ring();
             match ring.try_claim_write(me, want, &mut self.cached_head) {
                 Ok(Some(claim)) => {
                     // SAFETY: a claim on this block's ring; the Arc keeps it.
-                    return Ok(unsafe { Claimed::new(Some(block.q.clone()), claim) });
+                    return Ok(unsafe { Claimed::new(Some(block.q().clone()), claim) });
                 }
                 Ok(None) if ring.sealed() => {
                     let k = block.index;
@@ -340,16 +381,10 @@ impl Tx {
     fn open_tail_block(&self, k: u64) -> Result<Option<Block>, ClaimFail> {
         let main = self.main();
         if k == 0 {
-            return Ok(Some(Block {
-                index: 0,
-                q: main.clone(),
-            }));
+            return Ok(Some(Block::main(main)));
         }
-        match main.open_block(k) {
-            Ok(q) => Ok(Some(Block {
-                index: k,
-                q: Arc::new(q),
-            })),
+        match main.open_block_cached(k) {
+            Ok(view) => Ok(Some(Block { index: k, view })),
             // Closed and removed by a receiver at end of stream: the chain
             // goes on with a new block.
             Err(OpenError::Segment(SegmentError::NotFound(_)))
@@ -367,16 +402,41 @@ impl Tx {
         }
     }
 
-    /// Moves on from sealed block `k`: creates block `k+1` (or opens it if
-    /// another sender was first) and publishes it as the tail. `None`:
-    /// the chain moved meanwhile; look again.
+    /// Moves on from sealed block `k`: makes block `k+1` from a spare, or
+    /// creates it (or opens it if another sender was first), and publishes
+    /// it as the tail. `None`: the chain moved meanwhile; look again.
     fn grow(&self, k: u64) -> Result<Option<Block>, ClaimFail> {
         let main = self.main();
         let chain = &main.header().chain;
         if chain.tail_block.load(Ordering::Acquire) > k {
             return Ok(None);
         }
-        let (q, created) = match main.create_block(k + 1, main.mode()) {
+        // A spare moved to k+1's name is ours to publish, as a block we
+        // created would be; if it vanished before we opened it (removed
+        // with the queue), make one as before.
+        let took = if main.take_spare(k + 1) {
+            match main.open_block_cached(k + 1) {
+                Ok(view) => Some(view),
+                Err(e @ OpenError::Corrupt { .. }) => {
+                    return Err(ClaimFail::Corrupt(CorruptError(e.to_string())))
+                }
+                // The spare we moved here last served an index beyond k+1:
+                // the chain has passed k+1 while we slept. It is ours to
+                // remove (nobody else uses a name behind the head).
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => {
+                    let _ = Segment::unlink(&main.block_name(k + 1));
+                    return Ok(None);
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let made = match took {
+            Some(view) => Ok((view, true)),
+            None => main.create_block(k + 1, main.mode()),
+        };
+        let (view, created) = match made {
             Ok(r) => r,
             Err(CreateError::Segment(e @ SegmentError::NoSpace { .. })) => {
                 return Err(ClaimFail::NoSpace(e.to_string()))
@@ -391,18 +451,18 @@ impl Tx {
                 )))
             }
         };
-        if created && chain.head_block.load(Ordering::Acquire) > k + 1 {
-            // We slept through the life of block k+1: this one is stale.
-            let _ = Segment::unlink(&main.block_name(k + 1));
+        if chain.head_block.load(Ordering::Acquire) > k + 1 {
+            // We slept through the life of block k+1: this one is stale
+            // (and, if we made it, ours to remove).
+            if created {
+                let _ = Segment::unlink(&main.block_name(k + 1));
+            }
             return Ok(None);
         }
         let _ = chain
             .tail_block
             .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire);
-        Ok(Some(Block {
-            index: k + 1,
-            q: Arc::new(q),
-        }))
+        Ok(Some(Block { index: k + 1, view }))
     }
 
     /// Publishes a claimed slot; for the zero flavor, waits until a
@@ -544,7 +604,7 @@ impl Rx {
             Flavor::Unbounded => self
                 .head
                 .as_ref()
-                .is_some_and(|b| b.q.ring().writing_at_head()),
+                .is_some_and(|b| b.ring().writing_at_head()),
             _ => self.ep.q.ring().writing_at_head(),
         }
     }
@@ -744,9 +804,11 @@ fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
     if chain.tail_block.load(Ordering::Acquire) != block.index {
         return true;
     }
-    match block.q.ring().close() {
+    match block.ring().close() {
         Ok(false) => {
             let _ = Segment::unlink(&main.block_name(block.index));
+            // Spares too: an idle queue holds only its main segment.
+            main.drop_spares();
             true
         }
         // A sender that attached meanwhile holds a slot here: its message
@@ -785,10 +847,10 @@ fn read_chain(
             Err(e) => return Step::Fail(RecvError::Corrupt(e)),
         };
         if head.as_ref().is_none_or(|b| b.index < shared_head) {
-            let q = match shared_head {
-                0 => main.clone(),
-                k => match main.open_block(k) {
-                    Ok(b) => Arc::new(b),
+            let block = match shared_head {
+                0 => Block::main(main),
+                k => match main.open_block_cached(k) {
+                    Ok(view) => Block { index: k, view },
                     // Closed at end of stream and removed: empty until a
                     // sender starts the next block...
                     Err(OpenError::Segment(SegmentError::NotFound(_)))
@@ -815,20 +877,17 @@ fn read_chain(
                     Err(e) => return Step::Fail(RecvError::Corrupt(CorruptError(e.to_string()))),
                 },
             };
-            *head = Some(Block {
-                index: shared_head,
-                q,
-            });
+            *head = Some(block);
         }
         let block = head.as_ref().expect("just set");
-        let ring = block.q.ring();
-        match attempt_read(ring, me, max_len) {
+        let ring = block.ring();
+        match attempt_read(&ring, me, max_len) {
             Step::Wait => {}
             // SAFETY: a claim on this block's ring, kept with its Arc.
-            other => return other.map(|c| (block.q.clone(), unsafe { c.extend() })),
+            other => return other.map(|c| (block.q().clone(), unsafe { c.extend() })),
         }
         let k = block.index;
-        let drained = ring.sealed() && ring.head_pos() >= ring.capacity();
+        let drained = ring.sealed() && ring.head_pos() >= block.view.end;
         if !drained || chain.tail_block.load(Ordering::Acquire) <= k {
             return Step::Wait;
         }
@@ -838,9 +897,9 @@ fn read_chain(
             .is_ok()
             && k > 0
         {
-            // Readers still holding a slot keep their mapping; the name
-            // and, once they unmap, the memory go away.
-            let _ = Segment::unlink(&main.block_name(k));
+            // Kept as a spare, or removed (readers still holding a slot
+            // keep their mapping; see `Queue::retire_block`).
+            main.retire_block(k, &block.view);
         }
     }
 }

@@ -34,7 +34,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// Version 2: liveness held by byte locks, generations in the attachment
 /// table, claims marked in single mode's write cursor. Version 3: the
 /// packed engine (single mode), message counts in the cursors, the
-/// reader's lazily published `freed` cursor.
+/// reader's lazily published `freed` cursor; chained blocks are recycled,
+/// each carrying the chain index it serves and its lap in
+/// [`Chain::block_identity`].
 pub const LAYOUT_VERSION: u32 = 3;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps.
@@ -175,6 +177,14 @@ pub struct Chain {
     pub head_block: AtomicU64,
     /// Index of the block being written.
     pub tail_block: AtomicU64,
+    /// In a chained block (not in a main segment): which chain index the
+    /// block serves now (low 32 bits, the index modulo 2^32) and in which
+    /// lap (high 32 bits). A block serving its `lap`-th index holds ring
+    /// positions `lap * slots .. (lap + 1) * slots`; a drained block is
+    /// recycled for a later index by moving on one lap (see
+    /// `channel.rs`), so a process still holding a view of an earlier lap
+    /// finds it sealed and drained, never the new lap's messages.
+    pub block_identity: AtomicU64,
 }
 
 /// The segment header, at offset 0.

@@ -49,6 +49,68 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// from shared memory, not a capacity limit in practice).
 pub const MAX_CHAIN: u64 = 1 << 24;
 
+/// Most drained blocks an unbounded queue keeps as spares for reuse.
+const MAX_SPARES: u64 = 4;
+
+/// Bytes of spare blocks an unbounded queue keeps at most (but always at
+/// least one spare, whatever its size).
+const SPARE_BYTES: u64 = 16 << 20;
+
+/// Most chain-block mappings one process keeps for reuse per queue, and
+/// their bytes at most (but always at least two).
+const MAX_CACHED: u64 = 32;
+const CACHED_BYTES: u64 = 128 << 20;
+
+/// Ring positions stay below this (the ring's own bound, 2^52): a block is
+/// recycled only while its next lap ends below it.
+const LAP_POS_LIMIT: u64 = 1 << 52;
+
+/// A chained block's identity word: the index it serves (modulo 2^32) and
+/// its lap (see [`crate::layout::Chain::block_identity`]).
+fn identity(index: u64, lap: u32) -> u64 {
+    (u64::from(lap) << 32) | u64::from(index as u32)
+}
+
+/// (index modulo 2^32, lap) of an identity word.
+fn split_identity(word: u64) -> (u32, u32) {
+    (word as u32, (word >> 32) as u32)
+}
+
+/// A block of an unbounded chain mapped in this process, with the end of
+/// the lap in which it serves the index it was opened as: a view through
+/// [`BlockView::ring`] writes and reads only that lap's positions.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockView {
+    pub(crate) q: Arc<Queue>,
+    pub(crate) end: u64,
+}
+
+impl BlockView {
+    /// The block's ring, bounded to this view's lap.
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        self.q.ring().with_end(self.end)
+    }
+}
+
+/// Mappings of chain blocks this process made, kept so that a recycled
+/// block (the same file under a new name) is not mapped and faulted in
+/// again: tmpfs has no huge pages here, and first touches of a fresh
+/// mapping cost more than the messages they carry.
+#[derive(Debug, Default)]
+struct BlockCache {
+    maps: std::collections::VecDeque<Arc<Queue>>,
+}
+
+impl BlockCache {
+    /// The mapping of file `id`, if this process has one.
+    fn find(&mut self, id: (u64, u64)) -> Option<Arc<Queue>> {
+        let i = self.maps.iter().position(|m| m.seg.file_id() == id)?;
+        let m = self.maps.remove(i)?;
+        self.maps.push_back(m.clone());
+        Some(m)
+    }
+}
+
 /// A mapped, validated queue segment.
 #[derive(Debug)]
 pub(crate) struct Queue {
@@ -67,6 +129,9 @@ pub(crate) struct Queue {
     block_index: u32,
     /// Most blocks the chain can span: as many as /dev/shm can hold.
     max_chain: u64,
+    /// For the main segment of an unbounded queue: this process's mappings
+    /// of its chain's blocks (see [`BlockCache`]).
+    blocks: Mutex<BlockCache>,
 }
 
 /// A snapshot of a queue segment, for status displays.
@@ -175,6 +240,10 @@ impl Queue {
             h.flavor = flavor as u32;
             h.single = single as u32;
             h.block_index = block_index;
+            // A fresh block serves its own index, in its first lap.
+            h.chain
+                .block_identity
+                .store(identity(block_index.into(), 0), Ordering::Relaxed);
             h.check = crate::layout::header_check_of(h);
             // A packed ring starts zero-filled, as the segment is.
             if !geo.is_packed() {
@@ -419,6 +488,7 @@ impl Queue {
             flavor,
             block_index: fixed.block_index,
             max_chain: max_chain_for(geo.total_size),
+            blocks: Mutex::new(BlockCache::default()),
         })
     }
 
@@ -595,36 +665,159 @@ impl Queue {
         format!("{}.b{k}", self.name())
     }
 
-    /// Opens block `k` of the chain (block 0 is this segment itself) and
-    /// checks that it belongs here.
-    pub(crate) fn open_block(&self, k: u64) -> Result<Queue, OpenError> {
+    /// Name of spare `j` of this segment's chain: `NAME.b0<j>`, a block
+    /// name no chain index has (indices are written without leading
+    /// zeros), so every tool takes it for one of the queue's blocks.
+    fn spare_name(&self, j: u64) -> String {
+        format!("{}.b0{j}", self.name())
+    }
+
+    /// How many drained blocks this chain keeps as spares.
+    fn spares(&self) -> u64 {
+        (SPARE_BYTES / self.geo.total_size.max(1)).clamp(1, MAX_SPARES)
+    }
+
+    /// Opens block `k` of the chain (block 0 is this segment itself),
+    /// checks that it belongs here and serves index `k` now, and returns
+    /// it with the end of the lap it serves `k` in. A block that has moved
+    /// on to a later index (recycled since) is `NotFound`, as a removed
+    /// one is.
+    pub(crate) fn open_block(&self, k: u64) -> Result<BlockView, OpenError> {
         let name = self.block_name(k);
         let b = Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?;
-        if b.geo != self.geo || b.block_index != k as u32 || b.flavor != self.flavor {
-            return Err(OpenError::Corrupt {
-                name,
-                problem: CorruptError(format!("not block {k} of {}", self.name())),
-            });
+        self.check_block(&name, k, Arc::new(b))
+    }
+
+    /// [`Queue::open_block`], reusing this process's mapping of the file
+    /// when it has one (a recycled block is the same file).
+    pub(crate) fn open_block_cached(&self, k: u64) -> Result<BlockView, OpenError> {
+        let name = self.block_name(k);
+        let id = Segment::file_id_of(&name)?;
+        let hit = self.cache().find(id);
+        let b = match hit {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?);
+                self.cache_insert(&b);
+                b
+            }
+        };
+        self.check_block(&name, k, b)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BlockCache> {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache_insert(&self, b: &Arc<Queue>) {
+        let most = (CACHED_BYTES / self.geo.total_size.max(1)).clamp(2, MAX_CACHED) as usize;
+        let mut cache = self.cache();
+        let id = b.seg.file_id();
+        cache.maps.retain(|m| m.seg.file_id() != id);
+        while cache.maps.len() >= most {
+            cache.maps.pop_front();
         }
-        Ok(b)
+        cache.maps.push_back(b.clone());
+    }
+
+    /// Drops this process's mapping of a block file that is gone.
+    fn cache_forget(&self, id: (u64, u64)) {
+        self.cache().maps.retain(|m| m.seg.file_id() != id);
+    }
+
+    /// Checks that the mapping `b` (opened as `name`) is block `k` of this
+    /// chain now. A spare that a sender renamed to `name` and has not yet
+    /// moved on to its next lap is moved on here, by whoever opens it
+    /// first (the name says which index it is to serve; every opener
+    /// computes the same identity, so a sender killed between the rename
+    /// and this step leaves nothing to repair). Bounded: a word that keeps
+    /// changing is corrupt.
+    fn check_block(&self, name: &str, k: u64, b: Arc<Queue>) -> Result<BlockView, OpenError> {
+        let corrupt = |what: String| OpenError::Corrupt {
+            name: name.to_owned(),
+            problem: CorruptError(what),
+        };
+        if b.geo != self.geo || b.flavor != self.flavor {
+            return Err(corrupt(format!("not a block of {}", self.name())));
+        }
+        let slots = u64::from(self.geo.slots);
+        let word = &b.header().chain.block_identity;
+        for _ in 0..4 {
+            let seen = word.load(Ordering::Acquire);
+            let (index, lap) = split_identity(seen);
+            // No overflow: lap < 2^32 and slots <= 2^20.
+            let end = (u64::from(lap) + 1) * slots;
+            if end >= LAP_POS_LIMIT {
+                return Err(corrupt(format!("block lap {lap} impossible")));
+            }
+            if index == k as u32 {
+                // The lap began with both cursors at its start (a fresh
+                // block at 0, a recycled one where its last lap ended):
+                // cursors behind it mean a scribbled word.
+                let ring = b.ring();
+                if ring.head_pos() < end - slots || ring.tail_pos() < end - slots {
+                    return Err(corrupt(format!(
+                        "block {k}: lap {lap} impossible for its cursors"
+                    )));
+                }
+                return Ok(BlockView { q: b, end });
+            }
+            // Indices compare modulo 2^32, as the chain goes past 2^32.
+            if (k as u32).wrapping_sub(index) >= 1 << 31 {
+                // It serves a later index now: recycled after we opened it.
+                return Err(OpenError::Segment(SegmentError::NotFound(name.to_owned())));
+            }
+            // A spare renamed here: drained at the end of its lap, or it
+            // is not one.
+            let ring = b.ring().with_end(end);
+            let census = ring.census();
+            if lap == u32::MAX
+                || end + slots >= LAP_POS_LIMIT
+                || ring.tail_pos() != end
+                || ring.head_pos() != end
+                || census.reading != 0
+                || census.writing != 0
+            {
+                if word.load(Ordering::Acquire) != seen {
+                    // Another opener moved it on meanwhile, and its next
+                    // lap is in use: look at the new word.
+                    continue;
+                }
+                return Err(corrupt(format!(
+                    "block {k}: a spare of block {index} lap {lap} that is not drained"
+                )));
+            }
+            let _ = word.compare_exchange(
+                seen,
+                identity(k, lap + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        Err(corrupt(format!("block {k}: its identity keeps changing")))
     }
 
     /// Creates block `k` of the chain, or opens it if another process was
     /// first. The bool says whether we created it.
-    pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(Queue, bool), CreateError> {
+    pub(crate) fn create_block(&self, k: u64, mode: u32) -> Result<(BlockView, bool), CreateError> {
         // The header keeps the index modulo 2^32 (compared the same way in
-        // `open_block`): a long-lived chain goes on past 2^32 blocks.
+        // `check_block`): a long-lived chain goes on past 2^32 blocks.
         let index = k as u32;
         let name = self.block_name(k);
         for _ in 0..CREATE_ATTEMPTS {
             // The queue's group, so that every member can read it.
             let group = Some(self.seg.gid());
             match Queue::create(&name, self.geo, mode, self.flavor, index, false, group) {
-                Ok(b) => return Ok((b, true)),
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    self.cache_insert(&b);
+                    let end = u64::from(self.geo.slots);
+                    return Ok((BlockView { q: b, end }, true));
+                }
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
                 Err(e) => return Err(e),
             }
-            match self.open_block(k) {
+            match self.open_block_cached(k) {
                 Ok(b) => return Ok((b, false)),
                 // Gone between our create and our open (a sender that
                 // found it abandoned removed it, or a receiver retired
@@ -645,6 +838,71 @@ impl Queue {
         Err(CreateError::InvalidConfig(format!(
             "{name}: cannot create or open the block"
         )))
+    }
+
+    /// Moves a spare, if there is one, to the name of block `k`, for the
+    /// next opener of `k` to move on to its next lap (see
+    /// [`Queue::check_block`]). True if one was moved; false if there was
+    /// none, or block `k` exists already.
+    pub(crate) fn take_spare(&self, k: u64) -> bool {
+        let name = self.block_name(k);
+        for j in 0..self.spares() {
+            match Segment::rename_noreplace(&self.spare_name(j), &name) {
+                Ok(()) => return true,
+                Err(SegmentError::NotFound(_)) => {}
+                // Block k exists (another sender was first), or renaming is
+                // refused (another user's spare in the sticky /dev/shm):
+                // make or open it the usual way.
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Gives back block `k` once the chain's head has moved past it (the
+    /// caller moved it): keeps it as a spare if it is drained to the end of
+    /// its lap with nobody still reading in it and a spare place is free,
+    /// else removes it. Both happen by name, atomically (a rename that
+    /// never replaces, or an unlink); a process killed before either
+    /// leaves the drained block under its old name, which nothing reads
+    /// again and the queue's removal removes.
+    pub(crate) fn retire_block(&self, k: u64, b: &BlockView) {
+        let name = self.block_name(k);
+        let slots = u64::from(self.geo.slots);
+        let ring = b.ring();
+        let reusable = || {
+            let census = ring.census();
+            b.end + slots < LAP_POS_LIMIT
+                && b.end / slots < u64::from(u32::MAX)
+                && ring.tail_pos() == b.end
+                && ring.head_pos() == b.end
+                && census.reading == 0
+                && census.writing == 0
+                // The name still holds the file we drained.
+                && Segment::file_id_of(&name).is_ok_and(|id| id == b.q.seg.file_id())
+        };
+        if reusable() {
+            for j in 0..self.spares() {
+                match Segment::rename_noreplace(&name, &self.spare_name(j)) {
+                    Ok(()) => return,
+                    Err(SegmentError::AlreadyExists(_)) => {}
+                    // Removed meanwhile (the queue is being removed).
+                    Err(SegmentError::NotFound(_)) => return,
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = Segment::unlink(&name);
+        self.cache_forget(b.q.seg.file_id());
+    }
+
+    /// Removes the chain's spares and this process's block mappings: at
+    /// end of stream, the memory of a drained queue goes back.
+    pub(crate) fn drop_spares(&self) {
+        for j in 0..MAX_SPARES {
+            let _ = Segment::unlink(&self.spare_name(j));
+        }
+        self.cache().maps.clear();
     }
 
     /// Messages queued or in flight, across the whole chain for an
@@ -678,7 +936,7 @@ impl Queue {
             .map(|k| match k {
                 0 => each(self.ring()),
                 k => match self.open_block(k) {
-                    Ok(b) => each(b.ring()),
+                    Ok(b) => each(&b.ring()),
                     Err(OpenError::Segment(SegmentError::NotFound(_))) => T::default(),
                     Err(_) => unknown,
                 },

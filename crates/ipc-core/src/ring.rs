@@ -46,6 +46,16 @@ impl<'a> Ring<'a> {
         matches!(self, Ring::Packed(_))
     }
 
+    /// The same ring, writable (and readable) only below position `end`
+    /// (slot rings: a write-once block of an unbounded chain; a packed
+    /// ring is unchanged).
+    pub fn with_end(self, end: u64) -> Self {
+        match self {
+            Ring::Slots(r) => Ring::Slots(r.with_end(end)),
+            packed => packed,
+        }
+    }
+
     /// True once a write-once ring reached its end (never for packed).
     pub fn sealed(&self) -> bool {
         match self {

@@ -131,6 +131,9 @@ pub struct Segment {
     /// The file's group (for a segment we created: our effective group or
     /// the one asked for).
     gid: u32,
+    /// The file's device and inode: which file this mapping is, whatever
+    /// name it has now (chain blocks are renamed when recycled).
+    file_id: (u64, u64),
 }
 
 // SAFETY: the mapping is process-wide memory, valid until drop; every access
@@ -363,7 +366,16 @@ impl Segment {
             )
         }
         .map_err(|e| map_errno(name, "mmap", e))?;
+        let file_id = match stat::fstat(fd.as_raw_fd()) {
+            Ok(st) => (st.st_dev, st.st_ino),
+            Err(e) => {
+                // SAFETY: we just mapped exactly (ptr, len); nothing uses it.
+                let _ = unsafe { mman::munmap(ptr, len) };
+                return Err(map_errno(name, "fstat", e));
+            }
+        };
         Ok(Segment {
+            file_id,
             name: name.to_owned(),
             ptr: ptr.cast(),
             len,
@@ -380,6 +392,59 @@ impl Segment {
     pub fn unlink(name: &str) -> Result<(), SegmentError> {
         validate_any_name(name)?;
         mman::shm_unlink(shm_path(name).as_str()).map_err(|e| map_errno(name, "shm_unlink", e))
+    }
+
+    /// Device and inode of the file segment `name` is now, without mapping
+    /// it (a symlink or non-file is refused as not a segment).
+    pub(crate) fn file_id_of(name: &str) -> Result<(u64, u64), SegmentError> {
+        validate_any_name(name)?;
+        let fd = mman::shm_open(
+            shm_path(name).as_str(),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => SegmentError::NotASegment(name.to_owned()),
+            e => map_errno(name, "shm_open", e),
+        })?;
+        let st = stat::fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(SegmentError::NotASegment(name.to_owned()));
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// Renames segment `from` to `to`, atomically, failing with
+    /// `AlreadyExists` if `to` exists (`RENAME_NOREPLACE`) and `NotFound`
+    /// if `from` does not. Mappings of the file are unaffected.
+    pub(crate) fn rename_noreplace(from: &str, to: &str) -> Result<(), SegmentError> {
+        validate_any_name(from)?;
+        validate_any_name(to)?;
+        let path = |n: &str| {
+            std::ffi::CString::new(format!("{SHM_DIR}/{n}")).map_err(|_| {
+                SegmentError::InvalidName {
+                    name: n.to_owned(),
+                    reason: "contains a NUL byte".to_owned(),
+                }
+            })
+        };
+        let (src, dst) = (path(from)?, path(to)?);
+        // SAFETY: two NUL-terminated paths that live across the call; no
+        // memory of ours is written.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(map_errno(from, "renameat2", Errno::last()))
+        }
     }
 
     /// True if a segment (or any file) of that name exists in /dev/shm.
@@ -400,6 +465,11 @@ impl Segment {
     /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The file's (device, inode), read when it was mapped.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
     }
 
     /// The segment file's group.

@@ -577,6 +577,12 @@ impl<'a> SlotRing<'a> {
         let mut rounds = 0;
         loop {
             too_many_rounds(&mut rounds, pos)?;
+            if pos >= self.end {
+                // A write-once view reads only its own positions: what lies
+                // beyond belongs to a later use of the same memory (a
+                // recycled chain block), for views that know it.
+                return Ok(ReadAttempt::Empty);
+            }
             let h = self.header(pos);
             let s = h.stamp.load(Ordering::Acquire);
             let sq = seq(s);
@@ -1105,6 +1111,29 @@ mod tests {
         assert_eq!(take(&r).unwrap(), [0]);
         assert!(take(&r).is_none());
         assert_eq!(r.head_pos(), 4, "readers passed the skipped slots");
+    }
+
+    /// A write-once ring drained at the end of its lap goes on with the
+    /// next lap (a recycled chain block): a view of the next lap writes
+    /// and reads positions 4..8, and a view of the old lap, held by a
+    /// process that slept through the whole first lap, neither writes nor
+    /// reads there.
+    #[test]
+    fn a_view_of_an_earlier_lap_neither_writes_nor_reads_the_next_one() {
+        let mut heap = Heap::new(4, 8);
+        let old = heap.ring(4).with_end(4);
+        for i in 0..4u8 {
+            assert!(put(&old, 0, &[i]));
+        }
+        for i in 0..4u8 {
+            assert_eq!(take(&old).unwrap(), [i]);
+        }
+        let next = old.with_end(8);
+        assert!(old.sealed() && !next.sealed());
+        assert!(put(&next, 1, b"n"));
+        assert!(!put(&old, 2, b"stale"), "the old view is sealed");
+        assert!(take(&old).is_none(), "the old view reads nothing beyond its end");
+        assert_eq!(take(&next).unwrap(), b"n");
     }
 
     #[test]
