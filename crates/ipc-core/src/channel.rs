@@ -638,6 +638,11 @@ impl Rx {
                 _ => attempt_read(main.ring(), me, max_len)
                     .map(|c| (main.clone(), unsafe { c.extend() })),
             };
+            let producers_seen = main
+                .header()
+                .counters
+                .producers_total
+                .load(Ordering::Acquire);
             match try_once(head) {
                 Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
                     // A sender may have committed just before leaving: look
@@ -646,15 +651,31 @@ impl Rx {
                         Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
                             Step::Fail(RecvError::Disconnected)
                         }
-                        // Counted as queued, yet no record where the reader
-                        // stands and no writer left to make one: the
-                        // counts were scribbled. Said, not waited on.
                         Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
-                            Step::Fail(RecvError::Corrupt(CorruptError(format!(
-                                "{}: {} messages counted as queued, none to read, and no producer left",
-                                main.name(),
-                                main.queued()
-                            ))))
+                            // Counted as queued, yet no record where the
+                            // reader stands: if no producer attached all
+                            // along (the attach count did not move), none
+                            // is coming and the counts were scribbled.
+                            // Said, not waited on. (Counts are stored after
+                            // their records: look once more after them.)
+                            let queued = main.queued();
+                            match try_once(head) {
+                                Step::Wait
+                                    if ep.all_gone(Role::Producer, *min_producers)
+                                        && main
+                                            .header()
+                                            .counters
+                                            .producers_total
+                                            .load(Ordering::Acquire)
+                                            == producers_seen =>
+                                {
+                                    Step::Fail(RecvError::Corrupt(CorruptError(format!(
+                                        "{}: {queued} messages counted as queued, none to read, and no producer left",
+                                        main.name()
+                                    ))))
+                                }
+                                other => other,
+                            }
                         }
                         other => other,
                     }

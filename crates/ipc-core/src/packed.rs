@@ -451,7 +451,8 @@ impl<'a> PackedRing<'a> {
         self.word(next).store(0, Ordering::Relaxed);
         self.word(pos)
             .store(header(count, len as u64, false), Ordering::Release);
-        self.tail.count.store(count + 1, Ordering::Relaxed);
+        // Release: whoever sees the count sees the record it counts.
+        self.tail.count.store(count + 1, Ordering::Release);
         self.tail.pos.store(next, Ordering::Release);
         Ok(())
     }
