@@ -72,7 +72,15 @@ fi
 if [ -n "$miri_skip" ]; then
     echo "test.sh: skipped Miri: $miri_skip" >&2
 else
-    CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ipc-core --lib
+    CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ipc-core --lib -- --skip packed::
+    # The packed ring reuses its bytes lap after lap: a word read as an
+    # atomic header in one lap is plain payload in the next (ordered by
+    # the cursors). Miri's weak-memory emulation crashes on that pattern
+    # (an internal panic, "cannot have empty store buffer when previous
+    # write was atomic"), so these tests run with it off: data races,
+    # borrows and bounds are still checked.
+    MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-disable-weak-memory-emulation" \
+        CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ipc-core --lib -- packed::
     echo "test.sh: Miri took $((SECONDS - started)) s" >&2
 fi
 

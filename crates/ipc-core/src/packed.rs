@@ -726,7 +726,9 @@ mod tests {
         let mut cache = HeadCache::default();
         let mut rng = 7u64;
         let (mut sent, mut got) = (0u64, 0u64);
-        while got < 5000 {
+        // Fewer under Miri, which is slow: still tens of laps.
+        let want = if cfg!(miri) { 400 } else { 5000 };
+        while got < want {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (rng >> 33) as usize % 101;
             let msg: Vec<u8> = (0..len).map(|i| (sent as usize + i) as u8).collect();
@@ -739,7 +741,7 @@ mod tests {
             assert!(sent >= got && r.len() == sent - got);
             assert!(r.bytes().unwrap().0 <= 512);
         }
-        assert!(packed(&r).tail_pos() > 512 * 100, "went round many times");
+        assert!(packed(&r).tail_pos() > want * 10, "went round many times");
     }
 
     #[test]
