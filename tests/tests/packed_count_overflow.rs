@@ -10,6 +10,9 @@
 //! Every test plays a hostile peer that stores into the cursors or the
 //! ring words, as any process that can open a single-mode segment may.
 
+#[path = "../../fuzz/common/packed_harness.rs"]
+mod packed_harness;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipc_core::layout::Cursor;
@@ -137,5 +140,16 @@ fn recover_single_writer_with_a_scribbled_write_count_of_u64_max() {
         heap.poke(0, header(u64::MAX, 1));
         // SAFETY: no writer exists.
         let _ = unsafe { ring.recover_single_writer() };
+    });
+}
+
+/// The input `cargo fuzz run packed_ops` found (in about 34 000 runs):
+/// fuzz/regressions/packed_ops-count-overflow-commit, replayed without
+/// steering around the bug (it panics in `commit`).
+#[test]
+fn fuzz_regression_packed_ops_count_overflow_commit() {
+    let input = include_bytes!("../../fuzz/regressions/packed_ops-count-overflow-commit");
+    no_panic("the packed_ops harness", || {
+        packed_harness::run(input, false)
     });
 }
