@@ -9,7 +9,7 @@
 //!               [--hold-at K] [--slow-us US] [--buffered 1] [--wait ...] [--op-timeout-ms MS]
 //!               [--patience-s S]
 //! ipc-test-peer hostile --segment NAME --role producer|consumer
-//!               [--duration-ms MS] [--op-timeout-ms MS]
+//!               [--duration-ms MS] [--op-timeout-ms MS] [--vary-len 1]
 //! ipc-test-peer churn [--duration-s S | --trials N] [--parallel P] [--seed S]
 //!               [--mode all|multi|single]
 //! ```
@@ -34,7 +34,9 @@
 //! for tests that never kill it.
 //!
 //! `hostile` runs operations with short timeouts for a while, counting the
-//! outcomes, while a test scribbles over the segment.
+//! outcomes, while a test scribbles over the segment. With `--vary-len 1`
+//! the producer's messages take every length from the synthetic header's
+//! to the maximum (so a packed ring's records wrap at every offset).
 //!
 //! `churn` runs torture trials (see `churn.rs`) of every scenario, on
 //! ordinary and single-producer/single-consumer segments (`--mode`), and
@@ -371,6 +373,7 @@ fn hostile(a: &Args) -> ! {
     let role = a.str("role");
     let duration = Duration::from_millis(a.num("duration-ms", 1000));
     let op = Duration::from_millis(a.num("op-timeout-ms", 20));
+    let vary = a.num("vary-len", 0u8) != 0;
     let buffer = open(&name);
     let max = buffer.geometry().max_message as usize;
     let mut o = Outcomes::default();
@@ -385,8 +388,13 @@ fn hostile(a: &Args) -> ! {
                 .unwrap_or_else(|e| fail(EXIT_ERROR, &format!("attaching: {e}")));
             tx.set_spin_policy(SpinPolicy::SLEEP);
             while start.elapsed() < duration {
-                synthetic::encode(&mut msg, 1, i);
-                let len = msg.len().min(max);
+                let len = if vary {
+                    let lens = msg.len() - synthetic::HEADER_LEN + 1;
+                    synthetic::HEADER_LEN + (i as usize * 37) % lens
+                } else {
+                    msg.len().min(max)
+                };
+                synthetic::encode(&mut msg[..len], 1, i);
                 let r = if i.is_multiple_of(3) {
                     tx.claim(Deadline::after(op)).and_then(|mut s| {
                         s.buf()[..len].copy_from_slice(&msg[..len]);

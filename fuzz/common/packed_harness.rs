@@ -1,0 +1,306 @@
+//! Shared by the `packed_ops` fuzz target and `tests/tests/props_packed.rs`:
+//! packed-ring operations (one writer, one reader, and their deaths) over
+//! a heap region, with the input choosing the geometry, the first ring
+//! words and cursors, the operations, and garbage written over record
+//! headers, payload bytes and the six cursor words between them. Every
+//! call must return (a value or `CorruptError`): no panic, no endless
+//! loop, no slice outside the ring, no payload longer than the maximum.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipc_core::layout::Cursor;
+use ipc_core::packed::{max_message_for, MIN_RING};
+use ipc_core::ring::{HeadCache, PackedRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
+
+const COMMIT: u64 = 1 << 63;
+const PAD: u64 = 1 << 62;
+const MARK: u64 = 1 << 63; // WRITING in tail.pos, READING in head.pos
+const SEQ_MASK: u64 = (1 << 30) - 1;
+/// Counts a scribbler can set that make `+ 1` overflow (see
+/// `avoid_known_bugs`).
+const COUNT_EDGE: u64 = 1 << 62;
+
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u32(&mut self) -> u32 {
+        (0..4).fold(0, |acc, i| acc | (self.byte() as u32) << (8 * i))
+    }
+
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |acc, i| acc | (self.byte() as u64) << (8 * i))
+    }
+
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The ring's memory and cursors, on the heap.
+struct Region {
+    tail: Cursor,
+    head: Cursor,
+    freed: Cursor,
+    /// Owns the words; only `base` touches them after construction.
+    _words: Box<[u64]>,
+    base: *mut u64,
+    size: u64,
+}
+
+impl Region {
+    fn new(size: u64) -> Region {
+        let mut words: Box<[u64]> = vec![0u64; (size / 8) as usize].into_boxed_slice();
+        let base = words.as_mut_ptr();
+        Region {
+            tail: Cursor::default(),
+            head: Cursor::default(),
+            freed: Cursor::default(),
+            _words: words,
+            base,
+            size,
+        }
+    }
+
+    fn ring(&self, limit: u32, max_message: usize) -> PackedRing<'_> {
+        assert!(max_message as u64 <= max_message_for(self.size));
+        // SAFETY: `base` points to `size` bytes (a power of two >= MIN_RING),
+        // 8-aligned, alive as long as `self`; the header words are read as
+        // atomics of u64's size and alignment (`words` is `data`); one
+        // writer and one reader (this thread) use it.
+        unsafe {
+            PackedRing::new(
+                (&self.tail, &self.head, &self.freed),
+                self.base.cast(),
+                self.base as *const AtomicU64,
+                self.size,
+                limit,
+                max_message,
+            )
+        }
+    }
+
+    /// True if `s` lies inside the ring's bytes.
+    fn holds(&self, s: &[u8]) -> bool {
+        let start = self.base as usize;
+        let p = s.as_ptr() as usize;
+        p >= start && p + s.len() <= start + self.size as usize
+    }
+
+    fn cursor_word(&self, i: u8) -> &AtomicU64 {
+        let c = [&self.tail, &self.head, &self.freed][(i % 3) as usize];
+        if i % 6 < 3 {
+            &c.pos
+        } else {
+            &c.count
+        }
+    }
+}
+
+/// Runs the operations `data` describes. With `avoid_known_bugs`, garbage
+/// never takes a shape that a known library bug turns into a panic (counts
+/// at or above 2^62, where the `+ 1`s of commit, release and repair
+/// overflow), so the rest stays covered by an ordinary test.
+pub fn run(data: &[u8], avoid_known_bugs: bool) {
+    let mut inp = Input(data);
+    let size = MIN_RING << (inp.byte() % 4);
+    let most = max_message_for(size) as usize;
+    let max_message = match inp.byte() % 4 {
+        0 => most,
+        1 => 1,
+        _ => inp.byte() as usize % (most + 1),
+    };
+    let limit = match inp.byte() % 4 {
+        0 => 1,
+        1 => u32::MAX,
+        _ => 1 + inp.byte() as u32 % 64,
+    };
+    let region = Region::new(size);
+    // Starting state: a few cursors and ring words, as a scribbler left them.
+    for _ in 0..inp.byte() % 4 {
+        poke(&mut inp, &region, max_message, avoid_known_bugs);
+    }
+    let packed = region.ring(limit, max_message);
+    let ring = Ring::Packed(packed);
+    let mut cache = HeadCache::default();
+    let mut writes: Vec<WriteClaim> = Vec::new();
+    let mut reads: Vec<ReadClaim> = Vec::new();
+    let mut steps = 0;
+    while !inp.done() && steps < 512 {
+        steps += 1;
+        match inp.byte() % 16 {
+            0..=2 => {
+                let want = match inp.byte() % 4 {
+                    0 => max_message,
+                    1 => max_message + 1 + inp.byte() as usize,
+                    _ => inp.byte() as usize % (max_message + 1),
+                };
+                let exact = inp.byte() % 4 != 0;
+                if let Ok(Some(mut c)) = ring.try_claim_write_with(0, want, &mut cache, exact) {
+                    assert!(want <= max_message, "a claim above the maximum");
+                    let buf = ring.payload_mut(&mut c);
+                    assert_eq!(buf.len(), want);
+                    assert!(region.holds(buf), "write claim outside the ring");
+                    buf.fill(0xAB);
+                    if writes.len() < 3 {
+                        writes.push(c);
+                    } else {
+                        let _ = ring.abandon(c);
+                    }
+                }
+            }
+            3 | 4 if !writes.is_empty() => {
+                let c = writes.remove(inp.byte() as usize % writes.len());
+                let len = match inp.byte() % 4 {
+                    0 => usize::MAX,
+                    _ => inp.byte() as usize % (max_message + 2),
+                };
+                let _ = ring.commit(c, len, 0);
+            }
+            5 if !writes.is_empty() => {
+                let c = writes.remove(inp.byte() as usize % writes.len());
+                let _ = ring.abandon(c);
+            }
+            6..=8 => {
+                let max_len = match inp.byte() % 3 {
+                    0 => usize::MAX,
+                    1 => max_message,
+                    _ => inp.byte() as usize,
+                };
+                match ring.try_claim_read(1, max_len) {
+                    Ok(ReadAttempt::Claimed(c)) => {
+                        let p = ring.payload_of(&c);
+                        assert!(p.len() <= max_message, "payload longer than the maximum");
+                        assert!(p.len() <= max_len, "payload longer than asked");
+                        assert!(region.holds(p), "read claim outside the ring");
+                        std::hint::black_box(p.iter().map(|&b| b as u64).sum::<u64>());
+                        if reads.len() < 3 {
+                            reads.push(c);
+                        } else {
+                            let _ = ring.release(c);
+                        }
+                    }
+                    Ok(ReadAttempt::TooLong(n)) => {
+                        assert!(n > max_len && n <= max_message, "TooLong({n})")
+                    }
+                    Ok(ReadAttempt::Empty | ReadAttempt::Writing) | Err(_) => {}
+                }
+            }
+            9 if !reads.is_empty() => {
+                let c = reads.remove(inp.byte() as usize % reads.len());
+                let _ = ring.release(c);
+            }
+            10 => {
+                // The writer dies: its claims are dropped, a new one starts.
+                writes.clear();
+                cache = HeadCache::default();
+                // SAFETY: the dead writer's claims were dropped just above.
+                let r = unsafe { ring.recover_single_writer() };
+                assert!(r.abandoned_writes <= 1 && r.lost_reads == 0, "{r:?}");
+            }
+            11 => {
+                reads.clear();
+                // SAFETY: the dead reader's claims were dropped just above.
+                let r = unsafe { ring.recover_single_reader() };
+                assert!(r.lost_reads <= 1 && r.abandoned_writes == 0, "{r:?}");
+            }
+            12 | 13 => poke(&mut inp, &region, max_message, avoid_known_bugs),
+            _ => {
+                let want = inp.u32() as usize;
+                std::hint::black_box(packed.is_full_for(want));
+                assert!(ring.len() <= packed.limit());
+                let census = ring.census();
+                assert!(census.writing <= 1 && census.reading <= 1, "{census:?}");
+                let (used, total) = ring.bytes().expect("packed");
+                assert!(used <= total && total == size);
+                let pos = inp.u64();
+                std::hint::black_box((
+                    ring.is_empty(),
+                    ring.tail_pos(),
+                    ring.head_pos(),
+                    ring.writing_at_head(),
+                    ring.is_full_by_bytes(),
+                    ring.was_taken(pos),
+                    ring.retract(pos),
+                ));
+            }
+        }
+    }
+}
+
+/// A value for a cursor word: near the current one (with or without the
+/// claim mark), small, or anything.
+fn cursor_value(inp: &mut Input<'_>, now: u64, count: bool, avoid: bool) -> u64 {
+    let v = match inp.byte() % 6 {
+        0 => now.wrapping_add(8 * (inp.byte() as u64 % 8)),
+        1 => now.wrapping_sub(8 * (inp.byte() as u64 % 8)),
+        2 => now ^ MARK,
+        3 => inp.byte() as u64 * 8,
+        4 => [u64::MAX, 1 << 62, (1 << 62) - 8, 1 << 63, u64::MAX - 1][inp.byte() as usize % 5],
+        _ => inp.u64(),
+    };
+    if avoid && count {
+        v & !COUNT_EDGE
+    } else {
+        v
+    }
+}
+
+/// Writes garbage into a record header (shaped like a real one), a
+/// payload byte, or a cursor word.
+fn poke(inp: &mut Input<'_>, region: &Region, max_message: usize, avoid: bool) {
+    let words = region.size / 8;
+    let kind = inp.byte();
+    match kind % 4 {
+        0 | 1 => {
+            // Where: at the reader's or the writer's position, or anywhere.
+            let at = match inp.byte() % 3 {
+                0 => region.head.pos.load(Ordering::Relaxed) / 8,
+                1 => region.tail.pos.load(Ordering::Relaxed) / 8,
+                _ => inp.u64(),
+            } % words;
+            let off = at * 8;
+            let count = [&region.head, &region.tail][(kind >> 2) as usize % 2]
+                .count
+                .load(Ordering::Relaxed);
+            let seq = count.wrapping_add(inp.byte() as u64 % 3).wrapping_sub(1) & SEQ_MASK;
+            let len = match inp.byte() % 6 {
+                0 => inp.byte() as u64 % (max_message as u64 + 1),
+                1 => max_message as u64,
+                2 => max_message as u64 + 1 + inp.byte() as u64 % 16,
+                3 => region.size - off,
+                4 => (region.size - off).wrapping_sub(8 * (inp.byte() as u64 % 3)),
+                _ => inp.u32() as u64,
+            };
+            let flags = [COMMIT, COMMIT | PAD, PAD, 0][inp.byte() as usize % 4];
+            let value = if kind & 0x80 != 0 {
+                inp.u64()
+            } else {
+                flags | seq << 32 | len
+            };
+            // SAFETY: `at` < words, inside the region; single-threaded, so
+            // no atomic access races with this plain write.
+            unsafe { region.base.add(at as usize).write(value) };
+        }
+        2 => {
+            let at = inp.u64() % region.size;
+            // SAFETY: inside the region; single-threaded.
+            unsafe { region.base.cast::<u8>().add(at as usize).write(inp.byte()) };
+        }
+        _ => {
+            let which = inp.byte();
+            let word = region.cursor_word(which);
+            let v = cursor_value(inp, word.load(Ordering::Relaxed), which % 6 >= 3, avoid);
+            word.store(v, Ordering::Relaxed);
+        }
+    }
+}
