@@ -72,6 +72,14 @@ const READING: u64 = 1 << 63;
 /// A larger value can only come from a scribbling peer.
 const POS_LIMIT: u64 = 1 << 62;
 
+/// Message counts stay below this (as positions do): a larger one can
+/// only come from a scribbling peer, and would overflow.
+const COUNT_LIMIT: u64 = 1 << 62;
+
+fn count_out_of_range(which: &str, count: u64) -> CorruptError {
+    CorruptError(format!("{which} message count {count:#x} out of range"))
+}
+
 /// Smallest ring.
 pub const MIN_RING: u64 = 256;
 
@@ -296,6 +304,9 @@ impl<'a> PackedRing<'a> {
             if raw >= POS_LIMIT {
                 return Err(CorruptError(format!("write cursor {raw:#x} out of range")));
             }
+            if count >= COUNT_LIMIT {
+                return Err(count_out_of_range("write", count));
+            }
             return Ok((raw, count));
         };
         if (raw == p || raw == p | WRITING) && count == c {
@@ -305,7 +316,7 @@ impl<'a> PackedRing<'a> {
         let committed = h & (COMMIT | PAD) == COMMIT
             && seq_of(h) == c & SEQ_MASK
             && raw == p + record_size((h & LEN_MASK) as usize)
-            && count == c + 1;
+            && Some(count) == c.checked_add(1);
         if committed {
             return Ok((raw, count));
         }
@@ -447,6 +458,9 @@ impl<'a> PackedRing<'a> {
         }
         let len = len.min(claim.cap);
         let count = self.tail.count.load(Ordering::Relaxed);
+        if count >= COUNT_LIMIT {
+            return Err(count_out_of_range("write", count));
+        }
         let next = pos + record_size(len);
         self.word(next).store(0, Ordering::Relaxed);
         self.word(pos)
@@ -475,6 +489,9 @@ impl<'a> PackedRing<'a> {
         max_len: usize,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
         let count = self.head.count.load(Ordering::Relaxed);
+        if count >= COUNT_LIMIT {
+            return Err(count_out_of_range("read", count));
+        }
         let mut pos = self.head.pos.load(Ordering::Relaxed);
         if pos & READING != 0 {
             return Err(CorruptError(format!(
@@ -567,7 +584,11 @@ impl<'a> PackedRing<'a> {
         if self.head.pos.load(Ordering::Relaxed) != pos | READING {
             return Err(revoked("read", pos));
         }
-        let count = self.head.count.load(Ordering::Relaxed) + 1;
+        let count = self.head.count.load(Ordering::Relaxed);
+        if count >= COUNT_LIMIT {
+            return Err(count_out_of_range("read", count));
+        }
+        let count = count + 1;
         let next = pos + record_size(claim.len);
         // The count first: a reader killed between the two stores left
         // the message released, and repair tells so by its sequence.
@@ -609,7 +630,7 @@ impl<'a> PackedRing<'a> {
             return Recovered::default();
         }
         let pos = raw & !READING;
-        if pos >= POS_LIMIT {
+        if pos >= POS_LIMIT || count >= COUNT_LIMIT {
             return Recovered::default();
         }
         let h = self.word(pos).load(Ordering::Acquire);
@@ -641,7 +662,7 @@ impl<'a> PackedRing<'a> {
         let (raw, mut count) = self.tail_raw();
         let claimed = raw & WRITING != 0;
         let start = raw & !WRITING;
-        if start >= POS_LIMIT {
+        if start >= POS_LIMIT || count >= COUNT_LIMIT {
             return Recovered::default();
         }
         let mut pos = start;
