@@ -307,3 +307,31 @@ fn a_receiver_killed_holding_a_message_behind_the_head_is_counted_lost() {
         "the message the dead receiver held is not counted as lost"
     );
 }
+
+/// Accounting at end of stream: the last block and the spares are
+/// removed ("an idle, drained queue holds only its main segment"), yet
+/// `Status::chain_blocks` ("extra segments of an unbounded chain alive
+/// now") still counts one, because the head and tail indices stay on the
+/// removed block.
+#[test]
+fn status_counts_no_chain_block_once_the_stream_has_ended() {
+    let name = ShmName::new("r5-count");
+    let mb = Mailbox::create(name.as_str(), &cfg(256 << 10)).unwrap();
+    let mut tx = mb.sender().unwrap();
+    let mut rx = mb.receiver().unwrap();
+    send_range(&mut tx, 0, 0..3 * PER_BLOCK + 1);
+    recv_range(&mut rx, 0, 0..3 * PER_BLOCK + 1);
+    drop(tx);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(ipc_core::RecvError::Disconnected)
+    );
+    let files = chain_segments(name.as_str());
+    let st = mb.status();
+    assert_eq!(
+        (st.chain_blocks, files.len()),
+        (0, 0),
+        "status counts {} chain blocks; /dev/shm holds {files:?}",
+        st.chain_blocks
+    );
+}
