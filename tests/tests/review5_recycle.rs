@@ -232,7 +232,10 @@ fn a_truncated_spare_never_faults_a_process_that_cached_it() {
             .unwrap();
         eprintln!("child: spare truncated, sending into block 3");
         let r = tx.send(encode(0, 3 * PER_BLOCK, 64));
-        eprintln!("child: send returned {:?}", r.as_ref().map_err(|e| e.to_string()));
+        eprintln!(
+            "child: send returned {:?}",
+            r.as_ref().map_err(|e| e.to_string())
+        );
         return;
     }
     let name = ShmName::new("r5-bus");
