@@ -338,3 +338,61 @@ fn status_counts_no_chain_block_once_the_stream_has_ended() {
         st.chain_blocks
     );
 }
+
+/// (Added with the fix.) The live counterpart of the test above: a
+/// receiver process holding a message of block 1 while another receiver
+/// moves the head past block 1 keeps the block under its name (it is
+/// still being read); once the holder lets go and ends, the block is gone
+/// from its index (given back as a spare or removed), nothing is counted
+/// lost, and the stream ends with only the main segment left.
+#[test]
+fn a_block_held_behind_the_head_is_given_back_by_its_last_reader() {
+    let name = ShmName::new("r5-held");
+    let mb = Mailbox::create(name.as_str(), &cfg(256 << 10)).unwrap();
+    let mut tx = mb.sender().unwrap();
+    let mut rx = mb.receiver().unwrap();
+    let markers = TempDir::new("r5-held");
+    send_range(&mut tx, 0, 0..PER_BLOCK + 4);
+    recv_range(&mut rx, 0, 0..PER_BLOCK);
+    let dir = markers.path().to_str().unwrap().to_owned();
+    let mut holder = spawn_bg(&[
+        "recv",
+        name.as_str(),
+        "--count",
+        "1",
+        "--op",
+        "with",
+        "--marker-dir",
+        &dir,
+        "--hold-ms",
+        "1500",
+    ]);
+    let took = markers.file(&format!("took-0-{PER_BLOCK}"));
+    wait_until("the holder to take its message", || took.exists());
+    let n = 4 * PER_BLOCK;
+    send_range(&mut tx, 0, PER_BLOCK + 4..n);
+    recv_range(&mut rx, 0, PER_BLOCK + 1..2 * PER_BLOCK + 1);
+    let b1 = format!("{}.b1", name.as_str());
+    assert!(
+        chain_segments(name.as_str()).contains(&b1),
+        "block 1, still being read behind the head, keeps its name: {:?}",
+        chain_segments(name.as_str())
+    );
+    let st = holder
+        .wait_timeout(Duration::from_secs(30))
+        .expect("holder ends");
+    assert!(st.success(), "holder: {st:?}");
+    assert!(
+        !chain_segments(name.as_str()).contains(&b1),
+        "block 1 given back by its last reader: {:?}",
+        chain_segments(name.as_str())
+    );
+    recv_range(&mut rx, 0, 2 * PER_BLOCK + 1..n);
+    drop(tx);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(ipc_core::RecvError::Disconnected)
+    );
+    assert_eq!(chain_segments(name.as_str()), Vec::<String>::new());
+    assert_eq!(mb.status().lost_reads, 0);
+}

@@ -640,35 +640,36 @@ impl Rx {
             min_producers,
             ..
         } = self;
-        let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>, u64), RecvError> {
-            let try_once = |head: &mut Option<Block>| match main.flavor() {
-                Flavor::Unbounded => read_chain(&main, head, me, max_len),
-                // SAFETY: a claim on `main`'s ring, kept with its Arc.
-                _ => attempt_read(main.ring(), me, max_len)
-                    .map(|c| (main.clone(), unsafe { c.extend() }, 0)),
-            };
-            let producers_seen = main
-                .header()
-                .counters
-                .producers_total
-                .load(Ordering::Acquire);
-            match try_once(head) {
-                Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
-                    // A sender may have committed just before leaving: look
-                    // once more now that we saw it gone.
-                    match try_once(head) {
-                        Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
-                            Step::Fail(RecvError::Disconnected)
-                        }
-                        Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
-                            // Counted as queued, yet no record where the
-                            // reader stands: if no producer attached all
-                            // along (the attach count did not move), none
-                            // is coming and the counts were scribbled.
-                            // Said, not waited on. (Counts are stored after
-                            // their records: look once more after them.)
-                            let queued = main.queued();
-                            match try_once(head) {
+        let attempt =
+            |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>, (u64, u64)), RecvError> {
+                let try_once = |head: &mut Option<Block>| match main.flavor() {
+                    Flavor::Unbounded => read_chain(&main, head, me, max_len),
+                    // SAFETY: a claim on `main`'s ring, kept with its Arc.
+                    _ => attempt_read(main.ring(), me, max_len)
+                        .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
+                };
+                let producers_seen = main
+                    .header()
+                    .counters
+                    .producers_total
+                    .load(Ordering::Acquire);
+                match try_once(head) {
+                    Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
+                        // A sender may have committed just before leaving: look
+                        // once more now that we saw it gone.
+                        match try_once(head) {
+                            Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
+                                Step::Fail(RecvError::Disconnected)
+                            }
+                            Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
+                                // Counted as queued, yet no record where the
+                                // reader stands: if no producer attached all
+                                // along (the attach count did not move), none
+                                // is coming and the counts were scribbled.
+                                // Said, not waited on. (Counts are stored after
+                                // their records: look once more after them.)
+                                let queued = main.queued();
+                                match try_once(head) {
                                 Step::Wait
                                     if ep.all_gone(Role::Producer, *min_producers)
                                         && main
@@ -685,21 +686,21 @@ impl Rx {
                                 }
                                 other => other,
                             }
+                            }
+                            other => other,
                         }
-                        other => other,
                     }
+                    other => other,
                 }
-                other => other,
-            }
-        };
-        let (q, claim, k) = ep
+            };
+        let (q, claim, at) = ep
             .block_on(|h| &h.data_ready, deadline, attempt)
             .map_err(|stop| match stop {
                 Stop::Timeout if deadline == Deadline::Now => RecvError::Empty,
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        deliver_then(&main, &q, k, claim, f, true)
+        deliver_then(&main, &q, at, claim, f, true)
     }
 }
 
@@ -752,7 +753,7 @@ fn deliver<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, 0, claim, f, true)
+    deliver_then(main, q, (0, 0), claim, f, true)
 }
 
 /// [`deliver`] without waking senders (the batch wakes them once).
@@ -762,17 +763,18 @@ fn deliver_quietly<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, 0, claim, f, false)
+    deliver_then(main, q, (0, 0), claim, f, false)
 }
 
-/// [`deliver`] of a message of chain block `k` (0: the main segment),
-/// waking senders if `wake`. After letting go of a message of a block the
+/// [`deliver`] of a message of chain block `at.0` (0: the main segment),
+/// read through a view of the lap ending at `at.1`, waking senders if
+/// `wake`. After letting go of a message of a block the
 /// head has passed, the receiver removes the block if nobody reads in it
 /// any more (see [`Queue::release_behind_head`]).
 fn deliver_then<R>(
     main: &Queue,
     q: &Queue,
-    k: u64,
+    at: (u64, u64),
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
     wake: bool,
@@ -780,7 +782,7 @@ fn deliver_then<R>(
     struct Unwinding<'a, 'q> {
         main: &'a Queue,
         q: &'a Queue,
-        k: u64,
+        at: (u64, u64),
         ring: &'a Ring<'q>,
         claim: Option<ReadClaim<'q>>,
         generation: u64,
@@ -798,7 +800,7 @@ fn deliver_then<R>(
                     lost_reads: 1,
                     ..Default::default()
                 });
-                self.main.release_behind_head(self.k, self.q);
+                self.main.release_behind_head(self.at, self.q);
                 self.main.wake_senders();
             }
         }
@@ -807,7 +809,7 @@ fn deliver_then<R>(
     let mut guard = Unwinding {
         main,
         q,
-        k,
+        at,
         ring,
         claim: Some(claim),
         generation: crate::sys::fork_generation(),
@@ -821,7 +823,7 @@ fn deliver_then<R>(
     }
     let claim = guard.claim.take().expect("held until released");
     let released = ring.release(claim);
-    main.release_behind_head(k, q);
+    main.release_behind_head(at, q);
     if wake {
         main.wake_senders();
     }
@@ -907,7 +909,7 @@ fn read_chain(
     head: &mut Option<Block>,
     me: u32,
     max_len: usize,
-) -> Step<(Arc<Queue>, ReadClaim<'static>, u64), RecvError> {
+) -> Step<(Arc<Queue>, ReadClaim<'static>, (u64, u64)), RecvError> {
     let chain = &main.header().chain;
     let mut chased = 0;
     loop {
@@ -953,7 +955,10 @@ fn read_chain(
         match attempt_read(&ring, me, max_len) {
             Step::Wait => {}
             // SAFETY: a claim on this block's ring, kept with its Arc.
-            other => return other.map(|c| (block.q().clone(), unsafe { c.extend() }, block.index)),
+            other => {
+                let at = (block.index, block.view.end);
+                return other.map(|c| (block.q().clone(), unsafe { c.extend() }, at));
+            }
         }
         let k = block.index;
         let drained = ring.sealed() && ring.head_pos() >= block.view.end;

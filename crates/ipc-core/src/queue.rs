@@ -933,71 +933,77 @@ impl Queue {
     /// else removes it. Both happen by name, atomically (a rename that
     /// never replaces, or an unlink); a process killed before either
     /// leaves the drained block under its old name, which nothing reads
-    /// again and the queue's removal removes.
+    /// again and the queue's removal removes. A block a receiver still
+    /// holds a message of keeps its name: the last receiver to let go
+    /// gives it back ([`Queue::release_behind_head`]), or the reaper if
+    /// that receiver died ([`Queue::repair_behind_head`]).
     pub(crate) fn retire_block(&self, k: u64, b: &BlockView) {
+        self.retire(k, &b.q, b.end);
+    }
+
+    /// [`Queue::retire_block`] of block `k` mapped as `q`, drained in the
+    /// lap that ends at `end`. Whoever calls it, the file moves or goes at
+    /// most once: a rename that never replaces, an unlink of the same
+    /// inode, each after checking that the name still holds this file in
+    /// this lap.
+    fn retire(&self, k: u64, q: &Queue, end: u64) {
         let name = self.block_name(k);
         let slots = u64::from(self.geo.slots);
-        let ring = b.ring();
-        // Pairs with the fence of a receiver releasing a message of this
-        // block (`release_behind_head`): it sees the head past `k`, or we
-        // see its message released.
+        let ring = q.ring().with_end(end);
+        // Pairs with the fence of a receiver letting go of a message of
+        // this block (`release_behind_head`): it sees the head past `k`,
+        // or we see its message let go.
         std::sync::atomic::fence(Ordering::SeqCst);
         let census = ring.census();
         if census.reading != 0 {
             // A receiver still holds a message of it (in its callback, or
-            // killed there): the block keeps its name, so that the
-            // receiver removes it once it lets go, or the reaper finds it
-            // to count the message lost (see `repair_behind_head`).
-            self.cache_forget(b.q.seg.file_id());
+            // killed there): the block keeps its name (see above).
             return;
         }
+        let lap = (end / slots).saturating_sub(1);
         let reusable = || {
-            b.end + slots < LAP_POS_LIMIT
-                && b.end / slots < u64::from(u32::MAX)
-                && ring.tail_pos() == b.end
-                && ring.head_pos() == b.end
+            end + slots < LAP_POS_LIMIT
+                && end / slots < u64::from(u32::MAX)
+                && ring.tail_pos() == end
+                && ring.head_pos() == end
                 && census.writing == 0
-                // The name still holds the file we drained.
-                && Segment::file_id_of(&name).is_ok_and(|id| id == b.q.seg.file_id())
+                // Still this lap of index k (not taken on since)...
+                && q.header().chain.block_identity.load(Ordering::Acquire)
+                    == identity(k, lap as u32)
+                // ...and the name still holds the file we drained.
+                && Segment::file_id_of(&name).is_ok_and(|id| id == q.seg.file_id())
         };
         if reusable() {
             for j in 0..self.spares() {
                 match Segment::rename_noreplace(&name, &self.spare_name(j)) {
                     Ok(()) => return,
                     Err(SegmentError::AlreadyExists(_)) => {}
-                    // Removed meanwhile (the queue is being removed).
+                    // Removed meanwhile (the queue is being removed, or
+                    // another receiver gave it back first).
                     Err(SegmentError::NotFound(_)) => return,
                     Err(_) => break,
                 }
             }
         }
-        let _ = Segment::unlink(&name);
-        self.cache_forget(b.q.seg.file_id());
+        if Segment::unlink_if_same(&name, q.seg.file_id()) {
+            self.cache_forget(q.seg.file_id());
+        }
     }
 
-    /// After a receiver let go of a message of block `k` (`b`, through
-    /// which it read): if the head has moved past `k` meanwhile, the
-    /// receiver that moved it kept the block under its name because of
-    /// that message (see [`Queue::retire_block`]); the last receiver to
-    /// let go removes it.
-    pub(crate) fn release_behind_head(&self, k: u64, b: &Queue) {
+    /// After a receiver let go of a message of block `at.0`, read through
+    /// `q` in the lap ending at `at.1`: if the head has moved past that
+    /// block meanwhile, the receiver that moved it may have left it under
+    /// its name because of this message (see [`Queue::retire_block`]);
+    /// the last receiver to let go gives it back.
+    pub(crate) fn release_behind_head(&self, at: (u64, u64), q: &Queue) {
+        let (k, end) = at;
         if k == 0 {
             return;
         }
-        // Pairs with the fence in `retire_block` (see there).
+        // Pairs with the fence in `retire` (see there).
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.header().chain.head_block.load(Ordering::Acquire) > k {
-            self.remove_if_unread(k, b);
-        }
-    }
-
-    /// Removes block `k` (behind the head), mapped as `b`, if no receiver
-    /// holds a message of it any more and its name still holds that file.
-    fn remove_if_unread(&self, k: u64, b: &Queue) {
-        let name = self.block_name(k);
-        if b.ring().census().reading == 0 && Segment::unlink_if_same(&name, b.seg.file_id()) {
-            log::debug!("{name}: removed behind the head, its last message let go");
-            self.cache_forget(b.seg.file_id());
+            self.retire(k, q, end);
         }
     }
 
@@ -1024,8 +1030,8 @@ impl Queue {
     }
 
     /// Repairs the claims `index` (a dead receiver) left in blocks behind
-    /// the head that still have their name, counts them lost, and removes
-    /// such blocks once nobody reads in them.
+    /// the head that still have their name, counts them lost, and gives
+    /// such blocks back (as spares, or removed) once nobody reads in them.
     ///
     /// # Safety
     /// As [`Queue::repair_chain`].
@@ -1038,7 +1044,7 @@ impl Queue {
                 Ok(b) => {
                     // SAFETY: the caller's promise.
                     self.count(unsafe { b.ring().recover_owner(index) });
-                    self.remove_if_unread(k, &b.q);
+                    self.retire(k, &b.q, b.end);
                 }
                 Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
             }
