@@ -640,36 +640,35 @@ impl Rx {
             min_producers,
             ..
         } = self;
-        let attempt =
-            |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>, (u64, u64)), RecvError> {
-                let try_once = |head: &mut Option<Block>| match main.flavor() {
-                    Flavor::Unbounded => read_chain(&main, head, me, max_len),
-                    // SAFETY: a claim on `main`'s ring, kept with its Arc.
-                    _ => attempt_read(main.ring(), me, max_len)
-                        .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
-                };
-                let producers_seen = main
-                    .header()
-                    .counters
-                    .producers_total
-                    .load(Ordering::Acquire);
-                match try_once(head) {
-                    Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
-                        // A sender may have committed just before leaving: look
-                        // once more now that we saw it gone.
-                        match try_once(head) {
-                            Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
-                                Step::Fail(RecvError::Disconnected)
-                            }
-                            Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
-                                // Counted as queued, yet no record where the
-                                // reader stands: if no producer attached all
-                                // along (the attach count did not move), none
-                                // is coming and the counts were scribbled.
-                                // Said, not waited on. (Counts are stored after
-                                // their records: look once more after them.)
-                                let queued = main.queued();
-                                match try_once(head) {
+        let attempt = |thorough: bool| -> Step<Taken, RecvError> {
+            let try_once = |head: &mut Option<Block>| match main.flavor() {
+                Flavor::Unbounded => read_chain(&main, head, me, max_len),
+                // SAFETY: a claim on `main`'s ring, kept with its Arc.
+                _ => attempt_read(main.ring(), me, max_len)
+                    .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
+            };
+            let producers_seen = main
+                .header()
+                .counters
+                .producers_total
+                .load(Ordering::Acquire);
+            match try_once(head) {
+                Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
+                    // A sender may have committed just before leaving: look
+                    // once more now that we saw it gone.
+                    match try_once(head) {
+                        Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
+                            Step::Fail(RecvError::Disconnected)
+                        }
+                        Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
+                            // Counted as queued, yet no record where the
+                            // reader stands: if no producer attached all
+                            // along (the attach count did not move), none
+                            // is coming and the counts were scribbled.
+                            // Said, not waited on. (Counts are stored after
+                            // their records: look once more after them.)
+                            let queued = main.queued();
+                            match try_once(head) {
                                 Step::Wait
                                     if ep.all_gone(Role::Producer, *min_producers)
                                         && main
@@ -686,13 +685,13 @@ impl Rx {
                                 }
                                 other => other,
                             }
-                            }
-                            other => other,
                         }
+                        other => other,
                     }
-                    other => other,
                 }
-            };
+                other => other,
+            }
+        };
         let (q, claim, at) = ep
             .block_on(|h| &h.data_ready, deadline, attempt)
             .map_err(|stop| match stop {
@@ -888,6 +887,11 @@ fn unusable_spare(e: &OpenError) -> bool {
     )
 }
 
+/// A message claimed for reading: the segment that holds it, the claim,
+/// and (chain index, end of the lap it was read in) of its block ((0, 0):
+/// the main segment).
+type Taken = (Arc<Queue>, ReadClaim<'static>, (u64, u64));
+
 /// One non-blocking read claim on `ring`, as a waiting step.
 fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
     match ring.try_claim_read(me, max_len) {
@@ -909,7 +913,7 @@ fn read_chain(
     head: &mut Option<Block>,
     me: u32,
     max_len: usize,
-) -> Step<(Arc<Queue>, ReadClaim<'static>, (u64, u64)), RecvError> {
+) -> Step<Taken, RecvError> {
     let chain = &main.header().chain;
     let mut chased = 0;
     loop {
@@ -954,9 +958,9 @@ fn read_chain(
         let ring = block.ring();
         match attempt_read(&ring, me, max_len) {
             Step::Wait => {}
-            // SAFETY: a claim on this block's ring, kept with its Arc.
             other => {
                 let at = (block.index, block.view.end);
+                // SAFETY: a claim on this block's ring, kept with its Arc.
                 return other.map(|c| (block.q().clone(), unsafe { c.extend() }, at));
             }
         }
