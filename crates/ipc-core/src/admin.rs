@@ -72,20 +72,32 @@ pub fn inspect(name: &str) -> Result<Status, OpenError> {
 /// (`NAME.b1`, `NAME.b2`, ... of an unbounded queue; names of that form are
 /// reserved for blocks, so no other segment can match). Blocks outside the
 /// queue's current span, left by a sender killed while adding one, go too.
+///
+/// Processes still streaming through the queue go on renaming its blocks
+/// (a drained block becomes a spare, a spare the next block): a block
+/// renamed during a scan may be missed, so the scan is repeated while it
+/// finds something (a few times at most; handles that go on streaming
+/// after the removal keep making blocks under these names, see README).
 pub fn unlink_with_chain(name: &str) -> Result<(), SegmentError> {
     Segment::unlink(name)?;
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
-        return Ok(());
-    };
-    for entry in dir.flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else { continue };
-        if is_block_name(file)
-            && file
-                .rsplit_once(".b")
-                .is_some_and(|(queue, _)| queue == name)
-        {
-            let _ = Segment::unlink(file);
+    for _ in 0..4 {
+        let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+            return Ok(());
+        };
+        let mut removed = false;
+        for entry in dir.flatten() {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            if is_block_name(file)
+                && file
+                    .rsplit_once(".b")
+                    .is_some_and(|(queue, _)| queue == name)
+            {
+                removed |= Segment::unlink(file).is_ok();
+            }
+        }
+        if !removed {
+            break;
         }
     }
     Ok(())

@@ -413,24 +413,33 @@ impl Tx {
         }
         // A spare moved to k+1's name is ours to publish, as a block we
         // created would be; if it vanished before we opened it (removed
-        // with the queue), make one as before.
-        let took = if main.take_spare(k + 1) {
-            match main.open_block_cached(k + 1) {
+        // with the queue), make one as before. One we cannot use is ours
+        // to remove (we renamed it; spares are disposable): a file that is
+        // not a block of this queue is replaced by a fresh block, a
+        // scribbled one is reported, and neither stays to wedge the chain.
+        let took = match main.take_spare(k + 1) {
+            Some(spare) => match main.open_block_cached(k + 1) {
                 Ok(view) => Some(view),
                 Err(e @ OpenError::Corrupt { .. }) => {
-                    return Err(ClaimFail::Corrupt(CorruptError(e.to_string())))
+                    Segment::unlink_if_same(&main.block_name(k + 1), spare);
+                    return Err(ClaimFail::Corrupt(CorruptError(e.to_string())));
                 }
                 // The spare we moved here last served an index beyond k+1:
                 // the chain has passed k+1 while we slept. It is ours to
                 // remove (nobody else uses a name behind the head).
                 Err(OpenError::Segment(SegmentError::NotFound(_))) => {
-                    let _ = Segment::unlink(&main.block_name(k + 1));
+                    Segment::unlink_if_same(&main.block_name(k + 1), spare);
                     return Ok(None);
                 }
+                Err(e) if unusable_spare(&e) => {
+                    if Segment::unlink_if_same(&main.block_name(k + 1), spare) {
+                        log::info!("{}: removed an unusable spare: {e}", main.name());
+                    }
+                    None
+                }
                 Err(_) => None,
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         let made = match took {
             Some(view) => Ok((view, true)),
@@ -631,12 +640,12 @@ impl Rx {
             min_producers,
             ..
         } = self;
-        let attempt = |thorough: bool| -> Step<(Arc<Queue>, ReadClaim<'static>), RecvError> {
+        let attempt = |thorough: bool| -> Step<Taken, RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
                 // SAFETY: a claim on `main`'s ring, kept with its Arc.
                 _ => attempt_read(main.ring(), me, max_len)
-                    .map(|c| (main.clone(), unsafe { c.extend() })),
+                    .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
             };
             let producers_seen = main
                 .header()
@@ -683,14 +692,14 @@ impl Rx {
                 other => other,
             }
         };
-        let (q, claim) = ep
+        let (q, claim, at) = ep
             .block_on(|h| &h.data_ready, deadline, attempt)
             .map_err(|stop| match stop {
                 Stop::Timeout if deadline == Deadline::Now => RecvError::Empty,
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        deliver(&main, &q, claim, f)
+        deliver_then(&main, &q, at, claim, f, true)
     }
 }
 
@@ -743,7 +752,7 @@ fn deliver<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, claim, f, true)
+    deliver_then(main, q, (0, 0), claim, f, true)
 }
 
 /// [`deliver`] without waking senders (the batch wakes them once).
@@ -753,18 +762,26 @@ fn deliver_quietly<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, claim, f, false)
+    deliver_then(main, q, (0, 0), claim, f, false)
 }
 
+/// [`deliver`] of a message of chain block `at.0` (0: the main segment),
+/// read through a view of the lap ending at `at.1`, waking senders if
+/// `wake`. After letting go of a message of a block the
+/// head has passed, the receiver removes the block if nobody reads in it
+/// any more (see [`Queue::release_behind_head`]).
 fn deliver_then<R>(
     main: &Queue,
     q: &Queue,
+    at: (u64, u64),
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
     wake: bool,
 ) -> Result<R, RecvError> {
     struct Unwinding<'a, 'q> {
         main: &'a Queue,
+        q: &'a Queue,
+        at: (u64, u64),
         ring: &'a Ring<'q>,
         claim: Option<ReadClaim<'q>>,
         generation: u64,
@@ -782,6 +799,7 @@ fn deliver_then<R>(
                     lost_reads: 1,
                     ..Default::default()
                 });
+                self.main.release_behind_head(self.at, self.q);
                 self.main.wake_senders();
             }
         }
@@ -789,6 +807,8 @@ fn deliver_then<R>(
     let ring = q.ring();
     let mut guard = Unwinding {
         main,
+        q,
+        at,
         ring,
         claim: Some(claim),
         generation: crate::sys::fork_generation(),
@@ -802,6 +822,7 @@ fn deliver_then<R>(
     }
     let claim = guard.claim.take().expect("held until released");
     let released = ring.release(claim);
+    main.release_behind_head(at, q);
     if wake {
         main.wake_senders();
     }
@@ -817,7 +838,7 @@ fn deliver_then<R>(
 /// At end of stream, gives the memory of a drained unbounded queue back:
 /// seals its last chained block and removes it. A sender that comes later
 /// starts a new block.
-fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
+fn retire_tail_block(main: &Queue, head: &mut Option<Block>) -> bool {
     let chain = &main.header().chain;
     let Some(block) = head.as_ref().filter(|b| b.index > 0) else {
         return true;
@@ -828,7 +849,14 @@ fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
     match block.ring().close() {
         Ok(false) => {
             let _ = Segment::unlink(&main.block_name(block.index));
-            // Spares too: an idle queue holds only its main segment.
+            // Nor the mapping of it: the next receive looks at the chain
+            // afresh (the block is gone, so it waits for a new one).
+            *head = None;
+            // A receiver found dead now has its lost message counted and
+            // the block it held behind the head removed.
+            main.reap();
+            // Spares too, and the mappings this process kept for reuse:
+            // an idle queue holds only its main segment.
             main.drop_spares();
             true
         }
@@ -838,6 +866,31 @@ fn retire_tail_block(main: &Queue, head: &Option<Block>) -> bool {
         Err(_) => true,
     }
 }
+
+/// True if `e`, met opening a spare we renamed, says the file can never
+/// be a block of this queue (another geometry or kind, truncated, not our
+/// layout, never published): a transient failure (out of descriptors,
+/// permissions) is not one.
+fn unusable_spare(e: &OpenError) -> bool {
+    matches!(
+        e,
+        OpenError::NotOurs { .. }
+            | OpenError::Truncated { .. }
+            | OpenError::VersionMismatch { .. }
+            | OpenError::WrongKind { .. }
+            | OpenError::NotInitialized { .. }
+            | OpenError::Segment(
+                SegmentError::NotASegment(_)
+                    | SegmentError::Empty(_)
+                    | SegmentError::InvalidSize { .. }
+            )
+    )
+}
+
+/// A message claimed for reading: the segment that holds it, the claim,
+/// and (chain index, end of the lap it was read in) of its block ((0, 0):
+/// the main segment).
+type Taken = (Arc<Queue>, ReadClaim<'static>, (u64, u64));
 
 /// One non-blocking read claim on `ring`, as a waiting step.
 fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
@@ -854,12 +907,13 @@ fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<
 
 /// One read attempt along an unbounded chain: read the head block, and
 /// move on (unlinking the drained block) when it is sealed and drained.
+/// A message comes with the block that holds it and its chain index.
 fn read_chain(
     main: &Arc<Queue>,
     head: &mut Option<Block>,
     me: u32,
     max_len: usize,
-) -> Step<(Arc<Queue>, ReadClaim<'static>), RecvError> {
+) -> Step<Taken, RecvError> {
     let chain = &main.header().chain;
     let mut chased = 0;
     loop {
@@ -904,8 +958,11 @@ fn read_chain(
         let ring = block.ring();
         match attempt_read(&ring, me, max_len) {
             Step::Wait => {}
-            // SAFETY: a claim on this block's ring, kept with its Arc.
-            other => return other.map(|c| (block.q().clone(), unsafe { c.extend() })),
+            other => {
+                let at = (block.index, block.view.end);
+                // SAFETY: a claim on this block's ring, kept with its Arc.
+                return other.map(|c| (block.q().clone(), unsafe { c.extend() }, at));
+            }
         }
         let k = block.index;
         let drained = ring.sealed() && ring.head_pos() >= block.view.end;

@@ -96,6 +96,14 @@ impl BlockView {
 /// block (the same file under a new name) is not mapped and faulted in
 /// again: tmpfs has no huge pages here, and first touches of a fresh
 /// mapping cost more than the messages they carry.
+///
+/// A mapping keeps its file's memory allocated after the file is removed,
+/// so the cache holds only files that still have a name: every use of it
+/// first drops the mappings of files that have no link left (`fstat` of
+/// the liveness descriptor each mapping keeps), and it is emptied when
+/// one of the handle's endpoints is dropped and when a receiver sees the
+/// end of the stream. What a handle that does nothing more keeps mapped is
+/// bounded by the cache's size ([`MAX_CACHED`] blocks, [`CACHED_BYTES`]).
 #[derive(Debug, Default)]
 struct BlockCache {
     maps: std::collections::VecDeque<Arc<Queue>>,
@@ -104,10 +112,16 @@ struct BlockCache {
 impl BlockCache {
     /// The mapping of file `id`, if this process has one.
     fn find(&mut self, id: (u64, u64)) -> Option<Arc<Queue>> {
+        self.sweep();
         let i = self.maps.iter().position(|m| m.seg.file_id() == id)?;
         let m = self.maps.remove(i)?;
         self.maps.push_back(m.clone());
         Some(m)
+    }
+
+    /// Drops the mappings of files that were removed (no link left).
+    fn sweep(&mut self) {
+        self.maps.retain(|m| m.linked());
     }
 }
 
@@ -492,6 +506,12 @@ impl Queue {
         })
     }
 
+    /// True while the mapped file still has a name (a link) somewhere:
+    /// `fstat` of the liveness descriptor, which is the same file.
+    fn linked(&self) -> bool {
+        self.locks.fstat().is_some_and(|st| st.st_nlink > 0)
+    }
+
     /// The ring, bounded as the flavor says.
     #[inline]
     pub(crate) fn ring(&self) -> &Ring<'_> {
@@ -612,6 +632,10 @@ impl Queue {
         }
         // SAFETY: as above.
         unsafe { self.repair_chain(index) };
+        if role == Some(Role::Consumer) {
+            // SAFETY: as above.
+            unsafe { self.repair_behind_head(index) };
+        }
     }
 
     /// Repairs the claims `index` left in the blocks of this segment's
@@ -692,8 +716,17 @@ impl Queue {
     /// when it has one (a recycled block is the same file).
     pub(crate) fn open_block_cached(&self, k: u64) -> Result<BlockView, OpenError> {
         let name = self.block_name(k);
-        let id = Segment::file_id_of(&name)?;
-        let hit = self.cache().find(id);
+        let (id, size) = Segment::file_stat_of(&name)?;
+        // A mapping longer than the file now would fault past its end:
+        // such a file is opened afresh (and refused, as truncated).
+        let found = self.cache().find(id);
+        let hit = found.filter(|b| {
+            let fits = size >= b.seg.len() as u64;
+            if !fits {
+                self.cache_forget(id);
+            }
+            fits
+        });
         let b = match hit {
             Some(b) => b,
             None => {
@@ -712,6 +745,7 @@ impl Queue {
     fn cache_insert(&self, b: &Arc<Queue>) {
         let most = (CACHED_BYTES / self.geo.total_size.max(1)).clamp(2, MAX_CACHED) as usize;
         let mut cache = self.cache();
+        cache.sweep();
         let id = b.seg.file_id();
         cache.maps.retain(|m| m.seg.file_id() != id);
         while cache.maps.len() >= most {
@@ -723,6 +757,13 @@ impl Queue {
     /// Drops this process's mapping of a block file that is gone.
     fn cache_forget(&self, id: (u64, u64)) {
         self.cache().maps.retain(|m| m.seg.file_id() != id);
+    }
+
+    /// Drops every block mapping this process keeps for reuse (endpoints
+    /// keep the blocks they stand on).
+    pub(crate) fn drop_cached_blocks(&self) {
+        let maps = std::mem::take(&mut self.cache().maps);
+        drop(maps);
     }
 
     /// Checks that the mapping `b` (opened as `name`) is block `k` of this
@@ -738,7 +779,12 @@ impl Queue {
             problem: CorruptError(what),
         };
         if b.geo != self.geo || b.flavor != self.flavor {
-            return Err(corrupt(format!("not a block of {}", self.name())));
+            // Another queue's block (a leftover of an earlier queue of
+            // this name, with another geometry): not a scribble here.
+            return Err(OpenError::NotOurs {
+                name: name.to_owned(),
+                reason: format!("not a block of {}: another geometry", self.name()),
+            });
         }
         let slots = u64::from(self.geo.slots);
         let word = &b.header().chain.block_identity;
@@ -842,21 +888,43 @@ impl Queue {
 
     /// Moves a spare, if there is one, to the name of block `k`, for the
     /// next opener of `k` to move on to its next lap (see
-    /// [`Queue::check_block`]). True if one was moved; false if there was
-    /// none, or block `k` exists already.
-    pub(crate) fn take_spare(&self, k: u64) -> bool {
+    /// [`Queue::check_block`]). The file (device, inode) now named `k` if
+    /// one was moved; `None` if there was none, or block `k` exists
+    /// already.
+    ///
+    /// A spare that cannot be one of this queue's blocks (a regular file
+    /// of another size: a leftover of an earlier queue of this name, or a
+    /// truncated file) is removed, as spares are disposable; a name that is
+    /// not a regular file, or a spare that cannot be renamed (another
+    /// user's, in the sticky /dev/shm), is skipped: the next one is tried.
+    pub(crate) fn take_spare(&self, k: u64) -> Option<(u64, u64)> {
         let name = self.block_name(k);
         for j in 0..self.spares() {
-            match Segment::rename_noreplace(&self.spare_name(j), &name) {
-                Ok(()) => return true,
-                Err(SegmentError::NotFound(_)) => {}
-                // Block k exists (another sender was first), or renaming is
-                // refused (another user's spare in the sticky /dev/shm):
-                // make or open it the usual way.
-                Err(_) => return false,
+            let spare = self.spare_name(j);
+            match Segment::lstat_of(&spare) {
+                Some((_, size, true)) if size == self.geo.total_size => {}
+                Some((id, size, true)) => {
+                    if Segment::unlink_if_same(&spare, id) {
+                        log::info!(
+                            "{spare}: removed a spare of {size} bytes (blocks of {} have {})",
+                            self.name(),
+                            self.geo.total_size
+                        );
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            match Segment::rename_noreplace(&spare, &name) {
+                Ok(()) => return Segment::lstat_of(&name).map(|(id, _, _)| id),
+                // Block k exists (another sender was first): open it the
+                // usual way.
+                Err(SegmentError::AlreadyExists(_)) => return None,
+                // Taken by another sender meanwhile, or refused: the next.
+                Err(_) => {}
             }
         }
-        false
+        None
     }
 
     /// Gives back block `k` once the chain's head has moved past it (the
@@ -865,35 +933,122 @@ impl Queue {
     /// else removes it. Both happen by name, atomically (a rename that
     /// never replaces, or an unlink); a process killed before either
     /// leaves the drained block under its old name, which nothing reads
-    /// again and the queue's removal removes.
+    /// again and the queue's removal removes. A block a receiver still
+    /// holds a message of keeps its name: the last receiver to let go
+    /// gives it back ([`Queue::release_behind_head`]), or the reaper if
+    /// that receiver died ([`Queue::repair_behind_head`]).
     pub(crate) fn retire_block(&self, k: u64, b: &BlockView) {
+        self.retire(k, &b.q, b.end);
+    }
+
+    /// [`Queue::retire_block`] of block `k` mapped as `q`, drained in the
+    /// lap that ends at `end`. Whoever calls it, the file moves or goes at
+    /// most once: a rename that never replaces, an unlink of the same
+    /// inode, each after checking that the name still holds this file in
+    /// this lap.
+    fn retire(&self, k: u64, q: &Queue, end: u64) {
         let name = self.block_name(k);
         let slots = u64::from(self.geo.slots);
-        let ring = b.ring();
+        let ring = q.ring().with_end(end);
+        // Pairs with the fence of a receiver letting go of a message of
+        // this block (`release_behind_head`): it sees the head past `k`,
+        // or we see its message let go.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let census = ring.census();
+        if census.reading != 0 {
+            // A receiver still holds a message of it (in its callback, or
+            // killed there): the block keeps its name (see above).
+            return;
+        }
+        let lap = (end / slots).saturating_sub(1);
         let reusable = || {
-            let census = ring.census();
-            b.end + slots < LAP_POS_LIMIT
-                && b.end / slots < u64::from(u32::MAX)
-                && ring.tail_pos() == b.end
-                && ring.head_pos() == b.end
-                && census.reading == 0
+            end + slots < LAP_POS_LIMIT
+                && end / slots < u64::from(u32::MAX)
+                && ring.tail_pos() == end
+                && ring.head_pos() == end
                 && census.writing == 0
-                // The name still holds the file we drained.
-                && Segment::file_id_of(&name).is_ok_and(|id| id == b.q.seg.file_id())
+                // Still this lap of index k (not taken on since)...
+                && q.header().chain.block_identity.load(Ordering::Acquire)
+                    == identity(k, lap as u32)
+                // ...and the name still holds the file we drained.
+                && Segment::file_id_of(&name).is_ok_and(|id| id == q.seg.file_id())
         };
         if reusable() {
             for j in 0..self.spares() {
                 match Segment::rename_noreplace(&name, &self.spare_name(j)) {
                     Ok(()) => return,
                     Err(SegmentError::AlreadyExists(_)) => {}
-                    // Removed meanwhile (the queue is being removed).
+                    // Removed meanwhile (the queue is being removed, or
+                    // another receiver gave it back first).
                     Err(SegmentError::NotFound(_)) => return,
                     Err(_) => break,
                 }
             }
         }
-        let _ = Segment::unlink(&name);
-        self.cache_forget(b.q.seg.file_id());
+        if Segment::unlink_if_same(&name, q.seg.file_id()) {
+            self.cache_forget(q.seg.file_id());
+        }
+    }
+
+    /// After a receiver let go of a message of block `at.0`, read through
+    /// `q` in the lap ending at `at.1`: if the head has moved past that
+    /// block meanwhile, the receiver that moved it may have left it under
+    /// its name because of this message (see [`Queue::retire_block`]);
+    /// the last receiver to let go gives it back.
+    pub(crate) fn release_behind_head(&self, at: (u64, u64), q: &Queue) {
+        let (k, end) = at;
+        if k == 0 {
+            return;
+        }
+        // Pairs with the fence in `retire` (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.header().chain.head_block.load(Ordering::Acquire) > k {
+            self.retire(k, q, end);
+        }
+    }
+
+    /// Block indices behind the chain's head (`head`) whose names still
+    /// exist in /dev/shm: blocks kept because a receiver still held a
+    /// message of them, or left by a process killed while retiring them.
+    fn blocks_behind_head(&self, head: u64) -> Vec<u64> {
+        let prefix = format!("{}.b", self.name());
+        let Ok(dir) = std::fs::read_dir(crate::segment::SHM_DIR) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let file = e.file_name();
+                let k = file.to_str()?.strip_prefix(&prefix)?;
+                // Spares (`b0<j>`) and other names are not chain indices.
+                if k.starts_with('0') || !k.bytes().all(|c| c.is_ascii_digit()) {
+                    return None;
+                }
+                let k: u64 = k.parse().ok()?;
+                (1..head).contains(&k).then_some(k)
+            })
+            .collect()
+    }
+
+    /// Repairs the claims `index` (a dead receiver) left in blocks behind
+    /// the head that still have their name, counts them lost, and gives
+    /// such blocks back (as spares, or removed) once nobody reads in them.
+    ///
+    /// # Safety
+    /// As [`Queue::repair_chain`].
+    unsafe fn repair_behind_head(&self, index: u32) {
+        let Some((head, _)) = self.chain_span() else {
+            return;
+        };
+        for k in self.blocks_behind_head(head) {
+            match self.open_block(k) {
+                Ok(b) => {
+                    // SAFETY: the caller's promise.
+                    self.count(unsafe { b.ring().recover_owner(index) });
+                    self.retire(k, &b.q, b.end);
+                }
+                Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
+            }
+        }
     }
 
     /// Removes the chain's spares and this process's block mappings: at
@@ -971,9 +1126,13 @@ impl Queue {
             stream_incomplete: h.counters.stream_incomplete.load(Ordering::Acquire) != 0,
             incomplete_streams: h.counters.incomplete_streams.load(Ordering::Acquire),
             flavor: self.flavor,
-            chain_blocks: self
-                .chain_span()
-                .map_or(0, |(head, tail)| (tail + 1).saturating_sub(head.max(1))),
+            // Only blocks that exist: at end of stream the indices stay on
+            // the last block, which is removed.
+            chain_blocks: self.chain_span().map_or(0, |(head, tail)| {
+                (head.max(1)..=tail)
+                    .filter(|&k| Segment::exists(&self.block_name(k)))
+                    .count() as u64
+            }),
             block_index: self.block_index,
             single: self.is_single(),
             bytes_used: self.ring().bytes().map_or(0, |(used, _)| used),
@@ -1267,6 +1426,11 @@ impl Drop for Endpoint {
             }
         }
         self.q.peers().detach(self.attachment);
+        // Blocks kept mapped for reuse go with any endpoint: a handle
+        // whose endpoints are gone keeps no block's memory allocated.
+        if self.q.flavor() == Flavor::Unbounded {
+            self.q.drop_cached_blocks();
+        }
         // Wake the other side so it can notice we have gone.
         match self.role {
             Role::Producer => self.q.wake_receivers(),

@@ -397,6 +397,13 @@ impl Segment {
     /// Device and inode of the file segment `name` is now, without mapping
     /// it (a symlink or non-file is refused as not a segment).
     pub(crate) fn file_id_of(name: &str) -> Result<(u64, u64), SegmentError> {
+        Self::file_stat_of(name).map(|(id, _)| id)
+    }
+
+    /// Device and inode of the file segment `name` is now, and its size in
+    /// bytes, from `fstat` of a descriptor opened by that name (a symlink
+    /// or non-file is refused as not a segment).
+    pub(crate) fn file_stat_of(name: &str) -> Result<((u64, u64), u64), SegmentError> {
         validate_any_name(name)?;
         let fd = mman::shm_open(
             shm_path(name).as_str(),
@@ -411,7 +418,23 @@ impl Segment {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(SegmentError::NotASegment(name.to_owned()));
         }
-        Ok((st.st_dev, st.st_ino))
+        Ok(((st.st_dev, st.st_ino), st.st_size.max(0) as u64))
+    }
+
+    /// What `lstat` says of `name` in /dev/shm, without opening it: its
+    /// (device, inode), its size, and whether it is a regular file (a
+    /// symlink is not followed). `None` if it cannot be looked at.
+    pub(crate) fn lstat_of(name: &str) -> Option<((u64, u64), u64, bool)> {
+        use std::os::unix::fs::MetadataExt;
+        validate_any_name(name).ok()?;
+        let m = std::fs::symlink_metadata(std::path::Path::new(SHM_DIR).join(name)).ok()?;
+        Some(((m.dev(), m.ino()), m.size(), m.file_type().is_file()))
+    }
+
+    /// Removes `name` if it is still the file `id` (device, inode). True
+    /// if it was removed.
+    pub(crate) fn unlink_if_same(name: &str, id: (u64, u64)) -> bool {
+        Self::lstat_of(name).is_some_and(|(now, _, _)| now == id) && Self::unlink(name).is_ok()
     }
 
     /// Renames segment `from` to `to`, atomically, failing with

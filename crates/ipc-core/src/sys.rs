@@ -410,6 +410,19 @@ impl LockFd {
         self.inner.usable.load(Ordering::Relaxed)
     }
 
+    /// `fstat` of the file, through this description: its current size
+    /// and link count. `None` if the descriptor is unusable (closed after
+    /// a fork) or `fstat` failed.
+    pub fn fstat(&self) -> Option<libc::stat> {
+        if !self.usable() {
+            return None;
+        }
+        // SAFETY: a zeroed stat is a valid value; fstat only writes it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on our descriptor with a pointer to a live stat.
+        (unsafe { libc::fstat(self.inner.fd, &mut st) } == 0).then_some(st)
+    }
+
     fn fcntl(&self, cmd: libc::c_int, kind: libc::c_int, byte: u32) -> std::io::Result<libc::flock> {
         if !self.usable() {
             return Err(std::io::Error::other(
