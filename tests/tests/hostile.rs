@@ -26,21 +26,7 @@ const WRITING: u64 = 1 << 63;
 const READING: u64 = 1 << 62;
 const SKIP: u64 = 1 << 61;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use ipc_tests::SplitMix as Rng;
 
 /// One write of a few bytes at an offset.
 type Scribble = (u64, Vec<u8>);

@@ -435,23 +435,7 @@ proptest! {
     }
 }
 
-/// A tiny deterministic generator for the time-boxed run.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.next() % max as u64) as usize;
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use ipc_tests::SplitMix;
 
 /// The fuzz target's body, fed random inputs for two seconds.
 #[test]

@@ -37,6 +37,13 @@
 //! exact `head`, so a full ring is still reported exactly (crossbeam's
 //! `try_send` succeeds right after a `recv`).
 //!
+//! Room for broadcast (publish/subscribe): records describe themselves
+//! (length, sequence, padding) and readers never write into them, so
+//! several subscribers can each keep a `head` over the same records; the
+//! writer's room is then the slowest subscriber's position (the minimum
+//! of their `freed` copies), and each subscriber's death is repaired on
+//! its own cursor alone. Nothing in the record layout needs to change.
+//!
 //! Crash repair: a writer killed anywhere leaves committed records that
 //! its cursor may not count yet; [`PackedRing::recover_single_writer`]
 //! walks them (bounded by the ring size) and moves the cursor on. A reader

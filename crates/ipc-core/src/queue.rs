@@ -375,7 +375,7 @@ impl Queue {
             })?;
             if fixed.single > 1
                 || (fixed.single == 1 && flavor != Flavor::Bounded)
-                || (geo.is_packed() && fixed.single != 1)
+                || (geo.is_packed() != (fixed.single == 1))
             {
                 return Err(OpenError::Corrupt {
                     name: name.to_owned(),
@@ -472,11 +472,7 @@ impl Queue {
                     Some(end) => ring.with_end(end),
                     None => ring,
                 };
-                Ring::Slots(if fixed.single == 1 {
-                    ring.single()
-                } else {
-                    ring
-                })
+                Ring::Slots(ring)
             }
         };
         let fd = seg.take_fd().expect("a fresh segment has its descriptor");

@@ -35,10 +35,8 @@ macro_rules! each {
 impl<'a> Ring<'a> {
     /// True for one writer and one reader at a time.
     pub fn is_single(&self) -> bool {
-        match self {
-            Ring::Slots(r) => r.is_single(),
-            Ring::Packed(_) => true,
-        }
+        // Single mode is the packed engine's.
+        self.is_packed()
     }
 
     /// True for the packed engine.
@@ -246,22 +244,29 @@ impl<'a> Ring<'a> {
         each!(self, r => r.release(claim))
     }
 
-    /// In single mode, ends the read a dead reader left marked.
+    /// In single mode (a packed ring), ends the read a dead reader left
+    /// marked.
     ///
     /// # Safety
-    /// As [`SlotRing::recover_single_reader`].
+    /// As [`PackedRing::recover_single_reader`].
     pub unsafe fn recover_single_reader(&self) -> Recovered {
-        // SAFETY: the caller's promise, passed on.
-        each!(self, r => unsafe { r.recover_single_reader() })
+        match self {
+            Ring::Slots(_) => Recovered::default(),
+            // SAFETY: the caller's promise, passed on.
+            Ring::Packed(r) => unsafe { r.recover_single_reader() },
+        }
     }
 
-    /// In single mode, repairs what a dead writer left.
+    /// In single mode (a packed ring), repairs what a dead writer left.
     ///
     /// # Safety
-    /// As [`SlotRing::recover_single_writer`].
+    /// As [`PackedRing::recover_single_writer`].
     pub unsafe fn recover_single_writer(&self) -> Recovered {
-        // SAFETY: the caller's promise, passed on.
-        each!(self, r => unsafe { r.recover_single_writer() })
+        match self {
+            Ring::Slots(_) => Recovered::default(),
+            // SAFETY: the caller's promise, passed on.
+            Ring::Packed(r) => unsafe { r.recover_single_writer() },
+        }
     }
 
     /// Repairs every slot `owner` left claimed (slot rings; a packed ring

@@ -1,5 +1,6 @@
-//! Model checks with loom of the ring (general and single mode) on the
-//! in-process backend ([`HeapRing`]), of the semaphore, and of the event
+//! Model checks with loom of the rings on their in-process backends (the
+//! slot ring, [`HeapRing`], and the packed ring of single mode,
+//! [`HeapPackedRing`]), of the semaphore, and of the event
 //! count's sleep/wake protocol over a modelled futex: every interleaving
 //! (up to a preemption bound) of a few threads is explored.
 //!
@@ -192,112 +193,6 @@ fn dead_reader_slot_returns_to_writers() {
     });
 }
 
-/// The `k`th message of the single-mode model: 4 bytes of `k + 1`.
-fn spsc_message(k: u8) -> [u8; 4] {
-    [k + 1; 4]
-}
-
-/// `Ring::single()` over a 2-slot `HeapRing`: one writer sends `messages`
-/// messages, one reader receives them (each waits by yielding).
-///
-/// No compare-and-swap in this mode: the writer owns the stamps and the
-/// write cursor, the reader writes only the read cursor. The payload bytes
-/// are plain memory that loom does not track, so each slot has a loom
-/// `UnsafeCell` shadow, written with the payload before the commit and read
-/// with it after the claim: loom fails the model ("Causality violation") if
-/// the reader's read is not ordered after the writer's write by the commit
-/// (stamp Release, claim Acquire), or a writer's next-lap write after the
-/// reader's read by the release (read cursor Release, the writer's Acquire
-/// re-read when the ring looks full). The reader also checks the bytes,
-/// the length and the order.
-fn spsc_model(messages: u8) {
-    struct Spsc {
-        heap: HeapRing,
-        shadow: [UnsafeCell<u8>; 2],
-    }
-    // SAFETY: the shadows are shared on purpose; loom checks that every
-    // two accesses to one are ordered, and fails the model if not.
-    unsafe impl Sync for Spsc {}
-    model(move || {
-        let s = Arc::new(Spsc {
-            heap: HeapRing::new(2, 2),
-            shadow: [UnsafeCell::new(0), UnsafeCell::new(0)],
-        });
-        let w = s.clone();
-        let writer = thread::spawn(move || {
-            // SAFETY: both views of this memory are single ones.
-            let ring = unsafe { single(w.heap.ring()) };
-            let mut cached_head = Default::default();
-            for k in 0..messages {
-                let mut claim = loop {
-                    match ring.try_claim_write(0, 4, &mut cached_head).unwrap() {
-                        Some(c) => break c,
-                        None => thread::yield_now(), // full
-                    }
-                };
-                assert_eq!(claim.pos(), k as u64);
-                // SAFETY: checked by loom (see above).
-                w.shadow[k as usize % 2].with_mut(|p| unsafe { *p = k + 1 });
-                ring.payload_mut(&mut claim)[..4].copy_from_slice(&spsc_message(k));
-                commit(&ring, claim, 4);
-            }
-        });
-        // SAFETY: as above.
-        let ring = unsafe { single(s.heap.ring()) };
-        for k in 0..messages {
-            let claim = loop {
-                match ring.try_claim_read(1, 64).unwrap() {
-                    ReadAttempt::Claimed(c) => break c,
-                    ReadAttempt::Empty | ReadAttempt::Writing => thread::yield_now(),
-                    ReadAttempt::TooLong(n) => panic!("length {n}"),
-                }
-            };
-            // SAFETY: checked by loom (see above).
-            let shadow = s.shadow[k as usize % 2].with(|p| unsafe { *p });
-            assert_eq!(shadow, k + 1, "message {k}: slot not written yet");
-            assert_eq!(ring.payload_of(&claim), spsc_message(k), "message {k}");
-            release(&ring, claim);
-        }
-        writer.join().unwrap();
-        assert!(matches!(
-            ring.try_claim_read(1, 64).unwrap(),
-            ReadAttempt::Empty
-        ));
-    });
-}
-
-/// The slot ring of `ring` in single mode.
-///
-/// # Safety
-/// Every view of the ring must be a single one.
-unsafe fn single(ring: Ring<'_>) -> Ring<'_> {
-    match ring {
-        // SAFETY: the caller's promise.
-        Ring::Slots(r) => Ring::Slots(unsafe { r.single() }),
-        packed => packed,
-    }
-}
-
-#[test]
-fn single_mode_delivers_in_order_and_never_early() {
-    // Two messages fill both slots: order, and commit before claim.
-    spsc_model(2);
-}
-
-#[test]
-fn single_mode_reuses_a_slot_only_after_the_reader_is_done() {
-    // Three messages: the third reuses slot 0 once the reader released
-    // message 0. Failed before the reader's mark was stored with Release
-    // ("Causality violation: Concurrent read and write accesses to
-    // `UnsafeCell`"): the reader releases message 0 with `head = 1`
-    // (Release), then claims message 1 with `head = 2 | SINGLE_READING`; a
-    // writer whose Acquire load reads a Relaxed store there does not
-    // synchronize with the earlier Release (a release sequence holds only
-    // read-modify-writes), so it could overwrite slot 0 while the reader's
-    // reads of message 0 were unordered with it.
-    spsc_model(3);
-}
-
 /// Bytes of the packed model's ring, and the lines its shadows stand for.
 const PACKED_RING: u64 = 256;
 const PACKED_LINE: u64 = 8;
@@ -317,7 +212,8 @@ fn packed_model(sizes: &'static [usize]) {
         heap: HeapPackedRing,
         shadow: Vec<UnsafeCell<u8>>,
     }
-    // SAFETY: as `spsc_model`'s shadows.
+    // SAFETY: the shadows are shared on purpose; loom checks that every
+    // two accesses to one are ordered, and fails the model if not.
     unsafe impl Sync for Spsc {}
     fn lines(pos: u64, len: usize) -> impl Iterator<Item = usize> {
         let off = pos % PACKED_RING;
