@@ -280,6 +280,16 @@ fn receive(
     what: &str,
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Next> {
+    if stop_requested() {
+        return Ok(Next::Stopped);
+    }
+    // A message there now: no clock read, no deadline (the common case).
+    match source.recv_with_until(Deadline::Now, &mut f) {
+        Ok(r) => return r.map(|()| Next::Message),
+        Err(RecvError::Disconnected) => return Ok(Next::EndOfStream),
+        Err(RecvError::Empty | RecvError::Timeout) => {}
+        Err(e) => bail!("{what}: {e}"),
+    }
     let started = std::time::Instant::now();
     loop {
         if stop_requested() {
