@@ -20,13 +20,28 @@ fn all_flavors(tag: &str, capacity: u32) -> Vec<(String, Sender, Receiver, ShmNa
     let mut out = Vec::new();
     let n = ShmName::new(&format!("{tag}-b"));
     let b = SharedBuffer::create(n.as_str(), &cfg(capacity)).unwrap();
-    out.push(("buffer(create)".into(), b.producer().unwrap(), b.consumer().unwrap(), n));
+    out.push((
+        "buffer(create)".into(),
+        b.producer().unwrap(),
+        b.consumer().unwrap(),
+        n,
+    ));
     let n = ShmName::new(&format!("{tag}-s"));
     let b = SharedBuffer::create_single(n.as_str(), &cfg(capacity)).unwrap();
-    out.push(("buffer(create_single)".into(), b.producer().unwrap(), b.consumer().unwrap(), n));
+    out.push((
+        "buffer(create_single)".into(),
+        b.producer().unwrap(),
+        b.consumer().unwrap(),
+        n,
+    ));
     let n = ShmName::new(&format!("{tag}-u"));
     let b = SharedBuffer::create_unbounded(n.as_str(), &cfg(capacity)).unwrap();
-    out.push(("buffer(create_unbounded)".into(), b.producer().unwrap(), b.consumer().unwrap(), n));
+    out.push((
+        "buffer(create_unbounded)".into(),
+        b.producer().unwrap(),
+        b.consumer().unwrap(),
+        n,
+    ));
     for (what, c) in [
         ("mailbox(Bounded)", Capacity::Bounded(capacity)),
         ("mailbox(Unbounded)", Capacity::Unbounded),

@@ -28,11 +28,21 @@ fn zero_copy_producer_ends_at_eof_of_a_nonblocking_fifo_like_the_copying_one() {
             .open(&fifo)
             .unwrap();
         let mut c = cmd("producer");
-        c.args(["--segment", name.as_str(), "--create", "--capacity", "8", "--max-message", "4K"]);
+        c.args([
+            "--segment",
+            name.as_str(),
+            "--create",
+            "--capacity",
+            "8",
+            "--max-message",
+            "4K",
+        ]);
         if single {
             c.arg("--single");
         }
-        c.stdin(Stdio::from(stdin)).stdout(Stdio::null()).stderr(Stdio::null());
+        c.stdin(Stdio::from(stdin))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let mut child = ChildGuard::new(c.spawn().unwrap());
         let st = child.wait_timeout(Duration::from_secs(5));
         results.push((single, st.map(|s| s.code())));

@@ -51,11 +51,14 @@ fn recv_batch_tells_a_child_forked_in_its_callback_inherited() {
         assert!(libc::WIFEXITED(status));
         let code = libc::WEXITSTATUS(status);
         assert_eq!(r.unwrap(), 3, "the parent takes the whole batch");
-        seen.push((single, match code {
-            0 => "Err(Inherited)".to_owned(),
-            c @ 20..=29 => format!("Ok({})", c - 20),
-            _ => "another error".to_owned(),
-        }));
+        seen.push((
+            single,
+            match code {
+                0 => "Err(Inherited)".to_owned(),
+                c @ 20..=29 => format!("Ok({})", c - 20),
+                _ => "another error".to_owned(),
+            },
+        ));
     }
     assert!(
         seen.iter().all(|(_, s)| s == "Err(Inherited)"),

@@ -208,6 +208,13 @@ pub fn write_all_fd(fd: i32, bytes: &[u8]) -> std::io::Result<Written> {
     Ok(Written::All)
 }
 
+/// True if `fd` is open in non-blocking mode (`O_NONBLOCK`).
+pub fn fd_nonblocking(fd: i32) -> bool {
+    // SAFETY: F_GETFL reads the descriptor's flags; no pointers.
+    let fl = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFL) };
+    fl >= 0 && fl & nix::libc::O_NONBLOCK != 0
+}
+
 /// Waits until `fd` has input (or end of file, or an error to report)
 /// for at most `timeout`: true if a read would not block now.
 pub fn wait_readable(fd: i32, timeout: std::time::Duration) -> std::io::Result<bool> {

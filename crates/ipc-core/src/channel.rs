@@ -705,40 +705,61 @@ impl Rx {
 
 impl Rx {
     /// Waits until `deadline` for a message, then takes every message
-    /// queued, up to `max` (at least 1), handing each to `f` in place;
-    /// wakes senders once per batch. Returns how many were taken. An error
-    /// after the first message ends the batch early; the next call
-    /// reports it.
+    /// queued, up to `max`, handing each to `f` in place; wakes senders
+    /// once per batch. Returns how many were taken (`max` 0: none, at
+    /// once). An error after some messages went to `f` is returned (`f`
+    /// saw those); running out of messages ends the batch.
     pub(crate) fn recv_batch(
         &mut self,
         deadline: Deadline,
         max: usize,
         mut f: impl FnMut(&[u8]),
     ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
         self.recv_with(deadline, usize::MAX, &mut f)?;
         let mut taken = 1;
         let q = self.ep.q.clone();
         if q.flavor() == Flavor::Unbounded {
-            while taken < max.max(1) && self.recv_with(Deadline::Now, usize::MAX, &mut f).is_ok() {
-                taken += 1;
+            while taken < max {
+                match self.recv_with(Deadline::Now, usize::MAX, &mut f) {
+                    Ok(()) => taken += 1,
+                    Err(RecvError::Empty | RecvError::Disconnected) => break,
+                    Err(e) => return Err(e),
+                }
             }
             return Ok(taken);
         }
         let mut unannounced = false;
-        while taken < max.max(1) {
-            let Step::Ready(claim) = attempt_read(q.ring(), self.ep.me, usize::MAX) else {
-                break;
+        let mut failed = None;
+        while taken < max {
+            let claim = match attempt_read(q.ring(), self.ep.me, usize::MAX) {
+                Step::Ready(claim) => claim,
+                Step::Wait => break,
+                Step::Fail(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
             unannounced = true;
-            if deliver_quietly(&q, &q, claim, &mut f).is_err() {
-                break;
+            match deliver_quietly(&q, &q, claim, &mut f) {
+                Ok(()) => taken += 1,
+                // A child forked inside `f`: not ours to announce.
+                Err(RecvError::Inherited) => return Err(RecvError::Inherited),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
-            taken += 1;
         }
         if unannounced {
             q.wake_senders();
         }
-        Ok(taken)
+        match failed {
+            None => Ok(taken),
+            Some(e) => Err(e),
+        }
     }
 }
 

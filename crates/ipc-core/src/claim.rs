@@ -54,6 +54,12 @@ impl WriteClaim<'_> {
         }
     }
 
+    /// The same claim, no longer than `len` bytes.
+    pub(crate) fn shortened(mut self, len: usize) -> Self {
+        self.cap = self.cap.min(len);
+        self
+    }
+
     /// The position claimed (to follow the message with [`crate::ring::Ring::was_taken`]).
     pub fn pos(&self) -> u64 {
         self.pos

@@ -385,10 +385,11 @@ impl Receiver {
 
     /// Waits for a message, then takes every message queued, up to `max`,
     /// handing each to `f` in place (zero copy) and waking senders once
-    /// for the whole batch. Returns how many were taken; `Disconnected`
-    /// only at end of stream with nothing taken. An error after the first
-    /// message ends the batch early; the next call reports it. If `f`
-    /// panics, the message it held counts as lost (as in `recv_with`).
+    /// for the whole batch. Returns how many were taken (`max` 0: none,
+    /// without waiting); `Disconnected` only at end of stream with nothing
+    /// taken. An error after some messages went to `f` is returned (`f`
+    /// has seen those). If `f` panics, the message it held counts as lost
+    /// (as in `recv_with`).
     pub fn recv_batch(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize, RecvError> {
         self.recv_batch_until(Deadline::Never, max, f)
     }

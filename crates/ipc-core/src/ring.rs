@@ -138,7 +138,10 @@ impl<'a> Ring<'a> {
         exact: bool,
     ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
         match self {
-            Ring::Slots(r) => r.try_claim_write(owner, &mut cache.pos),
+            // A slot holds the largest message; the claim is `want` long.
+            Ring::Slots(r) => Ok(r
+                .try_claim_write(owner, &mut cache.pos)?
+                .map(|c| c.shortened(want))),
             Ring::Packed(r) => r.try_claim_write(owner, want, cache, exact),
         }
     }

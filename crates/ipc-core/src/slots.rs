@@ -356,8 +356,9 @@ impl<'a> SlotRing<'a> {
         }
     }
 
-    /// The writable payload of a claimed slot (`max_message` bytes). The
-    /// caller keeps the mapping alive as long as the claim.
+    /// The writable payload of a claimed slot: the claim's length (at most
+    /// `max_message` bytes). The caller keeps the mapping alive as long as
+    /// the claim.
     ///
     /// # Panics
     /// If the claim was not made on this ring.
@@ -366,8 +367,9 @@ impl<'a> SlotRing<'a> {
         // SAFETY: the claim belongs to this ring (checked above: its slot is
         // the one its position maps to, inside our mapping) and is held by
         // us (stamp WRITING|owner), so no other
-        // process reads or writes its payload until we commit.
-        unsafe { std::slice::from_raw_parts_mut(claim.slot, self.max_message) }
+        // process reads or writes its payload until we commit; the length
+        // is at most the slot's payload.
+        unsafe { std::slice::from_raw_parts_mut(claim.slot, claim.cap.min(self.max_message)) }
     }
 
     /// A claim's slot pointer must be the one its position maps to in this

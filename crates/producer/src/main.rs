@@ -6,9 +6,9 @@ use std::io::{ErrorKind, Read};
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use ipc_cli::{
-    check_geometry, finish, init, parse_budget, parse_capacity, parse_count, parse_max_message,
-    parse_message_size, parse_mode, parse_name, parse_timeout, read_fd, set_sigbus_target,
-    stop_requested, wait_readable, Meter, UsageError, Wait, EXIT_OK, POLL,
+    check_geometry, fd_nonblocking, finish, init, parse_budget, parse_capacity, parse_count,
+    parse_max_message, parse_message_size, parse_mode, parse_name, parse_timeout, read_fd,
+    set_sigbus_target, stop_requested, wait_readable, Meter, UsageError, Wait, EXIT_OK, POLL,
 };
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::mailbox::{unbounded_block_for, Capacity, Mailbox, MailboxConfig};
@@ -276,7 +276,9 @@ fn run(args: &Args) -> Result<i32> {
     let policy = args.wait.policy();
     // One producer at a time: a claim held while waiting for input holds
     // nobody else back, so stdin is read straight into the ring.
-    let zero_copy = matches!(&target, Target::Buffer(b) if b.is_single());
+    // (A non-blocking stdin is read by copying: poll(2) never reports a
+    // FIFO that no writer ever opened, where read(2) says end of file.)
+    let zero_copy = matches!(&target, Target::Buffer(b) if b.is_single()) && !fd_nonblocking(0);
     let sink = target.attach(policy, &what)?;
     log::info!("attached to {what} as a producer");
     let mut meter = Meter::new("producer");
