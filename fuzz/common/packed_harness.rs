@@ -46,11 +46,14 @@ impl Input<'_> {
     }
 }
 
-/// The ring's memory and cursors, on the heap.
-struct Region {
-    tail: Cursor,
-    head: Cursor,
-    freed: Cursor,
+/// The ring's memory and cursors, on the heap (also the model test's).
+pub struct Region {
+    /// The write cursor.
+    pub tail: Cursor,
+    /// The read cursor.
+    pub head: Cursor,
+    /// The lazily published read cursor.
+    pub freed: Cursor,
     /// Owns the words; only `base` touches them after construction.
     _words: Box<[u64]>,
     base: *mut u64,
@@ -58,7 +61,8 @@ struct Region {
 }
 
 impl Region {
-    fn new(size: u64) -> Region {
+    /// `size` zeroed bytes (a power of two >= 256).
+    pub fn new(size: u64) -> Region {
         let mut words: Box<[u64]> = vec![0u64; (size / 8) as usize].into_boxed_slice();
         let base = words.as_mut_ptr();
         Region {
@@ -71,7 +75,8 @@ impl Region {
         }
     }
 
-    fn ring(&self, limit: u32, max_message: usize) -> PackedRing<'_> {
+    /// A packed view of the region.
+    pub fn ring(&self, limit: u32, max_message: usize) -> PackedRing<'_> {
         assert!(max_message as u64 <= max_message_for(self.size));
         // SAFETY: `base` points to `size` bytes (a power of two >= MIN_RING),
         // 8-aligned, alive as long as `self`; the header words are read as

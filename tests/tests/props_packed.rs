@@ -8,57 +8,17 @@
 mod packed_harness;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ipc_core::layout::Cursor;
 use ipc_core::packed::{max_message_for, record_size};
-use ipc_core::ring::{HeadCache, PackedRing, ReadAttempt, ReadClaim, WriteClaim};
+use ipc_core::ring::{HeadCache, ReadAttempt, ReadClaim, WriteClaim};
 use proptest::prelude::*;
 
 const MARK: u64 = 1 << 63;
 
-/// A packed ring over heap memory.
-struct Heap {
-    tail: Cursor,
-    head: Cursor,
-    freed: Cursor,
-    _words: Box<[u64]>,
-    base: *mut u64,
-    size: u64,
-}
-
-impl Heap {
-    fn new(size: u64) -> Heap {
-        let mut words = vec![0u64; (size / 8) as usize].into_boxed_slice();
-        let base = words.as_mut_ptr();
-        Heap {
-            tail: Cursor::default(),
-            head: Cursor::default(),
-            freed: Cursor::default(),
-            _words: words,
-            base,
-            size,
-        }
-    }
-
-    fn ring(&self, limit: u32, max_message: usize) -> PackedRing<'_> {
-        assert!(max_message as u64 <= max_message_for(self.size));
-        // SAFETY: `base` holds `size` zeroed, 8-aligned bytes alive as long
-        // as `self` (power of two >= 256); header words are `data` read as
-        // u64-sized atomics; one writer and one reader (this thread).
-        unsafe {
-            PackedRing::new(
-                (&self.tail, &self.head, &self.freed),
-                self.base.cast(),
-                self.base as *const AtomicU64,
-                self.size,
-                limit,
-                max_message,
-            )
-        }
-    }
-}
+/// The model test's ring memory: the fuzz harness's.
+use packed_harness::Region as Heap;
 
 #[derive(Debug, Clone)]
 enum Op {

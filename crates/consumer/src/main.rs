@@ -280,31 +280,24 @@ fn receive(
     what: &str,
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Next> {
-    if stop_requested() {
-        return Ok(Next::Stopped);
-    }
-    // A message there now: no clock read, no deadline (the common case).
-    match source.recv_with_until(Deadline::Now, &mut f) {
-        Ok(r) => return r.map(|()| Next::Message),
-        Err(RecvError::Disconnected) => return Ok(Next::EndOfStream),
-        Err(RecvError::Empty | RecvError::Timeout) => {}
-        Err(e) => bail!("{what}: {e}"),
-    }
-    let started = std::time::Instant::now();
+    let mut started: Option<std::time::Instant> = None;
     loop {
         if stop_requested() {
             return Ok(Next::Stopped);
         }
-        match source.recv_with_until(Deadline::after(POLL), &mut f) {
+        // First without a deadline (no clock read when a message is
+        // there, the common case), then in slices of POLL.
+        let deadline = started.map_or(Deadline::Now, |_| Deadline::after(POLL));
+        match source.recv_with_until(deadline, &mut f) {
             Ok(r) => return r.map(|()| Next::Message),
             Err(RecvError::Disconnected) => return Ok(Next::EndOfStream),
-            Err(RecvError::Timeout) => {
-                if let Some(t) = timeout {
-                    if started.elapsed().as_secs_f64() >= t {
-                        bail!("{what}: no message for {t} s");
-                    }
+            Err(RecvError::Empty | RecvError::Timeout) => match (started, timeout) {
+                (None, _) => started = Some(std::time::Instant::now()),
+                (Some(s), Some(t)) if s.elapsed().as_secs_f64() >= t => {
+                    bail!("{what}: no message for {t} s")
                 }
-            }
+                _ => {}
+            },
             Err(e) => bail!("{what}: {e}"),
         }
     }

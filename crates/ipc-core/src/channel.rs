@@ -184,11 +184,7 @@ impl Tx {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
-        let len = msg.as_ref().len();
-        let max = self.max_message();
-        if len > max {
-            return Err(SendError::TooLarge { msg, len, max });
-        }
+        let (msg, len) = self.fits(msg)?;
         let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
@@ -196,6 +192,33 @@ impl Tx {
         claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
         self.commit(claimed, len, deadline)
             .map_err(|stop| stop_to_send(stop, deadline, msg))
+    }
+
+    /// `msg` and its length, or `TooLarge`.
+    fn fits<M: AsRef<[u8]>>(&self, msg: M) -> Result<(M, usize), SendError<M>> {
+        let len = msg.as_ref().len();
+        let max = self.max_message();
+        if len > max {
+            return Err(SendError::TooLarge { msg, len, max });
+        }
+        Ok((msg, len))
+    }
+
+    /// Publishes a claimed message (in the block that holds it), waking
+    /// nobody; returns its position. A claim taken away meanwhile is
+    /// counted as revoked; one inherited through fork is the parent's.
+    fn publish(&self, claimed: Claimed, len: usize) -> Result<u64, ClaimFail> {
+        if self.ep.inherited() {
+            return Err(ClaimFail::Inherited);
+        }
+        let Claimed { block, claim } = claimed;
+        let q = block.as_deref().unwrap_or(&self.ep.q);
+        let pos = claim.pos();
+        q.ring().commit(claim, len, 0).map_err(|e| {
+            self.main().count_revoked();
+            ClaimFail::Corrupt(e)
+        })?;
+        Ok(pos)
     }
 
     /// Sends each message of `msgs` in order before `deadline`, waking
@@ -216,15 +239,16 @@ impl Tx {
             }
             return Ok(sent);
         }
-        let max = self.max_message();
         let mut unannounced = false;
         let mut failed = None;
         for msg in msgs {
-            let len = msg.as_ref().len();
-            if len > max {
-                failed = Some(SendError::TooLarge { msg, len, max });
-                break;
-            }
+            let (msg, len) = match self.fits(msg) {
+                Ok(fits) => fits,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             let claimed = match self.claim(len, Deadline::Now) {
                 Ok(c) => Ok(c),
                 Err(Stop::Timeout) if deadline != Deadline::Now => {
@@ -243,11 +267,8 @@ impl Tx {
                 }
             };
             claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
-            let Claimed { block, claim } = claimed;
-            let q = block.as_deref().unwrap_or(&self.ep.q);
-            if let Err(e) = q.ring().commit(claim, len, 0) {
-                self.main().count_revoked();
-                failed = Some(SendError::Corrupt(msg, e));
+            if let Err(e) = self.publish(claimed, len) {
+                failed = Some(e.into_send_error(msg));
                 break;
             }
             sent += 1;
@@ -482,22 +503,13 @@ impl Tx {
         len: usize,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
-        if self.ep.inherited() {
-            // The parent's claim, copied by fork: not ours to publish.
-            return Err(Stop::Fail(ClaimFail::Inherited));
-        }
-        let Claimed { block, claim } = claimed;
-        let q = block.as_deref().unwrap_or(&self.ep.q);
-        let ring = q.ring();
-        let pos = claim.pos();
-        if let Err(e) = ring.commit(claim, len, 0) {
-            self.main().count_revoked();
-            return Err(Stop::Fail(ClaimFail::Corrupt(e)));
-        }
+        let pos = self.publish(claimed, len).map_err(Stop::Fail)?;
         self.main().wake_receivers();
         if self.main().flavor() != Flavor::Zero {
             return Ok(());
         }
+        // A rendezvous queue has no chained blocks: the claim was ours.
+        let ring = self.ep.q.ring();
         let wait_until = match deadline {
             Deadline::Now => Deadline::after(RENDEZVOUS_GRACE),
             d => d,
@@ -647,11 +659,9 @@ impl Rx {
                 _ => attempt_read(main.ring(), me, max_len)
                     .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
             };
-            let producers_seen = main
-                .header()
-                .counters
-                .producers_total
-                .load(Ordering::Acquire);
+            // Only a thorough look (about to sleep) may end the stream:
+            // only it needs the attach count from before it looked.
+            let producers_seen = thorough.then(|| producers_total(&main));
             match try_once(head) {
                 Step::Wait if thorough && ep.all_gone(Role::Producer, *min_producers) => {
                     // A sender may have committed just before leaving: look
@@ -671,17 +681,9 @@ impl Rx {
                             match try_once(head) {
                                 Step::Wait
                                     if ep.all_gone(Role::Producer, *min_producers)
-                                        && main
-                                            .header()
-                                            .counters
-                                            .producers_total
-                                            .load(Ordering::Acquire)
-                                            == producers_seen =>
+                                        && producers_seen == Some(producers_total(&main)) =>
                                 {
-                                    Step::Fail(RecvError::Corrupt(CorruptError(format!(
-                                        "{}: {queued} messages counted as queued, none to read, and no producer left",
-                                        main.name()
-                                    ))))
+                                    Step::Fail(stranded_counts(&main, queued))
                                 }
                                 other => other,
                             }
@@ -854,6 +856,19 @@ fn deliver_then<R>(
             Err(RecvError::Corrupt(e))
         }
     }
+}
+
+/// Producers that ever attached to `q`.
+fn producers_total(q: &Queue) -> u32 {
+    q.header().counters.producers_total.load(Ordering::Acquire)
+}
+
+/// `queued` messages counted, none to read, no producer left: scribbled.
+fn stranded_counts(q: &Queue, queued: u64) -> RecvError {
+    RecvError::Corrupt(CorruptError(format!(
+        "{}: {queued} messages counted as queued, none to read, and no producer left",
+        q.name()
+    )))
 }
 
 /// At end of stream, gives the memory of a drained unbounded queue back:

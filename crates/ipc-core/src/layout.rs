@@ -350,6 +350,16 @@ pub struct Geometry {
     pub ring_bytes: u64,
 }
 
+/// A message size within 1..=[`MAX_MESSAGE`].
+fn check_max_message(max_message: u32) -> Result<(), String> {
+    if max_message == 0 || max_message > MAX_MESSAGE {
+        return Err(format!(
+            "max message size must be 1 to {MAX_MESSAGE} bytes, got {max_message}"
+        ));
+    }
+    Ok(())
+}
+
 fn round_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
@@ -363,11 +373,7 @@ impl Geometry {
                 "capacity must be 1 to {MAX_CAPACITY} slots, got {capacity}"
             ));
         }
-        if max_message == 0 || max_message > MAX_MESSAGE {
-            return Err(format!(
-                "max message size must be 1 to {MAX_MESSAGE} bytes, got {max_message}"
-            ));
-        }
+        check_max_message(max_message)?;
         let slots = capacity.next_power_of_two().max(2);
         let slot_stride = round_up(size_of::<SlotHeader>() as u64 + max_message as u64, 64);
         let peers_offset = round_up(size_of::<Header>() as u64, 128);
@@ -409,11 +415,7 @@ impl Geometry {
         // The slot geometry's checks of the counts, for a ring of one
         // smallest slot (only its offsets are kept).
         let mut geo = Geometry::new(kind, capacity, 1)?;
-        if max_message == 0 || max_message > MAX_MESSAGE {
-            return Err(format!(
-                "max message size must be 1 to {MAX_MESSAGE} bytes, got {max_message}"
-            ));
-        }
+        check_max_message(max_message)?;
         geo.max_message = max_message;
         let least = min_ring_for(max_message);
         let ring_bytes = if budget == 0 {

@@ -1104,6 +1104,10 @@ impl Queue {
         self.reap();
         let h = self.header();
         let census = self.census();
+        let (bytes_used, budget) = self
+            .ring()
+            .bytes()
+            .unwrap_or((0, self.geo.slots as u64 * self.geo.slot_stride as u64));
         Status {
             name: self.name().to_owned(),
             geometry: self.geo,
@@ -1131,11 +1135,8 @@ impl Queue {
             }),
             block_index: self.block_index,
             single: self.is_single(),
-            bytes_used: self.ring().bytes().map_or(0, |(used, _)| used),
-            budget: self.ring().bytes().map_or(
-                self.geo.slots as u64 * self.geo.slot_stride as u64,
-                |(_, size)| size,
-            ),
+            bytes_used,
+            budget,
         }
     }
 }

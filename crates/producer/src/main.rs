@@ -310,23 +310,20 @@ struct Sending {
 impl Sending {
     /// Sends `msg`; `Ok(false)` if a signal asked us to stop.
     fn send(&mut self, msg: &[u8]) -> Result<bool> {
-        if stop_requested() {
-            return Ok(false);
-        }
-        // Room now: no clock read, no deadline (the common case).
-        match self.sink.send_until(msg, Deadline::Now) {
-            Ok(()) => return Ok(true),
-            Err(SendError::Full(_) | SendError::Timeout(_)) => {}
-            Err(e) => bail!("{}: {e}", self.what),
-        }
-        let started = std::time::Instant::now();
+        let mut started = None;
         loop {
             if stop_requested() {
                 return Ok(false);
             }
-            match self.sink.send_until(msg, Deadline::after(POLL)) {
+            // First without a deadline (no clock read when there is room,
+            // the common case), then in slices of POLL.
+            let deadline = started.map_or(Deadline::Now, |_| Deadline::after(POLL));
+            match self.sink.send_until(msg, deadline) {
                 Ok(()) => return Ok(true),
-                Err(SendError::Timeout(_)) => give_up_if_full(started, self.timeout, &self.what)?,
+                Err(SendError::Full(_) | SendError::Timeout(_)) => match started {
+                    None => started = Some(std::time::Instant::now()),
+                    Some(s) => give_up_if_full(s, self.timeout, &self.what)?,
+                },
                 Err(e) => bail!("{}: {e}", self.what),
             }
         }
