@@ -197,7 +197,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                     Ok(ReadAttempt::TooLong(n)) => {
                         assert!(n > max_len && n <= max_message, "TooLong({n})")
                     }
-                    Ok(ReadAttempt::Empty | ReadAttempt::Writing) | Err(_) => {}
+                    Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) | Err(_) => {}
                 }
             }
             9 if !reads.is_empty() => {
@@ -235,7 +235,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                     ring.writing_at_head(),
                     ring.is_full_by_bytes(),
                     ring.was_taken(pos),
-                    ring.retract(pos),
+                    ring.try_retract(pos, 0).ok(),
                 ));
             }
         }

@@ -90,7 +90,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                         reads.push((owner, c));
                     }
                     Ok(ReadAttempt::TooLong(n)) => assert!(n > max_len),
-                    Ok(ReadAttempt::Empty | ReadAttempt::Writing) | Err(_) => {}
+                    Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) | Err(_) => {}
                 }
             }
             6 if !reads.is_empty() => {

@@ -535,8 +535,9 @@ fn numeric_and_mode_flags_are_validated_before_anything_is_created() {
         ),
         (
             "ipcctl",
-            vec!["create", n, "--capacity", "1048576", "--max-message", "64M"],
-            "17179869184",
+            // A ring's budget is bounded by half the segment limit.
+            vec!["create", n, "--max-message", "64M", "--budget", "16G"],
+            "8589934592",
         ),
         (
             "ipcctl",
@@ -545,11 +546,11 @@ fn numeric_and_mode_flags_are_validated_before_anything_is_created() {
                 n,
                 "--mailbox",
                 "--capacity",
-                "1048576",
-                "--max-message",
-                "64M",
+                "unbounded",
+                "--budget",
+                "1M",
             ],
-            "17179869184",
+            "unbounded",
         ),
         (
             "producer",
@@ -567,12 +568,12 @@ fn numeric_and_mode_flags_are_validated_before_anything_is_created() {
                 "--segment",
                 n,
                 "--create",
-                "--capacity",
-                "1048576",
                 "--max-message",
                 "64M",
+                "--budget",
+                "16G",
             ],
-            "17179869184",
+            "8589934592",
         ),
         (
             "producer",

@@ -1,7 +1,9 @@
 //! Hostile segments: while peer processes run sends and receives (with short
 //! timeouts), the test scribbles random bytes over a live segment through its
-//! own descriptor of /dev/shm/NAME: header fields, cursors, wait words,
-//! counters, the attachment table, slot stamps and lengths. The peers must
+//! own descriptor of /dev/shm/NAME: header fields, cursors, lock words, wait
+//! words, counters, the attachment table, packed record headers (a shared
+//! bounded buffer), slot stamps and lengths (the slot blocks of an unbounded
+//! one). The peers must
 //! neither hang, nor die by a signal (SIGSEGV, SIGBUS, abort on a huge
 //! allocation: they run with a 1 GiB address-space limit), nor panic: every
 //! operation returns an error (Corrupt, Disconnected, Timeout, OpenError) or
@@ -14,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipc_core::layout::{Geometry, Header};
+use ipc_core::layout::{Cursor, Geometry, Header};
 use ipc_core::{BufferConfig, SharedBuffer};
 use ipc_tests::{ChildGuard, ShmName};
 
@@ -41,8 +43,12 @@ enum Target {
     SharedWords,
     /// The attachment table.
     PeerTable,
-    /// Slot stamps, lengths and tags, with values shaped like real stamps.
+    /// Slot stamps, lengths and tags, with values shaped like real stamps
+    /// (an unbounded buffer's first block).
     SlotHeaders,
+    /// Packed record headers shaped like real ones (a shared bounded
+    /// buffer's ring), at the cursors or anywhere.
+    RecordHeaders,
     /// Single random bytes anywhere, except the cursors' top bytes and the
     /// stamps' flag bytes (known bugs, see the ignored tests).
     Anywhere,
@@ -51,25 +57,42 @@ enum Target {
 struct Segment {
     name: ShmName,
     geo: Geometry,
+    file: std::fs::File,
     _buf: SharedBuffer,
 }
 
-fn segment(tag: &str) -> Segment {
+/// A bounded buffer (the packed engine, shared by many), or with `slots`
+/// an unbounded one (whose blocks are slot rings).
+fn segment_of(tag: &str, slots: bool) -> Segment {
     let name = ShmName::new(tag);
-    let buf = SharedBuffer::create(
-        name.as_str(),
-        &BufferConfig {
-            capacity: 8,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
+    let config = BufferConfig {
+        capacity: 8,
+        max_message: 64,
+        budget: 512,
+        ..Default::default()
+    };
+    let buf = if slots {
+        SharedBuffer::create_unbounded(name.as_str(), &config)
+    } else {
+        SharedBuffer::create(name.as_str(), &config)
+    }
     .expect("create");
+    assert_eq!(buf.geometry().is_packed(), !slots);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.path())
+        .expect("open /dev/shm file");
     Segment {
         geo: buf.geometry(),
         name,
+        file,
         _buf: buf,
     }
+}
+
+fn segment(tag: &str) -> Segment {
+    segment_of(tag, true)
 }
 
 fn scribble(seg: &Segment, target: Target, rng: &mut Rng) -> Scribble {
@@ -85,6 +108,11 @@ fn scribble(seg: &Segment, target: Target, rng: &mut Rng) -> Scribble {
             let words = [
                 offset_of!(Header, tail),
                 offset_of!(Header, head),
+                offset_of!(Header, tail) + offset_of!(Cursor, lock),
+                offset_of!(Header, head) + offset_of!(Cursor, lock),
+                offset_of!(Header, tail) + offset_of!(Cursor, count),
+                offset_of!(Header, head) + offset_of!(Cursor, count),
+                offset_of!(Header, freed),
                 offset_of!(Header, data_ready),
                 offset_of!(Header, data_ready) + 4,
                 offset_of!(Header, space_ready),
@@ -97,9 +125,11 @@ fn scribble(seg: &Segment, target: Target, rng: &mut Rng) -> Scribble {
                 offset_of!(Header, chain),
             ];
             let off = words[rng.below(words.len() as u64) as usize];
-            let v = match rng.below(3) {
+            let v = match rng.below(4) {
                 0 => rng.below(64),
                 1 => rng.next() & ((1 << 52) - 1),
+                // A plausible lock word: a holder, maybe WAITED, a turn.
+                2 => (1 + rng.below(8)) | rng.below(2) << 16 | rng.below(64) << 32,
                 _ => rng.next() as u32 as u64,
             };
             (off as u64, v.to_le_bytes().to_vec())
@@ -133,6 +163,36 @@ fn scribble(seg: &Segment, target: Target, rng: &mut Rng) -> Scribble {
                 };
                 (base + 8, len.to_le_bytes().to_vec())
             }
+        }
+        Target::RecordHeaders => {
+            let size = g.ring_bytes;
+            let read = |off: usize| {
+                let mut b = [0u8; 8];
+                seg.file.read_exact_at(&mut b, off as u64).expect("read");
+                u64::from_le_bytes(b)
+            };
+            let at = match rng.below(3) {
+                0 => read(offset_of!(Header, head)) & !(1 << 63),
+                1 => read(offset_of!(Header, tail)) & !(1 << 63),
+                _ => rng.next(),
+            };
+            let at = (at % size) & !7;
+            let count = read(offset_of!(Header, head) + offset_of!(Cursor, count));
+            let seq = count.wrapping_add(rng.below(4)).wrapping_sub(1) & ((1 << 30) - 1);
+            let len = match rng.below(5) {
+                0 => rng.below(g.max_message as u64 + 1),
+                1 => g.max_message as u64 + 1 + rng.below(16),
+                2 => size - at,
+                3 => rng.below(g.max_message as u64 + 1) | 1 << 31, // withdrawn
+                _ => rng.next() as u32 as u64,
+            };
+            let flags = [1 << 63, 1 << 63, 3 << 62, 1 << 62, 0][rng.below(5) as usize];
+            let v: u64 = flags | seq << 32 | len;
+            (g.slots_offset + at, v.to_le_bytes().to_vec())
+        }
+        Target::Anywhere if g.is_packed() => {
+            let off = rng.below(g.total_size);
+            (off, vec![rng.next() as u8])
         }
         Target::Anywhere => loop {
             let off = rng.below(g.total_size);
@@ -175,12 +235,14 @@ fn hostile_peer(name: &str, role: &str, duration_ms: u64) -> ChildGuard {
 /// Runs two producers and two consumers for 1.5 s under attack on `target`;
 /// returns their outputs.
 fn attack(target: Target, seed: u64) -> Vec<String> {
-    let seg = segment("hostile");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(seg.name.path())
-        .expect("open /dev/shm file");
+    attack_on(target, seed, target == Target::SlotHeaders)
+}
+
+/// [`attack`] on a bounded buffer's packed ring, or with `slots` on an
+/// unbounded buffer's slot blocks.
+fn attack_on(target: Target, seed: u64, slots: bool) -> Vec<String> {
+    let seg = segment_of("hostile", slots);
+    let file = &seg.file;
     let mut peers: Vec<ChildGuard> = ["producer", "consumer", "producer", "consumer"]
         .iter()
         .map(|role| hostile_peer(seg.name.as_str(), role, 1500))
@@ -255,10 +317,15 @@ fn scribbled_slot_stamps_and_lengths() {
 }
 
 #[test]
+fn scribbled_packed_record_headers() {
+    attack(Target::RecordHeaders, seed());
+}
+
+#[test]
 fn scribbled_bytes_anywhere() {
     let s = seed();
     for i in 0..2 {
-        attack(Target::Anywhere, s.wrapping_add(i));
+        attack_on(Target::Anywhere, s.wrapping_add(i), i == 1);
     }
 }
 

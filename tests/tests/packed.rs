@@ -120,14 +120,23 @@ fn budgets_too_small_or_too_large_are_refused_with_the_minimum() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16384"));
     assert!(!name.path().exists());
     let out = cmd("ipcctl")
-        .args(["create", name.as_str(), "--budget", "1M"])
+        .args([
+            "create",
+            name.as_str(),
+            "--budget",
+            "1M",
+            "--capacity",
+            "unbounded",
+        ])
         .output()
         .unwrap();
     assert_eq!(
         out.status.code(),
         Some(2),
-        "--budget needs --single: {out:?}"
+        "an unbounded queue has no ring to budget: {out:?}"
     );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unbounded"));
+    assert!(!name.path().exists());
 }
 
 #[test]

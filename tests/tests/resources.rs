@@ -59,7 +59,7 @@ fn full_dev_shm_fails_at_create_with_sizes_not_sigbus() {
         return;
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let asked = Geometry::new(Kind::Buffer, 64, 64 * 1024)
+    let asked = Geometry::packed(Kind::Buffer, 64, 64 * 1024, 0)
         .unwrap()
         .total_size;
     assert_eq!(
@@ -77,12 +77,12 @@ fn full_dev_shm_fails_at_create_with_sizes_not_sigbus() {
 
 #[test]
 fn second_segment_that_does_not_fit_leaves_the_first_working() {
-    // 8 x 64 KiB slots (about 530 KB) fit once in 1 MiB, not twice. The
-    // failed create must not leave a partial file, and the first segment
-    // must carry messages end to end afterwards.
+    // A ring of 512 KiB fits once in 1 MiB, not twice. The failed create
+    // must not leave a partial file, and the first segment must carry
+    // messages end to end afterwards.
     let script = r#"
-"$IPCCTL" create a --capacity 8 --max-message 64K || exit 10
-"$IPCCTL" create b --capacity 8 --max-message 64K 2>/tmp/ipct-b.err$$; rc=$?
+"$IPCCTL" create a --capacity 8 --max-message 64K --budget 512K || exit 10
+"$IPCCTL" create b --capacity 8 --max-message 64K --budget 512K 2>/tmp/ipct-b.err$$; rc=$?
 cat /tmp/ipct-b.err$$ >&2; rm -f /tmp/ipct-b.err$$
 [ "$rc" = 1 ] || exit 11
 [ -e /dev/shm/b ] && exit 12

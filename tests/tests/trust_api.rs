@@ -18,7 +18,7 @@ use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::ports::{Port, PortSender};
 use ipc_core::{BufferConfig, SendError, SharedBuffer};
 use ipc_tests::ShmName;
-use trust_common::{find_slot, Mapped, HANG};
+use trust_common::{find_record, record_header, Mapped, HANG};
 
 #[test]
 fn open_or_create_with_an_invalid_config_says_invalid_not_corrupt() {
@@ -95,9 +95,9 @@ fn describe<T: Debug>(item: Option<T>) -> String {
     format!("{item:?}")
 }
 
-/// Scribbles the stamp of the message at the head of a buffer's ring into a
-/// value that fits no state (no flags, sequence far beyond any lap), so
-/// that receiving reports `Corrupt`.
+/// Scribbles the header of the record at the head of a buffer's ring into
+/// a value that fits no state (not committed, yet not zero), so that
+/// receiving reports `Corrupt`.
 fn corrupt_head(tag: &str) -> (ShmName, SharedBuffer, ipc_core::Sender, ipc_core::Receiver) {
     let name = ShmName::new(tag);
     let buf = SharedBuffer::create(
@@ -112,11 +112,15 @@ fn corrupt_head(tag: &str) -> (ShmName, SharedBuffer, ipc_core::Sender, ipc_core
     let mut tx = buf.producer().unwrap();
     let mut rx = buf.consumer().unwrap();
     tx.send(b"trust-iter-marker").unwrap();
-    let slot = find_slot(&name.path(), b"trust-iter-marker").expect("marker in the file");
+    let at = find_record(&name.path(), b"trust-iter-marker").expect("marker in the file");
     let map = Mapped::new(&name.path());
-    // Stamp of position 0 once committed is 1 (ring.rs stamp table).
-    assert_eq!(map.u64_at(slot).load(Ordering::Relaxed), 1, "stamp found");
-    map.u64_at(slot)
+    // Message 0, 17 bytes (packed.rs record header).
+    assert_eq!(
+        map.u64_at(at).load(Ordering::Relaxed),
+        record_header(0, 17),
+        "header found"
+    );
+    map.u64_at(at)
         .store(0x000f_ffff_0000_0000, Ordering::Relaxed);
     // Sanity: a plain receive reports the corruption.
     let r = rx.recv_timeout(Duration::from_secs(10));

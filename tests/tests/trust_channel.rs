@@ -20,7 +20,7 @@ use std::time::Duration;
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{BufferConfig, SendError, SharedBuffer};
 use ipc_tests::{ChildGuard, ShmName};
-use trust_common::{find_slot, slot_stride, Mapped, HANG, LEN_OFFSET, PEER};
+use trust_common::{find_record, record_header, Mapped, HANG, PEER};
 
 fn quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
     catch_unwind(AssertUnwindSafe(f))
@@ -116,36 +116,31 @@ fn panic_in_recv_with_mpmc_leaks_no_slot() {
 /// Maximum message of the flip test's buffer; the consumer's buffer is 8.
 const FLIP_MAX: u32 = 64;
 const FLIP_SLOTS: u64 = 4;
+const FLIP_RING: u64 = 512;
 
 #[test]
-fn flipping_a_slot_length_never_makes_a_receiver_panic() {
+fn flipping_a_record_length_never_makes_a_receiver_panic() {
     let name = ShmName::new("flip");
     let buf = SharedBuffer::create(
         name.as_str(),
         &BufferConfig {
             capacity: FLIP_SLOTS as u32,
             max_message: FLIP_MAX,
+            budget: FLIP_RING,
             ..Default::default()
         },
     )
     .unwrap();
     let mut tx = buf.producer().unwrap();
-    // Find slots 0 and 1 by their payloads.
-    tx.send(b"trust-flip-mark0").unwrap();
-    tx.send(b"trust-flip-mark1").unwrap();
-    let s0 = find_slot(&name.path(), b"trust-flip-mark0").expect("slot 0 in the file");
-    let s1 = find_slot(&name.path(), b"trust-flip-mark1").expect("slot 1 in the file");
-    assert_eq!(
-        s1 - s0,
-        slot_stride(FLIP_MAX as u64),
-        "slot stride as layout.rs computes it"
-    );
-    let stride = s1 - s0;
+    // Every message is 4 bytes: a record of 16, so the headers sit at
+    // every 16th byte of the ring, wherever it wraps.
+    tx.send(b"abcd").unwrap();
+    let first = find_record(&name.path(), b"abcd").expect("record in the file");
     let map = Arc::new(Mapped::new(&name.path()));
     assert_eq!(
-        map.u32_at(s0 + LEN_OFFSET).load(Ordering::Relaxed),
-        16,
-        "length field where ring.rs puts it"
+        map.u64_at(first).load(Ordering::Relaxed),
+        record_header(0, 4),
+        "record header where packed.rs puts it"
     );
     let stop = Arc::new(AtomicBool::new(false));
     let scribbler = {
@@ -153,12 +148,12 @@ fn flipping_a_slot_length_never_makes_a_receiver_panic() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                for i in 0..FLIP_SLOTS {
+                for i in 0..FLIP_RING / 16 {
                     // Small enough for the receiver's 8 bytes, then too
-                    // long for it (but below the maximum).
+                    // long for it (but below the maximum): the length
+                    // half of the header word.
                     let len = if n.is_multiple_of(2) { 4 } else { FLIP_MAX - 4 };
-                    map.u32_at(s0 + i * stride + LEN_OFFSET)
-                        .store(len, Ordering::Relaxed);
+                    map.u32_at(first + i * 16).store(len, Ordering::Relaxed);
                 }
                 n += 1;
             }
@@ -189,7 +184,7 @@ fn flipping_a_slot_length_never_makes_a_receiver_panic() {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             death = Some(format!(
-                "round {round}: the receiver died ({}) while a peer flipped slot lengths; stderr: {}",
+                "round {round}: the receiver died ({}) while a peer flipped record lengths; stderr: {}",
                 out.status,
                 stderr.lines().take(3).collect::<Vec<_>>().join(" | ")
             ));

@@ -443,20 +443,22 @@ pub fn check_geometry(
     kind: Kind,
     capacity: Capacity,
     max_message: u32,
-    single: bool,
     budget: u64,
 ) -> Result<(), UsageError> {
     let slots = match capacity {
         Capacity::Zero | Capacity::Bounded(0) => ipc_core::PEER_SLOTS,
         Capacity::Bounded(n) => n,
-        Capacity::Unbounded => unbounded_block_for(max_message),
+        Capacity::Unbounded if budget != 0 => return Err(UsageError(
+            "--budget sizes a bounded or rendezvous queue's ring; an unbounded one grows by blocks"
+                .to_owned(),
+        )),
+        Capacity::Unbounded => {
+            return Geometry::new(kind, unbounded_block_for(max_message), max_message)
+                .map(|_| ())
+                .map_err(UsageError)
+        }
     };
-    if single {
-        return Geometry::packed(kind, slots, max_message, budget)
-            .map(|_| ())
-            .map_err(UsageError);
-    }
-    Geometry::new(kind, slots, max_message)
+    Geometry::packed(kind, slots, max_message, budget)
         .map(|_| ())
         .map_err(UsageError)
 }
@@ -539,15 +541,20 @@ mod tests {
         }
         assert!(parse_count("0").is_err());
         assert_eq!(parse_count("3"), Ok(3));
+        // A ring too small for the largest message, or a budget for a
+        // queue that has no ring, is refused.
+        assert!(check_geometry(Kind::Buffer, Capacity::Bounded(4), 1 << 20, 4096).is_err());
+        assert!(check_geometry(Kind::Mailbox, Capacity::Unbounded, 64, 4096).is_err());
+        // Bytes, not slots: the largest capacity of the largest messages
+        // fits its default budget.
         assert!(check_geometry(
             Kind::Buffer,
             Capacity::Bounded(MAX_CAPACITY),
             MAX_MESSAGE,
-            false,
             0
         )
-        .is_err());
-        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64, false, 0).is_ok());
-        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE, false, 0).is_ok());
+        .is_ok());
+        assert!(check_geometry(Kind::Mailbox, Capacity::Zero, 64, 0).is_ok());
+        assert!(check_geometry(Kind::Buffer, Capacity::Unbounded, MAX_MESSAGE, 0).is_ok());
     }
 }

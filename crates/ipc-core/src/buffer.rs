@@ -36,13 +36,12 @@ pub struct BufferConfig {
     pub max_message: u32,
     /// Permission bits of the segment (default 0600, owner only).
     pub mode: u32,
-    /// Single-mode buffers ([`SharedBuffer::create_single`]) pack
-    /// messages in a ring of this many bytes, rounded down to a power of
-    /// two; it must hold two of the largest messages plus 24 bytes. 0 (the
-    /// default) picks room for `capacity` largest messages wherever the
-    /// ring's wrap falls, up to 4 MiB.
-    /// Other buffers hold `capacity` slots of `max_message` bytes and
-    /// ignore it.
+    /// Bounded buffers (single mode or shared) pack messages in a ring of
+    /// this many bytes, rounded down to a power of two; it must hold two of
+    /// the largest messages plus 24 bytes. 0 (the default) picks room for
+    /// `capacity` largest messages wherever the ring's wrap falls, up to
+    /// 4 MiB. Unbounded buffers chain blocks of `capacity` slots of
+    /// `max_message` bytes and ignore it.
     pub budget: u64,
 }
 
@@ -126,15 +125,15 @@ impl SharedBuffer {
         flavor: Flavor,
         single: bool,
     ) -> Result<SharedBuffer, CreateError> {
-        let geo = if single {
+        let geo = if flavor == Flavor::Unbounded {
+            Geometry::new(Kind::Buffer, config.capacity, config.max_message)
+        } else {
             Geometry::packed(
                 Kind::Buffer,
                 config.capacity,
                 config.max_message,
                 config.budget,
             )
-        } else {
-            Geometry::new(Kind::Buffer, config.capacity, config.max_message)
         }
         .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {

@@ -38,7 +38,7 @@ use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError
 use crate::layout::Flavor;
 use crate::peers::Role;
 use crate::queue::{BlockView, Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
-use crate::ring::{HeadCache, ReadAttempt, ReadClaim, Ring, WriteClaim};
+use crate::ring::{HeadCache, ReadAttempt, ReadClaim, Ring, Side, WriteAttempt, WriteClaim};
 use crate::segment::Segment;
 use crate::sync::Deadline;
 
@@ -49,6 +49,11 @@ const RENDEZVOUS_GRACE: Duration = Duration::from_millis(50);
 /// waits for its writer to commit (crossbeam waits without bound; our
 /// writer may be frozen, or dead until reaped).
 const WRITE_GRACE: Duration = Duration::from_millis(100);
+
+/// A rendezvous sender withdrawing its message waits for the receivers'
+/// lock: yielding this many times, then napping.
+const RETRACT_YIELDS: u32 = 64;
+const RETRACT_NAP: Duration = Duration::from_micros(200);
 
 /// How often a slow process may find the chain moved under it before the
 /// chain is called corrupt.
@@ -336,6 +341,20 @@ impl Tx {
             Ok(None) => {}
             Err(e) => return Err(Stop::Fail(ClaimFail::Corrupt(e))),
         }
+        if deadline == Deadline::Now {
+            // Full only from what the ring holds, not from a turn taken.
+            let mut cache = self.cached_head;
+            let got = while_busy(|| match ring.try_write(me, want, &mut cache) {
+                Ok(WriteAttempt::Claimed(c)) => Some(Some(c)),
+                Ok(WriteAttempt::Busy) => None,
+                Ok(WriteAttempt::Full) | Err(_) => Some(None),
+            });
+            self.cached_head = cache;
+            if let Some(Some(claim)) = got {
+                // SAFETY: a claim on our own queue's ring.
+                return Ok(unsafe { Claimed::new(None, claim) });
+            }
+        }
         let mut cached_head = self.cached_head;
         let r = self.ep.block_on(
             |h| &h.space_ready,
@@ -529,13 +548,37 @@ impl Tx {
         );
         match outcome {
             Ok(()) => Ok(()),
-            // A receiver claimed it meanwhile: it has the message.
-            Err(_) if !ring.retract(pos) => Ok(()),
-            Err(stop) => {
-                self.main().wake_receivers();
-                Err(stop)
+            Err(stop) => match self.retract(pos) {
+                // A receiver claimed it meanwhile: it has the message.
+                Ok(false) => Ok(()),
+                Ok(true) => {
+                    self.main().wake_receivers();
+                    Err(stop)
+                }
+                Err(e) => Err(Stop::Fail(ClaimFail::Corrupt(e))),
+            },
+        }
+    }
+
+    /// Withdraws our rendezvous message at `pos` unless a receiver took
+    /// it: true if withdrawn. Waits for the receivers' lock of a shared
+    /// ring, which a receiver holds while it takes a message (and, reading
+    /// in place, until it releases it); a dead holder's is freed by
+    /// reaping, which this wait does.
+    fn retract(&self, pos: u64) -> Result<bool, CorruptError> {
+        let q = &self.ep.q;
+        for turn in 0u32.. {
+            if let Some(withdrawn) = q.ring().try_retract(pos, self.ep.me)? {
+                return Ok(withdrawn);
+            }
+            if turn < RETRACT_YIELDS {
+                std::thread::yield_now();
+            } else {
+                q.reap_if_due();
+                std::thread::sleep(RETRACT_NAP);
             }
         }
+        unreachable!("the loop above returns")
     }
 
     /// Abandons a claimed slot: receivers skip it.
@@ -608,6 +651,18 @@ impl Rx {
                 Step::Wait => {}
             }
         }
+        if deadline == Deadline::Now && q.flavor() != Flavor::Unbounded {
+            // Empty only from what the ring holds, not from a turn taken.
+            let got = while_busy(|| match q.ring().try_claim_read(self.ep.me, max_len) {
+                Ok(ReadAttempt::Busy) => None,
+                Ok(ReadAttempt::Claimed(c)) => Some(Some(c)),
+                // Said by the path below, as ever.
+                Ok(_) | Err(_) => Some(None),
+            });
+            if let Some(Some(claim)) = got {
+                return deliver(q, q, claim, f);
+            }
+        }
         if deadline == Deadline::Now && self.writing_at_head() {
             // Like crossbeam: "empty" only when nothing is queued; a
             // message being written now is waited for (boundedly).
@@ -670,7 +725,11 @@ impl Rx {
                         Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
                             Step::Fail(RecvError::Disconnected)
                         }
-                        Step::Wait if main.ring().is_packed() && main.queued() > 0 => {
+                        Step::Wait
+                            if main.ring().is_packed()
+                                && main.queued() > 0
+                                && !main.ring().locked(Side::Read) =>
+                        {
                             // Counted as queued, yet no record where the
                             // reader stands: if no producer attached all
                             // along (the attach count did not move), none
@@ -681,7 +740,9 @@ impl Rx {
                             match try_once(head) {
                                 Step::Wait
                                     if ep.all_gone(Role::Producer, *min_producers)
-                                        && producers_seen == Some(producers_total(&main)) =>
+                                        && producers_seen == Some(producers_total(&main))
+                                        && !main.ring().locked(Side::Read)
+                                        && main.queued() == queued =>
                                 {
                                     Step::Fail(stranded_counts(&main, queued))
                                 }
@@ -928,11 +989,30 @@ fn unusable_spare(e: &OpenError) -> bool {
 /// the main segment).
 type Taken = (Arc<Queue>, ReadClaim<'static>, (u64, u64));
 
+/// Tries `attempt` again, yielding, while it finds another process's turn
+/// (`None`: the side's lock of a shared ring is taken, a claim is being
+/// made or used now), for at most [`WRITE_GRACE`]: so that a `try_` call
+/// says full or empty from what the ring holds, not from a peer's turn.
+/// `None` if the grace ran out.
+fn while_busy<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut end = None;
+    loop {
+        if let Some(v) = attempt() {
+            return Some(v);
+        }
+        let end = *end.get_or_insert_with(|| std::time::Instant::now() + WRITE_GRACE);
+        if std::time::Instant::now() >= end {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// One non-blocking read claim on `ring`, as a waiting step.
 fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
     match ring.try_claim_read(me, max_len) {
         Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
-        Ok(ReadAttempt::Empty | ReadAttempt::Writing) => Step::Wait,
+        Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
             needed,
             available: max_len,

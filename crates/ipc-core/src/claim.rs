@@ -36,6 +36,8 @@ pub struct WriteClaim<'a> {
     pub(crate) slot: *mut u8,
     /// Writable bytes at `slot`.
     pub(crate) cap: usize,
+    /// A shared packed ring: the lock word taken for this claim (0 else).
+    pub(crate) token: u64,
     pub(crate) _memory: PhantomData<&'a ()>,
 }
 
@@ -50,6 +52,7 @@ impl WriteClaim<'_> {
             owner: self.owner,
             slot: self.slot,
             cap: self.cap,
+            token: self.token,
             _memory: PhantomData,
         }
     }
@@ -74,6 +77,8 @@ pub struct ReadClaim<'a> {
     pub(crate) owner: u32,
     pub(crate) slot: *mut u8,
     pub(crate) len: usize,
+    /// A shared packed ring: the lock word taken for this claim (0 else).
+    pub(crate) token: u64,
     pub(crate) _memory: PhantomData<&'a ()>,
 }
 
@@ -88,6 +93,7 @@ impl ReadClaim<'_> {
             owner: self.owner,
             slot: self.slot,
             len: self.len,
+            token: self.token,
             _memory: PhantomData,
         }
     }
@@ -110,6 +116,9 @@ pub enum ReadAttempt<'a> {
     Writing,
     /// The next message is longer than the reader accepts; not claimed.
     TooLong(usize),
+    /// Another reader of a shared ring is taking a message now: look again
+    /// soon (its release wakes waiters).
+    Busy,
 }
 
 /// What the slots between the cursors hold, for status displays.

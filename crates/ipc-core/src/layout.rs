@@ -37,7 +37,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// reader's lazily published `freed` cursor; chained blocks are recycled,
 /// each carrying the chain index it serves and its lap in
 /// [`Chain::block_identity`].
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps.
 pub const ENGINE_SLOTS: u32 = 0;
@@ -123,6 +123,9 @@ pub struct Cursor {
     pub pos: CursorWord,
     /// Packed ring: messages committed (tail) or released (head).
     pub count: CursorWord,
+    /// Packed ring shared by several writers (tail) or readers (head): who
+    /// holds this side's claim (see `packed::Lock`); unused otherwise.
+    pub lock: CursorWord,
 }
 
 /// Counters kept for status and for end-of-stream decisions.

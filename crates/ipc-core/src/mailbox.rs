@@ -9,8 +9,13 @@
 //! | `Capacity::Bounded(n)`| while `n` messages wait                |
 //! | `Capacity::Unbounded` | never (storage grows by segments)      |
 //!
+//! Bounded and rendezvous mailboxes pack their messages in a ring of bytes
+//! (`MailboxConfig::budget`): a small message costs its length, not the
+//! largest message's. Senders take turns to claim room, receivers to take
+//! messages (see [`crate::packed`]).
+//!
 //! A rendezvous `send` returns once a receiver has taken the message out of
-//! the shared slot. If that receiver then dies before using it, the message
+//! the ring. If that receiver then dies before using it, the message
 //! is lost like any message a dying receiver held, and counted in the
 //! status's `lost_reads`; the sender is not told.
 //!
@@ -128,6 +133,13 @@ pub struct MailboxConfig {
     pub max_message: u32,
     /// Permission bits (default 0600, owner only).
     pub mode: u32,
+    /// Bytes of the ring that bounded and rendezvous mailboxes pack their
+    /// messages in (each takes its length rounded up to 8, plus an 8-byte
+    /// header), rounded down to a power of two; 0 picks room for
+    /// `capacity` messages of the largest size, at most 4 MiB. Memory used
+    /// is this, whatever the largest message (unbounded mailboxes grow by
+    /// blocks instead, and ignore it).
+    pub budget: u64,
 }
 
 impl Default for MailboxConfig {
@@ -136,6 +148,7 @@ impl Default for MailboxConfig {
             capacity: Capacity::Bounded(64),
             max_message: 4096,
             mode: DEFAULT_MODE,
+            budget: 0,
         }
     }
 }
@@ -150,8 +163,11 @@ impl Mailbox {
     /// Creates a mailbox (fails if the name exists).
     pub fn create(name: &str, config: &MailboxConfig) -> Result<Mailbox, CreateError> {
         let (flavor, slots) = config.capacity.flavor_and_slots(config.max_message);
-        let geo = Geometry::new(Kind::Mailbox, slots, config.max_message)
-            .map_err(CreateError::InvalidConfig)?;
+        let geo = match flavor {
+            Flavor::Unbounded => Geometry::new(Kind::Mailbox, slots, config.max_message),
+            _ => Geometry::packed(Kind::Mailbox, slots, config.max_message, config.budget),
+        }
+        .map_err(CreateError::InvalidConfig)?;
         Ok(Mailbox {
             q: Arc::new(Queue::create(
                 name,

@@ -1,5 +1,8 @@
-//! A ring of bytes holding packed, variable-length records, for one writer
-//! and one reader at a time: the engine of single-mode buffers.
+//! A ring of bytes holding packed, variable-length records: the engine of
+//! bounded and rendezvous buffers and mailboxes. One writer and one reader
+//! at a time use it directly (single mode); shared by many, each side's
+//! claims are taken one at a time under that side's lock word (see
+//! "Shared rings" below).
 //!
 //! A message takes an 8-byte header plus its length rounded up to 8, so
 //! several small messages share a cache line, and a buffer costs its byte
@@ -51,14 +54,31 @@
 //! message, counted ([`PackedRing::recover_single_reader`]). Every header,
 //! length and position read from shared memory is validated once, and only
 //! the validated copy is used.
+//!
+//! Shared rings (many writers, many readers): each side's cursor carries a
+//! lock word naming the holder (its attachment index, plus a turn count so
+//! that an old holder's token never matches a new one). A writer takes the
+//! write lock with one compare-and-swap, claims, fills and commits exactly
+//! as a single writer does, and gives the lock back; readers likewise with
+//! the read lock. So every single-mode invariant and repair holds as it is:
+//! a dead holder's claim is repaired by the reaper exactly as a dead single
+//! writer's or reader's, then its lock is freed. A waiter that finds the
+//! lock taken marks it `WAITED`, and the holder's release wakes that side.
+//! The price: one side's copies are serialized (the other side's run in
+//! parallel), and a claim held long (zero copy) holds that side up.
+//! A rendezvous sender that gives up withdraws its record under the read
+//! lock (`WITHDRAWN`); readers pass over it, counting it.
 
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use crate::atomic::AtomicU64;
-use crate::claim::{revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim};
+use crate::claim::{
+    revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim, MAX_OWNER,
+};
 use crate::error::CorruptError;
 use crate::layout::Cursor;
+use crate::sync::EventCount;
 
 /// Bytes of a record header.
 pub const RECORD_HEADER: u64 = 8;
@@ -68,7 +88,16 @@ const PAD: u64 = 1 << 62;
 const SEQ_SHIFT: u32 = 32;
 const SEQ_BITS: u32 = 30;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-const LEN_MASK: u64 = (1 << 32) - 1;
+/// A record a rendezvous sender withdrew (shared rings): readers skip it.
+const WITHDRAWN: u64 = 1 << 31;
+const LEN_MASK: u64 = (1 << 31) - 1;
+
+/// Lock word (shared rings): the holder's attachment index + 1 (0: free)
+/// in the low 16 bits, `WAITED` if someone waits for it, and a turn count
+/// from bit 32, bumped by every acquisition.
+const HOLDER: u64 = 0xFFFF;
+const WAITED: u64 = 1 << 16;
+const TURN: u64 = 1 << 32;
 
 /// Set in `tail.pos` while the writer holds a claim at that position.
 const WRITING: u64 = 1 << 63;
@@ -131,7 +160,58 @@ pub struct PackedRing<'a> {
     size: u64,
     limit: u64,
     max_message: usize,
+    /// Many writers and readers, taking turns under the lock words.
+    shared: bool,
+    /// Shared rings: the events to notify when a lock that someone waits
+    /// for is given back (writers', readers').
+    wake: Option<(&'a EventCount, &'a EventCount)>,
     _memory: PhantomData<&'a ()>,
+}
+
+/// What a writer found.
+#[derive(Debug)]
+pub enum WriteAttempt<'a> {
+    /// Room, claimed.
+    Claimed(WriteClaim<'a>),
+    /// No room.
+    Full,
+    /// Another writer of a shared ring is making its claim now.
+    Busy,
+}
+
+impl<'a> WriteAttempt<'a> {
+    /// The claim, if one was made.
+    pub fn claimed(self) -> Option<WriteClaim<'a>> {
+        match self {
+            WriteAttempt::Claimed(c) => Some(c),
+            WriteAttempt::Full | WriteAttempt::Busy => None,
+        }
+    }
+}
+
+impl<'a> From<Option<WriteClaim<'a>>> for WriteAttempt<'a> {
+    fn from(c: Option<WriteClaim<'a>>) -> Self {
+        c.map_or(WriteAttempt::Full, WriteAttempt::Claimed)
+    }
+}
+
+/// What taking a lock found.
+enum Locked {
+    /// Taken: the token to give it back with.
+    Got(u64),
+    /// Another holds it (we are announced as waiting).
+    Busy,
+    /// We hold it already: a claim of ours was leaked (`mem::forget`).
+    Ours(u64),
+}
+
+/// Which side of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The writers' (tail).
+    Write,
+    /// The readers' (head).
+    Read,
 }
 
 // SAFETY: the ring memory is shared between processes by design; header
@@ -172,7 +252,166 @@ impl<'a> PackedRing<'a> {
             size,
             limit: limit.max(1) as u64,
             max_message,
+            shared: false,
+            wake: None,
             _memory: PhantomData,
+        }
+    }
+
+    /// The same ring, used by many writers and readers taking turns under
+    /// the lock words; `wake` gives the events that waiters for the
+    /// writers' and the readers' lock sleep on.
+    pub fn shared(mut self, wake: Option<(&'a EventCount, &'a EventCount)>) -> Self {
+        self.shared = true;
+        self.wake = wake;
+        self
+    }
+
+    /// True if many writers and readers share the ring.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    fn cursor(&self, side: Side) -> &'a Cursor {
+        match side {
+            Side::Write => self.tail,
+            Side::Read => self.head,
+        }
+    }
+
+    fn event(&self, side: Side) -> Option<&'a EventCount> {
+        self.wake.map(|(w, r)| match side {
+            Side::Write => w,
+            Side::Read => r,
+        })
+    }
+
+    /// Takes `side`'s lock for `owner`, or announces `owner` as waiting.
+    fn lock(&self, side: Side, owner: u32) -> Result<Locked, CorruptError> {
+        let lock = &self.cursor(side).lock;
+        let me = owner as u64 + 1;
+        let mut w = lock.load(Ordering::Relaxed);
+        // A failed exchange means the word moved: retry a few times, then
+        // report busy (the caller waits and comes back).
+        for _ in 0..8 {
+            let holder = w & HOLDER;
+            if holder > MAX_OWNER as u64 + 1 || w & (TURN - 1) & !(HOLDER | WAITED) != 0 {
+                return Err(CorruptError(format!("lock word {w:#x} is no lock")));
+            }
+            if holder == me {
+                return Ok(Locked::Ours(w & !WAITED));
+            }
+            let next = match holder {
+                // The turn count moves on; a waiter's mark stays, so that
+                // our release wakes it.
+                0 => w.wrapping_add(TURN) | me,
+                _ if w & WAITED != 0 => return Ok(Locked::Busy),
+                _ => w | WAITED,
+            };
+            match lock.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) if holder == 0 => return Ok(Locked::Got(next & !WAITED)),
+                Ok(_) => return Ok(Locked::Busy),
+                Err(now) => w = now,
+            }
+        }
+        Ok(Locked::Busy)
+    }
+
+    /// Gives `side`'s lock back if `token` still holds it, waking those
+    /// who wait for it; false if it was taken from us.
+    fn unlock(&self, side: Side, token: u64) -> bool {
+        let lock = &self.cursor(side).lock;
+        let mut w = lock.load(Ordering::Relaxed);
+        loop {
+            if w & !WAITED != token {
+                return false;
+            }
+            match lock.compare_exchange_weak(w, token & !HOLDER, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if w & WAITED != 0 {
+                        if let Some(ev) = self.event(side) {
+                            ev.notify();
+                        }
+                    }
+                    return true;
+                }
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Takes `side`'s lock (shared rings), taking back one we leaked: a
+    /// claim of ours forgotten without commit or release is repaired as a
+    /// dead holder's would be. `Ok(None)`: another holds it.
+    fn take(&self, side: Side, owner: u32) -> Result<Option<u64>, CorruptError> {
+        match self.lock(side, owner)? {
+            Locked::Got(token) => Ok(Some(token)),
+            Locked::Busy => Ok(None),
+            Locked::Ours(token) => {
+                // SAFETY: we hold the lock, and the claim it was taken for
+                // can no longer be used (claims borrow their endpoint,
+                // which is calling us now).
+                unsafe { self.repair(side) };
+                self.unlock(side, token);
+                match self.lock(side, owner)? {
+                    Locked::Got(token) => Ok(Some(token)),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// True while another process holds `side`'s lock (shared rings).
+    pub fn locked(&self, side: Side) -> bool {
+        self.shared && self.cursor(side).lock.load(Ordering::Relaxed) & HOLDER != 0
+    }
+
+    /// The attachment index holding `side`'s lock and the lock word, if
+    /// any (shared rings).
+    pub fn lock_holder(&self, side: Side) -> Option<(u32, u64)> {
+        if !self.shared {
+            return None;
+        }
+        let w = self.cursor(side).lock.load(Ordering::Acquire);
+        let holder = w & HOLDER;
+        (holder != 0 && holder <= MAX_OWNER as u64 + 1).then(|| ((holder - 1) as u32, w))
+    }
+
+    /// Frees `side`'s lock, if it still is `word`, after repairing what its
+    /// holder left: for a lock whose holder cannot be repaired by reaping
+    /// (no process is attached at its index: the word was scribbled).
+    /// True if it was freed.
+    ///
+    /// # Safety
+    /// No process may be attached at the holder's index.
+    pub unsafe fn release_stale_lock(&self, side: Side, word: u64) -> Recovered {
+        let lock = &self.cursor(side).lock;
+        let ours = word.wrapping_add(TURN) & !WAITED;
+        if lock
+            .compare_exchange(word, ours | (word & WAITED), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Recovered::default();
+        }
+        // SAFETY: we hold the lock; nobody holds a claim under it (the
+        // caller's promise).
+        let r = unsafe { self.repair(side) };
+        self.unlock(side, ours);
+        r
+    }
+
+    /// Repairs what `side`'s claim holder left (see `recover_single_*`).
+    ///
+    /// # Safety
+    /// Nobody may use a claim of that side meanwhile.
+    unsafe fn repair(&self, side: Side) -> Recovered {
+        // SAFETY: the caller's promise.
+        unsafe {
+            match side {
+                Side::Write => self.repair_writer(),
+                Side::Read => self.repair_reader(),
+            }
         }
     }
 
@@ -377,7 +616,81 @@ impl<'a> PackedRing<'a> {
                 self.max_message
             )));
         }
-        let (mut pos, count) = self.writer_position(cache.own)?;
+        if !self.shared {
+            return self.claim_write(owner, want, cache, exact, 0);
+        }
+        Ok(self.try_write(owner, want, cache, exact)?.claimed())
+    }
+
+    /// [`PackedRing::try_claim_write`], telling a full ring from another
+    /// writer's turn (shared rings).
+    pub fn try_write(
+        &self,
+        owner: u32,
+        want: usize,
+        cache: &mut HeadCache,
+        exact: bool,
+    ) -> Result<WriteAttempt<'a>, CorruptError> {
+        if !self.shared {
+            return self.try_claim_write(owner, want, cache, exact).map(WriteAttempt::from);
+        }
+        if want > self.max_message {
+            return self.try_claim_write(owner, want, cache, exact).map(WriteAttempt::from);
+        }
+        // Writers spinning on a full ring leave the lock alone.
+        if !exact && !self.room_seen(want, cache) {
+            return Ok(WriteAttempt::Full);
+        }
+        let Some(token) = self.take(Side::Write, owner)? else {
+            return Ok(WriteAttempt::Busy);
+        };
+        let claimed = self.claim_write(owner, want, cache, exact, token);
+        if !matches!(claimed, Ok(Some(_))) {
+            self.unlock(Side::Write, token);
+        }
+        claimed.map(WriteAttempt::from)
+    }
+
+    /// A look without the lock (shared rings): true if the write cursor is
+    /// free and the room a writer last knew of, or the reader published,
+    /// may take a record of `want` bytes.
+    fn room_seen(&self, want: usize, cache: &mut HeadCache) -> bool {
+        let (pos, count) = self.tail_raw();
+        if pos & WRITING != 0 || pos >= POS_LIMIT {
+            return false;
+        }
+        let rec = record_size(want);
+        let off = self.offset(pos) as u64;
+        let pad = if off + rec > self.size { self.size - off } else { 0 };
+        let need = pad + rec + RECORD_HEADER;
+        if self.fits(pos, need, count, cache) {
+            return true;
+        }
+        let freed = (
+            self.freed.pos.load(Ordering::Acquire),
+            self.freed.count.load(Ordering::Acquire),
+        );
+        if freed.0 <= pos && freed.1 <= count {
+            cache.pos = cache.pos.max(freed.0);
+            cache.count = cache.count.max(freed.1);
+        }
+        self.fits(pos, need, count, cache)
+    }
+
+    /// [`PackedRing::try_claim_write`] by the writer of the moment (the
+    /// only one, or the holder of the write lock's `token`).
+    fn claim_write(
+        &self,
+        owner: u32,
+        want: usize,
+        cache: &mut HeadCache,
+        exact: bool,
+        token: u64,
+    ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
+        // Shared, other writers move the cursor between our claims: it is
+        // taken as found (and checked) under the lock.
+        let own = if self.shared { None } else { cache.own };
+        let (mut pos, count) = self.writer_position(own)?;
         let rec = record_size(want);
         let off = self.offset(pos) as u64;
         let pad = if off + rec > self.size {
@@ -424,14 +737,22 @@ impl<'a> PackedRing<'a> {
         }
         // The mark lives on the writer's own line: no extra sharing.
         self.tail.pos.store(pos | WRITING, Ordering::Relaxed);
-        cache.own = Some((pos, count));
+        if !self.shared {
+            cache.own = Some((pos, count));
+        }
         Ok(Some(WriteClaim {
             pos,
             owner,
             slot: self.payload(pos),
             cap: want,
+            token,
             _memory: PhantomData,
         }))
+    }
+
+    /// True if `token` still holds `side`'s lock (always, unshared).
+    fn holds(&self, side: Side, token: u64) -> bool {
+        !self.shared || self.cursor(side).lock.load(Ordering::Relaxed) & !WAITED == token
     }
 
     fn check_claim(&self, pos: u64, slot: *mut u8) {
@@ -460,7 +781,9 @@ impl<'a> PackedRing<'a> {
     pub fn commit(&self, claim: WriteClaim<'_>, len: usize) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
-        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING {
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
+            || !self.holds(Side::Write, claim.token)
+        {
             return Err(revoked("write", pos));
         }
         let len = len.min(claim.cap);
@@ -475,6 +798,9 @@ impl<'a> PackedRing<'a> {
         // Release: whoever sees the count sees the record it counts.
         self.tail.count.store(count + 1, Ordering::Release);
         self.tail.pos.store(next, Ordering::Release);
+        if self.shared {
+            self.unlock(Side::Write, claim.token);
+        }
         Ok(())
     }
 
@@ -482,10 +808,15 @@ impl<'a> PackedRing<'a> {
     pub fn abandon(&self, claim: WriteClaim<'_>) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
-        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING {
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
+            || !self.holds(Side::Write, claim.token)
+        {
             return Err(revoked("write", pos));
         }
         self.tail.pos.store(pos, Ordering::Release);
+        if self.shared {
+            self.unlock(Side::Write, claim.token);
+        }
         Ok(())
     }
 
@@ -495,7 +826,28 @@ impl<'a> PackedRing<'a> {
         owner: u32,
         max_len: usize,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
-        let count = self.head.count.load(Ordering::Relaxed);
+        if !self.shared {
+            return self.claim_read(owner, max_len, 0);
+        }
+        let Some(token) = self.take(Side::Read, owner)? else {
+            return Ok(ReadAttempt::Busy);
+        };
+        let attempt = self.claim_read(owner, max_len, token);
+        if !matches!(attempt, Ok(ReadAttempt::Claimed(_))) {
+            self.unlock(Side::Read, token);
+        }
+        attempt
+    }
+
+    /// [`PackedRing::try_claim_read`] by the reader of the moment (the
+    /// only one, or the holder of the read lock's `token`).
+    fn claim_read(
+        &self,
+        owner: u32,
+        max_len: usize,
+        token: u64,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
+        let mut count = self.head.count.load(Ordering::Relaxed);
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("read", count));
         }
@@ -506,8 +858,10 @@ impl<'a> PackedRing<'a> {
                 pos & !READING
             )));
         }
-        // At most one padding record before a message.
-        for _ in 0..2 {
+        // At most one padding record before a message, and the records
+        // withdrawn (at most one per message the ring holds).
+        let mut pads = 0;
+        for _ in 0..self.limit + 2 {
             if pos >= POS_LIMIT {
                 return Err(CorruptError(format!("read cursor {pos:#x} out of range")));
             }
@@ -518,7 +872,20 @@ impl<'a> PackedRing<'a> {
             }
             let rec = self.validate(pos, h, count)?;
             if h & PAD != 0 {
+                pads += 1;
+                if pads > 1 {
+                    break;
+                }
                 pos += rec;
+                self.head.pos.store(pos, Ordering::Release);
+                continue;
+            }
+            if h & WITHDRAWN != 0 {
+                // Counted as read, as `release` does: the count first.
+                pads = 0;
+                count += 1;
+                pos += rec;
+                self.head.count.store(count, Ordering::Relaxed);
                 self.head.pos.store(pos, Ordering::Release);
                 continue;
             }
@@ -534,11 +901,12 @@ impl<'a> PackedRing<'a> {
                 owner,
                 slot: self.payload(pos),
                 len,
+                token,
                 _memory: PhantomData,
             }));
         }
         Err(CorruptError(format!(
-            "two padding records in a row at position {pos}"
+            "two padding records in a row, or more withdrawn records than the ring holds, at position {pos}"
         )))
     }
 
@@ -553,6 +921,9 @@ impl<'a> PackedRing<'a> {
         }
         if seq_of(h) != count & SEQ_MASK {
             return Err(bad(&format!("sequence {} where {} was due", seq_of(h), count & SEQ_MASK)));
+        }
+        if h & WITHDRAWN != 0 && (h & PAD != 0 || !self.shared) {
+            return Err(bad("withdrawn, which only a shared ring's messages can be"));
         }
         if h & PAD != 0 {
             if len != self.size - off || len < RECORD_HEADER {
@@ -588,7 +959,9 @@ impl<'a> PackedRing<'a> {
     pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
-        if self.head.pos.load(Ordering::Relaxed) != pos | READING {
+        if self.head.pos.load(Ordering::Relaxed) != pos | READING
+            || !self.holds(Side::Read, claim.token)
+        {
             return Err(revoked("read", pos));
         }
         let count = self.head.count.load(Ordering::Relaxed);
@@ -608,7 +981,47 @@ impl<'a> PackedRing<'a> {
         {
             self.publish(next, count);
         }
+        if self.shared {
+            self.unlock(Side::Read, claim.token);
+        }
         Ok(())
+    }
+
+    /// True once the message committed at `pos` was taken by a reader (it
+    /// holds it, or went past it).
+    pub fn was_taken(&self, pos: u64) -> bool {
+        let h = self.head.pos.load(Ordering::Acquire);
+        h & !READING > pos || h == pos | READING
+    }
+
+    /// Withdraws the message committed at `pos` if no reader took it yet
+    /// (a rendezvous sender giving up): `Some(true)` if withdrawn,
+    /// `Some(false)` if a reader has it, `None` if the readers' lock is
+    /// busy (try again). Shared rings only (`Some(false)` otherwise).
+    pub fn try_retract(&self, pos: u64, owner: u32) -> Result<Option<bool>, CorruptError> {
+        if !self.shared || self.was_taken(pos) {
+            return Ok(Some(false));
+        }
+        let Some(token) = self.take(Side::Read, owner)? else {
+            return Ok(None);
+        };
+        let head = self.head.pos.load(Ordering::Relaxed);
+        let withdrawn = if head > pos {
+            Ok(false)
+        } else {
+            let h = self.word(pos).load(Ordering::Acquire);
+            if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
+                // Readers look at headers only under the lock we hold.
+                self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+                Ok(true)
+            } else {
+                Err(CorruptError(format!(
+                    "record header {h:#x} at {pos}: not the message committed there"
+                )))
+            }
+        };
+        self.unlock(Side::Read, token);
+        withdrawn.map(Some)
     }
 
     fn publish(&self, pos: u64, count: u64) {
@@ -632,6 +1045,19 @@ impl<'a> PackedRing<'a> {
     /// The reader must be dead and no replacement started (its attachment
     /// is still reserved by the caller).
     pub unsafe fn recover_single_reader(&self) -> Recovered {
+        if self.shared {
+            return Recovered::default();
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.repair_reader() }
+    }
+
+    /// The repair of [`PackedRing::recover_single_reader`], for the reader
+    /// of the moment.
+    ///
+    /// # Safety
+    /// That reader is dead (or its claim unusable), and no other reads.
+    unsafe fn repair_reader(&self) -> Recovered {
         let (raw, count) = self.head_raw();
         if raw & READING == 0 {
             return Recovered::default();
@@ -658,6 +1084,31 @@ impl<'a> PackedRing<'a> {
         }
     }
 
+    /// Shared rings: repairs what `owner` left holding either lock (its
+    /// claim, as a dead single writer's or reader's) and frees the lock.
+    ///
+    /// # Safety
+    /// `owner` must be dead, or hold no claim it will still use; its
+    /// attachment index stays reserved meanwhile.
+    pub unsafe fn recover_owner(&self, owner: u32) -> Recovered {
+        let mut found = Recovered::default();
+        for side in [Side::Write, Side::Read] {
+            match self.lock_holder(side) {
+                Some((holder, word)) if holder == owner => {
+                    // SAFETY: the lock is `owner`'s, who uses no claim
+                    // any more (the caller's promise): nobody else uses
+                    // one of this side.
+                    let r = unsafe { self.repair(side) };
+                    self.unlock(side, word & !WAITED);
+                    found.abandoned_writes += r.abandoned_writes;
+                    found.lost_reads += r.lost_reads;
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
     /// Repairs what a dead writer left: committed records its cursor does
     /// not cover yet are counted in, a claim it held is withdrawn (counted
     /// as abandoned).
@@ -666,6 +1117,19 @@ impl<'a> PackedRing<'a> {
     /// The writer must be dead and no replacement started (its attachment
     /// is still reserved by the caller).
     pub unsafe fn recover_single_writer(&self) -> Recovered {
+        if self.shared {
+            return Recovered::default();
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.repair_writer() }
+    }
+
+    /// Repairs what the writer of the moment left (see
+    /// [`PackedRing::recover_single_writer`]).
+    ///
+    /// # Safety
+    /// That writer is dead (or its claim unusable), and no other writes.
+    unsafe fn repair_writer(&self) -> Recovered {
         let (raw, mut count) = self.tail_raw();
         let claimed = raw & WRITING != 0;
         let start = raw & !WRITING;
@@ -735,7 +1199,7 @@ mod tests {
                 r.release(c).unwrap();
                 Some(v)
             }
-            ReadAttempt::Empty | ReadAttempt::Writing => None,
+            ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
             ReadAttempt::TooLong(_) => panic!("too long"),
         }
     }
@@ -908,6 +1372,211 @@ mod tests {
             }
         }
         assert!(found, "a freed cursor ahead of the writer is impossible");
+    }
+
+    #[test]
+    fn shared_sides_take_turns_and_tell_busy_from_full() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let (mut a, mut b) = (HeadCache::default(), HeadCache::default());
+        let ca = r.try_claim_write(0, 8, &mut a).unwrap().unwrap();
+        assert!(r.locked(Side::Write));
+        assert!(matches!(r.try_write(1, 8, &mut b).unwrap(), WriteAttempt::Busy));
+        r.commit(ca, 1, 0).unwrap();
+        assert!(!r.locked(Side::Write));
+        assert!(put(&r, &mut b, b"second"));
+        // Readers likewise: one holds a message, the other waits its turn.
+        let ReadAttempt::Claimed(ra) = r.try_claim_read(2, 64).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(r.try_claim_read(3, 64).unwrap(), ReadAttempt::Busy));
+        r.release(ra).unwrap();
+        let ReadAttempt::Claimed(rb) = r.try_claim_read(3, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.payload_of(&rb), b"second");
+        r.release(rb).unwrap();
+        // Fill by bytes: Full, not Busy, once nobody holds the lock.
+        while put(&r, &mut a, &[7; 40]) {}
+        assert!(matches!(r.try_write(1, 40, &mut b).unwrap(), WriteAttempt::Full));
+        assert!(!r.locked(Side::Write) && !r.locked(Side::Read));
+    }
+
+    #[test]
+    fn a_dead_holders_claims_are_repaired_and_its_locks_freed() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"one"));
+        // Writer 4 dies holding a claim; reader 5 dies holding "one".
+        let _w = r.try_claim_write(4, 10, &mut cache).unwrap().unwrap();
+        let ReadAttempt::Claimed(_rd) = r.try_claim_read(5, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.lock_holder(Side::Write).map(|h| h.0), Some(4));
+        assert_eq!(r.lock_holder(Side::Read).map(|h| h.0), Some(5));
+        // The single-mode repairs do nothing on a shared ring.
+        // SAFETY: no claim above is used again.
+        unsafe {
+            assert_eq!(r.recover_single_writer(), Recovered::default());
+            assert_eq!(r.recover_single_reader(), Recovered::default());
+            assert_eq!(r.recover_owner(6), Recovered::default(), "not 6's");
+            let w = r.recover_owner(4);
+            assert_eq!((w.abandoned_writes, w.lost_reads), (1, 0));
+            let rd = r.recover_owner(5);
+            assert_eq!((rd.abandoned_writes, rd.lost_reads), (0, 1));
+        }
+        assert!(!r.locked(Side::Write) && !r.locked(Side::Read));
+        // The old claims are revoked: their commit and release fail.
+        assert!(r.commit(_w, 1, 0).is_err());
+        assert!(r.release(_rd).is_err());
+        assert!(put(&r, &mut cache, b"two"));
+        assert_eq!(take(&r).unwrap(), b"two");
+        assert!(take(&r).is_none());
+    }
+
+    #[test]
+    fn a_leaked_claim_is_taken_back_by_its_owner() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let mut cache = HeadCache::default();
+        let _leaked = r.try_claim_write(0, 10, &mut cache).unwrap().unwrap(); // never committed
+        assert!(put(&r, &mut cache, b"after"), "owner 0 takes its lock back");
+        assert!(put(&r, &mut cache, b"x"));
+        let ReadAttempt::Claimed(_leaked) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        // Taken back, the leaked read counts as lost: "x" comes next.
+        assert_eq!(take(&r).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_withdrawn_record_is_passed_over_and_counted() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r else { unreachable!() };
+        let mut cache = HeadCache::default();
+        let at = |r: &Ring<'_>| r.tail_pos();
+        let (a, b) = (at(&r), {
+            assert!(put(&r, &mut cache, b"a"));
+            at(&r)
+        });
+        assert!(put(&r, &mut cache, b"b"));
+        assert!(put(&r, &mut cache, b"c"));
+        assert_eq!(p.try_retract(b, 9).unwrap(), Some(true), "b withdrawn");
+        assert!(!p.was_taken(b));
+        assert_eq!(r.len(), 3);
+        assert_eq!(take(&r).unwrap(), b"a");
+        assert!(p.was_taken(a));
+        // Not withdrawn twice, nor once read.
+        assert!(p.try_retract(a, 9).unwrap() == Some(false));
+        assert_eq!(take(&r).unwrap(), b"c", "b passed over");
+        assert!(p.was_taken(b));
+        assert_eq!(r.len(), 0, "the withdrawn one counted as read");
+        // Busy while a reader holds its lock; then a held record is taken.
+        let c = r.tail_pos();
+        assert!(put(&r, &mut cache, b"d"));
+        let ReadAttempt::Claimed(held) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.try_retract(c, 9).unwrap(), Some(false), "being read");
+        r.release(held).unwrap();
+        let d = r.tail_pos();
+        assert!(put(&r, &mut cache, b"e"));
+        assert!(put(&r, &mut cache, b"f"));
+        let ReadAttempt::Claimed(held) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.try_retract(d + 16, 9).unwrap(), None, "lock busy");
+        r.release(held).unwrap();
+        // In single mode a withdrawn mark is corruption.
+        let single = HeapPackedRing::new(256, 100, 40);
+        let s = single.ring();
+        let Ring::Packed(sp) = s else { unreachable!() };
+        assert!(put(&s, &mut HeadCache::default(), b"z"));
+        sp.word(0).fetch_or(WITHDRAWN, Ordering::Relaxed);
+        assert!(s.try_claim_read(1, 64).is_err());
+    }
+
+    #[test]
+    fn a_scribbled_or_stale_lock_is_reported_or_freed() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r else { unreachable!() };
+        let mut cache = HeadCache::default();
+        p.tail.lock.store(0x1234_5678, Ordering::Relaxed);
+        assert!(r.try_claim_write(0, 8, &mut cache).is_err(), "no lock word");
+        // A holder nobody can repair (not attached): freed on request.
+        p.tail.lock.store(7 + 1, Ordering::Relaxed);
+        assert!(r.try_claim_write(0, 8, &mut cache).unwrap().is_none());
+        let (holder, word) = r.lock_holder(Side::Write).unwrap();
+        assert_eq!(holder, 7);
+        // SAFETY: nobody is attached as 7 in this test.
+        unsafe { r.release_stale_lock(Side::Write, word) };
+        assert!(put(&r, &mut cache, b"ok"));
+        assert_eq!(take(&r).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn threads_share_a_ring_in_order_per_writer() {
+        let heap = HeapPackedRing::new(512, 64, 24);
+        let r = heap.shared_ring();
+        let per = if cfg!(miri) { 30 } else { 3000 };
+        let got = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for w in 0..2u8 {
+                let r = &r;
+                s.spawn(move || {
+                    let mut cache = HeadCache::default();
+                    for i in 0..per as u32 {
+                        // Writer, index, then a length that varies.
+                        let pad = vec![w; i as usize % 20];
+                        let msg = [&[w][..], &i.to_le_bytes()[..], &pad[..]].concat();
+                        let msg = &msg[..msg.len().min(24)];
+                        // Each thread its own owner index, as each
+                        // endpoint has its own attachment.
+                        loop {
+                            match r.try_claim_write(w as u32, msg.len(), &mut cache).unwrap() {
+                                Some(mut c) => {
+                                    r.payload_mut(&mut c).copy_from_slice(msg);
+                                    r.commit(c, msg.len(), 0).unwrap();
+                                    break;
+                                }
+                                None => std::thread::yield_now(),
+                            }
+                        }
+                    }
+                });
+            }
+            for me in 10..12u32 {
+                let (r, got) = (&r, &got);
+                s.spawn(move || loop {
+                    if got.lock().unwrap().len() == 2 * per {
+                        break;
+                    }
+                    match r.try_claim_read(me, 64).unwrap() {
+                        ReadAttempt::Claimed(c) => {
+                            let m = r.payload_of(&c).to_vec();
+                            // Order is decided under the read lock, so record
+                            // it before giving the lock back.
+                            got.lock().unwrap().push(m);
+                            r.release(c).unwrap();
+                        }
+                        _ => std::thread::yield_now(),
+                    }
+                });
+            }
+        });
+        let got = got.into_inner().unwrap();
+        for w in 0..2u8 {
+            let seq: Vec<u32> = got
+                .iter()
+                .filter(|m| m[0] == w)
+                .map(|m| u32::from_le_bytes(m[1..5].try_into().unwrap()))
+                .collect();
+            assert_eq!(seq, (0..per as u32).collect::<Vec<_>>(), "writer {w}");
+        }
+        assert_eq!(r.len(), 0);
     }
 
     #[test]

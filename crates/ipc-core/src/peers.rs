@@ -110,7 +110,8 @@ impl Roster {
         self.mask(role).load(Ordering::Acquire) & (1u64 << (index % 64)) != 0
     }
 
-    fn has(&self, index: u32) -> bool {
+    /// True if entry `index` is attached, in either role.
+    pub(crate) fn has(&self, index: u32) -> bool {
         let bit = 1u64 << (index % 64);
         (self.producers.load(Ordering::Acquire) | self.consumers.load(Ordering::Acquire)) & bit
             != 0

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
 use crate::layout::{magic_state, Fixed, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
 use crate::peers::{AttachFail, Attachment, PeerEntry, PeerInfo, PeerTable, Role};
-use crate::ring::{Census, PackedRing, Recovered, Ring, SlotRing, MAX_OWNER};
+use crate::ring::{Census, PackedRing, Recovered, Ring, Side, SlotRing, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
 use crate::sys::LockFd;
@@ -233,9 +233,11 @@ impl Queue {
         if group.is_none() {
             crate::segment::validate_name(name)?;
         }
-        if geo.is_packed() && !(single && flavor == Flavor::Bounded) {
+        if geo.is_packed() == (flavor == Flavor::Unbounded) || (single && flavor != Flavor::Bounded)
+        {
             return Err(CreateError::InvalidConfig(
-                "a packed ring serves bounded single-mode queues only".to_owned(),
+                "a packed ring serves bounded and rendezvous queues, slots serve unbounded ones, single mode bounded ones"
+                    .to_owned(),
             ));
         }
         if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
@@ -375,13 +377,14 @@ impl Queue {
             })?;
             if fixed.single > 1
                 || (fixed.single == 1 && flavor != Flavor::Bounded)
-                || (geo.is_packed() != (fixed.single == 1))
+                || (geo.is_packed() == (flavor == Flavor::Unbounded))
             {
                 return Err(OpenError::Corrupt {
                     name: name.to_owned(),
                     problem: CorruptError(format!(
-                        "single mode {} impossible for this capacity mode",
-                        fixed.single
+                        "single mode {} or the {} engine impossible for this capacity mode",
+                        fixed.single,
+                        if geo.is_packed() { "packed" } else { "slot" }
                     )),
                 });
             }
@@ -432,8 +435,7 @@ impl Queue {
         // (bounded), one slot per concurrent sender (zero), or write-once
         // (a block of an unbounded chain).
         let (limit, end) = match flavor {
-            Flavor::Bounded => (geo.capacity, None),
-            Flavor::Zero => (geo.slots, None),
+            Flavor::Bounded | Flavor::Zero => (geo.capacity, None),
             Flavor::Unbounded => (geo.slots, Some(geo.slots as u64)),
         };
         let base = seg.as_ptr();
@@ -450,14 +452,19 @@ impl Queue {
             let h: &'static Header = &*(base as *const Header);
             let memory = base.add(geo.slots_offset as usize);
             if geo.is_packed() {
-                Ring::Packed(PackedRing::new(
+                let ring = PackedRing::new(
                     (&h.tail, &h.head, &h.freed),
                     memory,
                     memory as *const crate::atomic::AtomicU64,
                     geo.ring_bytes,
                     limit,
                     geo.max_message as usize,
-                ))
+                );
+                Ring::Packed(if fixed.single == 1 {
+                    ring
+                } else {
+                    ring.shared(Some((&h.space_ready, &h.data_ready)))
+                })
             } else {
                 let ring = SlotRing::new(
                     &h.tail,
@@ -588,14 +595,41 @@ impl Queue {
         if !self.usable() {
             return 0;
         }
-        let n = self
+        let mut n = self
             .peers()
             .reap_dead(|index, role, pid| self.repair(index, role, pid));
+        n += self.free_stale_locks();
         if n > 0 {
             self.wake_receivers();
             self.wake_senders();
         }
         n
+    }
+
+    /// Frees a shared ring's lock that names an index nobody is attached
+    /// at (a scribbled word: reaping, which frees a dead holder's, would
+    /// never see it). The lock word is read before the roster, and freed
+    /// only if unchanged since: a holder that detached or was reaped in
+    /// between gave its lock back before leaving the roster, which moved
+    /// the word.
+    fn free_stale_locks(&self) -> u32 {
+        let mut freed = 0;
+        for side in [Side::Write, Side::Read] {
+            if let Some((holder, word)) = self.ring().lock_holder(side) {
+                if !self.header().roster.has(holder) {
+                    log::warn!(
+                        "{}: the {side:?} lock names attachment {holder}, which is not attached: freed",
+                        self.name()
+                    );
+                    // SAFETY: nobody is attached at the holder's index
+                    // (checked after reading the word, which
+                    // `release_stale_lock` finds unchanged, or leaves).
+                    self.count(unsafe { self.ring().release_stale_lock(side, word) });
+                    freed += 1;
+                }
+            }
+        }
+        freed
     }
 
     /// Repairs every slot that attachment `index` left claimed, in this

@@ -1,13 +1,14 @@
-//! The ring a queue holds, whichever engine it is built on: fixed-size
-//! slots with sequence stamps ([`SlotRing`], every flavor and any number
-//! of peers) or packed records in a ring of bytes ([`PackedRing`], one
-//! writer and one reader at a time). The layers above use this one type;
-//! each method dispatches to the engine the segment's header names.
+//! The ring a queue holds, whichever engine it is built on: packed records
+//! in a ring of bytes ([`PackedRing`]: bounded and rendezvous queues, in
+//! single mode or shared by many) or fixed-size slots with sequence stamps
+//! ([`SlotRing`]: the write-once blocks of unbounded chains). The layers
+//! above use this one type; each method dispatches to the engine the
+//! segment's header names.
 
 pub use crate::claim::{
     Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim, MAX_OWNER,
 };
-pub use crate::packed::PackedRing;
+pub use crate::packed::{PackedRing, Side, WriteAttempt};
 pub use crate::slots::{SlotHeader, SlotRing};
 
 use crate::error::CorruptError;
@@ -19,7 +20,7 @@ use crate::layout::Cursor;
 pub enum Ring<'a> {
     /// Fixed-size slots.
     Slots(SlotRing<'a>),
-    /// Packed records (single mode).
+    /// Packed records.
     Packed(PackedRing<'a>),
 }
 
@@ -35,8 +36,7 @@ macro_rules! each {
 impl<'a> Ring<'a> {
     /// True for one writer and one reader at a time.
     pub fn is_single(&self) -> bool {
-        // Single mode is the packed engine's.
-        self.is_packed()
+        matches!(self, Ring::Packed(r) if !r.is_shared())
     }
 
     /// True for the packed engine.
@@ -146,6 +146,21 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// [`Ring::try_claim_write`] (exact), telling a full ring from another
+    /// writer's turn on a shared packed ring.
+    #[inline]
+    pub fn try_write(
+        &self,
+        owner: u32,
+        want: usize,
+        cache: &mut HeadCache,
+    ) -> Result<WriteAttempt<'a>, CorruptError> {
+        match self {
+            Ring::Packed(r) => r.try_write(owner, want, cache, true),
+            slots => slots.try_claim_write(owner, want, cache).map(WriteAttempt::from),
+        }
+    }
+
     /// The writable payload of a claim.
     ///
     /// # Panics
@@ -181,12 +196,13 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Withdraws a committed message no reader has claimed (rendezvous,
-    /// slot rings only).
-    pub fn retract(&self, pos: u64) -> bool {
+    /// Withdraws a committed message no reader has claimed (rendezvous):
+    /// `Some(true)` if withdrawn, `Some(false)` if a reader took it,
+    /// `None` if the readers' lock is busy (look again).
+    pub fn try_retract(&self, pos: u64, owner: u32) -> Result<Option<bool>, CorruptError> {
         match self {
-            Ring::Slots(r) => r.retract(pos),
-            Ring::Packed(_) => false,
+            Ring::Slots(r) => Ok(Some(r.retract(pos))),
+            Ring::Packed(r) => r.try_retract(pos, owner),
         }
     }
 
@@ -205,12 +221,24 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// True once the message committed at `pos` was read (rendezvous, slot
-    /// rings only).
+    /// True once the message committed at `pos` was taken by a reader
+    /// (rendezvous).
     pub fn was_taken(&self, pos: u64) -> bool {
+        each!(self, r => r.was_taken(pos))
+    }
+
+    /// True while another process holds `side`'s lock of a shared packed
+    /// ring: a claim of that side is being made or used now.
+    pub fn locked(&self, side: Side) -> bool {
+        matches!(self, Ring::Packed(r) if r.locked(side))
+    }
+
+    /// The attachment index holding `side`'s lock of a shared packed ring,
+    /// and the lock word.
+    pub fn lock_holder(&self, side: Side) -> Option<(u32, u64)> {
         match self {
-            Ring::Slots(r) => r.was_taken(pos),
-            Ring::Packed(r) => r.head_pos() > pos,
+            Ring::Packed(r) => r.lock_holder(side),
+            Ring::Slots(_) => None,
         }
     }
 
@@ -272,16 +300,27 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Repairs every slot `owner` left claimed (slot rings; a packed ring
-    /// marks claims in its cursors, repaired by the single-mode calls).
+    /// Repairs every claim `owner` left: its slots, or the claim it made
+    /// under a shared packed ring's lock (a single-mode packed ring marks
+    /// claims in its cursors, repaired by the single-mode calls).
     ///
     /// # Safety
     /// As [`SlotRing::recover_owner`].
     pub unsafe fn recover_owner(&self, owner: u32) -> Recovered {
+        // SAFETY: the caller's promise, passed on.
+        each!(self, r => unsafe { r.recover_owner(owner) })
+    }
+
+    /// Frees a shared packed ring's lock still holding `word` after
+    /// repairing its holder's claim (see [`PackedRing::release_stale_lock`]).
+    ///
+    /// # Safety
+    /// As [`PackedRing::release_stale_lock`].
+    pub unsafe fn release_stale_lock(&self, side: Side, word: u64) -> Recovered {
         match self {
             // SAFETY: the caller's promise, passed on.
-            Ring::Slots(r) => unsafe { r.recover_owner(owner) },
-            Ring::Packed(_) => Recovered::default(),
+            Ring::Packed(r) => unsafe { r.release_stale_lock(side, word) },
+            Ring::Slots(_) => Recovered::default(),
         }
     }
 }
@@ -444,6 +483,15 @@ impl HeapPackedRing {
             words: (0..words).map(|_| crate::atomic::AtomicU64::new(0)).collect(),
             limit,
             max_message,
+        }
+    }
+
+    /// The ring view over this memory, shared by many writers and readers
+    /// taking turns under its lock words (nobody is woken: waiters poll).
+    pub fn shared_ring(&self) -> Ring<'_> {
+        match self.ring() {
+            Ring::Packed(r) => Ring::Packed(r.shared(None)),
+            slots => slots,
         }
     }
 

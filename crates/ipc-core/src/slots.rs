@@ -388,6 +388,7 @@ impl<'a> SlotRing<'a> {
             owner,
             slot: self.payload(pos),
             cap: self.max_message,
+            token: 0,
             _memory: PhantomData,
         }
     }
@@ -600,6 +601,7 @@ impl<'a> SlotRing<'a> {
             owner,
             slot: self.payload(pos),
             len,
+            token: 0,
             _memory: PhantomData,
         }
     }
@@ -731,7 +733,7 @@ mod tests {
                 r.release(c).unwrap();
                 Some(v)
             }
-            ReadAttempt::Empty | ReadAttempt::Writing => None,
+            ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
             ReadAttempt::TooLong(_) => panic!("too long"),
         }
     }

@@ -58,7 +58,7 @@ fn try_recv(ring: &Ring<'_>, owner: u32) -> Option<u8> {
             release(ring, c);
             Some(b)
         }
-        ReadAttempt::Empty | ReadAttempt::Writing => None,
+        ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
         ReadAttempt::TooLong(n) => panic!("length {n}"),
     }
 }
@@ -252,7 +252,9 @@ fn packed_model(sizes: &'static [usize]) {
             let claim = loop {
                 match ring.try_claim_read(1, 128).unwrap() {
                     ReadAttempt::Claimed(c) => break c,
-                    ReadAttempt::Empty | ReadAttempt::Writing => thread::yield_now(),
+                    ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => {
+                        thread::yield_now()
+                    }
                     ReadAttempt::TooLong(n) => panic!("length {n}"),
                 }
             };

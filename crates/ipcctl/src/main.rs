@@ -54,11 +54,11 @@ enum Command {
         /// Permission bits in octal (600 owner only, 660 group too).
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
-        /// With --single: bytes of the ring that packs the messages
-        /// (rounded down to a power of two; K, M, G suffixes). It must hold
-        /// two of the largest messages plus 24 bytes. Default: room for
-        /// `capacity` largest messages, at most 4M.
-        #[arg(long, default_value = "0", value_parser = parse_budget, requires = "single")]
+        /// Bounded and rendezvous queues: bytes of the ring that packs the
+        /// messages (rounded down to a power of two; K, M, G suffixes). It
+        /// must hold two of the largest messages plus 24 bytes. Default:
+        /// room for `capacity` largest messages, at most 4M.
+        #[arg(long, default_value = "0", value_parser = parse_budget)]
         budget: u64,
     },
     /// Show geometry, fill level, attached processes and their liveness.
@@ -125,12 +125,13 @@ fn run(cmd: Command) -> Result<i32> {
             // Refused before anything is created (as are the buffer
             // checks below).
             let kind = if mailbox { Kind::Mailbox } else { Kind::Buffer };
-            check_geometry(kind, capacity, max_message, single, budget)?;
+            check_geometry(kind, capacity, max_message, budget)?;
             if mailbox {
                 let config = MailboxConfig {
                     capacity,
                     max_message,
                     mode,
+                    budget,
                 };
                 Mailbox::create(&name, &config)
                     .with_context(|| format!("creating mailbox {name}"))?;

@@ -87,11 +87,11 @@ struct Args {
     #[arg(long, default_value = "600", value_parser = parse_mode, requires = "create")]
     mode: u32,
 
-    /// With --create --single: bytes of the ring that packs the messages
-    /// (rounded down to a power of two; K, M, G suffixes). It must hold two
-    /// of the largest messages plus 24 bytes. Default: room for `capacity`
-    /// largest messages, at most 4M.
-    #[arg(long, default_value = "0", value_parser = parse_budget, requires = "single")]
+    /// With --create, for a bounded or rendezvous queue: bytes of the ring
+    /// that packs the messages (rounded down to a power of two; K, M, G
+    /// suffixes). It must hold two of the largest messages plus 24 bytes.
+    /// Default: room for `capacity` largest messages, at most 4M.
+    #[arg(long, default_value = "0", value_parser = parse_budget, requires = "create")]
     budget: u64,
 
     /// Synthetic mode: send this many (at least 1) self-checking messages
@@ -178,7 +178,7 @@ impl Target {
             } else {
                 Kind::Buffer
             };
-            check_geometry(kind, args.capacity, max_message, args.single, args.budget)?;
+            check_geometry(kind, args.capacity, max_message, args.budget)?;
         }
         if let Some(name) = &args.segment {
             let what = format!("segment {name}");
@@ -217,6 +217,7 @@ impl Target {
                     capacity: args.capacity,
                     max_message,
                     mode: args.mode,
+                    budget: args.budget,
                 };
                 Mailbox::create(name, &config).with_context(|| format!("creating {what}"))?
             } else {

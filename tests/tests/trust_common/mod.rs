@@ -102,6 +102,18 @@ pub fn slot_stride(max_message: u64) -> u64 {
 /// the header's size, which changes with the layout, the test sends a
 /// message with a unique marker and finds its payload: the slot header
 /// is the 16 bytes before it.
+/// Offset of the packed record header before `marker`'s payload.
+pub fn find_record(path: &std::path::Path, marker: &[u8]) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let at = bytes.windows(marker.len()).position(|w| w == marker)? as u64;
+    at.checked_sub(8)
+}
+
+/// A packed record header: committed, message `seq`, `len` bytes.
+pub fn record_header(seq: u64, len: u64) -> u64 {
+    1 << 63 | seq << 32 | len
+}
+
 pub fn find_slot(path: &std::path::Path, marker: &[u8]) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let at = bytes.windows(marker.len()).position(|w| w == marker)? as u64;

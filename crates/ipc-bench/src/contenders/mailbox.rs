@@ -101,6 +101,7 @@ impl Transport for IpcMailbox {
             capacity,
             max_message: size as u32,
             mode: 0o600,
+            budget: 0,
         };
         let mb = Mailbox::create(&name, &config)
             .with_context(|| format!("creating mailbox {name} ({capacity})"))?;
