@@ -33,6 +33,12 @@
 //!   crossbeam, it reports `Empty` only when nothing is queued: if the
 //!   message at the head is being written, it waits for it, but at most
 //!   100 ms (the writer may be frozen, or dead until reaped).
+//! * **Receivers take turns, senders too.** A receiver reading a message
+//!   in place (`recv_with`) holds the receivers' turn until its callback
+//!   returns, and a sender holding a zero-copy claim the senders' turn:
+//!   meanwhile another receiver's `try_recv` (another sender's `try_send`)
+//!   waits for it, at most 100 ms, then says `Empty` (`Full`). Receivers
+//!   of a rendezvous mailbox copy the message out before the callback.
 //! * **A dead peer is noticed within a liveness period** (100 ms), not at
 //!   once: a killed receiver cannot detach, so senders see `Disconnected`
 //!   once a survivor has found it dead.

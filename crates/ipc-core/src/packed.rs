@@ -881,12 +881,9 @@ impl<'a> PackedRing<'a> {
                 continue;
             }
             if h & WITHDRAWN != 0 {
-                // Counted as read, as `release` does: the count first.
                 pads = 0;
+                pos = self.pass_over(pos, count, rec);
                 count += 1;
-                pos += rec;
-                self.head.count.store(count, Ordering::Relaxed);
-                self.head.pos.store(pos, Ordering::Release);
                 continue;
             }
             let len = (h & LEN_MASK) as usize;
@@ -987,6 +984,17 @@ impl<'a> PackedRing<'a> {
         Ok(())
     }
 
+    /// Moves the read cursor over the withdrawn record of `rec` bytes at
+    /// `pos` (the head, after `count` messages), counting it as read: held
+    /// first (marked), so that a reader killed between the stores leaves
+    /// what repair finishes, as in `release`. Returns the next position.
+    fn pass_over(&self, pos: u64, count: u64, rec: u64) -> u64 {
+        self.head.pos.store(pos | READING, Ordering::Release);
+        self.head.count.store(count + 1, Ordering::Release);
+        self.head.pos.store(pos + rec, Ordering::Release);
+        pos + rec
+    }
+
     /// True once the message committed at `pos` was taken by a reader (it
     /// holds it, or went past it).
     pub fn was_taken(&self, pos: u64) -> bool {
@@ -1010,7 +1018,15 @@ impl<'a> PackedRing<'a> {
             Ok(false)
         } else {
             let h = self.word(pos).load(Ordering::Acquire);
-            if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
+            let count = self.head.count.load(Ordering::Relaxed);
+            if head == pos && count < COUNT_LIMIT && self.validate(pos, h, count).is_ok() {
+                // At the head (as a lone rendezvous message is): passed
+                // over now, as a reader would, so nothing counts it queued.
+                self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+                let next = self.pass_over(pos, count, record_size((h & LEN_MASK) as usize));
+                self.publish(next, count + 1);
+                Ok(true)
+            } else if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
                 // Readers look at headers only under the lock we hold.
                 self.word(pos).store(h | WITHDRAWN, Ordering::Release);
                 Ok(true)
@@ -1067,9 +1083,11 @@ impl<'a> PackedRing<'a> {
             return Recovered::default();
         }
         let h = self.word(pos).load(Ordering::Acquire);
-        // Released already (count stored, position not yet)?
+        // Released already (count stored, position not yet)? A withdrawn
+        // record being passed over was no message to lose.
+        let lost = u64::from(h & WITHDRAWN == 0);
         let (due, lost) = match self.validate(pos, h, count) {
-            Ok(_) => (count + 1, 1),
+            Ok(_) => (count + 1, lost),
             Err(_) if count > 0 && self.validate(pos, h, count - 1).is_ok() => (count, 0),
             // Not a record we can account for: a scribble, not ours to fix.
             Err(_) => return Recovered::default(),
@@ -1496,6 +1514,29 @@ mod tests {
         assert!(put(&s, &mut HeadCache::default(), b"z"));
         sp.word(0).fetch_or(WITHDRAWN, Ordering::Relaxed);
         assert!(s.try_claim_read(1, 64).is_err());
+    }
+
+    #[test]
+    fn a_reader_killed_passing_over_a_withdrawn_record_is_repaired() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r else { unreachable!() };
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"gone"));
+        assert!(put(&r, &mut cache, b"next"));
+        assert_eq!(p.try_retract(0, 9).unwrap(), Some(true));
+        assert_eq!((p.head_pos(), r.len()), (16, 1), "passed over at the head");
+        // Reader 5 killed inside `pass_over`, after each of its stores.
+        for stores in 1..=2 {
+            p.head.pos.store(READING, Ordering::Relaxed);
+            p.head.count.store(stores - 1, Ordering::Relaxed);
+            p.head.lock.store(TURN * 7 + 5 + 1, Ordering::Relaxed);
+            // SAFETY: "reader 5" uses no claim any more.
+            let rec = unsafe { r.recover_owner(5) };
+            assert_eq!(rec, Recovered::default(), "no message lost (stores: {stores})");
+            assert_eq!((p.head_pos(), r.len()), (16, 1), "stores: {stores}");
+        }
+        assert_eq!(take(&r).unwrap(), b"next");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Model checks with loom of the rings on their in-process backends (the
-//! slot ring, [`HeapRing`], and the packed ring of single mode,
-//! [`HeapPackedRing`]), of the semaphore, and of the event
+//! slot ring, [`HeapRing`], and the packed ring, [`HeapPackedRing`], in
+//! single mode and shared by several writers and readers), of the semaphore, and of the event
 //! count's sleep/wake protocol over a modelled futex: every interleaving
 //! (up to a preemption bound) of a few threads is explored.
 //!
@@ -286,6 +286,129 @@ fn packed_ring_wraps_with_padding_in_order() {
 #[test]
 fn packed_ring_mixed_sizes_share_and_reuse_bytes() {
     packed_model(&[8, 100, 40, 0]);
+}
+
+/// A shared packed ring (mailboxes, the general buffer): messages of
+/// `lens[k]` bytes sent by writer `k`, taken by `readers` readers, each
+/// exactly once. With one reader, each message has its own writer thread
+/// and the main thread reads; with two, the main thread writes them all
+/// and two reader threads take them. Each side takes its claims in turn
+/// under its lock word; the shadow cells (as in [`packed_model`]) make
+/// loom check that a reader reads only bytes their writer wrote before
+/// committing, and that no writer overwrites bytes a reader still reads.
+/// (Preemption bound 2: three threads with waiting loops.)
+fn shared_model(lens: &'static [usize], readers: usize) {
+    struct Shared {
+        heap: HeapPackedRing,
+        shadow: Vec<UnsafeCell<u8>>,
+        taken: loom::sync::atomic::AtomicUsize,
+    }
+    // SAFETY: as in `packed_model`: loom checks every access.
+    unsafe impl Sync for Shared {}
+    fn lines(pos: u64, len: usize) -> impl Iterator<Item = usize> {
+        let off = pos % PACKED_RING;
+        let end = off + 8 + (len as u64).div_ceil(8) * 8;
+        (off / PACKED_LINE..end.div_ceil(PACKED_LINE)).map(|l| l as usize)
+    }
+    fn send(s: &Shared, k: usize, len: usize) {
+        let ring = s.heap.shared_ring();
+        let mut cache = Default::default();
+        let mut claim = loop {
+            match ring.try_claim_write(k as u32, len, &mut cache).unwrap() {
+                Some(c) => break c,
+                None => thread::yield_now(), // busy or full
+            }
+        };
+        for l in lines(claim.pos(), len) {
+            // SAFETY: checked by loom (see above).
+            s.shadow[l].with_mut(|p| unsafe { *p = k as u8 + 1 });
+        }
+        ring.payload_mut(&mut claim).fill(k as u8 + 1);
+        commit(&ring, claim, len);
+    }
+    fn receive(s: &Shared, me: u32, lens: &[usize], want: usize) -> Vec<usize> {
+        use loom::sync::atomic::Ordering::SeqCst;
+        let ring = s.heap.shared_ring();
+        let mut got = Vec::new();
+        while got.len() < want && s.taken.load(SeqCst) < lens.len() {
+            match ring.try_claim_read(me, 128).unwrap() {
+                ReadAttempt::Claimed(c) => {
+                    let payload = ring.payload_of(&c);
+                    let k = payload.first().map_or(0, |&b| b - 1) as usize;
+                    assert_eq!(payload.len(), lens[k], "message {k}");
+                    assert!(payload.iter().all(|&b| b == k as u8 + 1));
+                    for l in lines(c.pos(), lens[k]) {
+                        // SAFETY: checked by loom (see above).
+                        let shadow = s.shadow[l].with(|p| unsafe { *p });
+                        assert_eq!(shadow, k as u8 + 1, "message {k}: not written yet");
+                    }
+                    got.push(k);
+                    release(&ring, c);
+                    s.taken.fetch_add(1, SeqCst);
+                }
+                _ => thread::yield_now(),
+            }
+        }
+        got
+    }
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.max_branches = 100_000;
+    b.check(move || {
+        let s = Arc::new(Shared {
+            heap: HeapPackedRing::new(PACKED_RING, 8, 100),
+            shadow: (0..PACKED_RING / PACKED_LINE)
+                .map(|_| UnsafeCell::new(0))
+                .collect(),
+            taken: loom::sync::atomic::AtomicUsize::new(0),
+        });
+        let mut all = Vec::new();
+        if readers == 1 {
+            let writers: Vec<_> = lens
+                .iter()
+                .enumerate()
+                .map(|(k, &len)| {
+                    let w = s.clone();
+                    thread::spawn(move || send(&w, k, len))
+                })
+                .collect();
+            all.extend(receive(&s, 10, lens, lens.len()));
+            writers.into_iter().for_each(|t| t.join().unwrap());
+        } else {
+            let rs: Vec<_> = (0..readers as u32)
+                .map(|r| {
+                    let rd = s.clone();
+                    thread::spawn(move || receive(&rd, 10 + r, lens, usize::MAX))
+                })
+                .collect();
+            for (k, &len) in lens.iter().enumerate() {
+                send(&s, k, len);
+            }
+            rs.into_iter().for_each(|t| all.extend(t.join().unwrap()));
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..lens.len()).collect::<Vec<_>>(),
+            "each message once"
+        );
+        assert!(matches!(
+            s.heap.shared_ring().try_claim_read(30, 128).unwrap(),
+            ReadAttempt::Empty
+        ));
+    });
+}
+
+#[test]
+fn packed_shared_writers_take_turns() {
+    // Two writers (records of 48 and 112 bytes), one reader.
+    shared_model(&[40, 100], 1);
+}
+
+#[test]
+fn packed_shared_readers_split_the_messages() {
+    // One writer's two messages (the second wraps), two readers.
+    shared_model(&[100, 100], 2);
 }
 
 #[test]

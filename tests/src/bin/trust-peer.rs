@@ -12,6 +12,8 @@
 //! | `hold-receiver NAME` | mailbox receiver that prints `ready` and sleeps |
 //! | `receiver-killed NAME` | creates mailbox NAME, runs `hold-receiver` in a child, SIGKILLs it, then sends one message per 30 ms (at most 120); prints `disconnected_at=I late=N` or `disconnected_at=never late=N` (N: sends that succeeded 300 ms or more after the kill) |
 //! | `send-try-recv NAME ROUNDS` | mailbox sender and receiver: `send` then `try_recv`, ROUNDS times; prints `empty=N` |
+//! | `hold-claim NAME` | mailbox sender that claims room for a zero-copy message, prints `held` and holds it (the senders' turn) |
+//! | `hold-read NAME` | mailbox receiver that takes a message in place, prints `held MESSAGE` and holds it (the receivers' turn) |
 //!
 //! Exit codes: 0 done, 2 usage, 3 library error (message on stderr).
 
@@ -181,6 +183,39 @@ fn hold_receiver(a: &[String]) {
     }
 }
 
+/// Claims room in mailbox NAME for zero-copy writing (the senders' turn),
+/// says "held", and holds it until killed.
+fn hold_claim(a: &[String]) {
+    let name: String = arg(a, 0);
+    let mb = Mailbox::open(&name).unwrap_or_else(|e| fail(e));
+    let mut tx = mb.sender().unwrap_or_else(|e| fail(e));
+    let mut slot = tx
+        .claim(Deadline::after(Duration::from_secs(30)))
+        .unwrap_or_else(|e| fail(e));
+    slot.buf()[..4].copy_from_slice(b"half");
+    println!("held");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Takes a message of mailbox NAME in place (the receivers' turn), says
+/// "held <message>", and holds it until killed.
+fn hold_read(a: &[String]) {
+    let name: String = arg(a, 0);
+    let mb = Mailbox::open(&name).unwrap_or_else(|e| fail(e));
+    let mut rx = mb.receiver().unwrap_or_else(|e| fail(e));
+    let _ = rx.recv_with_until(Deadline::after(Duration::from_secs(30)), |m| {
+        println!("held {}", String::from_utf8_lossy(m));
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    });
+    fail("no message to hold");
+}
+
 fn receiver_killed(a: &[String]) {
     use ipc_core::mailbox::{Capacity, MailboxConfig};
     use ipc_core::SendError;
@@ -277,6 +312,8 @@ fn main() {
         "hold-receiver" => hold_receiver(a),
         "send-try-recv" => send_try_recv(a),
         "receiver-killed" => receiver_killed(a),
+        "hold-claim" => hold_claim(a),
+        "hold-read" => hold_read(a),
         _ => usage(),
     }
 }
