@@ -1,8 +1,11 @@
 //! Shared by the `packed_ops` fuzz target and `tests/tests/props_packed.rs`:
-//! packed-ring operations (one writer, one reader, and their deaths) over
-//! a heap region, with the input choosing the geometry, the first ring
-//! words and cursors, the operations, and garbage written over record
-//! headers, payload bytes and the six cursor words between them. Every
+//! packed-ring operations over a heap region, in single mode (one writer,
+//! one reader, and their deaths) or shared (four writers and four readers
+//! taking turns under the lock words, their deaths, rendezvous
+//! withdrawals), with the input choosing the mode, the geometry, the first
+//! ring words and cursors, the operations, and garbage written over record
+//! headers, payload bytes, the cursor words and the lock words between
+//! them. Every
 //! call must return (a value or `CorruptError`): no panic, no endless
 //! loop, no slice outside the ring, no payload longer than the maximum.
 
@@ -10,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipc_core::layout::Cursor;
 use ipc_core::packed::{max_message_for, MIN_RING};
-use ipc_core::ring::{HeadCache, PackedRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
+use ipc_core::ring::{HeadCache, PackedRing, ReadAttempt, ReadClaim, Ring, Side, WriteClaim};
 
 const COMMIT: u64 = 1 << 63;
 const PAD: u64 = 1 << 62;
 const MARK: u64 = 1 << 63; // WRITING in tail.pos, READING in head.pos
+const WITHDRAWN: u64 = 1 << 31;
 const SEQ_MASK: u64 = (1 << 30) - 1;
 /// Counts a scribbler can set that make `+ 1` overflow (see
 /// `avoid_known_bugs`).
@@ -103,10 +107,10 @@ impl Region {
 
     fn cursor_word(&self, i: u8) -> &AtomicU64 {
         let c = [&self.tail, &self.head, &self.freed][(i % 3) as usize];
-        if i % 6 < 3 {
-            &c.pos
-        } else {
-            &c.count
+        match i % 9 {
+            0..=2 => &c.pos,
+            3..=5 => &c.count,
+            _ => &c.lock,
         }
     }
 }
@@ -117,6 +121,7 @@ impl Region {
 /// overflow), so the rest stays covered by an ordinary test.
 pub fn run(data: &[u8], avoid_known_bugs: bool) {
     let mut inp = Input(data);
+    let shared = inp.byte() % 2 == 1;
     let size = MIN_RING << (inp.byte() % 4);
     let most = max_message_for(size) as usize;
     let max_message = match inp.byte() % 4 {
@@ -135,10 +140,20 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
         poke(&mut inp, &region, max_message, avoid_known_bugs);
     }
     let packed = region.ring(limit, max_message);
+    let packed = if shared { packed.shared(None) } else { packed };
     let ring = Ring::Packed(packed);
     let mut cache = HeadCache::default();
-    let mut writes: Vec<WriteClaim> = Vec::new();
-    let mut reads: Vec<ReadClaim> = Vec::new();
+    // Claims with their owners: writers 0..4, readers 4..8 (single mode:
+    // writer 0, reader 4).
+    let mut writes: Vec<(u32, WriteClaim)> = Vec::new();
+    let mut reads: Vec<(u32, ReadClaim)> = Vec::new();
+    let owner = |inp: &mut Input<'_>, base: u32| {
+        if shared {
+            base + u32::from(inp.byte() % 4)
+        } else {
+            base
+        }
+    };
     let mut steps = 0;
     while !inp.done() && steps < 512 {
         steps += 1;
@@ -150,21 +165,22 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                     _ => inp.byte() as usize % (max_message + 1),
                 };
                 let exact = inp.byte() % 4 != 0;
-                if let Ok(Some(mut c)) = ring.try_claim_write_with(0, want, &mut cache, exact) {
+                let me = owner(&mut inp, 0);
+                if let Ok(Some(mut c)) = ring.try_claim_write_with(me, want, &mut cache, exact) {
                     assert!(want <= max_message, "a claim above the maximum");
                     let buf = ring.payload_mut(&mut c);
                     assert_eq!(buf.len(), want);
                     assert!(region.holds(buf), "write claim outside the ring");
                     buf.fill(0xAB);
                     if writes.len() < 3 {
-                        writes.push(c);
+                        writes.push((me, c));
                     } else {
                         let _ = ring.abandon(c);
                     }
                 }
             }
             3 | 4 if !writes.is_empty() => {
-                let c = writes.remove(inp.byte() as usize % writes.len());
+                let (_, c) = writes.remove(inp.byte() as usize % writes.len());
                 let len = match inp.byte() % 4 {
                     0 => usize::MAX,
                     _ => inp.byte() as usize % (max_message + 2),
@@ -172,7 +188,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                 let _ = ring.commit(c, len, 0);
             }
             5 if !writes.is_empty() => {
-                let c = writes.remove(inp.byte() as usize % writes.len());
+                let (_, c) = writes.remove(inp.byte() as usize % writes.len());
                 let _ = ring.abandon(c);
             }
             6..=8 => {
@@ -181,7 +197,8 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                     1 => max_message,
                     _ => inp.byte() as usize,
                 };
-                match ring.try_claim_read(1, max_len) {
+                let me = owner(&mut inp, 4);
+                match ring.try_claim_read(me, max_len) {
                     Ok(ReadAttempt::Claimed(c)) => {
                         let p = ring.payload_of(&c);
                         assert!(p.len() <= max_message, "payload longer than the maximum");
@@ -189,7 +206,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                         assert!(region.holds(p), "read claim outside the ring");
                         std::hint::black_box(p.iter().map(|&b| b as u64).sum::<u64>());
                         if reads.len() < 3 {
-                            reads.push(c);
+                            reads.push((me, c));
                         } else {
                             let _ = ring.release(c);
                         }
@@ -201,8 +218,30 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                 }
             }
             9 if !reads.is_empty() => {
-                let c = reads.remove(inp.byte() as usize % reads.len());
+                let (_, c) = reads.remove(inp.byte() as usize % reads.len());
                 let _ = ring.release(c);
+            }
+            10 | 11 if shared => {
+                // A writer or reader dies: its claims are dropped, and the
+                // reaper repairs what it held.
+                let dead = u32::from(inp.byte() % 8);
+                writes.retain(|(o, _)| *o != dead);
+                reads.retain(|(o, _)| *o != dead);
+                cache = HeadCache::default();
+                // SAFETY: the dead owner's claims were dropped just above.
+                let r = unsafe { ring.recover_owner(dead) };
+                assert!(r.abandoned_writes <= 1 && r.lost_reads <= 1, "{r:?}");
+                if inp.byte() % 4 == 0 {
+                    // A lock word naming nobody attached: freed.
+                    for side in [Side::Write, Side::Read] {
+                        if let Some((holder, word)) = ring.lock_holder(side) {
+                            writes.retain(|(o, _)| *o != holder);
+                            reads.retain(|(o, _)| *o != holder);
+                            // SAFETY: that holder's claims were dropped.
+                            unsafe { ring.release_stale_lock(side, word) };
+                        }
+                    }
+                }
             }
             10 => {
                 // The writer dies: its claims are dropped, a new one starts.
@@ -286,7 +325,8 @@ fn poke(inp: &mut Input<'_>, region: &Region, max_message: usize, avoid: bool) {
                 4 => (region.size - off).wrapping_sub(8 * (inp.byte() as u64 % 3)),
                 _ => inp.u32() as u64,
             };
-            let flags = [COMMIT, COMMIT | PAD, PAD, 0][inp.byte() as usize % 4];
+            let flags = [COMMIT, COMMIT | PAD, PAD, 0][inp.byte() as usize % 4]
+                | if inp.byte() % 8 == 0 { WITHDRAWN } else { 0 };
             let value = if kind & 0x80 != 0 {
                 inp.u64()
             } else {
@@ -304,7 +344,21 @@ fn poke(inp: &mut Input<'_>, region: &Region, max_message: usize, avoid: bool) {
         _ => {
             let which = inp.byte();
             let word = region.cursor_word(which);
-            let v = cursor_value(inp, word.load(Ordering::Relaxed), which % 6 >= 3, avoid);
+            let v = if which % 9 >= 6 {
+                // A lock word: a holder (some out of range), maybe WAITED,
+                // a turn; or anything.
+                match inp.byte() % 3 {
+                    0 => {
+                        u64::from(inp.byte() % 10)
+                            | u64::from(inp.byte() % 2) << 16
+                            | inp.u64() << 32
+                    }
+                    1 => 0,
+                    _ => inp.u64(),
+                }
+            } else {
+                cursor_value(inp, word.load(Ordering::Relaxed), which % 9 >= 3, avoid)
+            };
             word.store(v, Ordering::Relaxed);
         }
     }

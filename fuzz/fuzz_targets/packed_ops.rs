@@ -1,5 +1,6 @@
-//! Packed-ring operations (single-mode buffers' engine) over a heap region
-//! whose record headers, payload bytes and cursors the fuzzer controls:
+//! Packed-ring operations (the engine of bounded and rendezvous queues, in
+//! single mode or shared under lock words) over a heap region whose record
+//! headers, payload bytes, cursors and lock words the fuzzer controls:
 //! every call must return (a value or `CorruptError`), never panic, loop
 //! forever or hand out a slice outside the ring.
 //!

@@ -308,7 +308,9 @@ impl<'a> PackedRing<'a> {
                 _ if w & WAITED != 0 => return Ok(Locked::Busy),
                 _ => w | WAITED,
             };
-            match lock.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Relaxed) {
+            // Strong: a failure means the word moved (a weak one may fail
+            // spuriously, which would count against the retries).
+            match lock.compare_exchange(w, next, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) if holder == 0 => return Ok(Locked::Got(next & !WAITED)),
                 Ok(_) => return Ok(Locked::Busy),
                 Err(now) => w = now,
