@@ -326,7 +326,11 @@ fn poke(inp: &mut Input<'_>, region: &Region, max_message: usize, avoid: bool) {
                 _ => inp.u32() as u64,
             };
             let flags = [COMMIT, COMMIT | PAD, PAD, 0][inp.byte() as usize % 4]
-                | if inp.byte().is_multiple_of(8) { WITHDRAWN } else { 0 };
+                | if inp.byte().is_multiple_of(8) {
+                    WITHDRAWN
+                } else {
+                    0
+                };
             let value = if kind & 0x80 != 0 {
                 inp.u64()
             } else {

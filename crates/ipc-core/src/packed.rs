@@ -74,7 +74,7 @@ use std::sync::atomic::Ordering;
 
 use crate::atomic::AtomicU64;
 use crate::claim::{
-    revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim, MAX_OWNER,
+    revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim,
 };
 use crate::error::CorruptError;
 use crate::layout::Cursor;
@@ -295,9 +295,11 @@ impl<'a> PackedRing<'a> {
         // report busy (the caller waits and comes back).
         for _ in 0..8 {
             let holder = w & HOLDER;
-            if holder > MAX_OWNER as u64 + 1 || w & (TURN - 1) & !(HOLDER | WAITED) != 0 {
+            if w & (TURN - 1) & !(HOLDER | WAITED) != 0 {
                 return Err(CorruptError(format!("lock word {w:#x} is no lock")));
             }
+            // (A holder no process can be, above the attachment table, is
+            // waited for like any other: the reaper frees it.)
             if holder == me {
                 return Ok(Locked::Ours(w & !WAITED));
             }
@@ -377,16 +379,17 @@ impl<'a> PackedRing<'a> {
         }
         let w = self.cursor(side).lock.load(Ordering::Acquire);
         let holder = w & HOLDER;
-        (holder != 0 && holder <= MAX_OWNER as u64 + 1).then(|| ((holder - 1) as u32, w))
+        (holder != 0).then(|| ((holder - 1) as u32, w))
     }
 
     /// Frees `side`'s lock, if it still is `word`, after repairing what its
     /// holder left: for a lock whose holder cannot be repaired by reaping
-    /// (no process is attached at its index: the word was scribbled).
-    /// True if it was freed.
+    /// (no process that takes this lock is attached at its index: the word
+    /// was scribbled).
     ///
     /// # Safety
-    /// No process may be attached at the holder's index.
+    /// No process attached at the holder's index may use a claim of this
+    /// side (none is, or it is in a role that never takes this lock).
     pub unsafe fn release_stale_lock(&self, side: Side, word: u64) -> Recovered {
         let lock = &self.cursor(side).lock;
         let ours = word.wrapping_add(TURN) & !WAITED;

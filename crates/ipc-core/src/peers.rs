@@ -106,7 +106,7 @@ impl Roster {
     }
 
     /// True if entry `index` holds `role`'s bit.
-    fn has_role(&self, role: Role, index: u32) -> bool {
+    pub(crate) fn has_role(&self, role: Role, index: u32) -> bool {
         self.mask(role).load(Ordering::Acquire) & (1u64 << (index % 64)) != 0
     }
 

@@ -606,24 +606,38 @@ impl Queue {
         n
     }
 
-    /// Frees a shared ring's lock that names an index nobody is attached
-    /// at (a scribbled word: reaping, which frees a dead holder's, would
-    /// never see it). The lock word is read before the roster, and freed
-    /// only if unchanged since: a holder that detached or was reaped in
-    /// between gave its lock back before leaving the roster, which moved
-    /// the word.
+    /// Frees a shared ring's lock that names no process that can hold it
+    /// (a scribbled word: reaping, which frees a dead holder's, would
+    /// never see it): an index beyond the attachment table, or one not
+    /// attached in a role that takes that lock (senders take the writers'
+    /// lock; receivers the readers', and so do rendezvous senders
+    /// withdrawing an offer). The lock word is read before the roster, and
+    /// freed only if unchanged since: a holder that detached or was reaped
+    /// in between gave its lock back before leaving the roster, which
+    /// moved the word.
     fn free_stale_locks(&self) -> u32 {
         let mut freed = 0;
+        let roster = &self.header().roster;
         for side in [Side::Write, Side::Read] {
             if let Some((holder, word)) = self.ring().lock_holder(side) {
-                if !self.header().roster.has(holder) {
+                let can_hold = holder < self.geo.peer_slots
+                    && match side {
+                        Side::Write => roster.has_role(Role::Producer, holder),
+                        Side::Read => {
+                            roster.has_role(Role::Consumer, holder)
+                                || (self.flavor == Flavor::Zero
+                                    && roster.has_role(Role::Producer, holder))
+                        }
+                    };
+                if !can_hold {
                     log::warn!(
-                        "{}: the {side:?} lock names attachment {holder}, which is not attached: freed",
+                        "{}: the {side:?} lock names attachment {holder}, which cannot hold it: freed",
                         self.name()
                     );
-                    // SAFETY: nobody is attached at the holder's index
-                    // (checked after reading the word, which
-                    // `release_stale_lock` finds unchanged, or leaves).
+                    // SAFETY: no process attached at the holder's index
+                    // can hold this lock (checked after reading the word,
+                    // which `release_stale_lock` finds unchanged, or
+                    // leaves).
                     self.count(unsafe { self.ring().release_stale_lock(side, word) });
                     freed += 1;
                 }

@@ -288,16 +288,26 @@ fn packed_ring_mixed_sizes_share_and_reuse_bytes() {
     packed_model(&[8, 100, 40, 0]);
 }
 
+/// Who races whom in [`shared_model`].
+#[derive(Clone, Copy)]
+enum Race {
+    /// A writer thread per message.
+    Writers,
+    /// Two reader threads.
+    Readers,
+    /// One writer thread and one reader.
+    Sides,
+}
+
 /// A shared packed ring (mailboxes, the general buffer): messages of
-/// `lens[k]` bytes sent by writer `k`, taken by `readers` readers, each
-/// exactly once. With one reader, each message has its own writer thread
-/// and the main thread reads; with two, the main thread writes them all
-/// and two reader threads take them. Each side takes its claims in turn
-/// under its lock word; the shadow cells (as in [`packed_model`]) make
-/// loom check that a reader reads only bytes their writer wrote before
-/// committing, and that no writer overwrites bytes a reader still reads.
-/// (Preemption bound 2: three threads with waiting loops.)
-fn shared_model(lens: &'static [usize], readers: usize) {
+/// `lens[k]` bytes sent by writer `k`, each taken exactly once, with
+/// writers racing each other, readers racing each other, or one of each
+/// at once (`mode`). Each side takes its claims in turn under its lock
+/// word; the shadow cells (as in [`packed_model`]) make loom check that a
+/// reader reads only bytes their writer wrote before committing, and that
+/// no writer overwrites bytes a reader still reads. (Preemption bound 2:
+/// waiting loops on both sides.)
+fn shared_model(lens: &'static [usize], mode: Race) {
     struct Shared {
         heap: HeapPackedRing,
         shadow: Vec<UnsafeCell<u8>>,
@@ -363,28 +373,44 @@ fn shared_model(lens: &'static [usize], readers: usize) {
             taken: loom::sync::atomic::AtomicUsize::new(0),
         });
         let mut all = Vec::new();
-        if readers == 1 {
-            let writers: Vec<_> = lens
-                .iter()
-                .enumerate()
-                .map(|(k, &len)| {
-                    let w = s.clone();
-                    thread::spawn(move || send(&w, k, len))
-                })
-                .collect();
-            all.extend(receive(&s, 10, lens, lens.len()));
-            writers.into_iter().for_each(|t| t.join().unwrap());
-        } else {
-            let rs: Vec<_> = (0..readers as u32)
-                .map(|r| {
-                    let rd = s.clone();
-                    thread::spawn(move || receive(&rd, 10 + r, lens, usize::MAX))
-                })
-                .collect();
-            for (k, &len) in lens.iter().enumerate() {
-                send(&s, k, len);
+        match mode {
+            // Writers race each other; the reader drains after them.
+            Race::Writers => {
+                let writers: Vec<_> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &len)| {
+                        let w = s.clone();
+                        thread::spawn(move || send(&w, k, len))
+                    })
+                    .collect();
+                writers.into_iter().for_each(|t| t.join().unwrap());
+                all.extend(receive(&s, 10, lens, lens.len()));
             }
-            rs.into_iter().for_each(|t| all.extend(t.join().unwrap()));
+            // Readers race each other for what was sent before them.
+            Race::Readers => {
+                for (k, &len) in lens.iter().enumerate() {
+                    send(&s, k, len);
+                }
+                let rs: Vec<_> = (0..2)
+                    .map(|r| {
+                        let rd = s.clone();
+                        thread::spawn(move || receive(&rd, 10 + r, lens, usize::MAX))
+                    })
+                    .collect();
+                rs.into_iter().for_each(|t| all.extend(t.join().unwrap()));
+            }
+            // One writer and one reader, both under their locks, at once.
+            Race::Sides => {
+                let w = s.clone();
+                let writer = thread::spawn(move || {
+                    for (k, &len) in lens.iter().enumerate() {
+                        send(&w, k, len);
+                    }
+                });
+                all.extend(receive(&s, 10, lens, lens.len()));
+                writer.join().unwrap();
+            }
         }
         all.sort_unstable();
         assert_eq!(
@@ -401,14 +427,20 @@ fn shared_model(lens: &'static [usize], readers: usize) {
 
 #[test]
 fn packed_shared_writers_take_turns() {
-    // Two writers (records of 48 and 112 bytes), one reader.
-    shared_model(&[40, 100], 1);
+    // Two writers (records of 48 and 112 bytes).
+    shared_model(&[40, 100], Race::Writers);
 }
 
 #[test]
 fn packed_shared_readers_split_the_messages() {
-    // One writer's two messages (the second wraps), two readers.
-    shared_model(&[100, 100], 2);
+    // Two messages, two readers.
+    shared_model(&[40, 100], Race::Readers);
+}
+
+#[test]
+fn packed_shared_sides_run_at_once_and_wrap() {
+    // Three 112-byte records: the third pads the end and wraps.
+    shared_model(&[100, 100, 100], Race::Sides);
 }
 
 #[test]
