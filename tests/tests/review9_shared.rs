@@ -345,7 +345,10 @@ fn collect(out: &[u8], who: &str, seen: &mut HashSet<(u32, u64)>) {
     for m in out.chunks(SIZE) {
         let (id, seq) = ipc_core::synthetic::decode(m)
             .unwrap_or_else(|| panic!("{who}: corrupt message {m:?}"));
-        assert!(seen.insert((id, seq)), "{who}: message ({id}, {seq}) delivered twice");
+        assert!(
+            seen.insert((id, seq)),
+            "{who}: message ({id}, {seq}) delivered twice"
+        );
     }
 }
 
@@ -355,7 +358,14 @@ fn collect(out: &[u8], who: &str, seen: &mut HashSet<(u32, u64)>) {
 fn kill_one_of_three_consumers(segment: bool, round: u32) {
     let name = ShmName::new(if segment { "rv9-cli-seg" } else { "rv9-cli-mb" });
     let _mb = if segment {
-        let created = ipcctl(&["create", name.as_str(), "--capacity", "8", "--max-message", "1K"]);
+        let created = ipcctl(&[
+            "create",
+            name.as_str(),
+            "--capacity",
+            "8",
+            "--max-message",
+            "1K",
+        ]);
         assert!(created.status.success(), "{created:?}");
         None
     } else {
@@ -386,7 +396,11 @@ fn kill_one_of_three_consumers(segment: bool, round: u32) {
     let half = per * SIZE as u64;
     wait_until("the victim's first messages, or half the stream", || {
         consumers[0].got.load(Ordering::SeqCst) >= at
-            || consumers.iter().map(|c| c.got.load(Ordering::SeqCst)).sum::<u64>() >= half
+            || consumers
+                .iter()
+                .map(|c| c.got.load(Ordering::SeqCst))
+                .sum::<u64>()
+                >= half
     });
     let mut consumers = consumers.into_iter();
     let victim = consumers.next().unwrap();
@@ -400,14 +414,21 @@ fn kill_one_of_three_consumers(segment: bool, round: u32) {
     collect(&victim_out[..usable], "the killed consumer", &mut seen);
     for (i, c) in consumers.enumerate() {
         let (code, out, err) = c.finish("consumer");
-        assert_eq!(code, Some(0), "round {round}: surviving consumer {i} failed:\n{err}");
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round}: surviving consumer {i} failed:\n{err}"
+        );
         collect(&out, &format!("consumer {i}"), &mut seen);
     }
     let total = 2 * per;
     let missing = total - seen.len() as u64;
     let lost = status_value(&name, "lost");
     let queued = status_value(&name, "queued");
-    assert_eq!(queued, 0, "round {round}: messages left queued after every consumer ended");
+    assert_eq!(
+        queued, 0,
+        "round {round}: messages left queued after every consumer ended"
+    );
     assert!(
         missing <= lost && lost <= 1,
         "round {round}: {missing} message(s) never delivered, ipcctl status counts {lost} lost \
@@ -462,7 +483,12 @@ fn a_send_to_a_re_registered_port_that_returns_ok_reaches_the_new_owner() {
     };
     wait_until("the owner registered", || {
         Mailbox::open(&mailbox_name(&port))
-            .map(|mb| mb.status().peers.iter().any(|p| p.alive && p.role == Some(Role::Consumer)))
+            .map(|mb| {
+                mb.status()
+                    .peers
+                    .iter()
+                    .any(|p| p.alive && p.role == Some(Role::Consumer))
+            })
             .unwrap_or(false)
     });
     let registered = Arc::new(AtomicBool::new(false));
