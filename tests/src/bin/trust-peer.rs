@@ -201,7 +201,7 @@ fn hold_claim(a: &[String]) {
 }
 
 /// Takes a message of mailbox NAME in place (the receivers' turn), says
-/// "held <message>", and holds it until killed.
+/// "held MESSAGE", and holds it until killed.
 fn hold_read(a: &[String]) {
     let name: String = arg(a, 0);
     let mb = Mailbox::open(&name).unwrap_or_else(|e| fail(e));
