@@ -344,7 +344,7 @@ impl Tx {
         if deadline == Deadline::Now {
             // Full only from what the ring holds, not from a turn taken.
             let mut cache = self.cached_head;
-            let got = while_busy(|| match ring.try_write(me, want, &mut cache) {
+            let got = while_busy(|| match ring.try_write(me, want, &mut cache, true) {
                 Ok(WriteAttempt::Claimed(c)) => Some(Some(c)),
                 Ok(WriteAttempt::Busy) => None,
                 Ok(WriteAttempt::Full) | Err(_) => Some(None),
@@ -362,12 +362,13 @@ impl Tx {
             // Spinning, only the room the reader published counts (see
             // `PackedRing::try_claim_write`); the checks before sleeping
             // are exact.
-            |thorough| match ring.try_claim_write_with(me, want, &mut cached_head, thorough) {
-                Ok(Some(c)) => Step::Ready(c),
-                Ok(None) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
+            |thorough| match yielding_turns(|| ring.try_write(me, want, &mut cached_head, thorough))
+            {
+                Ok(WriteAttempt::Claimed(c)) => Step::Ready(c),
+                Ok(_) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
                     Step::Fail(ClaimFail::Disconnected)
                 }
-                Ok(None) => Step::Wait,
+                Ok(_) => Step::Wait,
                 Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
             },
         );
@@ -1053,9 +1054,47 @@ fn while_busy<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// One non-blocking read claim on `ring`, as a waiting step.
+/// Times a waiting sender or receiver yields to a peer whose turn it is
+/// (on a shared ring) before it waits as for room or data: a turn lasts a
+/// copy, and the holder may need this core to finish it (sleeping instead
+/// would cost a wake-up per turn).
+const TURN_YIELDS: u32 = 16;
+
+/// Runs `attempt` until it finds no other peer's turn in its way, yielding
+/// the processor in between, at most [`TURN_YIELDS`] times.
+fn yielding_turns<T: TurnTaken>(mut attempt: impl FnMut() -> T) -> T {
+    let mut got = attempt();
+    for _ in 0..TURN_YIELDS {
+        if !got.turn_taken() {
+            break;
+        }
+        std::thread::yield_now();
+        got = attempt();
+    }
+    got
+}
+
+/// An attempt that can find another peer's turn in its way.
+trait TurnTaken {
+    fn turn_taken(&self) -> bool;
+}
+
+impl TurnTaken for Result<WriteAttempt<'_>, CorruptError> {
+    fn turn_taken(&self) -> bool {
+        matches!(self, Ok(WriteAttempt::Busy))
+    }
+}
+
+impl TurnTaken for Result<ReadAttempt<'_>, CorruptError> {
+    fn turn_taken(&self) -> bool {
+        matches!(self, Ok(ReadAttempt::Busy))
+    }
+}
+
+/// One non-blocking read claim on `ring`, as a waiting step (yielding to
+/// another receiver's turn a few times first).
 fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
-    match ring.try_claim_read(me, max_len) {
+    match yielding_turns(|| ring.try_claim_read(me, max_len)) {
         Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
         Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {

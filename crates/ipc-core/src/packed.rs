@@ -98,6 +98,8 @@ const LEN_MASK: u64 = (1 << 31) - 1;
 const HOLDER: u64 = 0xFFFF;
 const WAITED: u64 = 1 << 16;
 const TURN: u64 = 1 << 32;
+/// Exchanges tried on a lock word that keeps moving.
+const LOCK_RETRIES: u32 = 1000;
 
 /// Set in `tail.pos` while the writer holds a claim at that position.
 const WRITING: u64 = 1 << 63;
@@ -291,9 +293,12 @@ impl<'a> PackedRing<'a> {
         let lock = &self.cursor(side).lock;
         let me = owner as u64 + 1;
         let mut w = lock.load(Ordering::Relaxed);
-        // A failed exchange means the word moved: retry a few times, then
-        // report busy (the caller waits and comes back).
-        for _ in 0..8 {
+        // A failed exchange means the word moved (someone took, gave back or
+        // marked the lock): retry until we hold it or are marked waiting,
+        // so that a waiter going to sleep is always woken by the release.
+        // Bounded, against a scribbler flipping the word: then busy (the
+        // caller looks again within a liveness period).
+        for _ in 0..LOCK_RETRIES {
             let holder = w & HOLDER;
             if w & (TURN - 1) & !(HOLDER | WAITED) != 0 {
                 return Err(CorruptError(format!("lock word {w:#x} is no lock")));
@@ -1404,7 +1409,7 @@ mod tests {
         let (mut a, mut b) = (HeadCache::default(), HeadCache::default());
         let ca = r.try_claim_write(0, 8, &mut a).unwrap().unwrap();
         assert!(r.locked(Side::Write));
-        assert!(matches!(r.try_write(1, 8, &mut b).unwrap(), WriteAttempt::Busy));
+        assert!(matches!(r.try_write(1, 8, &mut b, true).unwrap(), WriteAttempt::Busy));
         r.commit(ca, 1, 0).unwrap();
         assert!(!r.locked(Side::Write));
         assert!(put(&r, &mut b, b"second"));
@@ -1421,7 +1426,7 @@ mod tests {
         r.release(rb).unwrap();
         // Fill by bytes: Full, not Busy, once nobody holds the lock.
         while put(&r, &mut a, &[7; 40]) {}
-        assert!(matches!(r.try_write(1, 40, &mut b).unwrap(), WriteAttempt::Full));
+        assert!(matches!(r.try_write(1, 40, &mut b, true).unwrap(), WriteAttempt::Full));
         assert!(!r.locked(Side::Write) && !r.locked(Side::Read));
     }
 

@@ -146,7 +146,7 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// [`Ring::try_claim_write`] (exact), telling a full ring from another
+    /// [`Ring::try_claim_write_with`], telling a full ring from another
     /// writer's turn on a shared packed ring.
     #[inline]
     pub fn try_write(
@@ -154,10 +154,13 @@ impl<'a> Ring<'a> {
         owner: u32,
         want: usize,
         cache: &mut HeadCache,
+        exact: bool,
     ) -> Result<WriteAttempt<'a>, CorruptError> {
         match self {
-            Ring::Packed(r) => r.try_write(owner, want, cache, true),
-            slots => slots.try_claim_write(owner, want, cache).map(WriteAttempt::from),
+            Ring::Packed(r) => r.try_write(owner, want, cache, exact),
+            slots => slots
+                .try_claim_write_with(owner, want, cache, exact)
+                .map(WriteAttempt::from),
         }
     }
 
