@@ -162,7 +162,10 @@ fn a_rendezvous_send_timeout_returns_while_another_receiver_reads_in_place() {
     let mut holder = holder_in_place(&name, &dir);
     // Sender 1's offer is taken, in place, by the child: it returns.
     let mut s1 = mb.sender().unwrap();
-    s1.send_timeout(msg(1, 0), HANG)
+    // (A rendezvous send returns once its receiver let go of the message;
+    // this one holds it: the send's timeout passes, and it returns `Ok`,
+    // the message being held.)
+    s1.send_timeout(msg(1, 0), Duration::from_secs(1))
         .expect("the child receiver takes the first offer");
     wait_until("the child holds message 1/0", || {
         dir.file("took-1-0").exists()
@@ -207,14 +210,20 @@ fn a_rendezvous_try_send_does_not_block_while_another_receiver_reads_in_place() 
     let mb = mailbox(&name, Capacity::Zero, 64);
     let mut holder = holder_in_place(&name, &dir);
     let mut s1 = mb.sender().unwrap();
-    s1.send_timeout(msg(1, 0), HANG)
+    // (A rendezvous send returns once its receiver let go of the message;
+    // this one holds it: the send's timeout passes, and it returns `Ok`,
+    // the message being held.)
+    s1.send_timeout(msg(1, 0), Duration::from_secs(1))
         .expect("the child receiver takes the first offer");
     wait_until("the child holds message 1/0", || {
         dir.file("took-1-0").exists()
     });
     // A second receiver waits (blocked: the readers' lock is the child's).
     let mut r2 = mb.receiver().unwrap();
-    let waiter = std::thread::spawn(move || r2.recv_timeout(HANG).map_err(|e| e.to_string()));
+    let waiter = std::thread::spawn(move || {
+        r2.recv_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())
+    });
     let mut s2 = mb.sender().unwrap();
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {

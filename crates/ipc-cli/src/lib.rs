@@ -446,7 +446,7 @@ pub fn check_geometry(
     budget: u64,
 ) -> Result<(), UsageError> {
     let slots = match capacity {
-        Capacity::Zero | Capacity::Bounded(0) => ipc_core::PEER_SLOTS,
+        Capacity::Zero | Capacity::Bounded(0) => 1,
         Capacity::Bounded(n) => n,
         Capacity::Unbounded if budget != 0 => return Err(UsageError(
             "--budget sizes a bounded or rendezvous queue's ring; an unbounded one grows by blocks"

@@ -890,9 +890,6 @@ fn deliver_then<R>(
         }
     }
     let ring = q.ring();
-    if main.flavor() == Flavor::Zero {
-        return deliver_copied(main, ring, claim, f, wake);
-    }
     let mut guard = Unwinding {
         main,
         q,
@@ -921,48 +918,6 @@ fn deliver_then<R>(
             Err(RecvError::Corrupt(e))
         }
     }
-}
-
-/// [`deliver_then`] for a rendezvous queue: the message is copied out and
-/// released before `f` runs, so a callback never holds the receivers'
-/// turn, which a sender withdrawing its offer (its timeout passed) waits
-/// for. A message a panicking `f` held is counted lost, as in place.
-fn deliver_copied<R>(
-    main: &Queue,
-    ring: &Ring<'_>,
-    claim: ReadClaim<'_>,
-    f: impl FnOnce(&[u8]) -> R,
-    wake: bool,
-) -> Result<R, RecvError> {
-    struct Unwinding<'a>(&'a Queue, bool);
-    impl Drop for Unwinding<'_> {
-        fn drop(&mut self) {
-            if self.1 {
-                self.0.count(crate::ring::Recovered {
-                    lost_reads: 1,
-                    ..Default::default()
-                });
-            }
-        }
-    }
-    let copy = ring.payload_of(&claim).to_vec();
-    let released = ring.release(claim);
-    if wake {
-        main.wake_senders();
-    }
-    if let Err(e) = released {
-        main.count_revoked();
-        return Err(RecvError::Corrupt(e));
-    }
-    let generation = crate::sys::fork_generation();
-    let mut guard = Unwinding(main, true);
-    let out = f(&copy);
-    guard.1 = false;
-    if crate::sys::fork_generation() != generation {
-        // `f` forked and this is the child: the message is the parent's.
-        return Err(RecvError::Inherited);
-    }
-    Ok(out)
 }
 
 /// Producers that ever attached to `q`.

@@ -37,8 +37,9 @@
 //!   in place (`recv_with`) holds the receivers' turn until its callback
 //!   returns, and a sender holding a zero-copy claim the senders' turn:
 //!   meanwhile another receiver's `try_recv` (another sender's `try_send`)
-//!   waits for it, at most 100 ms, then says `Empty` (`Full`). Receivers
-//!   of a rendezvous mailbox copy the message out before the callback.
+//!   waits for it, at most 100 ms, then says `Empty` (`Full`). A
+//!   rendezvous mailbox holds one offer at a time; its `send` returns once
+//!   the receiver let go of the message (an in-place callback returned).
 //! * **A dead peer is noticed within a liveness period** (100 ms), not at
 //!   once: a killed receiver cannot detach, so senders see `Disconnected`
 //!   once a survivor has found it dead.
@@ -65,7 +66,7 @@ use std::time::Duration;
 
 use crate::endpoint::{Receiver, Sender};
 use crate::error::{AttachError, CreateError, OpenError, SegmentError};
-use crate::layout::{Flavor, Geometry, Kind, PEER_SLOTS};
+use crate::layout::{Flavor, Geometry, Kind};
 use crate::queue::{Queue, Status, INIT_TIMEOUT};
 use crate::segment::DEFAULT_MODE;
 
@@ -97,8 +98,8 @@ pub enum Capacity {
 impl Capacity {
     fn flavor_and_slots(self, max_message: u32) -> (Flavor, u32) {
         match self {
-            // One slot for every process that may send at once.
-            Capacity::Zero | Capacity::Bounded(0) => (Flavor::Zero, PEER_SLOTS),
+            // One offer at a time (see `Queue::assemble`).
+            Capacity::Zero | Capacity::Bounded(0) => (Flavor::Zero, 1),
             Capacity::Bounded(n) => (Flavor::Bounded, n),
             Capacity::Unbounded => (Flavor::Unbounded, unbounded_block_for(max_message)),
         }

@@ -1005,9 +1005,15 @@ impl<'a> PackedRing<'a> {
         pos + rec
     }
 
-    /// True once the message committed at `pos` was taken by a reader (it
-    /// holds it, or went past it).
+    /// True once a reader has taken the message committed at `pos` and
+    /// let it go (its callback, if it read in place, has returned).
     pub fn was_taken(&self, pos: u64) -> bool {
+        self.head.pos.load(Ordering::Acquire) & !READING > pos
+    }
+
+    /// True if a reader holds the message committed at `pos`, or has let
+    /// it go: it can no longer be withdrawn.
+    fn taken_or_held(&self, pos: u64) -> bool {
         let h = self.head.pos.load(Ordering::Acquire);
         h & !READING > pos || h == pos | READING
     }
@@ -1017,7 +1023,7 @@ impl<'a> PackedRing<'a> {
     /// `Some(false)` if a reader has it, `None` if the readers' lock is
     /// busy (try again). Shared rings only (`Some(false)` otherwise).
     pub fn try_retract(&self, pos: u64, owner: u32) -> Result<Option<bool>, CorruptError> {
-        if !self.shared || self.was_taken(pos) {
+        if !self.shared || self.taken_or_held(pos) {
             return Ok(Some(false));
         }
         let Some(token) = self.take(Side::Read, owner)? else {
