@@ -553,6 +553,8 @@ impl Tx {
                 // A receiver claimed it meanwhile: it has the message.
                 Ok(false) => Ok(()),
                 Ok(true) => {
+                    // Its room is free again, and receivers may see the end.
+                    self.main().wake_senders();
                     self.main().wake_receivers();
                     Err(stop)
                 }

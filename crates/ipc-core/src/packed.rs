@@ -994,6 +994,37 @@ impl<'a> PackedRing<'a> {
         Ok(())
     }
 
+    /// Moves the read cursor over the padding and withdrawn records at the
+    /// head (by the holder of the read lock), as a reader would on its way
+    /// to the next message; stops at anything else, or anything invalid
+    /// (left for a reader to report).
+    fn pass_dead_records(&self) {
+        let mut pos = self.head.pos.load(Ordering::Relaxed);
+        let mut count = self.head.count.load(Ordering::Relaxed);
+        if pos & READING != 0 || pos >= POS_LIMIT || count >= COUNT_LIMIT {
+            return;
+        }
+        let start = pos;
+        for _ in 0..self.limit + 2 {
+            let h = self.word(pos).load(Ordering::Acquire);
+            let Ok(rec) = self.validate(pos, h, count) else {
+                break;
+            };
+            if h & PAD != 0 {
+                pos += rec;
+                self.head.pos.store(pos, Ordering::Release);
+            } else if h & WITHDRAWN != 0 {
+                pos = self.pass_over(pos, count, rec);
+                count += 1;
+            } else {
+                break;
+            }
+        }
+        if pos != start {
+            self.publish(pos, count);
+        }
+    }
+
     /// Moves the read cursor over the withdrawn record of `rec` bytes at
     /// `pos` (the head, after `count` messages), counting it as read: held
     /// first (marked), so that a reader killed between the stores leaves
@@ -1030,21 +1061,16 @@ impl<'a> PackedRing<'a> {
             return Ok(None);
         };
         let head = self.head.pos.load(Ordering::Relaxed);
-        let withdrawn = if head > pos {
+        let withdrawn = if head & !READING > pos {
             Ok(false)
         } else {
             let h = self.word(pos).load(Ordering::Acquire);
-            let count = self.head.count.load(Ordering::Relaxed);
-            if head == pos && count < COUNT_LIMIT && self.validate(pos, h, count).is_ok() {
-                // At the head (as a lone rendezvous message is): passed
-                // over now, as a reader would, so nothing counts it queued.
-                self.word(pos).store(h | WITHDRAWN, Ordering::Release);
-                let next = self.pass_over(pos, count, record_size((h & LEN_MASK) as usize));
-                self.publish(next, count + 1);
-                Ok(true)
-            } else if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
+            if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
                 // Readers look at headers only under the lock we hold.
                 self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+                // Passed over now if nothing but padding is before it, as
+                // a reader would, so that nothing counts it queued.
+                self.pass_dead_records();
                 Ok(true)
             } else {
                 Err(CorruptError(format!(
