@@ -219,3 +219,61 @@ impl SplitMix {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
+
+/// A segment's file mapped a second time, as another process would map
+/// it: for tests that write the states a peer's stores (or a scribbler)
+/// leave into a live segment. Unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: only atomics are accessed through it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the whole file of segment `name`, shared, read-write.
+    pub fn new(name: &ShmName) -> Mapping {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.path())
+            .expect("open the segment file");
+        let len = f.metadata().expect("its size").len() as usize;
+        // SAFETY: a shared mapping of the whole file, unmapped on drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap of {}", name.0);
+        Mapping {
+            ptr: ptr as *mut u8,
+            len,
+        }
+    }
+
+    /// The 8-byte word at `offset` (8-aligned, inside the file).
+    pub fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
+        // SAFETY: inside the mapping, 8-aligned; the library accesses
+        // these words as atomics too.
+        unsafe { &*(self.ptr.add(offset) as *const std::sync::atomic::AtomicU64) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}

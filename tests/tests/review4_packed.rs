@@ -6,68 +6,20 @@
 //! segment's file themselves and store into the cursors of the header, as
 //! any process that can open the segment may.
 
-use std::fs::OpenOptions;
 use std::mem::offset_of;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_core::layout::{Cursor, Header};
 use ipc_core::{BufferConfig, RecvError, SendError, SharedBuffer};
-use ipc_tests::ShmName;
+use ipc_tests::{Mapping, ShmName};
 
-/// The segment mapped a second time, as another process would.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+fn tail_pos(m: &Mapping) -> &AtomicU64 {
+    m.word(offset_of!(Header, tail) + offset_of!(Cursor, pos))
 }
 
-impl Mapping {
-    fn new(name: &ShmName) -> Mapping {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.path())
-            .unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: a shared mapping of the whole file, unmapped on drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Mapping {
-            ptr: ptr as *mut u8,
-            len,
-        }
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
-        // SAFETY: inside the mapping, 8-aligned; the library accesses
-        // these words as atomics too.
-        unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
-    }
-
-    fn tail_pos(&self) -> &AtomicU64 {
-        self.word(offset_of!(Header, tail) + offset_of!(Cursor, pos))
-    }
-    fn tail_count(&self) -> &AtomicU64 {
-        self.word(offset_of!(Header, tail) + offset_of!(Cursor, count))
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
+fn tail_count(m: &Mapping) -> &AtomicU64 {
+    m.word(offset_of!(Header, tail) + offset_of!(Cursor, count))
 }
 
 fn single(name: &ShmName, capacity: u32, max_message: u32) -> SharedBuffer {
@@ -102,7 +54,7 @@ fn a_count_gap_above_the_capacity_is_reported_not_waited_on() {
     let m = Mapping::new(&name);
     // Eight more messages than the reader has released: impossible with a
     // capacity of 8 and nothing queued.
-    m.tail_count().fetch_add(8, Ordering::Relaxed);
+    tail_count(&m).fetch_add(8, Ordering::Relaxed);
     let started = Instant::now();
     let r = tx.send_timeout(b"x", Duration::from_secs(2));
     let waited = started.elapsed();
@@ -130,7 +82,7 @@ fn a_write_cursor_moved_forward_does_not_wedge_the_reader() {
     tx.send(b"first").unwrap();
     assert_eq!(rx.recv().unwrap(), b"first");
     let m = Mapping::new(&name);
-    m.tail_pos().fetch_add(64, Ordering::Relaxed);
+    tail_pos(&m).fetch_add(64, Ordering::Relaxed);
     // The writer may find the moved cursor (Corrupt) or write past it;
     // either way the reader must not be left waiting for ever.
     match tx.send(b"second") {
@@ -177,8 +129,8 @@ fn a_write_cursor_moved_back_is_corrupt_not_a_panic() {
     }
     tx.try_send(b"again").unwrap();
     let m = Mapping::new(&name);
-    m.tail_pos().store(0, Ordering::Relaxed);
-    m.tail_count().store(0, Ordering::Relaxed);
+    tail_pos(&m).store(0, Ordering::Relaxed);
+    tail_count(&m).store(0, Ordering::Relaxed);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         (0..8)
             .map(|i| tx.try_send([i]).map_err(|e| format!("{e:?}")))

@@ -9,10 +9,8 @@
 //! have left them. Bounded waits only (a hang fails the test); no timing
 //! assertions.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::mem::offset_of;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,7 +19,7 @@ use std::time::Duration;
 use ipc_core::layout::{Cursor, Header};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{BufferConfig, RecvError, SendError, SharedBuffer};
-use ipc_tests::{wait_until, ChildGuard, ShmName, TempDir};
+use ipc_tests::{wait_until, ChildGuard, Mapping, ShmName, TempDir};
 
 const PEER: &str = env!("CARGO_BIN_EXE_mailbox-peer");
 
@@ -29,55 +27,8 @@ const PEER: &str = env!("CARGO_BIN_EXE_mailbox-peer");
 /// is blocked for good (its own timeout is a few milliseconds).
 const HANG: Duration = Duration::from_secs(20);
 
-/// The segment mapped a second time, as another process would.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(name: &ShmName) -> Mapping {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.path())
-            .unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: a shared mapping of the whole file, unmapped on drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Mapping {
-            ptr: ptr as *mut u8,
-            len,
-        }
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
-        // SAFETY: inside the mapping, 8-aligned; the library accesses
-        // these words as atomics too.
-        unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
-    }
-
-    fn head(&self, field: usize) -> &AtomicU64 {
-        self.word(offset_of!(Header, head) + field)
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
+fn head_word(m: &Mapping, field: usize) -> &AtomicU64 {
+    m.word(offset_of!(Header, head) + field)
 }
 
 fn mailbox(name: &ShmName, capacity: Capacity, max_message: u32) -> Mailbox {
@@ -297,9 +248,9 @@ fn a_reader_killed_passing_a_withdrawn_offer_leaves_the_queue_readable() {
         .expect("the child receiver is attached")
         .index;
     let m = Mapping::new(&name);
-    let lock = m.head(offset_of!(Cursor, lock));
-    let count = m.head(offset_of!(Cursor, count));
-    let pos = m.head(offset_of!(Cursor, pos));
+    let lock = head_word(&m, offset_of!(Cursor, lock));
+    let count = head_word(&m, offset_of!(Cursor, count));
+    let pos = head_word(&m, offset_of!(Cursor, pos));
     // (After the fix, the withdrawing sender passes over its record at
     // the head at once, marking it held first: position 24, count 1.)
     assert_eq!(

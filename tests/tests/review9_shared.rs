@@ -7,10 +7,8 @@
 //! a hostile peer would.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::io::Read;
 use std::mem::offset_of;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,69 +19,18 @@ use ipc_core::layout::{Cursor, Header};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::Role;
 
-use ipc_tests::{cmd, run, wait_until, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{cmd, run, wait_until, ChildGuard, Mapping, ShmName, PATIENCE};
 
 /// Long enough for a loaded 2-core machine; a call still blocked after it
 /// is blocked for good (the reaper looks every 100 ms).
 const HANG: Duration = Duration::from_secs(20);
 
-/// The segment mapped a second time, as another process would.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+fn write_lock(m: &Mapping) -> &AtomicU64 {
+    m.word(offset_of!(Header, tail) + offset_of!(Cursor, lock))
 }
 
-// SAFETY: only atomics are accessed through it.
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(name: &ShmName) -> Mapping {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.path())
-            .unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: a shared mapping of the whole file, unmapped on drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Mapping {
-            ptr: ptr as *mut u8,
-            len,
-        }
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
-        // SAFETY: inside the mapping, 8-aligned; the library accesses
-        // these words as atomics too.
-        unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
-    }
-
-    fn write_lock(&self) -> &AtomicU64 {
-        self.word(offset_of!(Header, tail) + offset_of!(Cursor, lock))
-    }
-
-    fn read_lock(&self) -> &AtomicU64 {
-        self.word(offset_of!(Header, head) + offset_of!(Cursor, lock))
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
+fn read_lock(m: &Mapping) -> &AtomicU64 {
+    m.word(offset_of!(Header, head) + offset_of!(Cursor, lock))
 }
 
 fn mailbox(name: &ShmName, capacity: Capacity, max_message: u32) -> Mailbox {
@@ -143,14 +90,14 @@ fn a_write_lock_naming_index_64_plus_an_attached_one_is_freed() {
     let mut r = mb.receiver().unwrap();
     let k = index_of(&mb, Role::Producer);
     let map = Mapping::new(&name);
-    map.write_lock().store(lock_word(64 + k), Ordering::SeqCst);
+    write_lock(&map).store(lock_word(64 + k), Ordering::SeqCst);
     let sent = s.send_timeout(b"after the scribble", HANG);
     assert!(
         sent.is_ok(),
         "a send on an empty mailbox whose writers' lock names unattached index {} \
          (an alias of attached index {k}) never got the lock: {sent:?} (lock word now {:#x})",
         64 + k,
-        map.write_lock().load(Ordering::SeqCst)
+        write_lock(&map).load(Ordering::SeqCst)
     );
     assert_eq!(r.recv_timeout(HANG).unwrap(), b"after the scribble");
 }
@@ -166,7 +113,7 @@ fn a_read_lock_naming_index_64_plus_an_attached_one_is_freed() {
     let k = index_of(&mb, Role::Consumer);
     s.send(b"queued").unwrap();
     let map = Mapping::new(&name);
-    map.read_lock().store(lock_word(64 + k), Ordering::SeqCst);
+    read_lock(&map).store(lock_word(64 + k), Ordering::SeqCst);
     let got = r.recv_timeout(HANG);
     assert!(
         got.is_ok(),
@@ -189,7 +136,7 @@ fn a_rendezvous_send_timeout_returns_although_the_read_lock_is_scribbled() {
     let _r = mb.receiver().unwrap();
     let k = index_of(&mb, Role::Consumer);
     let map = Mapping::new(&name);
-    map.read_lock().store(lock_word(64 + k), Ordering::SeqCst);
+    read_lock(&map).store(lock_word(64 + k), Ordering::SeqCst);
     let done = bounded(move || {
         let r = s.send_timeout(b"offer", Duration::from_millis(50));
         format!("{r:?}")
@@ -213,7 +160,7 @@ fn a_write_lock_naming_a_live_receiver_is_freed() {
     let mut r = mb.receiver().unwrap();
     let k = index_of(&mb, Role::Consumer);
     let map = Mapping::new(&name);
-    map.write_lock().store(lock_word(k), Ordering::SeqCst);
+    write_lock(&map).store(lock_word(k), Ordering::SeqCst);
     let sent = s.send_timeout(b"m", HANG);
     assert!(
         sent.is_ok(),
@@ -235,7 +182,7 @@ fn a_read_lock_naming_a_live_sender_of_a_bounded_mailbox_is_freed() {
     let k = index_of(&mb, Role::Producer);
     s.send(b"queued").unwrap();
     let map = Mapping::new(&name);
-    map.read_lock().store(lock_word(k), Ordering::SeqCst);
+    read_lock(&map).store(lock_word(k), Ordering::SeqCst);
     let got = r.recv_timeout(HANG);
     assert!(
         got.is_ok(),
