@@ -140,7 +140,11 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
         poke(&mut inp, &region, max_message, avoid_known_bugs);
     }
     let packed = region.ring(limit, max_message);
-    let packed = if shared { packed.shared(None) } else { packed };
+    let packed = if shared {
+        packed.shared(None, None)
+    } else {
+        packed
+    };
     let ring = Ring::Packed(packed);
     let mut cache = HeadCache::default();
     // Claims with their owners: writers 0..4, readers 4..8 (single mode:

@@ -77,7 +77,7 @@ use crate::claim::{
     revoked, Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim,
 };
 use crate::error::CorruptError;
-use crate::layout::Cursor;
+use crate::layout::{Counters, Cursor};
 use crate::sync::EventCount;
 
 /// Bytes of a record header.
@@ -167,6 +167,9 @@ pub struct PackedRing<'a> {
     /// Shared rings: the events to notify when a lock that someone waits
     /// for is given back (writers', readers').
     wake: Option<(&'a EventCount, &'a EventCount)>,
+    /// Shared rings: the queue's loss counters, for what taking back a
+    /// leaked claim repairs.
+    counters: Option<&'a Counters>,
     _memory: PhantomData<&'a ()>,
 }
 
@@ -256,16 +259,23 @@ impl<'a> PackedRing<'a> {
             max_message,
             shared: false,
             wake: None,
+            counters: None,
             _memory: PhantomData,
         }
     }
 
     /// The same ring, used by many writers and readers taking turns under
     /// the lock words; `wake` gives the events that waiters for the
-    /// writers' and the readers' lock sleep on.
-    pub fn shared(mut self, wake: Option<(&'a EventCount, &'a EventCount)>) -> Self {
+    /// writers' and the readers' lock sleep on, `counters` the queue's
+    /// loss counters (a leaked claim taken back is counted there).
+    pub fn shared(
+        mut self,
+        wake: Option<(&'a EventCount, &'a EventCount)>,
+        counters: Option<&'a Counters>,
+    ) -> Self {
         self.shared = true;
         self.wake = wake;
+        self.counters = counters;
         self
     }
 
@@ -361,7 +371,12 @@ impl<'a> PackedRing<'a> {
                 // SAFETY: we hold the lock, and the claim it was taken for
                 // can no longer be used (claims borrow their endpoint,
                 // which is calling us now).
-                unsafe { self.repair(side) };
+                let r = unsafe { self.repair(side) };
+                if let Some(c) = self.counters {
+                    c.abandoned_writes
+                        .fetch_add(r.abandoned_writes, Ordering::Relaxed);
+                    c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+                }
                 self.unlock(side, token);
                 match self.lock(side, owner)? {
                     Locked::Got(token) => Ok(Some(token)),
@@ -871,7 +886,7 @@ impl<'a> PackedRing<'a> {
         // At most one padding record before a message, and the records
         // withdrawn (at most one per message the ring holds).
         let mut pads = 0;
-        for _ in 0..self.limit + 2 {
+        for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
             if pos >= POS_LIMIT {
                 return Err(CorruptError(format!("read cursor {pos:#x} out of range")));
             }
@@ -1005,15 +1020,24 @@ impl<'a> PackedRing<'a> {
             return;
         }
         let start = pos;
-        for _ in 0..self.limit + 2 {
+        // As `claim_read`: at most one padding record in a row, and no more
+        // records than one lap holds (scribbled headers cannot keep it
+        // going).
+        let mut pads = 0;
+        for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
             let h = self.word(pos).load(Ordering::Acquire);
             let Ok(rec) = self.validate(pos, h, count) else {
                 break;
             };
             if h & PAD != 0 {
+                pads += 1;
+                if pads > 1 {
+                    break;
+                }
                 pos += rec;
                 self.head.pos.store(pos, Ordering::Release);
             } else if h & WITHDRAWN != 0 {
+                pads = 0;
                 pos = self.pass_over(pos, count, rec);
                 count += 1;
             } else {
@@ -1579,6 +1603,25 @@ mod tests {
             assert_eq!((p.head_pos(), r.len()), (16, 1), "stores: {stores}");
         }
         assert_eq!(take(&r).unwrap(), b"next");
+    }
+
+    #[test]
+    fn a_withdrawal_passes_over_scribbled_padding_once() {
+        // A ring without a message limit whose head record is scribbled
+        // into padding as long as the ring: passing over it lands on it
+        // again, lap after lap; at most one padding in a row is followed
+        // (was: up to u32::MAX turns).
+        let heap = HeapPackedRing::new(256, u32::MAX, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r else { unreachable!() };
+        let mut cache = HeadCache::default();
+        for m in [b"a", b"b", b"c"] {
+            assert!(put(&r, &mut cache, m));
+        }
+        p.word(0).store(header(0, 256, true), Ordering::Relaxed);
+        assert_eq!(p.try_retract(32, 9).unwrap(), Some(true));
+        assert_eq!(p.head_pos(), 256, "one padding record passed, then stopped");
+        assert!(r.try_claim_read(1, 64).is_err(), "the scribble is reported");
     }
 
     #[test]

@@ -468,7 +468,7 @@ impl Queue {
                 Ring::Packed(if fixed.single == 1 {
                     ring
                 } else {
-                    ring.shared(Some((&h.space_ready, &h.data_ready)))
+                    ring.shared(Some((&h.space_ready, &h.data_ready)), Some(&h.counters))
                 })
             } else {
                 let ring = SlotRing::new(

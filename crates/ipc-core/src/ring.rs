@@ -493,7 +493,7 @@ impl HeapPackedRing {
     /// taking turns under its lock words (nobody is woken: waiters poll).
     pub fn shared_ring(&self) -> Ring<'_> {
         match self.ring() {
-            Ring::Packed(r) => Ring::Packed(r.shared(None)),
+            Ring::Packed(r) => Ring::Packed(r.shared(None, None)),
             slots => slots,
         }
     }
