@@ -469,6 +469,9 @@ fn a_port_receives_from_several_sender_processes() {
     let port_name = format!("{}-own", me.as_str());
     let _guard = ShmName(ipc_core::ports::mailbox_name(&port_name));
     let mut port = ipc_core::ports::Port::register(&port_name, &MailboxConfig::default()).unwrap();
+    // End of stream only once all three came and went (one may finish
+    // before the next attaches).
+    port.set_min_senders(3);
     let senders: Vec<String> = (0..3).map(|i| format!("{}-s{i}", me.as_str())).collect();
     let mut kids: Vec<ChildGuard> = senders
         .iter()
