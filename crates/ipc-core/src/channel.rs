@@ -334,26 +334,17 @@ impl Tx {
     ) -> Result<Claimed, Stop<ClaimFail>> {
         let ring = self.ep.q.ring();
         let me = self.ep.me;
-        // The fast path: room now, no waiting machinery.
-        match ring.try_claim_write(me, want, &mut self.cached_head) {
+        // The fast path: room now, no waiting machinery. A caller that
+        // will not wait (`try_send`) still waits out another sender's
+        // turn, boundedly: full only from what the ring holds.
+        let grace = (deadline == Deadline::Now).then_some(WRITE_GRACE);
+        match yield_to_turns(grace, || {
+            ring.try_write(me, want, &mut self.cached_head, true)
+        }) {
             // SAFETY: a claim on our own queue's ring.
-            Ok(Some(claim)) => return Ok(unsafe { Claimed::new(None, claim) }),
-            Ok(None) => {}
+            Ok(WriteAttempt::Claimed(claim)) => return Ok(unsafe { Claimed::new(None, claim) }),
+            Ok(WriteAttempt::Full | WriteAttempt::Busy) => {}
             Err(e) => return Err(Stop::Fail(ClaimFail::Corrupt(e))),
-        }
-        if deadline == Deadline::Now {
-            // Full only from what the ring holds, not from a turn taken.
-            let mut cache = self.cached_head;
-            let got = while_busy(|| match ring.try_write(me, want, &mut cache, true) {
-                Ok(WriteAttempt::Claimed(c)) => Some(Some(c)),
-                Ok(WriteAttempt::Busy) => None,
-                Ok(WriteAttempt::Full) | Err(_) => Some(None),
-            });
-            self.cached_head = cache;
-            if let Some(Some(claim)) = got {
-                // SAFETY: a claim on our own queue's ring.
-                return Ok(unsafe { Claimed::new(None, claim) });
-            }
         }
         let mut cached_head = self.cached_head;
         let r = self.ep.block_on(
@@ -362,8 +353,9 @@ impl Tx {
             // Spinning, only the room the reader published counts (see
             // `PackedRing::try_claim_write`); the checks before sleeping
             // are exact.
-            |thorough| match yielding_turns(|| ring.try_write(me, want, &mut cached_head, thorough))
-            {
+            |thorough| match yield_to_turns(None, || {
+                ring.try_write(me, want, &mut cached_head, thorough)
+            }) {
                 Ok(WriteAttempt::Claimed(c)) => Step::Ready(c),
                 Ok(_) if thorough && self.ep.all_gone(Role::Consumer, 1) => {
                     Step::Fail(ClaimFail::Disconnected)
@@ -645,25 +637,16 @@ impl Rx {
         if self.ep.inherited() {
             return Err(RecvError::Inherited);
         }
-        // The fast path: a message is there now.
+        // The fast path: a message is there now. A caller that will not
+        // wait (`try_recv`) still waits out another receiver's turn,
+        // boundedly: empty only from what the ring holds.
         let q = &self.ep.q;
         if q.flavor() != Flavor::Unbounded {
-            match attempt_read(q.ring(), self.ep.me, max_len) {
+            let grace = (deadline == Deadline::Now).then_some(WRITE_GRACE);
+            match attempt_read(q.ring(), self.ep.me, max_len, grace) {
                 Step::Ready(claim) => return deliver(q, q, claim, f),
                 Step::Fail(e) => return Err(e),
                 Step::Wait => {}
-            }
-        }
-        if deadline == Deadline::Now && q.flavor() != Flavor::Unbounded {
-            // Empty only from what the ring holds, not from a turn taken.
-            let got = while_busy(|| match q.ring().try_claim_read(self.ep.me, max_len) {
-                Ok(ReadAttempt::Busy) => None,
-                Ok(ReadAttempt::Claimed(c)) => Some(Some(c)),
-                // Said by the path below, as ever.
-                Ok(_) | Err(_) => Some(None),
-            });
-            if let Some(Some(claim)) = got {
-                return deliver(q, q, claim, f);
             }
         }
         if deadline == Deadline::Now && self.writing_at_head() {
@@ -714,7 +697,7 @@ impl Rx {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
                 // SAFETY: a claim on `main`'s ring, kept with its Arc.
-                _ => attempt_read(main.ring(), me, max_len)
+                _ => attempt_read(main.ring(), me, max_len, None)
                     .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
             };
             // Only a thorough look (about to sleep) may end the stream:
@@ -800,7 +783,7 @@ impl Rx {
         let mut unannounced = false;
         let mut failed = None;
         while taken < max {
-            let claim = match attempt_read(q.ring(), self.ep.me, usize::MAX) {
+            let claim = match attempt_read(q.ring(), self.ep.me, usize::MAX, None) {
                 Step::Ready(claim) => claim,
                 Step::Wait => break,
                 Step::Fail(e) => {
@@ -992,37 +975,29 @@ fn unusable_spare(e: &OpenError) -> bool {
 /// the main segment).
 type Taken = (Arc<Queue>, ReadClaim<'static>, (u64, u64));
 
-/// Tries `attempt` again, yielding, while it finds another process's turn
-/// (`None`: the side's lock of a shared ring is taken, a claim is being
-/// made or used now), for at most [`WRITE_GRACE`]: so that a `try_` call
-/// says full or empty from what the ring holds, not from a peer's turn.
-/// `None` if the grace ran out.
-fn while_busy<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
-    let mut end = None;
-    loop {
-        if let Some(v) = attempt() {
-            return Some(v);
-        }
-        let end = *end.get_or_insert_with(|| std::time::Instant::now() + WRITE_GRACE);
-        if std::time::Instant::now() >= end {
-            return None;
-        }
-        std::thread::yield_now();
-    }
-}
-
 /// Times a waiting sender or receiver yields to a peer whose turn it is
 /// (on a shared ring) before it waits as for room or data: a turn lasts a
 /// copy, and the holder may need this core to finish it (sleeping instead
 /// would cost a wake-up per turn).
 const TURN_YIELDS: u32 = 16;
 
-/// Runs `attempt` until it finds no other peer's turn in its way, yielding
-/// the processor in between, at most [`TURN_YIELDS`] times.
-fn yielding_turns<T: TurnTaken>(mut attempt: impl FnMut() -> T) -> T {
+/// Runs `attempt` again, yielding the processor, while it finds another
+/// peer's turn in its way: at most [`TURN_YIELDS`] times, or, given a
+/// `grace`, for as long as that lasts.
+fn yield_to_turns<T: TurnTaken>(grace: Option<Duration>, mut attempt: impl FnMut() -> T) -> T {
     let mut got = attempt();
-    for _ in 0..TURN_YIELDS {
-        if !got.turn_taken() {
+    let mut end = None;
+    let mut turns = 0;
+    while got.turn_taken() {
+        turns += 1;
+        let more = match grace {
+            None => turns <= TURN_YIELDS,
+            Some(g) => {
+                std::time::Instant::now()
+                    < *end.get_or_insert_with(|| std::time::Instant::now() + g)
+            }
+        };
+        if !more {
             break;
         }
         std::thread::yield_now();
@@ -1049,9 +1024,14 @@ impl TurnTaken for Result<ReadAttempt<'_>, CorruptError> {
 }
 
 /// One non-blocking read claim on `ring`, as a waiting step (yielding to
-/// another receiver's turn a few times first).
-fn attempt_read<'q>(ring: &Ring<'q>, me: u32, max_len: usize) -> Step<ReadClaim<'q>, RecvError> {
-    match yielding_turns(|| ring.try_claim_read(me, max_len)) {
+/// another receiver's turn first: see [`yield_to_turns`]).
+fn attempt_read<'q>(
+    ring: &Ring<'q>,
+    me: u32,
+    max_len: usize,
+    grace: Option<Duration>,
+) -> Step<ReadClaim<'q>, RecvError> {
+    match yield_to_turns(grace, || ring.try_claim_read(me, max_len)) {
         Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
         Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
@@ -1113,7 +1093,7 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.ring();
-        match attempt_read(&ring, me, max_len) {
+        match attempt_read(&ring, me, max_len, None) {
             Step::Wait => {}
             other => {
                 let at = (block.index, block.view.end);

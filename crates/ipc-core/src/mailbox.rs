@@ -98,7 +98,9 @@ pub enum Capacity {
 impl Capacity {
     fn flavor_and_slots(self, max_message: u32) -> (Flavor, u32) {
         match self {
-            // One offer at a time (see `Queue::assemble`).
+            // One offer at a time: a sender's message is at the head (or
+            // behind the padding at the wrap), so withdrawing it waits only
+            // for a receiver in the middle of taking it.
             Capacity::Zero | Capacity::Bounded(0) => (Flavor::Zero, 1),
             Capacity::Bounded(n) => (Flavor::Bounded, n),
             Capacity::Unbounded => (Flavor::Unbounded, unbounded_block_for(max_message)),

@@ -527,11 +527,8 @@ impl<'a> PackedRing<'a> {
         let (t, written) = self.tail_raw();
         let (h, read) = self.head_raw();
         let (t, h) = (t & !WRITING, h & !READING);
-        let rec = record_size(want.min(self.max_message));
-        let off = self.offset(t) as u64;
-        let pad = if off + rec > self.size { self.size - off } else { 0 };
-        written.saturating_sub(read) >= self.limit
-            || (t + pad + rec + RECORD_HEADER).saturating_sub(h) > self.size
+        let (_, need) = self.need_at(t, want.min(self.max_message));
+        written.saturating_sub(read) >= self.limit || (t + need).saturating_sub(h) > self.size
     }
 
     /// True if the writer holds a claim at the reader's position: a
@@ -549,6 +546,17 @@ impl<'a> PackedRing<'a> {
     /// Position of the next read.
     pub fn head_pos(&self) -> u64 {
         self.head.pos.load(Ordering::Acquire) & !READING
+    }
+
+    /// The padding a record of `want` bytes at `pos` needs before it (0,
+    /// or the rest of the ring), and the bytes it needs in all: padding,
+    /// record, and the header zeroed after it.
+    #[inline]
+    fn need_at(&self, pos: u64, want: usize) -> (u64, u64) {
+        let rec = record_size(want);
+        let off = self.offset(pos) as u64;
+        let pad = if off + rec > self.size { self.size - off } else { 0 };
+        (pad, pad + rec + RECORD_HEADER)
     }
 
     fn fits(&self, pos: u64, need: u64, count: u64, freed: &HeadCache) -> bool {
@@ -635,20 +643,12 @@ impl<'a> PackedRing<'a> {
         cache: &mut HeadCache,
         exact: bool,
     ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
-        if want > self.max_message {
-            return Err(CorruptError(format!(
-                "a claim of {want} bytes, above the maximum {}",
-                self.max_message
-            )));
-        }
-        if !self.shared {
-            return self.claim_write(owner, want, cache, exact, 0);
-        }
         Ok(self.try_write(owner, want, cache, exact)?.claimed())
     }
 
     /// [`PackedRing::try_claim_write`], telling a full ring from another
     /// writer's turn (shared rings).
+    #[inline]
     pub fn try_write(
         &self,
         owner: u32,
@@ -656,11 +656,14 @@ impl<'a> PackedRing<'a> {
         cache: &mut HeadCache,
         exact: bool,
     ) -> Result<WriteAttempt<'a>, CorruptError> {
-        if !self.shared {
-            return self.try_claim_write(owner, want, cache, exact).map(WriteAttempt::from);
-        }
         if want > self.max_message {
-            return self.try_claim_write(owner, want, cache, exact).map(WriteAttempt::from);
+            return Err(CorruptError(format!(
+                "a claim of {want} bytes, above the maximum {}",
+                self.max_message
+            )));
+        }
+        if !self.shared {
+            return self.claim_write(owner, want, cache, exact, 0).map(WriteAttempt::from);
         }
         // Writers spinning on a full ring leave the lock alone.
         if !exact && !self.room_seen(want, cache) {
@@ -684,10 +687,7 @@ impl<'a> PackedRing<'a> {
         if pos & WRITING != 0 || pos >= POS_LIMIT {
             return false;
         }
-        let rec = record_size(want);
-        let off = self.offset(pos) as u64;
-        let pad = if off + rec > self.size { self.size - off } else { 0 };
-        let need = pad + rec + RECORD_HEADER;
+        let (_, need) = self.need_at(pos, want);
         if self.fits(pos, need, count, cache) {
             return true;
         }
@@ -716,15 +716,7 @@ impl<'a> PackedRing<'a> {
         // taken as found (and checked) under the lock.
         let own = if self.shared { None } else { cache.own };
         let (mut pos, count) = self.writer_position(own)?;
-        let rec = record_size(want);
-        let off = self.offset(pos) as u64;
-        let pad = if off + rec > self.size {
-            self.size - off
-        } else {
-            0
-        };
-        // The record, the padding before it, and the header zeroed after.
-        let need = pad + rec + RECORD_HEADER;
+        let (pad, need) = self.need_at(pos, want);
         if !self.fits(pos, need, count, cache) {
             let lazy = HeadCache {
                 pos: self.freed.pos.load(Ordering::Acquire),
@@ -775,6 +767,14 @@ impl<'a> PackedRing<'a> {
         }))
     }
 
+    /// Gives back the lock a claim of `side` was made under (shared rings).
+    #[inline]
+    fn give_back(&self, side: Side, token: u64) {
+        if self.shared {
+            self.unlock(side, token);
+        }
+    }
+
     /// True if `token` still holds `side`'s lock (always, unshared).
     fn holds(&self, side: Side, token: u64) -> bool {
         !self.shared || self.cursor(side).lock.load(Ordering::Relaxed) & !WAITED == token
@@ -823,9 +823,7 @@ impl<'a> PackedRing<'a> {
         // Release: whoever sees the count sees the record it counts.
         self.tail.count.store(count + 1, Ordering::Release);
         self.tail.pos.store(next, Ordering::Release);
-        if self.shared {
-            self.unlock(Side::Write, claim.token);
-        }
+        self.give_back(Side::Write, claim.token);
         Ok(())
     }
 
@@ -839,9 +837,7 @@ impl<'a> PackedRing<'a> {
             return Err(revoked("write", pos));
         }
         self.tail.pos.store(pos, Ordering::Release);
-        if self.shared {
-            self.unlock(Side::Write, claim.token);
-        }
+        self.give_back(Side::Write, claim.token);
         Ok(())
     }
 
@@ -872,19 +868,46 @@ impl<'a> PackedRing<'a> {
         max_len: usize,
         token: u64,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
-        let mut count = self.head.count.load(Ordering::Relaxed);
+        let count = self.head.count.load(Ordering::Relaxed);
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("read", count));
         }
-        let mut pos = self.head.pos.load(Ordering::Relaxed);
+        let pos = self.head.pos.load(Ordering::Relaxed);
         if pos & READING != 0 {
             return Err(CorruptError(format!(
                 "a read claim of position {} is held already",
                 pos & !READING
             )));
         }
-        // At most one padding record before a message, and the records
-        // withdrawn (at most one per message the ring holds).
+        let (pos, count, next) = self.pass_dead(pos, count)?;
+        let Some(h) = next else {
+            self.publish_if_caught_up(pos, count);
+            return Ok(ReadAttempt::Empty);
+        };
+        let len = (h & LEN_MASK) as usize;
+        if len > max_len {
+            return Ok(ReadAttempt::TooLong(len));
+        }
+        self.head.pos.store(pos | READING, Ordering::Release);
+        // The length was read once, after the Acquire load of the
+        // committed header, and validated: only that copy is used.
+        Ok(ReadAttempt::Claimed(ReadClaim {
+            pos,
+            owner,
+            slot: self.payload(pos),
+            len,
+            token,
+            _memory: PhantomData,
+        }))
+    }
+
+    /// Moves the read cursor from `pos` (after `count` messages) over the
+    /// padding and withdrawn records there, as the reader of the moment:
+    /// at most one padding record in a row, and no more records than one
+    /// lap holds (scribbled headers cannot keep it going). Returns where
+    /// it stopped and the validated header of the message there (`None`:
+    /// nothing committed yet).
+    fn pass_dead(&self, mut pos: u64, mut count: u64) -> Result<(u64, u64, Option<u64>), CorruptError> {
         let mut pads = 0;
         for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
             if pos >= POS_LIMIT {
@@ -892,8 +915,7 @@ impl<'a> PackedRing<'a> {
             }
             let h = self.word(pos).load(Ordering::Acquire);
             if h == 0 {
-                self.publish_if_caught_up(pos, count);
-                return Ok(ReadAttempt::Empty);
+                return Ok((pos, count, None));
             }
             let rec = self.validate(pos, h, count)?;
             if h & PAD != 0 {
@@ -903,29 +925,13 @@ impl<'a> PackedRing<'a> {
                 }
                 pos += rec;
                 self.head.pos.store(pos, Ordering::Release);
-                continue;
-            }
-            if h & WITHDRAWN != 0 {
+            } else if h & WITHDRAWN != 0 {
                 pads = 0;
                 pos = self.pass_over(pos, count, rec);
                 count += 1;
-                continue;
+            } else {
+                return Ok((pos, count, Some(h)));
             }
-            let len = (h & LEN_MASK) as usize;
-            if len > max_len {
-                return Ok(ReadAttempt::TooLong(len));
-            }
-            self.head.pos.store(pos | READING, Ordering::Release);
-            // The length was read once, after the Acquire load of the
-            // committed header, and validated: only that copy is used.
-            return Ok(ReadAttempt::Claimed(ReadClaim {
-                pos,
-                owner,
-                slot: self.payload(pos),
-                len,
-                token,
-                _memory: PhantomData,
-            }));
         }
         Err(CorruptError(format!(
             "two padding records in a row, or more withdrawn records than the ring holds, at position {pos}"
@@ -1003,49 +1009,23 @@ impl<'a> PackedRing<'a> {
         {
             self.publish(next, count);
         }
-        if self.shared {
-            self.unlock(Side::Read, claim.token);
-        }
+        self.give_back(Side::Read, claim.token);
         Ok(())
     }
 
-    /// Moves the read cursor over the padding and withdrawn records at the
-    /// head (by the holder of the read lock), as a reader would on its way
-    /// to the next message; stops at anything else, or anything invalid
-    /// (left for a reader to report).
+    /// [`PackedRing::pass_dead`] from the head, by the holder of the read
+    /// lock on another errand (withdrawing an offer); anything invalid is
+    /// left for a reader to report.
     fn pass_dead_records(&self) {
-        let mut pos = self.head.pos.load(Ordering::Relaxed);
-        let mut count = self.head.count.load(Ordering::Relaxed);
-        if pos & READING != 0 || pos >= POS_LIMIT || count >= COUNT_LIMIT {
+        let pos = self.head.pos.load(Ordering::Relaxed);
+        let count = self.head.count.load(Ordering::Relaxed);
+        if pos & READING != 0 || count >= COUNT_LIMIT {
             return;
         }
-        let start = pos;
-        // As `claim_read`: at most one padding record in a row, and no more
-        // records than one lap holds (scribbled headers cannot keep it
-        // going).
-        let mut pads = 0;
-        for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
-            let h = self.word(pos).load(Ordering::Acquire);
-            let Ok(rec) = self.validate(pos, h, count) else {
-                break;
-            };
-            if h & PAD != 0 {
-                pads += 1;
-                if pads > 1 {
-                    break;
-                }
-                pos += rec;
-                self.head.pos.store(pos, Ordering::Release);
-            } else if h & WITHDRAWN != 0 {
-                pads = 0;
-                pos = self.pass_over(pos, count, rec);
-                count += 1;
-            } else {
-                break;
+        if let Ok((next, count, _)) = self.pass_dead(pos, count) {
+            if next != pos {
+                self.publish(next, count);
             }
-        }
-        if pos != start {
-            self.publish(pos, count);
         }
     }
 

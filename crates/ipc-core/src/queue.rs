@@ -434,13 +434,10 @@ impl Queue {
         // The ring's bound as the flavor says: `capacity` messages
         // (bounded), one slot per concurrent sender (zero), or write-once
         // (a block of an unbounded chain).
-        // A rendezvous ring holds one offer at a time: a sender's message
-        // is always at the head, so withdrawing it waits only for a
-        // receiver in the middle of taking it.
+        // (A rendezvous ring is made for one offer at a time: see
+        // `Capacity::flavor_and_slots`.)
         let (limit, end) = match flavor {
-            Flavor::Bounded => (geo.capacity, None),
-            Flavor::Zero if geo.is_packed() => (1, None),
-            Flavor::Zero => (geo.capacity, None),
+            Flavor::Bounded | Flavor::Zero => (geo.capacity, None),
             Flavor::Unbounded => (geo.slots, Some(geo.slots as u64)),
         };
         let base = seg.as_ptr();

@@ -137,13 +137,7 @@ impl<'a> Ring<'a> {
         cache: &mut HeadCache,
         exact: bool,
     ) -> Result<Option<WriteClaim<'a>>, CorruptError> {
-        match self {
-            // A slot holds the largest message; the claim is `want` long.
-            Ring::Slots(r) => Ok(r
-                .try_claim_write(owner, &mut cache.pos)?
-                .map(|c| c.shortened(want))),
-            Ring::Packed(r) => r.try_claim_write(owner, want, cache, exact),
-        }
+        Ok(self.try_write(owner, want, cache, exact)?.claimed())
     }
 
     /// [`Ring::try_claim_write_with`], telling a full ring from another
@@ -157,10 +151,12 @@ impl<'a> Ring<'a> {
         exact: bool,
     ) -> Result<WriteAttempt<'a>, CorruptError> {
         match self {
+            // A slot holds the largest message; the claim is `want` long.
+            Ring::Slots(r) => Ok(r
+                .try_claim_write(owner, &mut cache.pos)?
+                .map(|c| c.shortened(want))
+                .into()),
             Ring::Packed(r) => r.try_write(owner, want, cache, exact),
-            slots => slots
-                .try_claim_write_with(owner, want, cache, exact)
-                .map(WriteAttempt::from),
         }
     }
 
