@@ -24,9 +24,10 @@ use ipc_core::layout::{Chain, Header};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_tests::{wait_until, ShmName, TempDir};
 
-/// Messages per chained block with 256 KiB messages (about 4 MiB blocks:
-/// the queue keeps up to 4 spares).
-const PER_BLOCK: u64 = 16;
+/// Messages per chained block: its count bound (64-byte messages fill a
+/// block by count; with 256 KiB messages allowed, a block is a 4 MiB
+/// ring, so the queue keeps up to 4 spares).
+const PER_BLOCK: u64 = ipc_core::mailbox::UNBOUNDED_BLOCK as u64;
 const MAX_SPARES: usize = 4;
 
 fn unbounded(tag: &str) -> (ShmName, Mailbox) {

@@ -13,8 +13,9 @@ use common::*;
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_tests::{wait_until, ChildGuard, ShmName, TempDir};
 
-/// Messages per chained block with 256 KiB messages (about 4 MiB blocks).
-const PER_BLOCK: u64 = 16;
+/// Messages per chained block: its count bound (64-byte messages fill a
+/// block by count; with 256 KiB messages allowed, blocks are 4 MiB rings).
+const PER_BLOCK: u64 = ipc_core::mailbox::UNBOUNDED_BLOCK as u64;
 
 fn cfg(max_message: u32) -> MailboxConfig {
     MailboxConfig {

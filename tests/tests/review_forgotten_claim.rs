@@ -23,7 +23,8 @@ fn a_claim_forgotten_in_a_chain_block_blocks_readers_forever() {
     )
     .unwrap();
     let mut rx = buf.consumer().unwrap();
-    let slots = buf.geometry().slots as usize;
+    // Messages a block takes (its count bound, well within its bytes).
+    let slots = buf.geometry().capacity as usize;
     let mut p = buf.producer().unwrap();
     for i in 0..slots {
         p.send(format!("m{i}")).unwrap();

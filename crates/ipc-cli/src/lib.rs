@@ -449,14 +449,10 @@ pub fn check_geometry(
         Capacity::Zero | Capacity::Bounded(0) => 1,
         Capacity::Bounded(n) => n,
         Capacity::Unbounded if budget != 0 => return Err(UsageError(
-            "--budget sizes a bounded or rendezvous queue's ring; an unbounded one grows by blocks"
+            "--budget sizes a bounded or rendezvous queue's ring; an unbounded one grows by blocks of their own size (at most 4 MiB, or what one largest message needs)"
                 .to_owned(),
         )),
-        Capacity::Unbounded => {
-            return Geometry::new(kind, unbounded_block_for(max_message), max_message)
-                .map(|_| ())
-                .map_err(UsageError)
-        }
+        Capacity::Unbounded => unbounded_block_for(max_message),
     };
     Geometry::packed(kind, slots, max_message, budget)
         .map(|_| ())

@@ -125,16 +125,12 @@ impl SharedBuffer {
         flavor: Flavor,
         single: bool,
     ) -> Result<SharedBuffer, CreateError> {
-        let geo = if flavor == Flavor::Unbounded {
-            Geometry::new(Kind::Buffer, config.capacity, config.max_message)
-        } else {
-            Geometry::packed(
-                Kind::Buffer,
-                config.capacity,
-                config.max_message,
-                config.budget,
-            )
-        }
+        let geo = Geometry::packed(
+            Kind::Buffer,
+            config.capacity,
+            config.max_message,
+            config.budget,
+        )
         .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
             q: Arc::new(Queue::create(

@@ -55,6 +55,12 @@ const WRITE_GRACE: Duration = Duration::from_millis(100);
 const RETRACT_YIELDS: u32 = 64;
 const RETRACT_NAP: Duration = Duration::from_micros(200);
 
+/// How long a sender of an unbounded queue waits for another sender's turn
+/// in the tail block before it starts the next block instead: far longer
+/// than a turn (one copy) lasts, so that only a sender frozen or
+/// descheduled in its turn is passed by.
+const BYPASS_GRACE: Duration = Duration::from_millis(2);
+
 /// How often a slow process may find the chain moved under it before the
 /// chain is called corrupt.
 const CHASE_LIMIT: u32 = 1000;
@@ -74,7 +80,7 @@ impl Block {
             index: 0,
             view: BlockView {
                 q: main.clone(),
-                end: u64::from(main.geometry().slots),
+                end: main.geometry().lap_span(),
             },
         }
     }
@@ -385,20 +391,26 @@ impl Tx {
                 continue;
             };
             let ring = block.ring();
-            match ring.try_claim_write(me, want, &mut self.cached_head) {
-                Ok(Some(claim)) => {
+            let cache = &mut self.cached_head;
+            match yield_to_turns(Some(BYPASS_GRACE), || ring.try_write(me, want, cache, true)) {
+                Ok(WriteAttempt::Claimed(claim)) => {
                     // SAFETY: a claim on this block's ring; the Arc keeps it.
                     return Ok(unsafe { Claimed::new(Some(block.q().clone()), claim) });
                 }
-                Ok(None) if ring.sealed() => {
-                    let k = block.index;
-                    self.cached_head = HeadCache::default();
-                    self.tail = self.grow(k)?;
-                }
-                Ok(None) => {
+                // Sealed (full), or another sender's turn has lasted
+                // longer than a turn does (it is frozen, or descheduled):
+                // an unbounded queue's sender does not wait for it, but
+                // starts the next block. Receivers end this one once its
+                // last writer is out (`read_chain`).
+                Ok(WriteAttempt::Full) if !ring.sealed() => {
                     return Err(ClaimFail::Corrupt(CorruptError(
                         "a write-once block looks full before its end".to_owned(),
                     )))
+                }
+                Ok(WriteAttempt::Full | WriteAttempt::Busy) => {
+                    let k = block.index;
+                    self.cached_head = HeadCache::default();
+                    self.tail = self.grow(k)?;
                 }
                 Err(e) => return Err(ClaimFail::Corrupt(e)),
             }
@@ -435,7 +447,8 @@ impl Tx {
         }
     }
 
-    /// Moves on from sealed block `k`: makes block `k+1` from a spare, or
+    /// Moves on from block `k` (sealed, or held up by a sender frozen in
+    /// its turn): makes block `k+1` from a spare, or
     /// creates it (or opens it if another sender was first), and publishes
     /// it as the tail. `None`: the chain moved meanwhile; look again.
     fn grow(&self, k: u64) -> Result<Option<Block>, ClaimFail> {
@@ -708,7 +721,7 @@ impl Rx {
                     // A sender may have committed just before leaving: look
                     // once more now that we saw it gone.
                     match try_once(head) {
-                        Step::Wait if main.queued() == 0 && retire_tail_block(&main, head) => {
+                        Step::Wait if main.queued() == 0 && retire_tail_block(&main, head, me) => {
                             Step::Fail(RecvError::Disconnected)
                         }
                         Step::Wait
@@ -748,7 +761,8 @@ impl Rx {
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        deliver_then(&main, &q, at, claim, f, true)
+        let hold = (main.flavor() == Flavor::Unbounded).then_some(me);
+        deliver_then(&main, &q, at, claim, f, true, hold)
     }
 }
 
@@ -822,7 +836,7 @@ fn deliver<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, (0, 0), claim, f, true)
+    deliver_then(main, q, (0, 0), claim, f, true, None)
 }
 
 /// [`deliver`] without waking senders (the batch wakes them once).
@@ -832,7 +846,7 @@ fn deliver_quietly<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, (0, 0), claim, f, false)
+    deliver_then(main, q, (0, 0), claim, f, false, None)
 }
 
 /// [`deliver`] of a message of chain block `at.0` (0: the main segment),
@@ -840,6 +854,12 @@ fn deliver_quietly<R>(
 /// `wake`. After letting go of a message of a block the
 /// head has passed, the receiver removes the block if nobody reads in it
 /// any more (see [`Queue::release_behind_head`]).
+///
+/// With `hold` (the receiver's attachment index: an unbounded queue, whose
+/// laps are write-once), the ring's head is freed before `f` runs, so that
+/// other receivers go on while this one reads in place; the attachment
+/// table says which message it holds meanwhile (see
+/// [`crate::peers::PeerTable::set_hold`]).
 fn deliver_then<R>(
     main: &Queue,
     q: &Queue,
@@ -847,6 +867,7 @@ fn deliver_then<R>(
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
     wake: bool,
+    hold: Option<u32>,
 ) -> Result<R, RecvError> {
     struct Unwinding<'a, 'q> {
         main: &'a Queue,
@@ -854,6 +875,7 @@ fn deliver_then<R>(
         at: (u64, u64),
         ring: &'a Ring<'q>,
         claim: Option<ReadClaim<'q>>,
+        hold: Option<u32>,
         generation: u64,
     }
     impl Drop for Unwinding<'_, '_> {
@@ -864,7 +886,12 @@ fn deliver_then<R>(
                 return;
             }
             if let Some(claim) = self.claim.take() {
-                let _ = self.ring.release(claim);
+                match self.hold {
+                    Some(me) => self.main.peers().clear_hold(me),
+                    None => {
+                        let _ = self.ring.release(claim);
+                    }
+                }
                 self.main.count(crate::ring::Recovered {
                     lost_reads: 1,
                     ..Default::default()
@@ -875,12 +902,26 @@ fn deliver_then<R>(
         }
     }
     let ring = q.ring();
+    if let Some(me) = hold {
+        // The hold first: from its release on, the head no longer keeps
+        // the block from being recycled, and a reaper finding us dead
+        // counts the message lost by it (`Queue::repair`).
+        main.peers().set_hold(me, at.0, claim.pos);
+        if let Err(e) = ring.release_detached(&claim) {
+            main.peers().clear_hold(me);
+            main.count_revoked();
+            return Err(RecvError::Corrupt(e));
+        }
+        // Others waiting for the receivers' turn may take the next one.
+        main.wake_receivers();
+    }
     let mut guard = Unwinding {
         main,
         q,
         at,
         ring,
         claim: Some(claim),
+        hold,
         generation: crate::sys::fork_generation(),
     };
     let out = f(ring.payload_of(guard.claim.as_ref().expect("held until released")));
@@ -891,7 +932,13 @@ fn deliver_then<R>(
         return Err(RecvError::Inherited);
     }
     let claim = guard.claim.take().expect("held until released");
-    let released = ring.release(claim);
+    let released = match hold {
+        Some(me) => {
+            main.peers().clear_hold(me);
+            Ok(())
+        }
+        None => ring.release(claim),
+    };
     main.release_behind_head(at, q);
     if wake {
         main.wake_senders();
@@ -921,7 +968,7 @@ fn stranded_counts(q: &Queue, queued: u64) -> RecvError {
 /// At end of stream, gives the memory of a drained unbounded queue back:
 /// seals its last chained block and removes it. A sender that comes later
 /// starts a new block.
-fn retire_tail_block(main: &Queue, head: &mut Option<Block>) -> bool {
+fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
     let chain = &main.header().chain;
     let Some(block) = head.as_ref().filter(|b| b.index > 0) else {
         return true;
@@ -929,7 +976,7 @@ fn retire_tail_block(main: &Queue, head: &mut Option<Block>) -> bool {
     if chain.tail_block.load(Ordering::Acquire) != block.index {
         return true;
     }
-    match block.ring().close() {
+    match block.ring().close(me) {
         Ok(false) => {
             let _ = Segment::unlink(&main.block_name(block.index));
             // Nor the mapping of it: the next receive looks at the chain
@@ -1102,8 +1149,26 @@ fn read_chain(
             }
         }
         let k = block.index;
-        let drained = ring.sealed() && ring.head_pos() >= block.view.end;
-        if !drained || chain.tail_block.load(Ordering::Acquire) <= k {
+        if chain.tail_block.load(Ordering::Acquire) <= k {
+            return Step::Wait;
+        }
+        if !ring.sealed() {
+            // Senders moved on past a block they did not seal (one was
+            // frozen in its turn): once no sender is in it, it ends here,
+            // sealed by us; read what it holds first.
+            if ring.head_pos() < ring.tail_pos() || ring.writing_at_head() {
+                return Step::Wait;
+            }
+            match ring.close(me) {
+                Ok(false) if chased < CHASE_LIMIT => {
+                    chased += 1;
+                    continue;
+                }
+                Ok(_) => return Step::Wait,
+                Err(e) => return Step::Fail(RecvError::Corrupt(e)),
+            }
+        }
+        if ring.head_pos() < block.view.end {
             return Step::Wait;
         }
         if chain

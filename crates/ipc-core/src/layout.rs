@@ -36,8 +36,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// packed engine (single mode), message counts in the cursors, the
 /// reader's lazily published `freed` cursor; chained blocks are recycled,
 /// each carrying the chain index it serves and its lap in
-/// [`Chain::block_identity`].
-pub const LAYOUT_VERSION: u32 = 4;
+/// [`Chain::block_identity`]. Version 4: shared packed rings (lock words
+/// in the cursors). Version 5: every queue is packed, unbounded chains'
+/// blocks too (write-once laps), and the attachment table records a
+/// receiver's in-place read of a chain block (`hold_block`, `hold_pos`).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps.
 pub const ENGINE_SLOTS: u32 = 0;
@@ -457,6 +460,16 @@ impl Geometry {
     /// True for a packed ring.
     pub fn is_packed(&self) -> bool {
         self.ring_bytes != 0
+    }
+
+    /// The positions one lap of the ring spans: its bytes (packed) or its
+    /// slots. A block of an unbounded chain serves one index per lap.
+    pub fn lap_span(&self) -> u64 {
+        if self.is_packed() {
+            self.ring_bytes
+        } else {
+            u64::from(self.slots)
+        }
     }
 
     /// Writes the geometry into a zeroed header, without publishing it.

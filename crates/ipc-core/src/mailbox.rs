@@ -73,15 +73,14 @@ use crate::segment::DEFAULT_MODE;
 /// Most messages per segment of an unbounded queue's chain.
 pub const UNBOUNDED_BLOCK: u32 = 1024;
 
-/// Bytes an unbounded queue's chained segment aims at.
-const UNBOUNDED_BLOCK_BYTES: u32 = 4 << 20;
-
-/// Messages per chained segment for messages of up to `max_message`
-/// bytes: about 4 MiB per segment, 16 to [`UNBOUNDED_BLOCK`] messages (so
-/// more than 4 MiB for messages above 256 KiB: 1 GiB at the 64 MiB
-/// maximum).
-pub fn unbounded_block_for(max_message: u32) -> u32 {
-    (UNBOUNDED_BLOCK_BYTES / max_message.saturating_add(64)).clamp(16, UNBOUNDED_BLOCK)
+/// Most messages one chained segment of an unbounded queue takes for
+/// messages of up to `max_message` bytes: [`UNBOUNDED_BLOCK`], whatever the
+/// size. A segment's ring is sized in bytes as a bounded queue's is (room
+/// for that many of the largest, at most 4 MiB, or what one largest
+/// message needs), and a segment ends at whichever fills first: small
+/// messages cost their length, not the largest size.
+pub fn unbounded_block_for(_max_message: u32) -> u32 {
+    UNBOUNDED_BLOCK
 }
 
 /// How many messages a mailbox buffers.
@@ -172,11 +171,8 @@ impl Mailbox {
     /// Creates a mailbox (fails if the name exists).
     pub fn create(name: &str, config: &MailboxConfig) -> Result<Mailbox, CreateError> {
         let (flavor, slots) = config.capacity.flavor_and_slots(config.max_message);
-        let geo = match flavor {
-            Flavor::Unbounded => Geometry::new(Kind::Mailbox, slots, config.max_message),
-            _ => Geometry::packed(Kind::Mailbox, slots, config.max_message, config.budget),
-        }
-        .map_err(CreateError::InvalidConfig)?;
+        let geo = Geometry::packed(Kind::Mailbox, slots, config.max_message, config.budget)
+            .map_err(CreateError::InvalidConfig)?;
         Ok(Mailbox {
             q: Arc::new(Queue::create(
                 name,

@@ -121,6 +121,9 @@ fn count_out_of_range(which: &str, count: u64) -> CorruptError {
 /// Smallest ring.
 pub const MIN_RING: u64 = 256;
 
+/// The end of a ring that is not write-once (see [`PackedRing::with_end`]).
+const NO_END: u64 = u64::MAX;
+
 /// Bytes a record of `len` payload bytes takes.
 #[inline]
 pub fn record_size(len: usize) -> u64 {
@@ -162,6 +165,10 @@ pub struct PackedRing<'a> {
     size: u64,
     limit: u64,
     max_message: usize,
+    /// A write-once view (a block of an unbounded chain) holds positions
+    /// below this only, one lap of the ring ending here; [`NO_END`] for a
+    /// ring that laps on.
+    end: u64,
     /// Many writers and readers, taking turns under the lock words.
     shared: bool,
     /// Shared rings: the events to notify when a lock that someone waits
@@ -257,6 +264,7 @@ impl<'a> PackedRing<'a> {
             size,
             limit: limit.max(1) as u64,
             max_message,
+            end: NO_END,
             shared: false,
             wake: None,
             counters: None,
@@ -282,6 +290,105 @@ impl<'a> PackedRing<'a> {
     /// True if many writers and readers share the ring.
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    /// The same ring as a write-once view of the lap that ends at `end` (a
+    /// multiple of the ring's size): a block of an unbounded chain. Its
+    /// writers never wrap: a record that does not fit before `end`, or
+    /// finds the ring full by count, seals the lap instead (a padding
+    /// record to `end`), and the writer moves on to the next block. Its
+    /// readers read nothing at or beyond `end` (the next lap belongs to
+    /// views that know it).
+    ///
+    /// # Panics
+    /// If `end` is not a multiple of the ring's size.
+    pub fn with_end(mut self, end: u64) -> Self {
+        assert!(end.is_multiple_of(self.size) && end > 0, "a lap ends at a multiple of the ring's size");
+        self.end = end;
+        self
+    }
+
+    /// True once a write-once view's lap is sealed (never for a ring that
+    /// laps on).
+    pub fn sealed(&self) -> bool {
+        self.end != NO_END && self.tail_pos() >= self.end
+    }
+
+    /// Messages written in a write-once view's lap, the writer having
+    /// written `count` in all: told by the sequence number of the lap's
+    /// first record (none yet if its header is still zero). Only the
+    /// decision to seal uses it: a scribbled header seals early or late,
+    /// never past what the ring's count and bytes bound.
+    fn written_in_lap(&self, count: u64) -> u64 {
+        let first = self.word(self.end - self.size).load(Ordering::Acquire);
+        if first & COMMIT == 0 {
+            return 0;
+        }
+        count.wrapping_sub(seq_of(first)) & SEQ_MASK
+    }
+
+    /// Seals the lap at `pos` (the write cursor, after `count` messages)
+    /// with a padding record to its end: no claim in it then. By the
+    /// writer of the moment.
+    fn seal_at(&self, pos: u64, count: u64) {
+        self.word(pos)
+            .store(header(count, self.end - pos, true), Ordering::Release);
+        self.tail.pos.store(self.end, Ordering::Release);
+    }
+
+    /// Seals a write-once view's lap unless a writer is in it now, taking
+    /// the writers' lock for `owner` (a receiver ending a block the chain
+    /// has moved past, or the end of the stream): `Ok(true)` if a writer
+    /// holds it (not sealed), `Ok(false)` once sealed.
+    pub fn close(&self, owner: u32) -> Result<bool, CorruptError> {
+        if self.end == NO_END || self.sealed() {
+            return Ok(false);
+        }
+        let token = if self.shared {
+            match self.take(Side::Write, owner)? {
+                Some(token) => token,
+                None => return Ok(true),
+            }
+        } else {
+            0
+        };
+        let raw = self.tail.pos.load(Ordering::Relaxed);
+        let count = self.tail.count.load(Ordering::Relaxed);
+        let result = if raw & WRITING != 0 {
+            Ok(true)
+        } else if raw >= POS_LIMIT || count >= COUNT_LIMIT {
+            Err(CorruptError(format!("write cursor {raw:#x} after {count} messages out of range")))
+        } else {
+            if raw < self.end {
+                self.seal_at(raw, count);
+            }
+            Ok(false)
+        };
+        self.give_back(Side::Write, token);
+        result
+    }
+
+    /// The first header word of the lap after a write-once view's: what a
+    /// drained block's next lap starts from (see
+    /// [`PackedRing::clear_next_lap`]).
+    pub fn next_lap_header(&self) -> u64 {
+        self.word(self.end).load(Ordering::Acquire)
+    }
+
+    /// Zeroes the first header of the lap after this view's, if it still is
+    /// `seen` (this lap's first record, long read): a block recycled for
+    /// its next lap must not show it as a new message. A record committed
+    /// there meanwhile (the next lap began) differs from `seen` in its
+    /// sequence number and is left alone.
+    pub fn clear_next_lap(&self, seen: u64) {
+        if self.end != NO_END && seen != 0 {
+            let _ = self.word(self.end).compare_exchange(
+                seen,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     fn cursor(&self, side: Side) -> &'a Cursor {
@@ -716,7 +823,17 @@ impl<'a> PackedRing<'a> {
         // taken as found (and checked) under the lock.
         let own = if self.shared { None } else { cache.own };
         let (mut pos, count) = self.writer_position(own)?;
+        let write_once = self.end != NO_END;
+        if write_once && pos >= self.end {
+            return Ok(None);
+        }
         let (pad, need) = self.need_at(pos, want);
+        if write_once && (pad > 0 || self.written_in_lap(count) >= self.limit) {
+            // Write-once: no wrap, and at most `limit` messages a lap. The
+            // lap ends here.
+            self.seal_at(pos, count);
+            return Ok(None);
+        }
         if !self.fits(pos, need, count, cache) {
             let lazy = HeadCache {
                 pos: self.freed.pos.load(Ordering::Acquire),
@@ -740,6 +857,11 @@ impl<'a> PackedRing<'a> {
                 let exact = self.checked_freed(pos, count, exact, false)?;
                 (cache.pos, cache.count) = (exact.pos, exact.count);
                 if !self.fits(pos, need, count, cache) {
+                    if write_once {
+                        // Full by count (a write-once lap never laps its
+                        // reader): the lap ends here.
+                        self.seal_at(pos, count);
+                    }
                     return Ok(None);
                 }
             }
@@ -910,6 +1032,10 @@ impl<'a> PackedRing<'a> {
     fn pass_dead(&self, mut pos: u64, mut count: u64) -> Result<(u64, u64, Option<u64>), CorruptError> {
         let mut pads = 0;
         for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
+            if pos >= self.end {
+                // A write-once lap read to its end.
+                return Ok((pos, count, None));
+            }
             if pos >= POS_LIMIT {
                 return Err(CorruptError(format!("read cursor {pos:#x} out of range")));
             }
@@ -985,6 +1111,34 @@ impl<'a> PackedRing<'a> {
     /// Frees a held message's bytes for the writer. Fails if the claim is
     /// no longer the caller's (repaired, or scribbled over).
     pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
+        self.free_read(&claim)
+    }
+
+    /// Write-once views (see [`PackedRing::with_end`]): frees the ring's
+    /// head past a held message while its reader goes on using the bytes,
+    /// so that other readers go on meanwhile. The lap is never rewritten,
+    /// so the bytes stay the message's as long as the block is not
+    /// recycled: the caller keeps it from that (a hold in the attachment
+    /// table, announced before this call) until it is done with
+    /// [`PackedRing::payload_of`]. Fails like `release`, and for a ring
+    /// that laps on.
+    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
+        if self.end == NO_END {
+            return Err(CorruptError(
+                "only a write-once lap's messages can be read after their release".to_owned(),
+            ));
+        }
+        self.free_read(claim)
+    }
+
+    /// True while the head is held at `pos` (a reader's claim there, not
+    /// yet released).
+    pub fn reading_at(&self, pos: u64) -> bool {
+        self.head.pos.load(Ordering::Acquire) == pos | READING
+    }
+
+    /// [`PackedRing::release`] of `claim`, which the caller may keep.
+    fn free_read(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
         if self.head.pos.load(Ordering::Relaxed) != pos | READING
@@ -1204,6 +1358,9 @@ impl<'a> PackedRing<'a> {
         let mut committed_claim = false;
         // At most one record per 8 bytes of one lap.
         for _ in 0..self.size / RECORD_HEADER {
+            if pos >= self.end {
+                break;
+            }
             let h = self.word(pos).load(Ordering::Acquire);
             if h & COMMIT == 0 {
                 break;

@@ -158,6 +158,12 @@ pub struct PeerEntry {
     state: AtomicU64,
     start_time: AtomicU64,
     role: AtomicU32,
+    /// A receiver of an unbounded queue reading a message in place after
+    /// letting the other receivers go on: the chain index of its block + 1
+    /// (0: none). See [`PeerTable::set_hold`].
+    hold_block: AtomicU64,
+    /// ... and the message's position in that block's ring.
+    hold_pos: AtomicU64,
 }
 
 /// A view of one attached process, for status displays.
@@ -264,6 +270,7 @@ impl<'a> PeerTable<'a> {
             }
             e.start_time.store(start, Ordering::Relaxed);
             e.role.store(role as u32, Ordering::Relaxed);
+            e.hold_block.store(0, Ordering::Relaxed);
             if alone {
                 if !self.roster.set_alone(role, i) {
                     e.state
@@ -282,6 +289,42 @@ impl<'a> PeerTable<'a> {
             });
         }
         Err(AttachFail::Full)
+    }
+
+    /// Announces that entry `index` (the caller's) reads the message at
+    /// `pos` of chain block `k` in place, after freeing the ring's head
+    /// past it: the block keeps its name while a hold names it (see
+    /// `Queue::retire`), and the reaper counts the message lost if the
+    /// reader dies holding it.
+    pub fn set_hold(&self, index: u32, k: u64, pos: u64) {
+        if let Some(e) = self.entries.get(index as usize) {
+            e.hold_pos.store(pos, Ordering::Relaxed);
+            // SeqCst: pairs with the fence of a receiver retiring the
+            // block (it sees the hold, or we see the head moved past).
+            e.hold_block.store(k.saturating_add(1), Ordering::SeqCst);
+        }
+    }
+
+    /// Ends entry `index`'s hold (the message let go).
+    pub fn clear_hold(&self, index: u32) {
+        if let Some(e) = self.entries.get(index as usize) {
+            e.hold_block.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// The (block, position) entry `index` holds, if any.
+    pub fn hold_of(&self, index: u32) -> Option<(u64, u64)> {
+        let e = self.entries.get(index as usize)?;
+        let k = e.hold_block.load(Ordering::SeqCst);
+        (k != 0).then(|| (k - 1, e.hold_pos.load(Ordering::Relaxed)))
+    }
+
+    /// True if any entry holds a message of block `k` at a position in
+    /// `lap` (the positions of the lap it serves `k` in).
+    pub fn holds_in(&self, k: u64, lap: std::ops::Range<u64>) -> bool {
+        (0..self.entries.len() as u32)
+            .filter_map(|i| self.hold_of(i))
+            .any(|(b, pos)| b == k && lap.contains(&pos))
     }
 
     /// Releases the caller's own entry. The caller must hold no slot.

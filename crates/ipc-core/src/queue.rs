@@ -233,11 +233,9 @@ impl Queue {
         if group.is_none() {
             crate::segment::validate_name(name)?;
         }
-        if geo.is_packed() == (flavor == Flavor::Unbounded) || (single && flavor != Flavor::Bounded)
-        {
+        if !geo.is_packed() || (single && flavor != Flavor::Bounded) {
             return Err(CreateError::InvalidConfig(
-                "a packed ring serves bounded and rendezvous queues, slots serve unbounded ones, single mode bounded ones"
-                    .to_owned(),
+                "every queue is a packed ring, and single mode serves bounded ones only".to_owned(),
             ));
         }
         if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
@@ -377,7 +375,7 @@ impl Queue {
             })?;
             if fixed.single > 1
                 || (fixed.single == 1 && flavor != Flavor::Bounded)
-                || (geo.is_packed() == (flavor == Flavor::Unbounded))
+                || !geo.is_packed()
             {
                 return Err(OpenError::Corrupt {
                     name: name.to_owned(),
@@ -438,7 +436,7 @@ impl Queue {
         // `Capacity::flavor_and_slots`.)
         let (limit, end) = match flavor {
             Flavor::Bounded | Flavor::Zero => (geo.capacity, None),
-            Flavor::Unbounded => (geo.slots, Some(geo.slots as u64)),
+            Flavor::Unbounded => (geo.capacity, Some(geo.lap_span())),
         };
         let base = seg.as_ptr();
         // SAFETY: the geometry was validated against the mapping (or just
@@ -462,6 +460,10 @@ impl Queue {
                     limit,
                     geo.max_message as usize,
                 );
+                let ring = match end {
+                    Some(end) => ring.with_end(end),
+                    None => ring,
+                };
                 Ring::Packed(if fixed.single == 1 {
                     ring
                 } else {
@@ -624,7 +626,13 @@ impl Queue {
             if let Some((holder, word)) = self.ring().lock_holder(side) {
                 let can_hold = holder < self.geo.peer_slots
                     && match side {
-                        Side::Write => roster.has_role(Role::Producer, holder),
+                        // Receivers of an unbounded queue seal a block the
+                        // chain has moved past (see `PackedRing::close`).
+                        Side::Write => {
+                            roster.has_role(Role::Producer, holder)
+                                || (self.flavor == Flavor::Unbounded
+                                    && roster.has_role(Role::Consumer, holder))
+                        }
                         Side::Read => {
                             roster.has_role(Role::Consumer, holder)
                                 || (self.flavor == Flavor::Zero
@@ -664,6 +672,22 @@ impl Queue {
             // Died attaching or detaching: it held nothing.
             None => 0,
         };
+        // A message it read in place after freeing the head past it (an
+        // unbounded queue): lost, unless it died before freeing the head,
+        // which the repair of its read claim below counts instead.
+        if let Some((k, pos)) = self.peers().hold_of(index) {
+            let still_claimed = match k {
+                0 => self.ring().reading_at(pos),
+                k => self.open_block(k).is_ok_and(|b| b.ring().reading_at(pos)),
+            };
+            self.peers().clear_hold(index);
+            if !still_claimed {
+                self.count(Recovered {
+                    lost_reads: 1,
+                    ..Recovered::default()
+                });
+            }
+        }
         // SAFETY: the owner of `index` is dead (its liveness lock was free
         // and is now held by us, so no replacement can attach there until
         // we release it); `role` is given only while its role bit is still
@@ -832,12 +856,16 @@ impl Queue {
                 reason: format!("not a block of {}: another geometry", self.name()),
             });
         }
-        let slots = u64::from(self.geo.slots);
+        let slots = self.geo.lap_span();
         let word = &b.header().chain.block_identity;
         for _ in 0..4 {
+            // Read before the identity: a record of a next lap here would
+            // mean that lap had begun, which the identity (read after, so
+            // at least as new) then says.
+            let first = b.ring().with_end(slots).next_lap_header();
             let seen = word.load(Ordering::Acquire);
             let (index, lap) = split_identity(seen);
-            // No overflow: lap < 2^32 and slots <= 2^20.
+            // No overflow: lap < 2^32 and a lap spans at most 2^31.
             let end = (u64::from(lap) + 1) * slots;
             if end >= LAP_POS_LIMIT {
                 return Err(corrupt(format!("block lap {lap} impossible")));
@@ -879,6 +907,10 @@ impl Queue {
                     "block {k}: a spare of block {index} lap {lap} that is not drained"
                 )));
             }
+            // The next lap starts where this one's first record lies, long
+            // read: it must not pass for a new message (cleared only if it
+            // still is that record, not one of a next lap begun meanwhile).
+            ring.clear_next_lap(first);
             let _ = word.compare_exchange(
                 seen,
                 identity(k, lap + 1),
@@ -903,7 +935,7 @@ impl Queue {
                 Ok(b) => {
                     let b = Arc::new(b);
                     self.cache_insert(&b);
-                    let end = u64::from(self.geo.slots);
+                    let end = self.geo.lap_span();
                     return Ok((BlockView { q: b, end }, true));
                 }
                 Err(CreateError::Segment(SegmentError::AlreadyExists(_))) => {}
@@ -994,14 +1026,14 @@ impl Queue {
     /// this lap.
     fn retire(&self, k: u64, q: &Queue, end: u64) {
         let name = self.block_name(k);
-        let slots = u64::from(self.geo.slots);
+        let slots = self.geo.lap_span();
         let ring = q.ring().with_end(end);
         // Pairs with the fence of a receiver letting go of a message of
         // this block (`release_behind_head`): it sees the head past `k`,
         // or we see its message let go.
         std::sync::atomic::fence(Ordering::SeqCst);
         let census = ring.census();
-        if census.reading != 0 {
+        if census.reading != 0 || self.peers().holds_in(k, end.saturating_sub(slots)..end) {
             // A receiver still holds a message of it (in its callback, or
             // killed there): the block keeps its name (see above).
             return;
@@ -1109,14 +1141,14 @@ impl Queue {
     /// Messages queued or in flight, across the whole chain for an
     /// unbounded queue.
     pub(crate) fn queued(&self) -> u64 {
-        self.sum_over_chain(|r| r.len(), self.geo.slots as u64)
+        self.sum_over_chain(|r| r.len(), u64::from(self.geo.capacity))
     }
 
     /// What the whole queue (its chain included) really holds: a slow
     /// look at every slot in use, for status displays.
     pub(crate) fn census(&self) -> Census {
         let full = Census {
-            queued: self.geo.slots as u64,
+            queued: u64::from(self.geo.capacity),
             ..Census::default()
         };
         self.sum_over_chain(|r| r.census(), full)

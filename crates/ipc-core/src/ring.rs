@@ -50,15 +50,29 @@ impl<'a> Ring<'a> {
     pub fn with_end(self, end: u64) -> Self {
         match self {
             Ring::Slots(r) => Ring::Slots(r.with_end(end)),
-            packed => packed,
+            Ring::Packed(r) => Ring::Packed(r.with_end(end)),
         }
     }
 
-    /// True once a write-once ring reached its end (never for packed).
+    /// True once a write-once ring reached its end.
     pub fn sealed(&self) -> bool {
+        each!(self, r => r.sealed())
+    }
+
+    /// The first header of the lap after a write-once packed view's (see
+    /// [`PackedRing::clear_next_lap`]); 0 for slots, which need nothing
+    /// cleared.
+    pub fn next_lap_header(&self) -> u64 {
         match self {
-            Ring::Slots(r) => r.sealed(),
-            Ring::Packed(_) => false,
+            Ring::Slots(_) => 0,
+            Ring::Packed(r) => r.next_lap_header(),
+        }
+    }
+
+    /// See [`PackedRing::clear_next_lap`] (nothing for slots).
+    pub fn clear_next_lap(&self, seen: u64) {
+        if let Ring::Packed(r) = self {
+            r.clear_next_lap(seen);
         }
     }
 
@@ -187,11 +201,12 @@ impl<'a> Ring<'a> {
         each!(self, r => r.abandon(claim))
     }
 
-    /// Seals a write-once slot ring (see [`SlotRing::close`]).
-    pub fn close(&self) -> Result<bool, CorruptError> {
+    /// Seals a write-once ring, for `owner` (see [`SlotRing::close`],
+    /// [`PackedRing::close`]): true if a writer holds a claim in it.
+    pub fn close(&self, owner: u32) -> Result<bool, CorruptError> {
         match self {
             Ring::Slots(r) => r.close(),
-            Ring::Packed(_) => Ok(false),
+            Ring::Packed(r) => r.close(owner),
         }
     }
 
@@ -272,6 +287,21 @@ impl<'a> Ring<'a> {
     #[inline]
     pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
         each!(self, r => r.release(claim))
+    }
+
+    /// See [`PackedRing::release_detached`] (packed write-once views only).
+    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
+        match self {
+            Ring::Packed(r) => r.release_detached(claim),
+            Ring::Slots(_) => Err(CorruptError(
+                "a slot ring's messages are not read after their release".to_owned(),
+            )),
+        }
+    }
+
+    /// True while a reader's claim holds the head at `pos` (packed rings).
+    pub fn reading_at(&self, pos: u64) -> bool {
+        matches!(self, Ring::Packed(r) if r.reading_at(pos))
     }
 
     /// In single mode (a packed ring), ends the read a dead reader left
