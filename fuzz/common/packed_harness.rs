@@ -2,7 +2,10 @@
 //! packed-ring operations over a heap region, in single mode (one writer,
 //! one reader, and their deaths) or shared (four writers and four readers
 //! taking turns under the lock words, their deaths, rendezvous
-//! withdrawals), with the input choosing the mode, the geometry, the first
+//! withdrawals) or shared and write-once (a block of an unbounded chain:
+//! laps sealed, closed by a receiver, read in place after the head is
+//! freed, the next lap's first header cleared), with the input choosing
+//! the mode, the geometry, the first
 //! ring words and cursors, the operations, and garbage written over record
 //! headers, payload bytes, the cursor words and the lock words between
 //! them. Every
@@ -121,7 +124,10 @@ impl Region {
 /// overflow), so the rest stays covered by an ordinary test.
 pub fn run(data: &[u8], avoid_known_bugs: bool) {
     let mut inp = Input(data);
-    let shared = inp.byte() % 2 == 1;
+    let mode = inp.byte();
+    let shared = mode % 2 == 1;
+    // A block of an unbounded chain: shared, read as a write-once lap.
+    let write_once = shared && mode / 2 % 2 == 1;
     let size = MIN_RING << (inp.byte() % 4);
     let most = max_message_for(size) as usize;
     let max_message = match inp.byte() % 4 {
@@ -145,6 +151,13 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
     } else {
         packed
     };
+    let packed = if write_once {
+        packed.with_end(size * (1 + u64::from(inp.byte() % 3)))
+    } else {
+        packed
+    };
+    // Messages read in place after the head was freed past them.
+    let mut detached: Vec<ReadClaim> = Vec::new();
     let ring = Ring::Packed(packed);
     let mut cache = HeadCache::default();
     // Claims with their owners: writers 0..4, readers 4..8 (single mode:
@@ -262,6 +275,32 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                 assert!(r.lost_reads <= 1 && r.abandoned_writes == 0, "{r:?}");
             }
             12 | 13 => poke(&mut inp, &region, max_message, avoid_known_bugs),
+            14 if write_once => {
+                // A receiver seals the lap, or a recycler clears the next
+                // lap's first header.
+                if inp.byte() % 2 == 0 {
+                    let me = owner(&mut inp, 4);
+                    if let Ok(false) = packed.close(me) {
+                        assert!(packed.sealed());
+                    }
+                } else {
+                    let seen = packed.next_lap_header();
+                    packed.clear_next_lap(seen);
+                }
+            }
+            15 if write_once => {
+                if inp.byte() % 2 == 0 && !reads.is_empty() {
+                    let (_, c) = reads.remove(inp.byte() as usize % reads.len());
+                    if packed.release_detached(&c).is_ok() && detached.len() < 3 {
+                        detached.push(c);
+                    }
+                } else if !detached.is_empty() {
+                    let c = detached.remove(inp.byte() as usize % detached.len());
+                    let p = ring.payload_of(&c);
+                    assert!(region.holds(p), "detached read outside the ring");
+                    std::hint::black_box(p.iter().map(|&b| b as u64).sum::<u64>());
+                }
+            }
             _ => {
                 let want = inp.u32() as usize;
                 std::hint::black_box(packed.is_full_for(want));

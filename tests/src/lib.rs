@@ -73,6 +73,28 @@ pub fn cmd(name: &str) -> Command {
     Command::new(bin(name))
 }
 
+/// Starts `trust-peer SUB NAME` (a peer that takes a claim or a message
+/// and holds it, see its source) and waits for its first line, `held ...`,
+/// which it returns with the peer.
+pub fn trust_peer_holding(sub: &str, name: &str) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let mut child = ChildGuard::new(
+        cmd("trust-peer")
+            .args([sub, name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn trust-peer"),
+    );
+    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("peer output");
+    assert!(line.starts_with("held"), "{sub}: {line:?}");
+    (child, line.trim().to_owned())
+}
+
 /// A child process killed (SIGKILL, by its PID) and reaped on drop.
 #[derive(Debug)]
 pub struct ChildGuard(pub Option<Child>);

@@ -357,7 +357,7 @@ fn recover_owner_on_a_reading_stamp_of_seq_zero() {
     gone.wait().unwrap();
     // Entry 5: ALIVE (2) with the dead pid, role consumer.
     let entry = seg.geo.peers_offset + 5 * 64;
-    file.write_all_at(&((2u64 << 32) | pid).to_le_bytes(), entry)
+    file.write_all_at(&((2u64 << 62) | pid).to_le_bytes(), entry)
         .unwrap();
     file.write_all_at(&2u32.to_le_bytes(), entry + 16).unwrap();
     // The read lock held by entry 5 (index + 1, one turn), the read cursor

@@ -4,34 +4,13 @@
 //! turn (holding a zero-copy claim, or a message read in place) repaired
 //! by the survivors, and a frozen holder waited for, not repaired.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::SendError;
+use ipc_tests::trust_peer_holding as peer_holding;
 use ipc_tests::{cmd, run, ChildGuard, ShmName, PATIENCE};
-
-const PEER: &str = env!("CARGO_BIN_EXE_trust-peer");
-
-/// Starts `trust-peer SUB NAME` and waits for its first line.
-fn peer_holding(sub: &str, name: &str) -> (ChildGuard, String) {
-    let mut child = ChildGuard::new(
-        Command::new(PEER)
-            .args([sub, name])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn trust-peer"),
-    );
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .expect("peer output");
-    assert!(line.starts_with("held"), "{sub}: {line:?}");
-    (child, line.trim().to_owned())
-}
 
 fn mailbox(name: &ShmName, capacity: u32, max_message: u32) -> Mailbox {
     Mailbox::create(

@@ -329,11 +329,15 @@ impl<'a> PackedRing<'a> {
 
     /// Seals the lap at `pos` (the write cursor, after `count` messages)
     /// with a padding record to its end: no claim in it then. By the
-    /// writer of the moment.
-    fn seal_at(&self, pos: u64, count: u64) {
+    /// writer of the moment, whose `cache` (single mode) learns where it
+    /// left the cursor.
+    fn seal_at(&self, pos: u64, count: u64, cache: &mut HeadCache) {
         self.word(pos)
             .store(header(count, self.end - pos, true), Ordering::Release);
         self.tail.pos.store(self.end, Ordering::Release);
+        if !self.shared {
+            cache.own = Some((self.end, count));
+        }
     }
 
     /// Seals a write-once view's lap unless a writer is in it now, taking
@@ -344,13 +348,13 @@ impl<'a> PackedRing<'a> {
         if self.end == NO_END || self.sealed() {
             return Ok(false);
         }
-        let token = if self.shared {
-            match self.take(Side::Write, owner)? {
-                Some(token) => token,
-                None => return Ok(true),
-            }
-        } else {
-            0
+        if !self.shared {
+            return Err(CorruptError(
+                "a single-mode ring's lap is sealed by its writer only".to_owned(),
+            ));
+        }
+        let Some(token) = self.take(Side::Write, owner)? else {
+            return Ok(true);
         };
         let raw = self.tail.pos.load(Ordering::Relaxed);
         let count = self.tail.count.load(Ordering::Relaxed);
@@ -360,7 +364,8 @@ impl<'a> PackedRing<'a> {
             Err(CorruptError(format!("write cursor {raw:#x} after {count} messages out of range")))
         } else {
             if raw < self.end {
-                self.seal_at(raw, count);
+                // Shared: writers take the cursor as they find it.
+                self.seal_at(raw, count, &mut HeadCache::default());
             }
             Ok(false)
         };
@@ -831,7 +836,7 @@ impl<'a> PackedRing<'a> {
         if write_once && (pad > 0 || self.written_in_lap(count) >= self.limit) {
             // Write-once: no wrap, and at most `limit` messages a lap. The
             // lap ends here.
-            self.seal_at(pos, count);
+            self.seal_at(pos, count, cache);
             return Ok(None);
         }
         if !self.fits(pos, need, count, cache) {
@@ -860,7 +865,7 @@ impl<'a> PackedRing<'a> {
                     if write_once {
                         // Full by count (a write-once lap never laps its
                         // reader): the lap ends here.
-                        self.seal_at(pos, count);
+                        self.seal_at(pos, count, cache);
                     }
                     return Ok(None);
                 }
@@ -1621,6 +1626,112 @@ mod tests {
         while put(&r, &mut a, &[7; 40]) {}
         assert!(matches!(r.try_write(1, 40, &mut b, true).unwrap(), WriteAttempt::Full));
         assert!(!r.locked(Side::Write) && !r.locked(Side::Read));
+    }
+
+    #[test]
+    fn a_write_once_lap_seals_instead_of_wrapping() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring().with_end(256);
+        let mut cache = HeadCache::default();
+        let mut sent = 0u8;
+        while put(&r, &mut cache, &[sent; 40]) {
+            sent += 1;
+        }
+        // 48-byte records: five fit before the end (with the header zeroed
+        // after them), the sixth would wrap, and seals instead.
+        assert_eq!(sent, 5);
+        assert!(r.sealed());
+        assert_eq!(r.tail_pos(), 256, "sealed to the end of the lap");
+        assert!(!put(&r, &mut cache, b"x"), "nothing more in a sealed lap");
+        for i in 0..sent {
+            assert_eq!(take(&r), Some(vec![i; 40]));
+        }
+        assert_eq!(take(&r), None);
+        assert_eq!(r.head_pos(), 256, "the padding passed, the lap read");
+    }
+
+    #[test]
+    fn a_write_once_lap_takes_at_most_its_limit_of_messages() {
+        let heap = HeapPackedRing::new(256, 3, 40);
+        let r = heap.ring().with_end(256);
+        let mut cache = HeadCache::default();
+        for i in 0..3u8 {
+            assert!(put(&r, &mut cache, &[i]));
+            // Read at once: the count bound is per lap, not per queue.
+            assert_eq!(take(&r), Some(vec![i]));
+        }
+        assert!(!put(&r, &mut cache, b"4th"));
+        assert!(r.sealed());
+        assert_eq!(take(&r), None);
+        assert_eq!(r.head_pos(), 256);
+    }
+
+    #[test]
+    fn close_seals_a_lap_unless_a_writer_is_in_it() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring().with_end(256);
+        let mut cache = HeadCache::default();
+        let c = r.try_claim_write(0, 8, &mut cache).unwrap().unwrap();
+        assert!(r.close(5).unwrap(), "a writer holds the writers' turn");
+        assert!(!r.sealed());
+        r.commit(c, 2, 0).unwrap();
+        assert!(!r.close(5).unwrap());
+        assert!(r.sealed() && !r.locked(Side::Write));
+        assert!(!put(&r, &mut cache, b"late"));
+        assert_eq!(take(&r).as_deref(), Some(&[0u8; 2][..]));
+        assert_eq!(take(&r), None);
+        assert_eq!(r.head_pos(), 256);
+        assert!(!r.close(5).unwrap(), "sealed already");
+    }
+
+    #[test]
+    fn a_detached_read_frees_the_head_and_keeps_its_bytes() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring().with_end(256);
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"m0"));
+        assert!(put(&r, &mut cache, b"m1"));
+        let ReadAttempt::Claimed(c0) = r.try_claim_read(2, 64).unwrap() else {
+            panic!()
+        };
+        assert!(r.reading_at(c0.pos));
+        r.release_detached(&c0).unwrap();
+        assert!(!r.locked(Side::Read) && !r.reading_at(c0.pos));
+        // Another reader takes the next message meanwhile.
+        assert_eq!(take(&r).as_deref(), Some(&b"m1"[..]));
+        assert_eq!(r.payload_of(&c0), b"m0", "a write-once lap keeps it");
+        // A ring that laps on reuses freed bytes: no detached reads there.
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        assert!(put(&r, &mut cache_new(), b"m0"));
+        let ReadAttempt::Claimed(c) = r.try_claim_read(2, 64).unwrap() else {
+            panic!()
+        };
+        assert!(r.release_detached(&c).is_err());
+        r.release(c).unwrap();
+    }
+
+    #[test]
+    fn a_recycled_blocks_next_lap_starts_from_a_cleared_header() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let lap0 = heap.shared_ring().with_end(256);
+        let mut cache = HeadCache::default();
+        while put(&lap0, &mut cache, &[1; 40]) {}
+        while take(&lap0).is_some() {}
+        assert!(lap0.sealed() && lap0.head_pos() == 256);
+        // Uncleared, the first record of lap 0 would be read as lap 1's:
+        // refused (its sequence is stale), never delivered.
+        let lap1 = heap.shared_ring().with_end(512);
+        assert!(lap1.try_claim_read(2, 64).is_err());
+        let seen = lap0.next_lap_header();
+        assert_ne!(seen, 0);
+        lap0.clear_next_lap(seen);
+        assert!(matches!(lap1.try_claim_read(2, 64).unwrap(), ReadAttempt::Empty));
+        let mut cache = HeadCache::default();
+        assert!(put(&lap1, &mut cache, b"lap 1"));
+        // A late clear with the old value leaves the new record alone.
+        lap0.clear_next_lap(seen);
+        assert_eq!(take(&lap1).as_deref(), Some(&b"lap 1"[..]));
     }
 
     #[test]

@@ -443,6 +443,113 @@ fn packed_shared_sides_run_at_once_and_wrap() {
     shared_model(&[100, 100, 100], Race::Sides);
 }
 
+/// An unbounded queue's block (a write-once lap, `with_end`): a receiver
+/// sealing the lap (`close`, as `read_chain` does once the chain moved
+/// past it) races a sender's claim. Either the sender claims first (the
+/// close waits for its commit, and the message is read) or the lap is
+/// sealed first (the sender gets no claim): never a message written into
+/// a sealed lap, or one lost.
+#[test]
+fn packed_write_once_close_races_a_writer() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 8, 100));
+        let h = heap.clone();
+        let writer = thread::spawn(move || {
+            let ring = h.shared_ring().with_end(PACKED_RING);
+            let mut cache = Default::default();
+            loop {
+                match ring.try_write(0, 8, &mut cache, true).unwrap() {
+                    ipc_core::ring::WriteAttempt::Claimed(mut c) => {
+                        ring.payload_mut(&mut c).fill(7);
+                        commit(&ring, c, 8);
+                        return true;
+                    }
+                    ipc_core::ring::WriteAttempt::Busy => thread::yield_now(),
+                    ipc_core::ring::WriteAttempt::Full => {
+                        assert!(ring.sealed());
+                        return false;
+                    }
+                }
+            }
+        });
+        let ring = heap.shared_ring().with_end(PACKED_RING);
+        while ring.close(5).unwrap() {
+            thread::yield_now();
+        }
+        assert!(ring.sealed());
+        let wrote = writer.join().unwrap();
+        let mut got = 0;
+        loop {
+            match ring.try_claim_read(6, 128).unwrap() {
+                ReadAttempt::Claimed(c) => {
+                    assert_eq!(ring.payload_of(&c), &[7; 8]);
+                    release(&ring, c);
+                    got += 1;
+                }
+                ReadAttempt::Empty => break,
+                other => panic!("{other:?} in a sealed lap, its writer gone"),
+            }
+        }
+        assert_eq!(got, usize::from(wrote));
+        assert_eq!(ring.head_pos(), PACKED_RING, "read to the end of the lap");
+    });
+}
+
+/// Two receivers of a write-once lap read in place after freeing the head
+/// (`release_detached`): each message is taken once, and its bytes stay
+/// the sender's while the other receiver goes on.
+#[test]
+fn packed_write_once_detached_reads_keep_their_bytes() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 8, 100));
+        {
+            let ring = heap.shared_ring().with_end(PACKED_RING);
+            let mut cache = Default::default();
+            for k in 1..=2u8 {
+                let mut c = ring.try_claim_write(0, 40, &mut cache).unwrap().unwrap();
+                ring.payload_mut(&mut c).fill(k);
+                commit(&ring, c, 40);
+            }
+        }
+        let taken = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let readers: Vec<_> = (0..2u32)
+            .map(|me| {
+                let (h, taken) = (heap.clone(), taken.clone());
+                thread::spawn(move || {
+                    use loom::sync::atomic::Ordering::SeqCst;
+                    let ring = h.shared_ring().with_end(PACKED_RING);
+                    let mut got = Vec::new();
+                    while taken.load(SeqCst) < 2 {
+                        match ring.try_claim_read(me + 1, 128).unwrap() {
+                            ReadAttempt::Claimed(c) => {
+                                ring.release_detached(&c).unwrap();
+                                taken.fetch_add(1, SeqCst);
+                                thread::yield_now();
+                                let payload = ring.payload_of(&c);
+                                let k = payload[0];
+                                assert!(payload.iter().all(|&b| b == k), "bytes changed");
+                                got.push(k);
+                            }
+                            _ => thread::yield_now(),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<u8> = readers
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, [1, 2]);
+    });
+}
+
 #[test]
 fn semaphore_wakes_its_waiter_and_keeps_count() {
     model(|| {
