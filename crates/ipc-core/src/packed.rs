@@ -340,10 +340,12 @@ impl<'a> PackedRing<'a> {
         }
     }
 
-    /// Seals a write-once view's lap unless a writer is in it now, taking
-    /// the writers' lock for `owner` (a receiver ending a block the chain
-    /// has moved past, or the end of the stream): `Ok(true)` if a writer
-    /// holds it (not sealed), `Ok(false)` once sealed.
+    /// Seals a write-once view's lap unless a writer is in it now or a
+    /// message in it is still unread, taking the writers' lock for `owner`
+    /// (a receiver ending a block the chain has moved past, or the end of
+    /// the stream): `Ok(true)` if not sealed for that reason, `Ok(false)`
+    /// once sealed. (A message committed after the caller found the lap
+    /// empty is read, not sealed behind.)
     pub fn close(&self, owner: u32) -> Result<bool, CorruptError> {
         if self.end == NO_END || self.sealed() {
             return Ok(false);
@@ -358,7 +360,7 @@ impl<'a> PackedRing<'a> {
         };
         let raw = self.tail.pos.load(Ordering::Relaxed);
         let count = self.tail.count.load(Ordering::Relaxed);
-        let result = if raw & WRITING != 0 {
+        let result = if raw & WRITING != 0 || self.head_pos() != raw {
             Ok(true)
         } else if raw >= POS_LIMIT || count >= COUNT_LIMIT {
             Err(CorruptError(format!("write cursor {raw:#x} after {count} messages out of range")))
@@ -1136,10 +1138,18 @@ impl<'a> PackedRing<'a> {
         self.free_read(claim)
     }
 
-    /// True while the head is held at `pos` (a reader's claim there, not
-    /// yet released).
+    /// True while a reader's claim holds the head at `pos` and has not
+    /// counted the message released yet: the repair of that claim counts
+    /// it lost. (A reader killed between the release's two stores left it
+    /// counted released, which the repair takes as delivered.)
     pub fn reading_at(&self, pos: u64) -> bool {
-        self.head.pos.load(Ordering::Acquire) == pos | READING
+        let (raw, count) = self.head_raw();
+        raw == pos | READING
+            && count < COUNT_LIMIT
+            && pos < POS_LIMIT
+            && self
+                .validate(pos, self.word(pos).load(Ordering::Acquire), count)
+                .is_ok()
     }
 
     /// [`PackedRing::release`] of `claim`, which the caller may keep.
@@ -1675,10 +1685,13 @@ mod tests {
         assert!(r.close(5).unwrap(), "a writer holds the writers' turn");
         assert!(!r.sealed());
         r.commit(c, 2, 0).unwrap();
+        // Not behind a message still unread either (the end of a stream
+        // would remove the block with it).
+        assert!(r.close(5).unwrap(), "a message is unread");
+        assert_eq!(take(&r).as_deref(), Some(&[0u8; 2][..]));
         assert!(!r.close(5).unwrap());
         assert!(r.sealed() && !r.locked(Side::Write));
         assert!(!put(&r, &mut cache, b"late"));
-        assert_eq!(take(&r).as_deref(), Some(&[0u8; 2][..]));
         assert_eq!(take(&r), None);
         assert_eq!(r.head_pos(), 256);
         assert!(!r.close(5).unwrap(), "sealed already");

@@ -602,7 +602,22 @@ impl Queue {
         let mut n = self
             .peers()
             .reap_dead(|index, role, pid| self.repair(index, role, pid));
-        n += self.free_stale_locks();
+        n += self.free_stale_locks(self.ring());
+        // A chain's head and tail blocks too: receivers stand on the one,
+        // senders on the other (a block between them becomes the head
+        // before anyone needs its locks).
+        if let Some((head, tail)) = self.chain_span() {
+            let ends = if head == tail {
+                vec![head]
+            } else {
+                vec![head, tail]
+            };
+            for k in ends.into_iter().filter(|&k| k > 0) {
+                if let Ok(b) = self.open_block_cached(k) {
+                    n += self.free_stale_locks(&b.ring());
+                }
+            }
+        }
         if n > 0 {
             self.wake_receivers();
             self.wake_senders();
@@ -618,12 +633,13 @@ impl Queue {
     /// withdrawing an offer). The lock word is read before the roster, and
     /// freed only if unchanged since: a holder that detached or was reaped
     /// in between gave its lock back before leaving the roster, which
-    /// moved the word.
-    fn free_stale_locks(&self) -> u32 {
+    /// moved the word. `ring` is this queue's or one of its chain's blocks
+    /// (whose locks name this queue's attachments).
+    fn free_stale_locks(&self, ring: &Ring<'_>) -> u32 {
         let mut freed = 0;
         let roster = &self.header().roster;
         for side in [Side::Write, Side::Read] {
-            if let Some((holder, word)) = self.ring().lock_holder(side) {
+            if let Some((holder, word)) = ring.lock_holder(side) {
                 let can_hold = holder < self.geo.peer_slots
                     && match side {
                         // Receivers of an unbounded queue seal a block the
@@ -648,7 +664,7 @@ impl Queue {
                     // can hold this lock (checked after reading the word,
                     // which `release_stale_lock` finds unchanged, or
                     // leaves).
-                    self.count(unsafe { self.ring().release_stale_lock(side, word) });
+                    self.count(unsafe { ring.release_stale_lock(side, word) });
                     freed += 1;
                 }
             }
@@ -673,7 +689,7 @@ impl Queue {
             None => 0,
         };
         // A message it read in place after freeing the head past it (an
-        // unbounded queue): lost, unless it died before freeing the head,
+        // unbounded queue): lost, unless it died before counting it freed,
         // which the repair of its read claim below counts instead.
         if let Some((k, pos)) = self.peers().hold_of(index) {
             let still_claimed = match k {
@@ -1195,7 +1211,7 @@ impl Queue {
             geometry: self.geo,
             len: census.queued,
             writing: census.writing,
-            reading: census.reading,
+            reading: census.reading + self.peers().holding(),
             peers: self.peers().list(),
             producers_total: h.counters.producers_total.load(Ordering::Relaxed),
             consumers_total: h.counters.consumers_total.load(Ordering::Relaxed),
@@ -1504,6 +1520,7 @@ impl Drop for Endpoint {
                 self.q.repair_chain(self.me);
             }
         }
+        self.q.peers().clear_hold(self.me);
         self.q.peers().detach(self.attachment);
         // Blocks kept mapped for reuse go with any endpoint: a handle
         // whose endpoints are gone keeps no block's memory allocated.

@@ -1,13 +1,13 @@
-//! Model checks with loom of the rings on their in-process backends (the
-//! slot ring, [`HeapRing`], and the packed ring, [`HeapPackedRing`], in
-//! single mode and shared by several writers and readers), of the semaphore, and of the event
+//! Model checks with loom of the packed ring on its in-process backend
+//! ([`HeapPackedRing`], in single mode, shared by several writers and
+//! readers, and as write-once laps), of the semaphore, and of the event
 //! count's sleep/wake protocol over a modelled futex: every interleaving
 //! (up to a preemption bound) of a few threads is explored.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ipc-core --release --test loom`
 #![cfg(loom)]
 
-use ipc_core::ring::{HeapPackedRing, HeapRing, ReadAttempt, ReadClaim, Ring, WriteClaim};
+use ipc_core::ring::{HeapPackedRing, ReadAttempt, ReadClaim, Ring, WriteAttempt, WriteClaim};
 use ipc_core::sync::{Deadline, Semaphore, SpinPolicy};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -35,31 +35,39 @@ fn release(ring: &Ring<'_>, claim: ReadClaim<'_>) {
     ring.release(claim).unwrap();
 }
 
-/// Writes one byte if there is room now.
+/// Writes one byte if there is room now (after another writer's turn on
+/// a shared ring).
 fn try_send(ring: &Ring<'_>, owner: u32, byte: u8) -> bool {
-    match ring
-        .try_claim_write(owner, 1, &mut Default::default())
-        .unwrap()
-    {
-        Some(mut c) => {
-            ring.payload_mut(&mut c)[0] = byte;
-            commit(ring, c, 1);
-            true
+    loop {
+        match ring
+            .try_write(owner, 1, &mut Default::default(), true)
+            .unwrap()
+        {
+            WriteAttempt::Claimed(mut c) => {
+                ring.payload_mut(&mut c)[0] = byte;
+                commit(ring, c, 1);
+                return true;
+            }
+            WriteAttempt::Full => return false,
+            WriteAttempt::Busy => thread::yield_now(),
         }
-        None => false,
     }
 }
 
-/// Reads one byte if one is committed now.
+/// Reads one byte if one is committed now (after another reader's turn on
+/// a shared ring).
 fn try_recv(ring: &Ring<'_>, owner: u32) -> Option<u8> {
-    match ring.try_claim_read(owner, 64).unwrap() {
-        ReadAttempt::Claimed(c) => {
-            let b = ring.payload_of(&c)[0];
-            release(ring, c);
-            Some(b)
+    loop {
+        match ring.try_claim_read(owner, 64).unwrap() {
+            ReadAttempt::Claimed(c) => {
+                let b = ring.payload_of(&c)[0];
+                release(ring, c);
+                return Some(b);
+            }
+            ReadAttempt::Empty | ReadAttempt::Writing => return None,
+            ReadAttempt::Busy => thread::yield_now(),
+            ReadAttempt::TooLong(n) => panic!("length {n}"),
         }
-        ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
-        ReadAttempt::TooLong(n) => panic!("length {n}"),
     }
 }
 
@@ -75,20 +83,20 @@ fn drain(ring: &Ring<'_>) -> Vec<u8> {
 #[test]
 fn concurrent_writers_and_reader_deliver_each_message_once() {
     model(|| {
-        let heap = Arc::new(HeapRing::new(2, 2));
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 2, 8));
         let writers: Vec<_> = (0..2u8)
             .map(|w| {
                 let heap = heap.clone();
-                thread::spawn(move || assert!(try_send(&heap.ring(), w as u32, 10 + w)))
+                thread::spawn(move || assert!(try_send(&heap.shared_ring(), w as u32, 10 + w)))
             })
             .collect();
         let h = heap.clone();
-        let reader = thread::spawn(move || try_recv(&h.ring(), 5));
+        let reader = thread::spawn(move || try_recv(&h.shared_ring(), 5));
         for w in writers {
             w.join().unwrap();
         }
         let mut got: Vec<u8> = reader.join().unwrap().into_iter().collect();
-        got.extend(drain(&heap.ring()));
+        got.extend(drain(&heap.shared_ring()));
         got.sort_unstable();
         assert_eq!(got, [10, 11]);
     });
@@ -97,14 +105,14 @@ fn concurrent_writers_and_reader_deliver_each_message_once() {
 #[test]
 fn wrap_around_keeps_order_and_never_overwrites() {
     model(|| {
-        let heap = Arc::new(HeapRing::new(2, 2));
-        let ring = heap.ring();
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 2, 8));
+        let ring = heap.shared_ring();
         assert!(try_send(&ring, 0, 0) && try_send(&ring, 0, 1));
         let h = heap.clone();
-        // The third message fits only once the reader released slot 0.
-        let writer = thread::spawn(move || try_send(&h.ring(), 0, 2));
+        // The third message fits only once the reader released the first.
+        let writer = thread::spawn(move || try_send(&h.shared_ring(), 0, 2));
         let h = heap.clone();
-        let reader = thread::spawn(move || try_recv(&h.ring(), 1));
+        let reader = thread::spawn(move || try_recv(&h.shared_ring(), 1));
         let sent_third = writer.join().unwrap();
         let mut got: Vec<u8> = reader.join().unwrap().into_iter().collect();
         got.extend(drain(&ring));
@@ -116,13 +124,13 @@ fn wrap_around_keeps_order_and_never_overwrites() {
 #[test]
 fn two_readers_split_messages_without_loss() {
     model(|| {
-        let heap = Arc::new(HeapRing::new(2, 2));
-        let ring = heap.ring();
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 2, 8));
+        let ring = heap.shared_ring();
         assert!(try_send(&ring, 0, 1) && try_send(&ring, 0, 2));
         let readers: Vec<_> = (0..2u32)
             .map(|r| {
                 let heap = heap.clone();
-                thread::spawn(move || try_recv(&heap.ring(), 10 + r))
+                thread::spawn(move || try_recv(&heap.shared_ring(), 10 + r))
             })
             .collect();
         let mut got: Vec<u8> = readers
@@ -141,20 +149,21 @@ fn two_readers_split_messages_without_loss() {
 #[test]
 fn dead_writer_is_skipped_while_a_live_one_is_delivered() {
     model(|| {
-        let heap = Arc::new(HeapRing::new(2, 2));
-        // Owner 7 claims a slot and dies without committing.
-        let ring = heap.ring();
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 2, 8));
+        // Owner 7 claims (taking the writers' turn) and dies without committing.
+        let ring = heap.shared_ring();
         let _dead = ring
             .try_claim_write(7, 1, &mut Default::default())
             .unwrap()
             .unwrap();
         let h = heap.clone();
-        let live = thread::spawn(move || assert!(try_send(&h.ring(), 1, 42)));
+        let live = thread::spawn(move || assert!(try_send(&h.shared_ring(), 1, 42)));
         let h = heap.clone();
         // SAFETY: owner 7 "died": its claim is never used again.
-        let reaper = thread::spawn(move || unsafe { h.ring().recover_owner(7) }.abandoned_writes);
+        let reaper =
+            thread::spawn(move || unsafe { h.shared_ring().recover_owner(7) }.abandoned_writes);
         let h = heap.clone();
-        let reader = thread::spawn(move || try_recv(&h.ring(), 3));
+        let reader = thread::spawn(move || try_recv(&h.shared_ring(), 3));
         live.join().unwrap();
         assert_eq!(reaper.join().unwrap(), 1);
         let mut got: Vec<u8> = reader.join().unwrap().into_iter().collect();
@@ -164,10 +173,10 @@ fn dead_writer_is_skipped_while_a_live_one_is_delivered() {
 }
 
 #[test]
-fn dead_reader_slot_returns_to_writers() {
+fn dead_readers_message_returns_its_room_to_writers() {
     model(|| {
-        let heap = Arc::new(HeapRing::new(2, 2));
-        let ring = heap.ring();
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 2, 8));
+        let ring = heap.shared_ring();
         assert!(try_send(&ring, 0, 1) && try_send(&ring, 0, 2));
         // Owner 9 claims message 1 and dies holding it.
         let ReadAttempt::Claimed(_held) = ring.try_claim_read(9, 64).unwrap() else {
@@ -175,17 +184,17 @@ fn dead_reader_slot_returns_to_writers() {
         };
         let h = heap.clone();
         // SAFETY: owner 9 "died": its claim is never used again.
-        let reaper = thread::spawn(move || unsafe { h.ring().recover_owner(9) }.lost_reads);
+        let reaper = thread::spawn(move || unsafe { h.shared_ring().recover_owner(9) }.lost_reads);
         let h = heap.clone();
-        let writer = thread::spawn(move || try_send(&h.ring(), 0, 3));
+        let writer = thread::spawn(move || try_send(&h.shared_ring(), 0, 3));
         let h = heap.clone();
-        let reader = thread::spawn(move || try_recv(&h.ring(), 4));
+        let reader = thread::spawn(move || try_recv(&h.shared_ring(), 4));
         assert_eq!(reaper.join().unwrap(), 1);
         let sent = writer.join().unwrap();
         let mut got: Vec<u8> = reader.join().unwrap().into_iter().collect();
         got.extend(drain(&ring));
         if !sent {
-            // Full until the reaper released the slot: there is room now.
+            // Full until the reaper released the message: there is room now.
             assert!(try_send(&ring, 0, 3));
             got.extend(drain(&ring));
         }
@@ -445,10 +454,11 @@ fn packed_shared_sides_run_at_once_and_wrap() {
 
 /// An unbounded queue's block (a write-once lap, `with_end`): a receiver
 /// sealing the lap (`close`, as `read_chain` does once the chain moved
-/// past it) races a sender's claim. Either the sender claims first (the
-/// close waits for its commit, and the message is read) or the lap is
-/// sealed first (the sender gets no claim): never a message written into
-/// a sealed lap, or one lost.
+/// past it, or the end of the stream) races a sender's claim. Either the
+/// sender claims first (the close waits for its commit and for the
+/// message to be read) or the lap is sealed first (the sender gets no
+/// claim): never a message written into a sealed lap, or one sealed
+/// behind unread.
 #[test]
 fn packed_write_once_close_races_a_writer() {
     let mut b = loom::model::Builder::new();
@@ -461,13 +471,13 @@ fn packed_write_once_close_races_a_writer() {
             let mut cache = Default::default();
             loop {
                 match ring.try_write(0, 8, &mut cache, true).unwrap() {
-                    ipc_core::ring::WriteAttempt::Claimed(mut c) => {
+                    WriteAttempt::Claimed(mut c) => {
                         ring.payload_mut(&mut c).fill(7);
                         commit(&ring, c, 8);
                         return true;
                     }
-                    ipc_core::ring::WriteAttempt::Busy => thread::yield_now(),
-                    ipc_core::ring::WriteAttempt::Full => {
+                    WriteAttempt::Busy => thread::yield_now(),
+                    WriteAttempt::Full => {
                         assert!(ring.sealed());
                         return false;
                     }
@@ -475,12 +485,19 @@ fn packed_write_once_close_races_a_writer() {
             }
         });
         let ring = heap.shared_ring().with_end(PACKED_RING);
+        let mut got = 0;
+        // A close waits for the writer's commit, and for its message to be
+        // read (it is not sealed behind).
         while ring.close(5).unwrap() {
+            if let ReadAttempt::Claimed(c) = ring.try_claim_read(6, 128).unwrap() {
+                assert_eq!(ring.payload_of(&c), &[7; 8]);
+                release(&ring, c);
+                got += 1;
+            }
             thread::yield_now();
         }
         assert!(ring.sealed());
         let wrote = writer.join().unwrap();
-        let mut got = 0;
         loop {
             match ring.try_claim_read(6, 128).unwrap() {
                 ReadAttempt::Claimed(c) => {
