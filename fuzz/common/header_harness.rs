@@ -3,8 +3,8 @@
 use std::mem::{size_of, MaybeUninit};
 
 use ipc_core::layout::{magic_state, Fixed, Geometry, Header, Kind};
+use ipc_core::packed::{max_message_for, MIN_RING};
 use ipc_core::peers::PeerEntry;
-use ipc_core::ring::SlotHeader;
 
 /// Builds a header from `data` (raw bytes, or a valid header with a few
 /// bytes changed, as the first byte decides), validates it against a
@@ -31,7 +31,8 @@ pub fn run(data: &[u8]) {
         } else {
             Kind::Mailbox
         };
-        if let Ok(g) = Geometry::new(kind, cap.max(1), max.max(1)) {
+        let budget = (u64::from(word(7)) << 12) * u64::from(word(8) % 2);
+        if let Ok(g) = Geometry::packed(kind, cap.max(1), max.max(1), budget) {
             let mut h = zeroed_header();
             g.write_to(&mut h);
             h.magic.store(
@@ -62,21 +63,25 @@ pub fn run(data: &[u8]) {
     };
     let _ = magic_state(&h);
     if let Ok(g) = Geometry::read_from(&Fixed::read(&h), mapped) {
-        let slots_end = g.slots_offset + g.slots as u64 * g.slot_stride as u64;
+        let ring_end = g.slots_offset + g.ring_bytes;
         assert!(
             g.total_size <= mapped,
             "accepted a geometry larger than the mapping"
         );
-        assert!(slots_end <= g.total_size, "slots past the end");
+        assert!(ring_end <= g.total_size, "ring past the end");
         assert!(
             g.peers_offset + g.peer_slots as u64 * size_of::<PeerEntry>() as u64 <= g.slots_offset,
-            "peer table overlaps the slots"
+            "peer table overlaps the ring"
         );
         assert!(g.peers_offset >= n as u64, "peer table overlaps the header");
-        assert!(g.slots.is_power_of_two() && g.slots >= g.capacity && g.slots >= 2);
-        assert!(g.slot_stride as usize >= size_of::<SlotHeader>() + g.max_message as usize);
-        assert_eq!(g.slot_stride % 8, 0);
-        assert!(g.peer_slots as u64 <= 256, "owner ids must fit in a stamp");
+        assert!(g.is_packed(), "only packed rings are accepted");
+        assert!(g.ring_bytes.is_power_of_two() && g.ring_bytes >= MIN_RING);
+        assert!(u64::from(g.max_message) <= max_message_for(g.ring_bytes));
+        assert_eq!(g.slots_offset % 8, 0);
+        assert!(
+            g.peer_slots as u64 <= 256,
+            "owner ids must fit in a lock word"
+        );
     }
 }
 

@@ -1,6 +1,5 @@
-//! What a claim on a ring is, whatever the engine: the types that the
-//! slot ring ([`crate::slots`]) and the packed ring ([`crate::packed`])
-//! hand out, and that the layers above hold.
+//! What a claim on a ring is: the types that the packed ring
+//! ([`crate::packed`]) hands out, and that the layers above hold.
 
 use std::marker::PhantomData;
 
@@ -10,17 +9,6 @@ pub(crate) fn revoked(what: &str, pos: u64) -> CorruptError {
     CorruptError(format!(
         "the {what} claim of position {pos} was taken from its holder (repaired as a dead process's, or overwritten)"
     ))
-}
-
-/// An owner index must fit the stamp's owner bits, or it would spill into
-/// the flags.
-pub(crate) fn check_owner(owner: u32) -> Result<(), CorruptError> {
-    if owner > MAX_OWNER {
-        return Err(CorruptError(format!(
-            "owner index {owner} above {MAX_OWNER}"
-        )));
-    }
-    Ok(())
 }
 
 /// The largest owner index a stamp can carry.
@@ -55,12 +43,6 @@ impl WriteClaim<'_> {
             token: self.token,
             _memory: PhantomData,
         }
-    }
-
-    /// The same claim, no longer than `len` bytes.
-    pub(crate) fn shortened(mut self, len: usize) -> Self {
-        self.cap = self.cap.min(len);
-        self
     }
 
     /// The position claimed (to follow the message with [`crate::ring::Ring::was_taken`]).

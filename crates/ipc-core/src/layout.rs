@@ -3,9 +3,8 @@
 //! ```text
 //! offset 0            Header (geometry, cursors, wait words, counters)
 //! peers_offset        PEER_SLOTS x PeerEntry (attachment table)
-//! slots_offset        the engine's memory: capacity x slot (SlotHeader +
-//!                     max_message bytes, padded), or for a packed ring
-//!                     `ring_bytes` bytes of records
+//! slots_offset        the ring: `ring_bytes` bytes of packed records (the
+//!                     name is the retired slot engine's)
 //! ```
 //!
 //! Only fixed-width integers and atomics live here, and only offsets, never
@@ -24,7 +23,6 @@ use crate::atomic::AtomicU64 as CursorWord;
 
 use crate::error::CorruptError;
 use crate::peers::{PeerEntry, Roster};
-use crate::ring::SlotHeader;
 use crate::sync::EventCount;
 
 /// Identifies an ipc-core segment: ASCII "IPCCORE1" read as little endian.
@@ -42,7 +40,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// receiver's in-place read of a chain block (`hold_block`, `hold_pos`).
 pub const LAYOUT_VERSION: u32 = 5;
 
-/// [`Header::engine`]: fixed-size slots with sequence stamps.
+/// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
+/// layout version 5 (every queue is packed): refused.
 pub const ENGINE_SLOTS: u32 = 0;
 /// [`Header::engine`]: packed records in a ring of bytes (single mode).
 pub const ENGINE_PACKED: u32 = 1;
@@ -371,38 +370,30 @@ fn round_up(v: u64, to: u64) -> u64 {
 }
 
 impl Geometry {
-    /// Computes the geometry for `capacity` messages of `max_message` bytes.
-    /// The ring gets the next power of two of slots (at least 2).
-    pub fn new(kind: Kind, capacity: u32, max_message: u32) -> Result<Geometry, String> {
+    /// The offsets every geometry shares, for at most `capacity` queued
+    /// messages (checked): the header, then the attachment table, then the
+    /// ring (sized by [`Geometry::packed`]).
+    fn base(kind: Kind, capacity: u32) -> Result<Geometry, String> {
         if capacity == 0 || capacity > MAX_CAPACITY {
             return Err(format!(
-                "capacity must be 1 to {MAX_CAPACITY} slots, got {capacity}"
+                "capacity must be 1 to {MAX_CAPACITY} messages, got {capacity}"
             ));
         }
-        check_max_message(max_message)?;
-        let slots = capacity.next_power_of_two().max(2);
-        let slot_stride = round_up(size_of::<SlotHeader>() as u64 + max_message as u64, 64);
         let peers_offset = round_up(size_of::<Header>() as u64, 128);
         let slots_offset = round_up(
             peers_offset + PEER_SLOTS as u64 * size_of::<PeerEntry>() as u64,
             128,
         );
-        let total_size = round_up(slots_offset + slot_stride * slots as u64, 4096);
-        if total_size > MAX_SEGMENT {
-            return Err(format!(
-                "{capacity} slots of {max_message} bytes need {total_size} bytes, more than the limit of {MAX_SEGMENT}"
-            ));
-        }
         Ok(Geometry {
             kind,
             capacity,
-            slots,
-            max_message,
-            slot_stride: slot_stride as u32,
+            slots: 0,
+            max_message: 0,
+            slot_stride: 0,
             peer_slots: PEER_SLOTS,
             peers_offset,
             slots_offset,
-            total_size,
+            total_size: slots_offset,
             ring_bytes: 0,
         })
     }
@@ -418,9 +409,7 @@ impl Geometry {
         budget: u64,
     ) -> Result<Geometry, String> {
         use crate::packed::{max_message_for, min_ring_for, record_size};
-        // The slot geometry's checks of the counts, for a ring of one
-        // smallest slot (only its offsets are kept).
-        let mut geo = Geometry::new(kind, capacity, 1)?;
+        let mut geo = Geometry::base(kind, capacity)?;
         check_max_message(max_message)?;
         geo.max_message = max_message;
         let least = min_ring_for(max_message);
@@ -450,8 +439,6 @@ impl Geometry {
             }
             ring
         };
-        geo.slots = 0;
-        geo.slot_stride = 0;
         geo.ring_bytes = ring_bytes;
         geo.total_size = round_up(geo.slots_offset + ring_bytes, 4096);
         Ok(geo)
@@ -462,14 +449,10 @@ impl Geometry {
         self.ring_bytes != 0
     }
 
-    /// The positions one lap of the ring spans: its bytes (packed) or its
-    /// slots. A block of an unbounded chain serves one index per lap.
+    /// The positions one lap of the ring spans: its bytes. A block of an
+    /// unbounded chain serves one index per lap.
     pub fn lap_span(&self) -> u64 {
-        if self.is_packed() {
-            self.ring_bytes
-        } else {
-            u64::from(self.slots)
-        }
+        self.ring_bytes
     }
 
     /// Writes the geometry into a zeroed header, without publishing it.
@@ -485,11 +468,7 @@ impl Geometry {
         h.peers_offset = self.peers_offset;
         h.slots_offset = self.slots_offset;
         h.ring_bytes = self.ring_bytes;
-        h.engine = if self.is_packed() {
-            ENGINE_PACKED
-        } else {
-            ENGINE_SLOTS
-        };
+        h.engine = ENGINE_PACKED;
     }
 
     /// Reads and checks the geometry of a published header against the size
@@ -502,7 +481,7 @@ impl Geometry {
         let kind = Kind::from_u32(h.kind)
             .ok_or_else(|| ValidateError::Corrupt(format!("unknown segment kind {}", h.kind)))?;
         let geo = match h.engine {
-            ENGINE_SLOTS if h.ring_bytes == 0 => Geometry::new(kind, h.capacity, h.max_message),
+            ENGINE_SLOTS => Err("the slot engine is retired: a segment of an older build".to_owned()),
             ENGINE_PACKED if h.ring_bytes.is_power_of_two() => {
                 Geometry::packed(kind, h.capacity, h.max_message, h.ring_bytes)
             }
@@ -619,14 +598,18 @@ mod tests {
 
     #[test]
     fn geometry_rounds_and_bounds() {
-        let g = Geometry::new(Kind::Buffer, 5, 100).unwrap();
-        assert_eq!((g.capacity, g.slots), (5, 8));
-        assert_eq!(Geometry::new(Kind::Buffer, 1, 8).unwrap().slots, 2);
-        assert_eq!(g.slot_stride % 64, 0);
-        assert!(g.slot_stride as usize >= 100 + size_of::<SlotHeader>());
+        let g = Geometry::packed(Kind::Buffer, 5, 100, 0).unwrap();
+        assert_eq!(g.capacity, 5);
+        assert!(g.ring_bytes.is_power_of_two());
+        assert!(g.ring_bytes >= crate::packed::min_ring_for(100));
         assert_eq!(g.total_size % 4096, 0);
-        assert!(Geometry::new(Kind::Buffer, 0, 100).is_err());
-        assert!(Geometry::new(Kind::Buffer, 4, 0).is_err());
-        assert!(Geometry::new(Kind::Buffer, MAX_CAPACITY, MAX_MESSAGE).is_err());
+        assert!(g.slots_offset + g.ring_bytes <= g.total_size);
+        // A budget is rounded down to a power of two.
+        let g = Geometry::packed(Kind::Buffer, 5, 100, 5000).unwrap();
+        assert_eq!(g.ring_bytes, 4096);
+        assert!(Geometry::packed(Kind::Buffer, 0, 100, 0).is_err());
+        assert!(Geometry::packed(Kind::Buffer, 4, 0, 0).is_err());
+        assert!(Geometry::packed(Kind::Buffer, 4, 100, 100).is_err());
+        assert!(Geometry::packed(Kind::Buffer, MAX_CAPACITY + 1, 100, 0).is_err());
     }
 }

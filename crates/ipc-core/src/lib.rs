@@ -50,7 +50,6 @@ pub mod ports;
 mod queue;
 internal_mod!(packed);
 internal_mod!(ring);
-internal_mod!(slots);
 pub mod segment;
 pub mod sync;
 pub mod synthetic;

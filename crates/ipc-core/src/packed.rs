@@ -1441,10 +1441,8 @@ mod tests {
     }
 
     fn packed<'a>(r: &'a Ring<'a>) -> &'a PackedRing<'a> {
-        match r {
-            Ring::Packed(p) => p,
-            Ring::Slots(_) => unreachable!(),
-        }
+        let Ring::Packed(p) = r;
+        p
     }
 
     #[test]
@@ -1799,7 +1797,7 @@ mod tests {
     fn a_withdrawn_record_is_passed_over_and_counted() {
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
-        let Ring::Packed(p) = r else { unreachable!() };
+        let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
         let at = |r: &Ring<'_>| r.tail_pos();
         let (a, b) = (at(&r), {
@@ -1837,7 +1835,7 @@ mod tests {
         // In single mode a withdrawn mark is corruption.
         let single = HeapPackedRing::new(256, 100, 40);
         let s = single.ring();
-        let Ring::Packed(sp) = s else { unreachable!() };
+        let Ring::Packed(sp) = s;
         assert!(put(&s, &mut HeadCache::default(), b"z"));
         sp.word(0).fetch_or(WITHDRAWN, Ordering::Relaxed);
         assert!(s.try_claim_read(1, 64).is_err());
@@ -1847,7 +1845,7 @@ mod tests {
     fn a_reader_killed_passing_over_a_withdrawn_record_is_repaired() {
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
-        let Ring::Packed(p) = r else { unreachable!() };
+        let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
         assert!(put(&r, &mut cache, b"gone"));
         assert!(put(&r, &mut cache, b"next"));
@@ -1874,7 +1872,7 @@ mod tests {
         // (was: up to u32::MAX turns).
         let heap = HeapPackedRing::new(256, u32::MAX, 40);
         let r = heap.shared_ring();
-        let Ring::Packed(p) = r else { unreachable!() };
+        let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
         for m in [b"a", b"b", b"c"] {
             assert!(put(&r, &mut cache, m));
@@ -1889,7 +1887,7 @@ mod tests {
     fn a_scribbled_or_stale_lock_is_reported_or_freed() {
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
-        let Ring::Packed(p) = r else { unreachable!() };
+        let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
         p.tail.lock.store(0x1234_5678, Ordering::Relaxed);
         assert!(r.try_claim_write(0, 8, &mut cache).is_err(), "no lock word");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AttachError, CorruptError, CreateError, OpenError, SegmentError};
 use crate::layout::{magic_state, Fixed, Flavor, Geometry, Header, Kind, ValidateError, MAGIC};
 use crate::peers::{AttachFail, Attachment, PeerEntry, PeerInfo, PeerTable, Role};
-use crate::ring::{Census, PackedRing, Recovered, Ring, Side, SlotRing, MAX_OWNER};
+use crate::ring::{Census, PackedRing, Recovered, Ring, Side, MAX_OWNER};
 use crate::segment::Segment;
 use crate::sync::{spin_for, Deadline, EventCount, SpinPolicy};
 use crate::sys::LockFd;
@@ -259,14 +259,7 @@ impl Queue {
                 .block_identity
                 .store(identity(block_index.into(), 0), Ordering::Relaxed);
             h.check = crate::layout::header_check_of(h);
-            // A packed ring starts zero-filled, as the segment is.
-            if !geo.is_packed() {
-                SlotRing::init(
-                    base.add(geo.slots_offset as usize),
-                    geo.slots,
-                    geo.slot_stride as usize,
-                );
-            }
+            // The ring starts zero-filled, as the segment is.
         }
         // SAFETY: the header was written above and stays mapped.
         unsafe { &*(base as *const Header) }
@@ -451,40 +444,23 @@ impl Queue {
         let ring = unsafe {
             let h: &'static Header = &*(base as *const Header);
             let memory = base.add(geo.slots_offset as usize);
-            if geo.is_packed() {
-                let ring = PackedRing::new(
-                    (&h.tail, &h.head, &h.freed),
-                    memory,
-                    memory as *const crate::atomic::AtomicU64,
-                    geo.ring_bytes,
-                    limit,
-                    geo.max_message as usize,
-                );
-                let ring = match end {
-                    Some(end) => ring.with_end(end),
-                    None => ring,
-                };
-                Ring::Packed(if fixed.single == 1 {
-                    ring
-                } else {
-                    ring.shared(Some((&h.space_ready, &h.data_ready)), Some(&h.counters))
-                })
+            let ring = PackedRing::new(
+                (&h.tail, &h.head, &h.freed),
+                memory,
+                memory as *const crate::atomic::AtomicU64,
+                geo.ring_bytes,
+                limit,
+                geo.max_message as usize,
+            );
+            let ring = match end {
+                Some(end) => ring.with_end(end),
+                None => ring,
+            };
+            Ring::Packed(if fixed.single == 1 {
+                ring
             } else {
-                let ring = SlotRing::new(
-                    &h.tail,
-                    &h.head,
-                    memory,
-                    geo.slots,
-                    limit.clamp(1, geo.slots),
-                    geo.slot_stride as usize,
-                    geo.max_message as usize,
-                );
-                let ring = match end {
-                    Some(end) => ring.with_end(end),
-                    None => ring,
-                };
-                Ring::Slots(ring)
-            }
+                ring.shared(Some((&h.space_ready, &h.data_ready)), Some(&h.counters))
+            })
         };
         let fd = seg.take_fd().expect("a fresh segment has its descriptor");
         // The locks go on a description of their own, never mapped; the
@@ -1202,10 +1178,7 @@ impl Queue {
         self.reap();
         let h = self.header();
         let census = self.census();
-        let (bytes_used, budget) = self
-            .ring()
-            .bytes()
-            .unwrap_or((0, self.geo.slots as u64 * self.geo.slot_stride as u64));
+        let (bytes_used, budget) = self.ring().bytes().unwrap_or((0, self.geo.ring_bytes));
         Status {
             name: self.name().to_owned(),
             geometry: self.geo,

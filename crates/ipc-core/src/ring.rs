@@ -1,15 +1,13 @@
-//! The ring a queue holds, whichever engine it is built on: packed records
-//! in a ring of bytes ([`PackedRing`]: bounded and rendezvous queues, in
-//! single mode or shared by many) or fixed-size slots with sequence stamps
-//! ([`SlotRing`]: the write-once blocks of unbounded chains). The layers
-//! above use this one type; each method dispatches to the engine the
-//! segment's header names.
+//! The ring a queue holds: packed records in a ring of bytes
+//! ([`PackedRing`]), in single mode, shared by many, or as the write-once
+//! laps of an unbounded chain's blocks. The layers above use this one
+//! type, the seam where another engine (the fixed-size slots it replaced,
+//! or a broadcast ring) plugs in.
 
 pub use crate::claim::{
     Census, HeadCache, ReadAttempt, ReadClaim, Recovered, WriteClaim, MAX_OWNER,
 };
 pub use crate::packed::{PackedRing, Side, WriteAttempt};
-pub use crate::slots::{SlotHeader, SlotRing};
 
 use crate::error::CorruptError;
 #[cfg(any(test, loom, feature = "internals"))]
@@ -18,8 +16,6 @@ use crate::layout::Cursor;
 /// A view of a queue's ring.
 #[derive(Debug, Clone, Copy)]
 pub enum Ring<'a> {
-    /// Fixed-size slots.
-    Slots(SlotRing<'a>),
     /// Packed records.
     Packed(PackedRing<'a>),
 }
@@ -27,7 +23,6 @@ pub enum Ring<'a> {
 macro_rules! each {
     ($self:ident, $r:ident => $e:expr) => {
         match $self {
-            Ring::Slots($r) => $e,
             Ring::Packed($r) => $e,
         }
     };
@@ -44,12 +39,10 @@ impl<'a> Ring<'a> {
         matches!(self, Ring::Packed(_))
     }
 
-    /// The same ring, writable (and readable) only below position `end`
-    /// (slot rings: a write-once block of an unbounded chain; a packed
-    /// ring is unchanged).
+    /// The same ring as a write-once view of the lap ending at `end` (a
+    /// block of an unbounded chain: see [`PackedRing::with_end`]).
     pub fn with_end(self, end: u64) -> Self {
         match self {
-            Ring::Slots(r) => Ring::Slots(r.with_end(end)),
             Ring::Packed(r) => Ring::Packed(r.with_end(end)),
         }
     }
@@ -60,20 +53,17 @@ impl<'a> Ring<'a> {
     }
 
     /// The first header of the lap after a write-once packed view's (see
-    /// [`PackedRing::clear_next_lap`]); 0 for slots, which need nothing
-    /// cleared.
+    /// [`PackedRing::clear_next_lap`]).
     pub fn next_lap_header(&self) -> u64 {
         match self {
-            Ring::Slots(_) => 0,
             Ring::Packed(r) => r.next_lap_header(),
         }
     }
 
-    /// See [`PackedRing::clear_next_lap`] (nothing for slots).
+    /// See [`PackedRing::clear_next_lap`].
     pub fn clear_next_lap(&self, seen: u64) {
-        if let Ring::Packed(r) = self {
-            r.clear_next_lap(seen);
-        }
+        let Ring::Packed(r) = self;
+        r.clear_next_lap(seen);
     }
 
     /// Position of the next read.
@@ -86,10 +76,9 @@ impl<'a> Ring<'a> {
         each!(self, r => r.tail_pos())
     }
 
-    /// Slots of a slot ring; the message limit of a packed one.
+    /// The ring's message limit (as `limit`).
     pub fn capacity(&self) -> u64 {
         match self {
-            Ring::Slots(r) => r.capacity(),
             Ring::Packed(r) => r.limit(),
         }
     }
@@ -122,7 +111,6 @@ impl<'a> Ring<'a> {
     /// Bytes of messages held and the ring's size, for a packed ring.
     pub fn bytes(&self) -> Option<(u64, u64)> {
         match self {
-            Ring::Slots(_) => None,
             Ring::Packed(r) => Some((r.bytes_used(), r.size())),
         }
     }
@@ -165,11 +153,6 @@ impl<'a> Ring<'a> {
         exact: bool,
     ) -> Result<WriteAttempt<'a>, CorruptError> {
         match self {
-            // A slot holds the largest message; the claim is `want` long.
-            Ring::Slots(r) => Ok(r
-                .try_claim_write(owner, &mut cache.pos)?
-                .map(|c| c.shortened(want))
-                .into()),
             Ring::Packed(r) => r.try_write(owner, want, cache, exact),
         }
     }
@@ -183,12 +166,11 @@ impl<'a> Ring<'a> {
         each!(self, r => r.payload_mut(claim))
     }
 
-    /// Publishes a claim holding `len` bytes, with `tag` (slot rings only:
-    /// a packed ring's records carry no tag, and single mode needs none).
+    /// Publishes a claim holding `len` bytes; `tag` must be 0 (records
+    /// carry none: the argument is the retired slot engine's).
     #[inline]
     pub fn commit(&self, claim: WriteClaim<'_>, len: usize, tag: u32) -> Result<(), CorruptError> {
         match self {
-            Ring::Slots(r) => r.commit(claim, len, tag),
             Ring::Packed(r) => {
                 debug_assert_eq!(tag, 0, "packed records carry no tag");
                 r.commit(claim, len)
@@ -201,11 +183,10 @@ impl<'a> Ring<'a> {
         each!(self, r => r.abandon(claim))
     }
 
-    /// Seals a write-once ring, for `owner` (see [`SlotRing::close`],
-    /// [`PackedRing::close`]): true if a writer holds a claim in it.
+    /// Seals a write-once ring, for `owner` (see [`PackedRing::close`]):
+    /// true if not sealed (a writer in it, or a message unread).
     pub fn close(&self, owner: u32) -> Result<bool, CorruptError> {
         match self {
-            Ring::Slots(r) => r.close(),
             Ring::Packed(r) => r.close(owner),
         }
     }
@@ -215,22 +196,19 @@ impl<'a> Ring<'a> {
     /// `None` if the readers' lock is busy (look again).
     pub fn try_retract(&self, pos: u64, owner: u32) -> Result<Option<bool>, CorruptError> {
         match self {
-            Ring::Slots(r) => Ok(Some(r.retract(pos))),
             Ring::Packed(r) => r.try_retract(pos, owner),
         }
     }
 
-    /// True if the message at the head is being written now (never in a
-    /// single-mode slot ring).
+    /// True if the message at the head is being written now.
     pub fn writing_at_head(&self) -> bool {
         each!(self, r => r.writing_at_head())
     }
 
     /// For a packed ring, whether a message of the largest size would not
-    /// fit now (its bytes may fill before its count); `None` for slots.
+    /// fit now (its bytes may fill before its count).
     pub fn is_full_by_bytes(&self) -> Option<bool> {
         match self {
-            Ring::Slots(_) => None,
             Ring::Packed(r) => Some(r.is_full_for(r.max_message())),
         }
     }
@@ -252,7 +230,6 @@ impl<'a> Ring<'a> {
     pub fn lock_holder(&self, side: Side) -> Option<(u32, u64)> {
         match self {
             Ring::Packed(r) => r.lock_holder(side),
-            Ring::Slots(_) => None,
         }
     }
 
@@ -275,14 +252,6 @@ impl<'a> Ring<'a> {
         each!(self, r => r.payload_of(claim))
     }
 
-    /// The tag the writer stored (0 in a packed ring).
-    pub fn tag_of(&self, claim: &ReadClaim<'_>) -> u32 {
-        match self {
-            Ring::Slots(r) => r.tag_of(claim),
-            Ring::Packed(_) => 0,
-        }
-    }
-
     /// Frees a held message.
     #[inline]
     pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
@@ -293,9 +262,6 @@ impl<'a> Ring<'a> {
     pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
         match self {
             Ring::Packed(r) => r.release_detached(claim),
-            Ring::Slots(_) => Err(CorruptError(
-                "a slot ring's messages are not read after their release".to_owned(),
-            )),
         }
     }
 
@@ -311,7 +277,6 @@ impl<'a> Ring<'a> {
     /// As [`PackedRing::recover_single_reader`].
     pub unsafe fn recover_single_reader(&self) -> Recovered {
         match self {
-            Ring::Slots(_) => Recovered::default(),
             // SAFETY: the caller's promise, passed on.
             Ring::Packed(r) => unsafe { r.recover_single_reader() },
         }
@@ -323,18 +288,17 @@ impl<'a> Ring<'a> {
     /// As [`PackedRing::recover_single_writer`].
     pub unsafe fn recover_single_writer(&self) -> Recovered {
         match self {
-            Ring::Slots(_) => Recovered::default(),
             // SAFETY: the caller's promise, passed on.
             Ring::Packed(r) => unsafe { r.recover_single_writer() },
         }
     }
 
-    /// Repairs every claim `owner` left: its slots, or the claim it made
-    /// under a shared packed ring's lock (a single-mode packed ring marks
-    /// claims in its cursors, repaired by the single-mode calls).
+    /// Repairs the claim `owner` left under a shared ring's lock (a
+    /// single-mode ring marks claims in its cursors, repaired by the
+    /// single-mode calls).
     ///
     /// # Safety
-    /// As [`SlotRing::recover_owner`].
+    /// As [`PackedRing::recover_owner`].
     pub unsafe fn recover_owner(&self, owner: u32) -> Recovered {
         // SAFETY: the caller's promise, passed on.
         each!(self, r => unsafe { r.recover_owner(owner) })
@@ -349,110 +313,9 @@ impl<'a> Ring<'a> {
         match self {
             // SAFETY: the caller's promise, passed on.
             Ring::Packed(r) => unsafe { r.release_stale_lock(side, word) },
-            Ring::Slots(_) => Recovered::default(),
         }
     }
 }
-#[cfg(any(test, loom, feature = "internals"))]
-/// Payload bytes per slot of a [`HeapRing`].
-pub const HEAP_PAYLOAD: usize = 48;
-
-#[cfg(any(test, loom, feature = "internals"))]
-/// Payload bytes are written through raw pointers while other threads
-/// hold `&HeapRing`: they live in an `UnsafeCell`, like every byte a ring
-/// hands out.
-#[repr(C, align(64))]
-#[derive(Debug)]
-struct HeapSlot {
-    header: SlotHeader,
-    payload: std::cell::UnsafeCell<[u8; HEAP_PAYLOAD]>,
-}
-
-#[cfg(any(test, loom, feature = "internals"))]
-impl Default for HeapSlot {
-    fn default() -> Self {
-        HeapSlot {
-            header: SlotHeader::default(),
-            payload: std::cell::UnsafeCell::new([0; HEAP_PAYLOAD]),
-        }
-    }
-}
-
-#[cfg(any(test, loom, feature = "internals"))]
-/// A ring on the heap of one process, for tests, fuzzing and model
-/// checking (built with `--cfg loom`, its atomics are loom's). Messages of
-/// up to [`HEAP_PAYLOAD`] bytes.
-///
-/// ```
-/// use ipc_core::ring::{HeapRing, ReadAttempt};
-/// let heap = HeapRing::new(4, 3);
-/// let ring = heap.ring();
-/// let mut claim = ring.try_claim_write(0, 2, &mut Default::default())?.expect("room");
-/// ring.payload_mut(&mut claim)[..2].copy_from_slice(b"hi");
-/// ring.commit(claim, 2, 0)?;
-/// let ReadAttempt::Claimed(read) = ring.try_claim_read(1, 64)? else { panic!() };
-/// assert_eq!(ring.payload_of(&read), b"hi");
-/// ring.release(read)?;
-/// # Ok::<(), ipc_core::CorruptError>(())
-/// ```
-#[derive(Debug)]
-pub struct HeapRing {
-    tail: Cursor,
-    head: Cursor,
-    slots: Box<[HeapSlot]>,
-    limit: u32,
-}
-
-#[cfg(any(test, loom, feature = "internals"))]
-impl HeapRing {
-    /// A ring of `slots` slots (a power of two, at least 2) holding at most
-    /// `limit` messages (1 to `slots`).
-    ///
-    /// # Panics
-    /// If the sizes are out of range.
-    pub fn new(slots: u32, limit: u32) -> HeapRing {
-        assert!(
-            slots.is_power_of_two() && slots >= 2,
-            "slots must be a power of two >= 2"
-        );
-        assert!((1..=slots).contains(&limit), "limit must be 1 to slots");
-        let slots: Box<[HeapSlot]> = (0..slots).map(|_| HeapSlot::default()).collect();
-        let heap = HeapRing {
-            tail: Cursor::default(),
-            head: Cursor::default(),
-            slots,
-            limit,
-        };
-        for (i, slot) in heap.slots.iter().enumerate() {
-            slot.header.init(i as u64);
-        }
-        heap
-    }
-
-    /// The ring view over this memory.
-    pub fn ring(&self) -> Ring<'_> {
-        // SAFETY: `slots` holds `len` initialized slots of
-        // `size_of::<HeapSlot>()` bytes, each a SlotHeader followed by
-        // HEAP_PAYLOAD bytes (repr(C)), alive as long as `self`; stamps
-        // were initialized in `new`. Everything the ring writes through
-        // the pointer is interior-mutable (atomics, the payload's
-        // UnsafeCell), so writing through a pointer derived from `&self`
-        // is allowed; payload bytes are written only by claim holders.
-        Ring::Slots(unsafe {
-            SlotRing::new(
-                &self.tail,
-                &self.head,
-                self.slots.as_ptr() as *mut u8,
-                self.slots.len() as u32,
-                self.limit,
-                std::mem::size_of::<HeapSlot>(),
-                HEAP_PAYLOAD,
-            )
-        })
-    }
-}
-
-
 #[cfg(any(test, loom, feature = "internals"))]
 /// A packed ring on the heap of one process, for tests, fuzzing, Miri
 /// and model checking (under loom, its header words are loom's atomics in
@@ -518,10 +381,8 @@ impl HeapPackedRing {
     /// The ring view over this memory, shared by many writers and readers
     /// taking turns under its lock words (nobody is woken: waiters poll).
     pub fn shared_ring(&self) -> Ring<'_> {
-        match self.ring() {
-            Ring::Packed(r) => Ring::Packed(r.shared(None, None)),
-            slots => slots,
-        }
+        let Ring::Packed(r) = self.ring();
+        Ring::Packed(r.shared(None, None))
     }
 
     /// The ring view over this memory.
