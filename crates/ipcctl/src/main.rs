@@ -62,10 +62,11 @@ enum Command {
         budget: u64,
     },
     /// Show geometry, fill level, attached processes and their liveness.
-    /// `queued` counts committed messages no receiver has taken yet, slot
-    /// by slot (slots being written or read are shown apart, under "in
-    /// flight"; skipped ones not at all). "extra segments now" counts the
-    /// chained blocks that exist in /dev/shm.
+    /// `queued` counts committed messages no receiver has taken yet
+    /// (messages being written or read, an unbounded queue's in-place
+    /// reads included, are shown apart, under "in flight"; withdrawn or
+    /// abandoned ones not at all). "extra segments now" counts the chained
+    /// blocks that exist in /dev/shm.
     Status {
         /// Segment name.
         #[arg(value_parser = parse_name)]
