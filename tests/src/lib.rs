@@ -95,6 +95,21 @@ pub fn trust_peer_holding(sub: &str, name: &str) -> (ChildGuard, String) {
     (child, line.trim().to_owned())
 }
 
+/// Fails the test if `f` has not returned within `limit` (it is left
+/// running on its thread: the test process ends anyway).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
 /// A child process killed (SIGKILL, by its PID) and reaped on drop.
 #[derive(Debug)]
 pub struct ChildGuard(pub Option<Child>);

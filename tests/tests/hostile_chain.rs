@@ -11,29 +11,14 @@
 use std::fs::OpenOptions;
 use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::layout::{Chain, Header};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{RecvError, SendError};
+use ipc_tests::within;
 use ipc_tests::ShmName;
-
-/// Fails the test if `f` has not returned within `limit` (it is left
-/// running: the test process ends anyway).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ipc_core::layout::{Cursor, Header};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{Deadline, RecvError};
-use ipc_tests::{wait_until, ChildGuard, Mapping, ShmName, TempDir};
+use ipc_tests::{wait_until, within, ChildGuard, Mapping, ShmName, TempDir};
 
 /// Long enough for a loaded 2-core machine; a call still blocked after it
 /// is blocked for good.
@@ -99,20 +99,6 @@ fn chain_files(name: &ShmName) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Fails the test if `f` has not returned within `limit`.
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
 }
 
 /// Child roles, run by re-executing this test binary.

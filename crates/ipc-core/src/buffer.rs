@@ -125,13 +125,15 @@ impl SharedBuffer {
         flavor: Flavor,
         single: bool,
     ) -> Result<SharedBuffer, CreateError> {
-        let geo = Geometry::packed(
-            Kind::Buffer,
-            config.capacity,
-            config.max_message,
-            config.budget,
-        )
-        .map_err(CreateError::InvalidConfig)?;
+        // An unbounded queue's blocks take the default size (`budget` is
+        // for bounded queues, as documented).
+        let budget = if flavor == Flavor::Unbounded {
+            0
+        } else {
+            config.budget
+        };
+        let geo = Geometry::packed(Kind::Buffer, config.capacity, config.max_message, budget)
+            .map_err(CreateError::InvalidConfig)?;
         Ok(SharedBuffer {
             q: Arc::new(Queue::create(
                 name,

@@ -171,7 +171,14 @@ impl Mailbox {
     /// Creates a mailbox (fails if the name exists).
     pub fn create(name: &str, config: &MailboxConfig) -> Result<Mailbox, CreateError> {
         let (flavor, slots) = config.capacity.flavor_and_slots(config.max_message);
-        let geo = Geometry::packed(Kind::Mailbox, slots, config.max_message, config.budget)
+        // An unbounded mailbox's blocks take the default size (`budget` is
+        // for bounded and rendezvous ones, as documented).
+        let budget = if flavor == Flavor::Unbounded {
+            0
+        } else {
+            config.budget
+        };
+        let geo = Geometry::packed(Kind::Mailbox, slots, config.max_message, budget)
             .map_err(CreateError::InvalidConfig)?;
         Ok(Mailbox {
             q: Arc::new(Queue::create(

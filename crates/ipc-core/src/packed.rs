@@ -327,6 +327,20 @@ impl<'a> PackedRing<'a> {
         count.wrapping_sub(seq_of(first)) & SEQ_MASK
     }
 
+    /// True if `pos` (the read cursor, after `count` messages) is the start
+    /// of a write-once lap that was sealed without a message, yet its first
+    /// header reads zero. Two laps of one block sealed empty in a row start
+    /// with the same padding header, so a recycler that slept between
+    /// reading the older and clearing it (`clear_next_lap`) may clear the
+    /// newer: the lap is then still over and empty (the writer's cursor
+    /// at its end, no message counted in it), and is read as such.
+    fn empty_lap_sealed(&self, pos: u64, count: u64) -> bool {
+        self.end != NO_END
+            && pos == self.end - self.size
+            && self.tail.pos.load(Ordering::Acquire) == self.end
+            && self.tail.count.load(Ordering::Acquire) == count
+    }
+
     /// Seals the lap at `pos` (the write cursor, after `count` messages)
     /// with a padding record to its end: no claim in it then. By the
     /// writer of the moment, whose `cache` (single mode) learns where it
@@ -1048,6 +1062,12 @@ impl<'a> PackedRing<'a> {
             }
             let h = self.word(pos).load(Ordering::Acquire);
             if h == 0 {
+                if self.empty_lap_sealed(pos, count) {
+                    // Its padding record was cleared (see below): the
+                    // lap, which holds nothing, is passed to its end.
+                    self.head.pos.store(self.end, Ordering::Release);
+                    return Ok((self.end, count, None));
+                }
                 return Ok((pos, count, None));
             }
             let rec = self.validate(pos, h, count)?;
@@ -1743,6 +1763,30 @@ mod tests {
         // A late clear with the old value leaves the new record alone.
         lap0.clear_next_lap(seen);
         assert_eq!(take(&lap1).as_deref(), Some(&b"lap 1"[..]));
+    }
+
+    #[test]
+    fn an_empty_laps_cleared_padding_still_ends_the_lap() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let lap1 = heap.shared_ring().with_end(512);
+        // Lap 0 ended empty: both cursors at 256, a recycled block.
+        let (t, h) = match heap.shared_ring() {
+            Ring::Packed(p) => (p.tail, p.head),
+        };
+        t.pos.store(256, Ordering::Relaxed);
+        h.pos.store(256, Ordering::Relaxed);
+        // Lap 1 sealed empty, then its padding cleared by a late recycler.
+        assert!(!lap1.close(5).unwrap());
+        assert!(lap1.sealed());
+        let Ring::Packed(p) = lap1;
+        p.word(256).store(0, Ordering::Relaxed);
+        assert_eq!(take(&lap1), None);
+        assert_eq!(lap1.head_pos(), 512, "the empty lap read to its end");
+        // Not so if the lap counts a message the reader has not read.
+        t.count.store(1, Ordering::Relaxed);
+        h.pos.store(256, Ordering::Relaxed);
+        assert_eq!(take(&lap1), None);
+        assert_eq!(lap1.head_pos(), 256);
     }
 
     #[test]

@@ -578,7 +578,11 @@ impl Queue {
         let mut n = self
             .peers()
             .reap_dead(|index, role, pid| self.repair(index, role, pid));
-        n += self.free_stale_locks(self.ring());
+        // A chained block's locks name the main segment's attachments, not
+        // its own (always empty) table: only the main segment judges them.
+        if self.block_index == 0 {
+            n += self.free_stale_locks(self.ring());
+        }
         // A chain's head and tail blocks too: receivers stand on the one,
         // senders on the other (a block between them becomes the head
         // before anyone needs its locks).
@@ -1043,7 +1047,11 @@ impl Queue {
                 // ...and the name still holds the file we drained.
                 && Segment::file_id_of(&name).is_ok_and(|id| id == q.seg.file_id())
         };
-        if reusable() {
+        // Once no sender is attached (the end of the stream, or a pause),
+        // a spare would outlive the receiver's clean-up of spares at the
+        // end of the stream: remove the block instead.
+        let streaming = self.header().roster.any(Role::Producer);
+        if streaming && reusable() {
             for j in 0..self.spares() {
                 match Segment::rename_noreplace(&name, &self.spare_name(j)) {
                     Ok(()) => return,
