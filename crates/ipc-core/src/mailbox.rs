@@ -76,8 +76,9 @@ pub const UNBOUNDED_BLOCK: u32 = 1024;
 /// Most messages one chained segment of an unbounded queue takes for
 /// messages of up to `max_message` bytes: [`UNBOUNDED_BLOCK`], whatever the
 /// size. A segment's ring is sized in bytes as a bounded queue's is (room
-/// for that many of the largest, at most 4 MiB, or what one largest
-/// message needs), and a segment ends at whichever fills first: small
+/// for that many of the largest, at most 4 MiB, or two of the largest,
+/// as any ring needs: 256 MiB for 64 MiB messages), and a segment ends at
+/// whichever fills first: small
 /// messages cost their length, not the largest size.
 pub fn unbounded_block_for(_max_message: u32) -> u32 {
     UNBOUNDED_BLOCK
