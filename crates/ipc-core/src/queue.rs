@@ -200,11 +200,12 @@ pub struct Status {
     pub block_index: u32,
     /// One producer and one consumer at a time.
     pub single: bool,
-    /// Packed ring (single mode): bytes between the reader and the
-    /// writer now (records and padding).
+    /// Bytes between the reader and the writer now (records and padding),
+    /// over the whole chain for an unbounded queue.
     pub bytes_used: u64,
-    /// The memory that holds messages: the packed ring's bytes, or
-    /// slots × slot size.
+    /// The memory that holds messages: the packed ring's bytes (for an
+    /// unbounded queue, the rings of its main segment and of every block
+    /// of its chain).
     pub budget: u64,
 }
 
@@ -1177,6 +1178,24 @@ impl Queue {
             .fold(T::default(), |a, b| a + b)
     }
 
+    /// Bytes of messages held and bytes of ring mapped: this segment's
+    /// ring, and for the head of an unbounded chain every block of it (the
+    /// main segment's ring stays mapped after the chain moved past it).
+    fn ring_bytes(&self) -> (u64, u64) {
+        let (used, size) = self.ring().bytes().unwrap_or((0, self.geo.ring_bytes));
+        let Some((head, _)) = self.chain_span() else {
+            return (used, size);
+        };
+        let in_chain = |r: &Ring<'_>, i: usize| r.bytes().map_or(0, |b| [b.0, b.1][i]);
+        let chain_used = self.sum_over_chain(|r| in_chain(r, 0), 0);
+        let chain_size = self.sum_over_chain(|r| in_chain(r, 1), self.geo.ring_bytes);
+        if head == 0 {
+            (chain_used, chain_size)
+        } else {
+            (chain_used, chain_size + size)
+        }
+    }
+
     /// Mode bits of the segment file, for chain blocks to copy.
     pub(crate) fn mode(&self) -> u32 {
         self.seg.mode()
@@ -1186,7 +1205,7 @@ impl Queue {
         self.reap();
         let h = self.header();
         let census = self.census();
-        let (bytes_used, budget) = self.ring().bytes().unwrap_or((0, self.geo.ring_bytes));
+        let (bytes_used, budget) = self.ring_bytes();
         Status {
             name: self.name().to_owned(),
             geometry: self.geo,
