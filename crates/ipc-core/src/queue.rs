@@ -594,7 +594,9 @@ impl Queue {
                 vec![head, tail]
             };
             for k in ends.into_iter().filter(|&k| k > 0) {
-                if let Ok(b) = self.open_block_cached(k) {
+                // Without waiting: a block not yet initialized has no lock
+                // to free, and a sender's `try_send` reaps too.
+                if let Ok(b) = self.open_block_cached_within(k, Duration::ZERO) {
                     n += self.free_stale_locks(&b.ring());
                 }
             }
@@ -782,6 +784,12 @@ impl Queue {
     /// [`Queue::open_block`], reusing this process's mapping of the file
     /// when it has one (a recycled block is the same file).
     pub(crate) fn open_block_cached(&self, k: u64) -> Result<BlockView, OpenError> {
+        self.open_block_cached_within(k, INIT_TIMEOUT)
+    }
+
+    /// [`Queue::open_block_cached`], waiting at most `patience` for a block
+    /// still being initialized by its creator.
+    fn open_block_cached_within(&self, k: u64, patience: Duration) -> Result<BlockView, OpenError> {
         let name = self.block_name(k);
         let (id, size) = Segment::file_stat_of(&name)?;
         // A mapping longer than the file now would fault past its end:
@@ -797,7 +805,7 @@ impl Queue {
         let b = match hit {
             Some(b) => b,
             None => {
-                let b = Arc::new(Queue::open(&name, Some(self.geo.kind), INIT_TIMEOUT)?);
+                let b = Arc::new(Queue::open(&name, Some(self.geo.kind), patience)?);
                 self.cache_insert(&b);
                 b
             }
