@@ -18,9 +18,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipc_core::layout::{Cursor, Header};
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::mailbox::Mailbox;
 use ipc_core::{Deadline, RecvError};
 use ipc_tests::{wait_until, within, ChildGuard, Mapping, ShmName, TempDir};
+
+mod unbounded_common;
+use unbounded_common::*;
 
 /// Long enough for a loaded 2-core machine; a call still blocked after it
 /// is blocked for good.
@@ -44,31 +47,6 @@ const HOLD_BLOCK: usize = 24;
 const HOLD_POS: usize = 32;
 const ENTRY: usize = 64;
 
-fn unbounded(name: &ShmName) -> Mailbox {
-    Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-/// `[id u32][seq u64]`.
-fn msg(id: u32, seq: u64) -> Vec<u8> {
-    [&id.to_le_bytes()[..], &seq.to_le_bytes()[..]].concat()
-}
-
-fn parse(m: &[u8]) -> (u32, u64) {
-    assert_eq!(m.len(), 12, "not a test message: {m:?}");
-    (
-        u32::from_le_bytes(m[..4].try_into().unwrap()),
-        u64::from_le_bytes(m[4..].try_into().unwrap()),
-    )
-}
-
 fn cursor_word(m: &Mapping, cursor: usize, field: usize) -> &AtomicU64 {
     m.word(cursor + field)
 }
@@ -86,19 +64,6 @@ fn tail(m: &Mapping, field: usize) -> &AtomicU64 {
 fn map_block(name: &ShmName, k: u64) -> Mapping {
     let block = ManuallyDrop::new(ShmName(format!("{}.b{k}", name.as_str())));
     Mapping::new(&block)
-}
-
-/// Files of `name`'s chain (`NAME.b*`) now in /dev/shm.
-fn chain_files(name: &ShmName) -> Vec<String> {
-    let prefix = format!("{}.b", name.as_str());
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Child roles, run by re-executing this test binary.

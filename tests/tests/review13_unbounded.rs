@@ -7,54 +7,18 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{Deadline, RecvError};
 use ipc_tests::within;
 use ipc_tests::ShmName;
+
+mod unbounded_common;
+use unbounded_common::*;
 
 /// Long enough for a loaded 2-core machine.
 const HANG: Duration = Duration::from_secs(20);
 
 /// Messages per chained block (`mailbox::UNBOUNDED_BLOCK`).
 const BLOCK: u64 = 1024;
-
-fn unbounded(name: &ShmName) -> Mailbox {
-    Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-/// `[id u32][seq u64]`.
-fn msg(id: u32, seq: u64) -> Vec<u8> {
-    [&id.to_le_bytes()[..], &seq.to_le_bytes()[..]].concat()
-}
-
-fn parse(m: &[u8]) -> (u32, u64) {
-    assert_eq!(m.len(), 12, "not a test message: {m:?}");
-    (
-        u32::from_le_bytes(m[..4].try_into().unwrap()),
-        u64::from_le_bytes(m[4..].try_into().unwrap()),
-    )
-}
-
-/// Files of `name`'s chain (`NAME.b*`) now in /dev/shm.
-fn chain_files(name: &ShmName) -> Vec<String> {
-    let prefix = format!("{}.b", name.as_str());
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    v.sort();
-    v
-}
 
 /// Fills block 0 and starts block 1 (`BLOCK + extra` messages of `id`),
 /// all received again: the chain's head and tail are block 1.

@@ -12,49 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::mailbox::Mailbox;
 use ipc_core::{Deadline, RecvError};
 use ipc_tests::{trust_peer_holding, wait_until, within, ShmName};
 
+mod unbounded_common;
+use unbounded_common::*;
+
 const HANG: Duration = Duration::from_secs(30);
-
-fn unbounded(name: &ShmName) -> Mailbox {
-    Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-/// `[id u32][seq u64]`.
-fn msg(id: u32, seq: u64) -> Vec<u8> {
-    [&id.to_le_bytes()[..], &seq.to_le_bytes()[..]].concat()
-}
-
-fn parse(m: &[u8]) -> (u32, u64) {
-    assert_eq!(m.len(), 12, "not a test message: {m:?}");
-    (
-        u32::from_le_bytes(m[..4].try_into().unwrap()),
-        u64::from_le_bytes(m[4..].try_into().unwrap()),
-    )
-}
-
-/// Files of `name` (`NAME` and `NAME.*`) now in /dev/shm.
-fn files_of(name: &ShmName) -> Vec<String> {
-    let prefix = format!("{}.", name.as_str());
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n == name.as_str() || n.starts_with(&prefix))
-        .collect();
-    v.sort();
-    v
-}
 
 /// (files, bytes) of `name`'s chain (blocks and spares) in /dev/shm.
 fn chain_usage(name: &ShmName) -> (usize, u64) {
