@@ -307,7 +307,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                 assert!(ring.len() <= packed.limit());
                 let census = ring.census();
                 assert!(census.writing <= 1 && census.reading <= 1, "{census:?}");
-                let (used, total) = ring.bytes().expect("packed");
+                let (used, total) = ring.bytes();
                 assert!(used <= total && total == size);
                 let pos = inp.u64();
                 std::hint::black_box((

@@ -15,6 +15,9 @@ use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{Deadline, RecvError};
 use ipc_tests::{cmd, run, wait_until, within, ChildGuard, ShmName, PATIENCE};
 
+mod unbounded_common;
+use unbounded_common::{end_stream, files_of, unbounded_for};
+
 /// Long enough for a loaded 2-core machine.
 const HANG: Duration = Duration::from_secs(30);
 
@@ -35,19 +38,6 @@ fn parse_records(out: &[u8]) -> Vec<u64> {
     out.chunks(REC)
         .map(|c| std::str::from_utf8(&c[..20]).unwrap().parse().unwrap())
         .collect()
-}
-
-/// Files of `name` (`NAME` and `NAME.*`) now in /dev/shm.
-fn files_of(name: &ShmName) -> Vec<String> {
-    let prefix = format!("{}.", name.as_str());
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n == name.as_str() || n.starts_with(&prefix))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Chain blocks `NAME.bK` (K ≥ 1, not spares `NAME.b0J`).
@@ -214,15 +204,7 @@ fn unbounded_above_64mib_is_a_usage_error_and_creates_nothing() {
 #[test]
 fn unbounded_one_byte_messages_fill_1024_per_block() {
     let name = ShmName::new("r14size1");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 1);
     let size = std::fs::metadata(name.path()).unwrap().len();
     assert!(size <= 64 << 10, "1-byte unbounded queue maps {size}");
     let mut tx = mb.sender().unwrap();
@@ -240,13 +222,7 @@ fn unbounded_one_byte_messages_fill_1024_per_block() {
         assert_eq!(rx.recv_timeout(HANG).unwrap(), [i as u8]);
     }
     assert_eq!(rx.recv_timeout(HANG).unwrap(), [9u8]);
-    drop(tx);
-    assert!(matches!(
-        rx.recv_timeout(HANG),
-        Err(RecvError::Disconnected)
-    ));
-    drop(rx);
-    assert_eq!(files_of(&name), vec![name.as_str().to_owned()]);
+    end_stream(&name, tx, rx, HANG);
 }
 
 // ---------------------------------------------------------------------
@@ -260,15 +236,7 @@ fn unbounded_one_byte_messages_fill_1024_per_block() {
 #[test]
 fn status_on_a_long_chain_bypassing_a_frozen_claim() {
     let name = ShmName::new("r14chain");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 64);
     let mut frozen = mb.sender().unwrap();
     let mut other = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
@@ -325,15 +293,7 @@ fn status_on_a_long_chain_bypassing_a_frozen_claim() {
 #[test]
 fn bytes_used_counts_the_whole_chain_like_len() {
     let name = ShmName::new("r14bytes");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 64);
     let mut frozen = mb.sender().unwrap();
     let mut other = mb.sender().unwrap();
     let _rx = mb.receiver().unwrap();
@@ -363,15 +323,7 @@ fn bytes_used_counts_the_whole_chain_like_len() {
 #[test]
 fn unbounded_64mib_messages_go_through() {
     let name = ShmName::new("r14big");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 64 << 20);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -390,13 +342,7 @@ fn unbounded_64mib_messages_go_through() {
         assert_eq!(m[0], k);
         assert_eq!(&m[1..], &big[1..]);
     }
-    drop(tx);
-    assert!(matches!(
-        rx.recv_timeout(HANG),
-        Err(RecvError::Disconnected)
-    ));
-    drop(rx);
-    assert_eq!(files_of(&name), vec![name.as_str().to_owned()]);
+    end_stream(&name, tx, rx, HANG);
 }
 
 // ---------------------------------------------------------------------
@@ -411,15 +357,7 @@ fn unbounded_64mib_messages_go_through() {
 #[test]
 fn fork_inside_an_in_place_read_of_an_unbounded_mailbox() {
     let name = ShmName::new("r14fork");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 64);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     let mut rx2 = mb.receiver().unwrap();
@@ -485,15 +423,7 @@ fn fork_inside_an_in_place_read_of_an_unbounded_mailbox() {
 #[test]
 fn a_forked_child_killed_in_its_own_read_is_counted_once_parent_hold_kept() {
     let name = ShmName::new("r14forkkill");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_for(&name, 64);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     for i in 0..3u8 {

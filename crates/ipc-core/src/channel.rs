@@ -724,11 +724,7 @@ impl Rx {
                         Step::Wait if main.queued() == 0 && retire_tail_block(&main, head, me) => {
                             Step::Fail(RecvError::Disconnected)
                         }
-                        Step::Wait
-                            if main.ring().is_packed()
-                                && main.queued() > 0
-                                && !main.ring().locked(Side::Read) =>
-                        {
+                        Step::Wait if main.queued() > 0 && !main.ring().locked(Side::Read) => {
                             // Counted as queued, yet no record where the
                             // reader stands: if no producer attached all
                             // along (the attach count did not move), none
@@ -907,13 +903,18 @@ fn deliver_then<R>(
         // the block from being recycled, and a reaper finding us dead
         // counts the message lost by it (`Queue::repair`).
         main.peers().set_hold(me, at.0, claim.pos);
-        if let Err(e) = ring.release_detached(&claim) {
-            main.peers().clear_hold(me);
-            main.count_revoked();
-            return Err(RecvError::Corrupt(e));
+        match ring.release_detached(&claim) {
+            // Another receiver waited for the turn: it sleeps on the
+            // queue's wake-up word, which a chained block's ring does not
+            // know, so it is woken here.
+            Ok(true) => main.wake_receivers(),
+            Ok(false) => {}
+            Err(e) => {
+                main.peers().clear_hold(me);
+                main.count_revoked();
+                return Err(RecvError::Corrupt(e));
+            }
         }
-        // Others waiting for the receivers' turn may take the next one.
-        main.wake_receivers();
     }
     let mut guard = Unwinding {
         main,

@@ -34,7 +34,7 @@ fn is_full(q: &Queue) -> bool {
     match q.flavor() {
         Flavor::Zero => true,
         Flavor::Bounded => {
-            q.queued() >= q.geometry().capacity as u64 || q.ring().is_full_by_bytes() == Some(true)
+            q.queued() >= q.geometry().capacity as u64 || q.ring().is_full_by_bytes()
         }
         Flavor::Unbounded => false,
     }

@@ -465,7 +465,8 @@ impl<'a> PackedRing<'a> {
     }
 
     /// Gives `side`'s lock back if `token` still holds it, waking those
-    /// who wait for it; false if it was taken from us.
+    /// who wait for it; true if someone was marked waiting (and woken
+    /// through this ring's event, if it has one).
     fn unlock(&self, side: Side, token: u64) -> bool {
         let lock = &self.cursor(side).lock;
         let mut w = lock.load(Ordering::Relaxed);
@@ -476,12 +477,13 @@ impl<'a> PackedRing<'a> {
             match lock.compare_exchange_weak(w, token & !HOLDER, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    if w & WAITED != 0 {
+                    let waited = w & WAITED != 0;
+                    if waited {
                         if let Some(ev) = self.event(side) {
                             ev.notify();
                         }
                     }
-                    return true;
+                    return waited;
                 }
                 Err(now) => w = now,
             }
@@ -910,12 +912,11 @@ impl<'a> PackedRing<'a> {
         }))
     }
 
-    /// Gives back the lock a claim of `side` was made under (shared rings).
+    /// Gives back the lock a claim of `side` was made under (shared
+    /// rings); true if a peer of that side waited for it.
     #[inline]
-    fn give_back(&self, side: Side, token: u64) {
-        if self.shared {
-            self.unlock(side, token);
-        }
+    fn give_back(&self, side: Side, token: u64) -> bool {
+        self.shared && self.unlock(side, token)
     }
 
     /// True if `token` still holds `side`'s lock (always, unshared).
@@ -1138,7 +1139,7 @@ impl<'a> PackedRing<'a> {
     /// Frees a held message's bytes for the writer. Fails if the claim is
     /// no longer the caller's (repaired, or scribbled over).
     pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
-        self.free_read(&claim)
+        self.free_read(&claim).map(|_| ())
     }
 
     /// Write-once views (see [`PackedRing::with_end`]): frees the ring's
@@ -1148,8 +1149,10 @@ impl<'a> PackedRing<'a> {
     /// recycled: the caller keeps it from that (a hold in the attachment
     /// table, announced before this call) until it is done with
     /// [`PackedRing::payload_of`]. Fails like `release`, and for a ring
-    /// that laps on.
-    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
+    /// that laps on. True if another reader waited for the readers' turn
+    /// (a chained block's ring wakes no one itself: the caller wakes the
+    /// queue's receivers).
+    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<bool, CorruptError> {
         if self.end == NO_END {
             return Err(CorruptError(
                 "only a write-once lap's messages can be read after their release".to_owned(),
@@ -1172,8 +1175,9 @@ impl<'a> PackedRing<'a> {
                 .is_ok()
     }
 
-    /// [`PackedRing::release`] of `claim`, which the caller may keep.
-    fn free_read(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
+    /// [`PackedRing::release`] of `claim`, which the caller may keep; true
+    /// if another reader waited for the turn.
+    fn free_read(&self, claim: &ReadClaim<'_>) -> Result<bool, CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
         if self.head.pos.load(Ordering::Relaxed) != pos | READING
@@ -1198,8 +1202,7 @@ impl<'a> PackedRing<'a> {
         {
             self.publish(next, count);
         }
-        self.give_back(Side::Read, claim.token);
-        Ok(())
+        Ok(self.give_back(Side::Read, claim.token))
     }
 
     /// [`PackedRing::pass_dead`] from the head, by the holder of the read
@@ -1485,7 +1488,7 @@ mod tests {
                 got += 1;
             }
             assert!(sent >= got && r.len() == sent - got);
-            assert!(r.bytes().unwrap().0 <= 512);
+            assert!(r.bytes().0 <= 512);
         }
         assert!(packed(&r).tail_pos() > want * 10, "went round many times");
     }
@@ -1524,7 +1527,7 @@ mod tests {
         assert_eq!(r.payload_mut(&mut c).len(), 100);
         r.payload_mut(&mut c)[..3].copy_from_slice(b"abc");
         r.commit(c, 3, 0).unwrap();
-        assert_eq!(r.bytes().unwrap().0, 16);
+        assert_eq!(r.bytes().0, 16);
         assert_eq!(take(&r).unwrap(), b"abc");
     }
 

@@ -319,24 +319,27 @@ impl<'a> PeerTable<'a> {
         (k != 0).then(|| (k - 1, e.hold_pos.load(Ordering::Relaxed)))
     }
 
-    /// True if an entry attached as a receiver holds a message of block `k`
-    /// at a position in `lap` (the positions of the lap it serves `k` in).
-    /// A hold in an entry that is not (a scribble, or a stale word) pins
+    /// The (block, position) holds of entries attached as receivers. A hold
+    /// in an entry that is not (a scribble, or a stale word) counts for
     /// nothing: only a receiver's own hold, cleared when it lets go or by
     /// the reaper once it died, keeps a block's name.
-    pub fn holds_in(&self, k: u64, lap: std::ops::Range<u64>) -> bool {
+    fn receivers_holds(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         (0..self.entries.len() as u32)
             .filter(|&i| self.roster.has_role(Role::Consumer, i))
             .filter_map(|i| self.hold_of(i))
+    }
+
+    /// True if a receiver holds a message of block `k` at a position in
+    /// `lap` (the positions of the lap it serves `k` in).
+    pub fn holds_in(&self, k: u64, lap: std::ops::Range<u64>) -> bool {
+        self.receivers_holds()
             .any(|(b, pos)| b == k && lap.contains(&pos))
     }
 
     /// Receivers holding a message read in place after freeing the head
     /// past it (an unbounded queue's), for status displays.
     pub fn holding(&self) -> u64 {
-        (0..self.entries.len() as u32)
-            .filter(|&i| self.roster.has_role(Role::Consumer, i) && self.hold_of(i).is_some())
-            .count() as u64
+        self.receivers_holds().count() as u64
     }
 
     /// Releases the caller's own entry. The caller must hold no slot.

@@ -1190,18 +1190,15 @@ impl Queue {
     /// ring, and for the head of an unbounded chain every block of it (the
     /// main segment's ring stays mapped after the chain moved past it).
     fn ring_bytes(&self) -> (u64, u64) {
-        let (used, size) = self.ring().bytes().unwrap_or((0, self.geo.ring_bytes));
+        let (used, size) = self.ring().bytes();
         let Some((head, _)) = self.chain_span() else {
             return (used, size);
         };
-        let in_chain = |r: &Ring<'_>, i: usize| r.bytes().map_or(0, |b| [b.0, b.1][i]);
-        let chain_used = self.sum_over_chain(|r| in_chain(r, 0), 0);
-        let chain_size = self.sum_over_chain(|r| in_chain(r, 1), self.geo.ring_bytes);
-        if head == 0 {
-            (chain_used, chain_size)
-        } else {
-            (chain_used, chain_size + size)
-        }
+        let chain_used = self.sum_over_chain(|r| r.bytes().0, 0);
+        let chain_size = self.sum_over_chain(|r| r.bytes().1, self.geo.ring_bytes);
+        // Block 0 is in the chain's sum only while the head is on it.
+        let main_size = if head == 0 { 0 } else { size };
+        (chain_used, chain_size + main_size)
     }
 
     /// Mode bits of the segment file, for chain blocks to copy.

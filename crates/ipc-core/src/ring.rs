@@ -34,11 +34,6 @@ impl<'a> Ring<'a> {
         matches!(self, Ring::Packed(r) if !r.is_shared())
     }
 
-    /// True for the packed engine.
-    pub fn is_packed(&self) -> bool {
-        matches!(self, Ring::Packed(_))
-    }
-
     /// The same ring as a write-once view of the lap ending at `end` (a
     /// block of an unbounded chain: see [`PackedRing::with_end`]).
     pub fn with_end(self, end: u64) -> Self {
@@ -76,13 +71,6 @@ impl<'a> Ring<'a> {
         each!(self, r => r.tail_pos())
     }
 
-    /// The ring's message limit (as `limit`).
-    pub fn capacity(&self) -> u64 {
-        match self {
-            Ring::Packed(r) => r.limit(),
-        }
-    }
-
     /// Most messages queued at once.
     pub fn limit(&self) -> u64 {
         each!(self, r => r.limit())
@@ -108,11 +96,9 @@ impl<'a> Ring<'a> {
         each!(self, r => r.census())
     }
 
-    /// Bytes of messages held and the ring's size, for a packed ring.
-    pub fn bytes(&self) -> Option<(u64, u64)> {
-        match self {
-            Ring::Packed(r) => Some((r.bytes_used(), r.size())),
-        }
+    /// Bytes of messages held, and the ring's size.
+    pub fn bytes(&self) -> (u64, u64) {
+        each!(self, r => (r.bytes_used(), r.size()))
     }
 
     /// Claims room for a message of up to `want` bytes for `owner`, or
@@ -205,12 +191,10 @@ impl<'a> Ring<'a> {
         each!(self, r => r.writing_at_head())
     }
 
-    /// For a packed ring, whether a message of the largest size would not
-    /// fit now (its bytes may fill before its count).
-    pub fn is_full_by_bytes(&self) -> Option<bool> {
-        match self {
-            Ring::Packed(r) => Some(r.is_full_for(r.max_message())),
-        }
+    /// Whether a message of the largest size would not fit now (its bytes
+    /// may fill before its count).
+    pub fn is_full_by_bytes(&self) -> bool {
+        each!(self, r => r.is_full_for(r.max_message()))
     }
 
     /// True once the message committed at `pos` was taken by a reader
@@ -258,8 +242,9 @@ impl<'a> Ring<'a> {
         each!(self, r => r.release(claim))
     }
 
-    /// See [`PackedRing::release_detached`] (packed write-once views only).
-    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<(), CorruptError> {
+    /// See [`PackedRing::release_detached`] (write-once views only): true
+    /// if another reader waited for the readers' turn.
+    pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<bool, CorruptError> {
         match self {
             Ring::Packed(r) => r.release_detached(claim),
         }

@@ -8,15 +8,37 @@ use ipc_tests::ShmName;
 
 /// An unbounded mailbox for messages of up to 64 bytes.
 pub fn unbounded(name: &ShmName) -> Mailbox {
+    unbounded_for(name, 64)
+}
+
+/// An unbounded mailbox for messages of up to `max_message` bytes.
+pub fn unbounded_for(name: &ShmName, max_message: u32) -> Mailbox {
     Mailbox::create(
         name.as_str(),
         &MailboxConfig {
             capacity: Capacity::Unbounded,
-            max_message: 64,
+            max_message,
             ..Default::default()
         },
     )
     .unwrap()
+}
+
+/// Ends the stream: `tx` dropped, `rx` finds it ended (after `patience`
+/// at most), and only the main segment of `name` is left in /dev/shm.
+pub fn end_stream(
+    name: &ShmName,
+    tx: ipc_core::Sender,
+    mut rx: ipc_core::Receiver,
+    patience: std::time::Duration,
+) {
+    drop(tx);
+    assert!(matches!(
+        rx.recv_timeout(patience),
+        Err(ipc_core::RecvError::Disconnected)
+    ));
+    drop(rx);
+    assert_eq!(files_of(name), vec![name.as_str().to_owned()]);
 }
 
 /// `[id u32][seq u64]`.
