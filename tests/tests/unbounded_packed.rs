@@ -229,3 +229,57 @@ fn a_receiver_dead_before_freeing_the_head_is_counted_lost_once() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"m1");
     assert_eq!(mb.status().lost_reads, 1);
 }
+
+/// Once every sender has gone, a receiver that finds another receiver's
+/// turn taken in the chain's head block waits for it: the messages there
+/// are not "counted as queued, none to read" (a check of the main ring's
+/// turn, which said so of an unbounded queue: two receivers draining a
+/// chain under load got `Corrupt`).
+#[test]
+fn a_receiver_waits_out_another_receivers_turn_in_a_block_after_the_senders_left() {
+    let name = ShmName::new("ub-turn-eos");
+    let mb = unbounded(&name, 64);
+    let mut rx = mb.receiver().unwrap();
+    let _other = mb.receiver().unwrap();
+    let mut tx = mb.sender().unwrap();
+    for i in 0..1030u32 {
+        tx.send(i.to_le_bytes()).unwrap();
+    }
+    for i in 0..1025u32 {
+        assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), i.to_le_bytes());
+    }
+    drop(tx);
+    assert_eq!(mb.status().chain_blocks, 1);
+    // The other receiver's turn in block 1 (as while it claims a message).
+    let other = mb
+        .status()
+        .peers
+        .iter()
+        .filter(|p| p.role == Some(ipc_core::Role::Consumer))
+        .map(|p| p.index)
+        .max()
+        .unwrap();
+    let block = std::mem::ManuallyDrop::new(ShmName(format!("{}.b1", name.as_str())));
+    let map = Mapping::new(&block);
+    let lock = map.word(offset_of!(Header, head) + offset_of!(Cursor, lock));
+    let free = lock.load(Ordering::SeqCst);
+    assert_eq!(free & 0xFFFF, 0);
+    lock.store(
+        (free & !0xFFFF) + (1 << 32) + u64::from(other) + 1,
+        Ordering::SeqCst,
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(300)),
+        Err(ipc_core::RecvError::Timeout),
+        "the other receiver's turn is waited for"
+    );
+    // Its turn given back.
+    lock.store((free & !0xFFFF) + (2 << 32), Ordering::SeqCst);
+    for i in 1025..1030u32 {
+        assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), i.to_le_bytes());
+    }
+    assert_eq!(
+        rx.recv_timeout(PATIENCE),
+        Err(ipc_core::RecvError::Disconnected)
+    );
+}

@@ -724,7 +724,14 @@ impl Rx {
                         Step::Wait if main.queued() == 0 && retire_tail_block(&main, head, me) => {
                             Step::Fail(RecvError::Disconnected)
                         }
-                        Step::Wait if main.queued() > 0 && !main.ring().locked(Side::Read) => {
+                        // (Not for an unbounded queue: its count spans the
+                        // chain, and another receiver's turn in a block is
+                        // not the main segment's lock.)
+                        Step::Wait
+                            if main.flavor() != Flavor::Unbounded
+                                && main.queued() > 0
+                                && !main.ring().locked(Side::Read) =>
+                        {
                             // Counted as queued, yet no record where the
                             // reader stands: if no producer attached all
                             // along (the attach count did not move), none
