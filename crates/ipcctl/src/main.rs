@@ -184,6 +184,7 @@ fn run(cmd: Command) -> Result<i32> {
             let status =
                 admin::inspect(&name).with_context(|| format!("opening segment {name}"))?;
             print_status(&status);
+            print_bridge_status(&name);
             Ok(EXIT_OK)
         }
         Command::Remove { name, force } => {
@@ -325,6 +326,52 @@ fn existing_blocks(name: &str) -> usize {
                 && e.file_type().is_ok_and(|t| t.is_file())
         })
         .count()
+}
+
+/// What `ipc-bridge` says of a mailbox it exports or proxies, from its
+/// status file (`/dev/shm/ipc-bridge/NAME.status`), if there is one. Only a
+/// short regular file of printable text is shown (never a link or FIFO).
+fn print_bridge_status(name: &str) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const LIMIT: u64 = 8192;
+    let path = std::path::Path::new(ipc_core::segment::SHM_DIR)
+        .join("ipc-bridge")
+        .join(format!("{name}.status"));
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    if !meta.is_file() || meta.len() > LIMIT {
+        out!(
+            "bridged:        ? ({} is not a short regular file)",
+            path.display()
+        );
+        return;
+    }
+    let mut text = String::new();
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .and_then(|f| f.take(LIMIT).read_to_string(&mut text));
+    if read.is_err() || text.chars().any(|c| c.is_control() && c != '\n') {
+        out!(
+            "bridged:        ? ({} is unreadable or not text)",
+            path.display()
+        );
+        return;
+    }
+    for line in text.lines() {
+        out!("{line}");
+    }
+    if let Ok(age) = meta.modified().map(|m| m.elapsed().unwrap_or_default()) {
+        if age.as_secs() >= 5 {
+            out!(
+                "                (this is {} s old: is the bridge still running?)",
+                age.as_secs()
+            );
+        }
+    }
 }
 
 fn print_status(s: &Status) {

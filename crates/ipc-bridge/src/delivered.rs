@@ -1,0 +1,113 @@
+//! The receiving bridge's memory of what it delivered: per origin (a
+//! sending bridge's journal), the last sequence number put into the
+//! exported mailbox, kept in a state file so that a bridge killed and
+//! started again drops the repeats a sender's journal resends.
+
+use std::io;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::shm::StateFile;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCBDLV1");
+/// Origins remembered per exported mailbox; when full, the one idle for
+/// longest is forgotten (documented: an origin silent that long that then
+/// resends old messages would have them delivered again).
+pub const ORIGINS: usize = 1024;
+const HEADER: usize = 64;
+const ENTRY: usize = 32;
+const LEN: usize = HEADER + ORIGINS * ENTRY;
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Last delivered sequence number per origin.
+pub struct Delivered {
+    file: StateFile,
+}
+
+impl Delivered {
+    /// Opens the table at `path`, or creates an empty one.
+    pub fn open_or_create(path: &Path) -> io::Result<Delivered> {
+        let file = match StateFile::open(path, LEN) {
+            Ok(f) => {
+                if f.load(0) != MAGIC || f.len() != LEN {
+                    return Err(io::Error::other(format!(
+                        "{} is not a table of delivered messages",
+                        path.display()
+                    )));
+                }
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let f = StateFile::create(path, LEN)?;
+                f.store(0, MAGIC);
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Delivered { file })
+    }
+
+    fn find(&self, origin: u64) -> Option<usize> {
+        (0..ORIGINS)
+            .map(|i| HEADER + i * ENTRY)
+            .find(|&at| self.file.load(at) == origin)
+    }
+
+    /// The last sequence number delivered for `origin` (0: none).
+    pub fn last(&self, origin: u64) -> u64 {
+        self.find(origin).map_or(0, |at| self.file.load(at + 8))
+    }
+
+    /// Records that `seq` of `origin` is in the mailbox.
+    pub fn record(&mut self, origin: u64, seq: u64) {
+        let at = match self.find(origin) {
+            Some(at) => at,
+            None => {
+                // A free entry, else the one idle for longest.
+                let at = (0..ORIGINS)
+                    .map(|i| HEADER + i * ENTRY)
+                    .min_by_key(|&at| {
+                        if self.file.load(at) == 0 {
+                            0
+                        } else {
+                            self.file.load(at + 16).max(1)
+                        }
+                    })
+                    .expect("at least one entry");
+                // Sequence first, then the origin: a crash between the
+                // two leaves the entry unclaimed, never another origin's
+                // count under this one's name.
+                self.file.store(at + 8, 0);
+                self.file.store(at, origin);
+                at
+            }
+        };
+        self.file.store(at + 8, seq);
+        self.file.store(at + 16, now_s());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_counts_survive_a_reopen() {
+        let path = std::env::temp_dir().join(format!("ipcb-dlv-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut d = Delivered::open_or_create(&path).unwrap();
+        assert_eq!(d.last(5), 0);
+        d.record(5, 1);
+        d.record(9, 3);
+        d.record(5, 2);
+        drop(d);
+        let d = Delivered::open_or_create(&path).unwrap();
+        assert_eq!((d.last(5), d.last(9), d.last(1)), (2, 3, 0));
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,435 @@
+//! `ipc-bridge` between two bridges on loopback (runs everywhere): one
+//! exports a mailbox, the other offers a proxy of it under another name
+//! (both share this machine's /dev/shm, so the names differ).
+
+mod bridge_common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bridge_common::*;
+use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::{RecvError, SendError};
+use ipc_tests::{run, within, ShmName, PATIENCE};
+
+struct Pair {
+    far: ShmName,
+    near: ShmName,
+    port: u16,
+    _state: StateFiles,
+    exporter: Bridge,
+    importer: Bridge,
+}
+
+fn exporter(far: &ShmName, port: u16, extra: &[&str]) -> Bridge {
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let mut args = vec!["--name", "A", "--listen", &listen, "--export", far.as_str()];
+    args.extend_from_slice(extra);
+    Bridge::start(&args)
+}
+
+fn importer(far: &ShmName, near: &ShmName, port: u16, extra: &[&str]) -> Bridge {
+    let connect = format!("tcp/127.0.0.1:{port}");
+    let import = format!("{far}={near}");
+    let mut args = vec!["--name", "B", "--connect", &connect, "--import", &import];
+    args.extend_from_slice(extra);
+    Bridge::start(&args)
+}
+
+/// A far mailbox made with `capacity`, exported, and its proxy, connected.
+fn pair(tag: &str, capacity: Capacity, max_message: u32, extra: &[&str]) -> Pair {
+    let far = ShmName::new(&format!("{tag}-far"));
+    let near = ShmName::new(&format!("{tag}-near"));
+    let state = StateFiles(vec![far.0.clone(), near.0.clone()]);
+    Mailbox::create(
+        far.as_str(),
+        &MailboxConfig {
+            capacity,
+            max_message,
+            ..Default::default()
+        },
+    )
+    .expect("create the far mailbox");
+    let port = free_port();
+    let exporter = exporter(&far, port, extra);
+    let importer = importer(&far, &near, port, extra);
+    wait_status(near.as_str(), "link:           connected");
+    Pair {
+        far,
+        near,
+        port,
+        _state: state,
+        exporter,
+        importer,
+    }
+}
+
+/// Receives until end of stream (bounded), returning the messages.
+fn drain(rx: &mut ipc_core::Receiver) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(m) => got.push(m),
+            Err(RecvError::Timeout) => {}
+            Err(RecvError::Disconnected) => return got,
+            Err(e) => panic!("recv: {e}"),
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no end of stream; {} received",
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn messages_from_two_senders_cross_exactly_once_in_order_and_the_stream_ends() {
+    let p = pair("two", Capacity::Bounded(16), 256, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    const N: u32 = 3000;
+    let senders: Vec<_> = (0..2u32)
+        .map(|s| {
+            let mut tx = near.sender().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    tx.send(tagged(s, i, 40 + (i as usize % 100)))
+                        .expect("send");
+                }
+            })
+        })
+        .collect();
+    let got = within(PATIENCE, "draining the far mailbox", move || drain(&mut rx));
+    for s in senders {
+        s.join().unwrap();
+    }
+    check_exactly_once(&got, &[(0, N), (1, N)]).unwrap();
+    assert_eq!(got.len(), 2 * N as usize);
+    // Both sides show the bridge in `ipcctl status`.
+    let out = run(
+        {
+            let mut c = ipc_tests::cmd("ipcctl");
+            c.args(["status", p.near.as_str()]);
+            c
+        },
+        PATIENCE,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("proxy of mailbox") && text.contains("on bridge A"),
+        "{text}"
+    );
+    assert!(text.contains("last ack:"), "{text}");
+    let out = run(
+        {
+            let mut c = ipc_tests::cmd("ipcctl");
+            c.args(["status", p.far.as_str()]);
+            c
+        },
+        PATIENCE,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exported by bridge A"), "{text}");
+    drop(p);
+}
+
+#[test]
+fn a_remote_sender_blocks_while_the_far_mailbox_is_full_and_resumes_when_drained() {
+    let p = pair("full", Capacity::Bounded(4), 64, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    let mut tx = near.sender().unwrap();
+    // Far mailbox (4) plus the proxy (4): then Full, and it stays Full.
+    let mut sent = 0u32;
+    let start = Instant::now();
+    let mut full_since: Option<Instant> = None;
+    while full_since.is_none_or(|t| t.elapsed() < Duration::from_millis(1500)) {
+        match tx.try_send(tagged(0, sent, 20)) {
+            Ok(()) => {
+                sent += 1;
+                full_since = None;
+            }
+            Err(SendError::Full(_)) => {
+                full_since.get_or_insert_with(Instant::now);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("try_send: {e:?}"),
+        }
+        assert!(start.elapsed() < PATIENCE && sent <= 8, "sent {sent}");
+    }
+    assert_eq!(sent, 8, "4 in the far mailbox and 4 in the proxy");
+    assert_eq!(far.status().len, 4);
+    // A blocking send waits; draining the far side lets it through.
+    let blocked = Arc::new(AtomicBool::new(true));
+    let b = blocked.clone();
+    let t = std::thread::spawn(move || {
+        tx.send(tagged(0, 8, 20)).expect("send");
+        b.store(false, Ordering::SeqCst);
+        tx
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        blocked.load(Ordering::SeqCst),
+        "send returned while everything was full"
+    );
+    let mut got = Vec::new();
+    for _ in 0..9 {
+        got.push(rx.recv_timeout(PATIENCE).expect("recv"));
+    }
+    let tx = t.join().unwrap();
+    assert!(!blocked.load(Ordering::SeqCst));
+    drop(tx);
+    got.extend(within(PATIENCE, "end of stream", move || drain(&mut rx)));
+    check_exactly_once(&got, &[(0, 9)]).unwrap();
+}
+
+#[test]
+fn a_rendezvous_send_returns_only_once_a_far_receiver_took_the_message() {
+    let p = pair("zero", Capacity::Zero, 64, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    let mut tx = near.sender().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..3 {
+            tx.send(tagged(0, i, 10)).expect("send");
+        }
+        d.store(true, Ordering::SeqCst);
+    });
+    for i in 0..3u32 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "send {i} returned before a receiver took it"
+        );
+        assert_eq!(untag(&rx.recv_timeout(PATIENCE).expect("recv")), (0, i));
+    }
+    t.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+}
+
+/// Sends (bounded in time) until a send says `Disconnected`.
+fn send_until_disconnected(tx: &mut ipc_core::Sender) {
+    let start = Instant::now();
+    let mut i = 1;
+    loop {
+        match tx.send_timeout(tagged(0, i, 10), Duration::from_millis(100)) {
+            Ok(()) => i += 1,
+            Err(SendError::Disconnected(_)) => return,
+            Err(SendError::Timeout(_)) => {}
+            Err(e) => panic!("send: {e:?}"),
+        }
+        assert!(start.elapsed() < PATIENCE, "never Disconnected");
+    }
+}
+
+#[test]
+fn remote_senders_get_disconnected_when_the_far_receivers_have_gone() {
+    let p = pair("gone", Capacity::Bounded(8), 64, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    let mut tx = near.sender().unwrap();
+    tx.send(tagged(0, 0, 10)).unwrap();
+    assert_eq!(untag(&rx.recv_timeout(PATIENCE).unwrap()), (0, 0));
+    drop(rx);
+    send_until_disconnected(&mut tx);
+    wait_status(p.near.as_str(), "no receivers");
+}
+
+#[test]
+fn remote_senders_get_disconnected_once_the_far_bridge_is_gone_for_the_timeout() {
+    let mut p = pair(
+        "dead",
+        Capacity::Bounded(8),
+        64,
+        &["--disconnect-after", "1"],
+    );
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let _rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    let mut tx = near.sender().unwrap();
+    tx.send(tagged(0, 0, 10)).unwrap();
+    p.exporter.kill();
+    send_until_disconnected(&mut tx);
+    assert!(status_of(p.near.as_str()).contains("unreachable"));
+}
+
+#[test]
+fn a_message_above_the_far_maximum_is_refused_at_the_sending_host() {
+    let p = pair("big", Capacity::Bounded(8), 100, &[]);
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    assert_eq!(near.max_message(), 100);
+    let mut tx = near.sender().unwrap();
+    match tx.send(vec![0u8; 101]) {
+        Err(SendError::TooLarge {
+            len: 101, max: 100, ..
+        }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+/// A sender that rides over a bridge restart: it waits for a new receiver
+/// instead of failing, and on `Disconnected` tries the same message again;
+/// returns how many messages were sent Ok (always a prefix).
+fn patient_sender(mut tx: ipc_core::Sender, s: u32, n: u32) -> u32 {
+    tx.expect_new_receivers();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        match tx.send_timeout(tagged(s, i, 64), Duration::from_millis(200)) {
+            Ok(()) => i += 1,
+            Err(SendError::Disconnected(_) | SendError::Timeout(_)) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("send: {e:?}"),
+        }
+        assert!(start.elapsed() < 3 * PATIENCE, "sender {s} stuck at {i}");
+    }
+    i
+}
+
+#[test]
+fn killing_and_restarting_each_bridge_mid_stream_loses_and_duplicates_nothing() {
+    use std::sync::atomic::AtomicUsize;
+    let mut p = pair("kill", Capacity::Bounded(64), 128, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    const N: u32 = 20_000;
+    let tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let start = Instant::now();
+        // Until every message came, and half a second more (a duplicate
+        // after the last would show).
+        let mut quiet_since: Option<Instant> = None;
+        while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => {
+                    got.push(m);
+                    c.store(got.len(), Ordering::SeqCst);
+                }
+                // The exporter's sender died with it: wait for the next.
+                Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
+                Err(e) => panic!("recv: {e}"),
+            }
+            if got.len() >= N as usize {
+                quiet_since.get_or_insert_with(Instant::now);
+            }
+            if start.elapsed() > 3 * PATIENCE {
+                break;
+            }
+        }
+        got
+    });
+    let reach = |n: usize| {
+        let start = Instant::now();
+        while count.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < 3 * PATIENCE,
+                "stuck at {} of {n}",
+                count.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    reach(4000);
+    p.importer.kill();
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    reach(9000);
+    p.exporter.kill();
+    p.exporter = exporter(&p.far, p.port, &[]);
+    reach(14000);
+    p.importer.kill();
+    p.exporter.kill();
+    p.exporter = exporter(&p.far, p.port, &[]);
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    let sent = sender.join().unwrap();
+    assert_eq!(sent, N);
+    let got = receiver.join().unwrap();
+    check_exactly_once(&got, &[(0, N)]).unwrap();
+    assert_eq!(got.len(), N as usize, "a duplicate after the last message");
+}
+
+#[test]
+fn the_command_line_says_what_is_wrong() {
+    let bad = |args: &[&str], code: i32, needle: &str| {
+        let out = run(
+            {
+                let mut c = ipc_tests::cmd("ipc-bridge");
+                c.args(args);
+                c
+            },
+            PATIENCE,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    bad(&["--export", "x"], 2, "--listen or --connect");
+    bad(&["--listen", "tcp/127.0.0.1:1"], 2, "nothing to bridge");
+    bad(
+        &["--listen", "udp/127.0.0.1:9", "--export", "x"],
+        2,
+        "only tcp and tls",
+    );
+    bad(&["--listen", "tcp/127.0.0.1", "--export", "x"], 2, "port");
+    bad(
+        &["--listen", "tls/127.0.0.1:9", "--export", "x"],
+        2,
+        "--tls-ca",
+    );
+    bad(
+        &["--listen", "tcp/127.0.0.1:9", "--export", "../x"],
+        2,
+        "../x",
+    );
+    bad(
+        &[
+            "--listen",
+            "tcp/127.0.0.1:9",
+            "--export",
+            "a",
+            "--import",
+            "a",
+        ],
+        2,
+        "twice",
+    );
+    let missing = ShmName::new("missing");
+    let port = free_port().to_string();
+    bad(
+        &[
+            "--listen",
+            &format!("tcp/127.0.0.1:{port}"),
+            "--export",
+            missing.as_str(),
+        ],
+        1,
+        "must exist",
+    );
+    let out = run(
+        {
+            let mut c = ipc_tests::cmd("ipc-bridge");
+            c.arg("--help");
+            c
+        },
+        PATIENCE,
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("Two hosts, four commands") && help.contains("unauthenticated"),
+        "{help}"
+    );
+}
