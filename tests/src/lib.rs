@@ -2,6 +2,8 @@
 //! removed even when a test fails, paths of the workspace's binaries, and
 //! child processes killed (by their own PID) when a test ends.
 
+pub mod hosts;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
