@@ -79,7 +79,16 @@ struct Collector {
 impl Collector {
     fn start(hosts: &Hosts, i: usize, mailbox: &str, count: u32) -> Collector {
         let n = count.to_string();
-        let mut c = peer(hosts, i, &["recv", mailbox, &n]);
+        Self::start_args(hosts, i, &["recv", mailbox, &n])
+    }
+
+    /// A receiver on host `i` that takes messages until end of stream.
+    fn drain(hosts: &Hosts, i: usize, mailbox: &str) -> Collector {
+        Self::start_args(hosts, i, &["drain", mailbox])
+    }
+
+    fn start_args(hosts: &Hosts, i: usize, args: &[&str]) -> Collector {
+        let mut c = peer(hosts, i, args);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = hosts.spawn(i, &mut c);
         let out = child
@@ -134,13 +143,17 @@ impl Collector {
     }
 }
 
+fn untag(l: &str) -> (u32, u32) {
+    let (s, i) = l[1..].split_once('-').expect("tag");
+    (s.parse().unwrap(), i.parse().unwrap())
+}
+
 /// Each sender's tags `s<S>-000000..` exactly once and in order, `n` each.
 fn check_exactly_once(lines: &[String], senders: &[u32], n: u32) {
     use std::collections::HashMap;
     let mut next: HashMap<u32, u32> = HashMap::new();
     for l in lines {
-        let (s, i) = l[1..].split_once('-').expect("tag");
-        let (s, i): (u32, u32) = (s.parse().unwrap(), i.parse().unwrap());
+        let (s, i) = untag(l);
         let e = next.entry(s).or_insert(0);
         assert_eq!(i, *e, "sender {s}: got {i}, expected {}", *e);
         *e += 1;
@@ -269,4 +282,52 @@ fn killing_and_restarting_each_bridge_mid_stream_across_hosts_loses_nothing() {
     bridges[0] = exporter(&hosts, &name);
     sent_all(tx, N);
     check_exactly_once(&rx.finish(), &[1], N);
+}
+
+#[test]
+fn receivers_on_two_hosts_share_one_mailbox_each_message_to_exactly_one() {
+    let Some(hosts) = or_skip(Hosts::new(3)) else {
+        return;
+    };
+    let name = ShmName::new("hosts-pull").0.clone();
+    let out = run(peer(&hosts, 0, &["create", &name, "64", "256"]), PATIENCE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _exporter = exporter(&hosts, &name);
+    let connect = endpoint(&hosts);
+    let pullers: Vec<Bridge> = (1..3)
+        .map(|i| {
+            let n = format!("h{i}");
+            Bridge::start_with(
+                hosts.command(i, bin("ipc-bridge")),
+                &["--name", &n, "--connect", &connect, "--pull", &name],
+            )
+        })
+        .collect();
+    for i in 1..3 {
+        wait_status(&hosts, i, &name, "pulls from mailbox");
+    }
+    let receivers: Vec<Collector> = (1..3).map(|i| Collector::drain(&hosts, i, &name)).collect();
+    const N: u32 = 6000;
+    let tx = sender(&hosts, 0, &name, 0, N, 64);
+    sent_all(tx, N);
+    let mut all = Vec::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let got = rx.finish();
+        // Each receiver sees the sender's messages in order.
+        let idx: Vec<u32> = got.iter().map(|l| untag(l).1).collect();
+        assert!(
+            idx.windows(2).all(|w| w[0] < w[1]),
+            "host {}: out of order",
+            i + 1
+        );
+        eprintln!("host {}: {} messages", i + 1, got.len());
+        all.extend(got);
+    }
+    all.sort_by_key(|l| untag(l).1);
+    check_exactly_once(&all, &[0], N);
+    drop(pullers);
 }

@@ -433,3 +433,122 @@ fn the_command_line_says_what_is_wrong() {
         "{help}"
     );
 }
+
+fn puller(far: &ShmName, near: &ShmName, port: u16) -> Bridge {
+    let connect = format!("tcp/127.0.0.1:{port}");
+    let pull = format!("{far}={near}");
+    Bridge::start(&["--name", "C", "--connect", &connect, "--pull", &pull])
+}
+
+/// A far mailbox exported, and a puller of it under another name.
+fn pulled(tag: &str, capacity: u32) -> Pair {
+    let far = ShmName::new(&format!("{tag}-far"));
+    let near = ShmName::new(&format!("{tag}-near"));
+    let state = StateFiles(vec![far.0.clone(), near.0.clone()]);
+    Mailbox::create(
+        far.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Bounded(capacity),
+            max_message: 128,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let port = free_port();
+    let exporter = exporter(&far, port, &[]);
+    let importer = puller(&far, &near, port);
+    wait_status(near.as_str(), "pulls from mailbox");
+    Pair {
+        far,
+        near,
+        port,
+        _state: state,
+        exporter,
+        importer,
+    }
+}
+
+#[test]
+fn a_puller_takes_only_what_its_local_mailbox_has_room_for() {
+    let p = pulled("hoard", 128);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let mut tx = far.sender().unwrap();
+    for i in 0..100 {
+        tx.send(tagged(0, i, 32)).unwrap();
+    }
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    assert_eq!(near.capacity(), Capacity::Bounded(16));
+    ipc_tests::wait_until("the puller to fill its mailbox", || near.status().len == 16);
+    // Nothing more leaves the far mailbox while nobody takes from it.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(near.status().len, 16);
+    assert_eq!(far.status().len, 84);
+    let mut rx = near.receiver().unwrap();
+    drop(tx);
+    let got = within(PATIENCE, "draining the pulled mailbox", move || {
+        drain(&mut rx)
+    });
+    check_exactly_once(&got, &[(0, 100)]).unwrap();
+}
+
+#[test]
+fn killing_and_restarting_each_bridge_while_pulling_loses_and_duplicates_nothing() {
+    use std::sync::atomic::AtomicUsize;
+    let mut p = pulled("pullkill", 64);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    let mut rx = near.receiver().unwrap();
+    const N: u32 = 12_000;
+    let tx = far.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let start = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => {
+                    got.push(m);
+                    c.store(got.len(), Ordering::SeqCst);
+                }
+                Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
+                Err(e) => panic!("recv: {e}"),
+            }
+            if got.len() >= N as usize {
+                quiet_since.get_or_insert_with(Instant::now);
+            }
+            if start.elapsed() > 3 * PATIENCE {
+                break;
+            }
+        }
+        got
+    });
+    let reach = |n: usize| {
+        let start = Instant::now();
+        while count.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < 3 * PATIENCE,
+                "stuck at {}",
+                count.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    reach(3000);
+    p.importer.kill();
+    p.importer = puller(&p.far, &p.near, p.port);
+    reach(6000);
+    p.exporter.kill();
+    p.exporter = exporter(&p.far, p.port, &[]);
+    reach(9000);
+    p.exporter.kill();
+    p.importer.kill();
+    p.importer = puller(&p.far, &p.near, p.port);
+    p.exporter = exporter(&p.far, p.port, &[]);
+    assert_eq!(sender.join().unwrap(), N);
+    let got = receiver.join().unwrap();
+    check_exactly_once(&got, &[(0, N)]).unwrap();
+    assert_eq!(got.len(), N as usize, "a duplicate after the last message");
+}

@@ -52,6 +52,19 @@ impl Delivered {
         Ok(Delivered { file })
     }
 
+    /// This table's own random identity, chosen once (a puller names
+    /// itself with it, so a restarted puller is the same puller).
+    pub fn id(&self) -> io::Result<u64> {
+        match self.file.load(8) {
+            0 => {
+                let id = crate::shm::random_u64()?;
+                self.file.store(8, id);
+                Ok(id)
+            }
+            id => Ok(id),
+        }
+    }
+
     fn find(&self, origin: u64) -> Option<usize> {
         (0..ORIGINS)
             .map(|i| HEADER + i * ENTRY)

@@ -1,79 +1,39 @@
-//! The exporting side (the host where the mailbox and its receivers live):
-//! takes data frames from remote proxies, puts each message into the
-//! mailbox exactly once and in order per origin, and acknowledges with
-//! credits, the mailbox's free room, so remote senders wait when it is full.
+//! The exporting side (the host where the mailbox lives): announces the
+//! mailbox, runs a [`downlink`] that delivers remote proxies' messages
+//! into it, and for every remote puller an [`uplink`] that takes messages
+//! from it (competing with the local receivers: each message goes to one
+//! receiver) as far as that puller has room.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender as EventSender};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipc_core::mailbox::{Capacity, Mailbox};
-use ipc_core::{Role, SendError, Sender};
+use zenoh::sample::SampleKind;
 use zenoh::{Session, Wait};
 
 use crate::delivered::Delivered;
 use crate::shm::ensure_state_dir;
-use crate::wire::{self, Ack, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
-use crate::{status, Options};
-
-/// Frames waiting for the exporter's loop; when full, a frame is dropped
-/// and its origin resends it (it is still in that origin's journal).
-const FRAME_QUEUE: usize = 256;
-/// Messages an unbounded mailbox grants a remote origin at a time.
-const UNBOUNDED_WINDOW: u64 = 1024;
-/// How long the loop sleeps at most between looks at the mailbox.
-const TICK: Duration = Duration::from_millis(10);
-/// ... and while an origin waits for credits.
-const STARVED_TICK: Duration = Duration::from_micros(500);
-/// Acknowledgements repeat this often even without progress (credits
-/// grow as the mailbox drains; a lost acknowledgement is replaced).
-const ACK_EVERY: Duration = Duration::from_millis(100);
-/// A rendezvous offer waits this long for a receiver before the loop
-/// looks at its other work (then offers again).
-const OFFER: Duration = Duration::from_millis(20);
-
-/// What the exporter knows of one origin (a remote proxy's journal).
-struct Origin {
-    /// Messages received in order, not yet in the mailbox.
-    pending: VecDeque<(u64, Vec<u8>)>,
-    /// When a frame last came.
-    heard: Instant,
-    /// The origin's journal holds messages up to this sequence number.
-    written: u64,
-    /// Its local senders have all gone.
-    senders_gone: bool,
-    /// Highest sequence number granted so far, and in the last ack.
-    granted: u64,
-    last_credit: u64,
-    /// Something changed since the last acknowledgement.
-    changed: bool,
-    last_ack: Option<Instant>,
-    repeats: u64,
-    gaps: u64,
-}
+use crate::uplink::Liveliness;
+use crate::{downlink, uplink, wire, Options};
 
 /// Serves the exported mailbox `name` until `stop()` says so.
-pub fn run(session: &Session, name: &str, o: &Options, stop: &dyn Fn() -> bool) -> Result<()> {
+pub fn run(
+    session: &Session,
+    name: &str,
+    o: &Options,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<()> {
     let mailbox = Mailbox::open(name).with_context(|| {
         format!("exporting mailbox {name}: it must exist (ipcctl create {name} --mailbox ...)")
     })?;
     let capacity = mailbox.capacity();
     let max = mailbox.max_message();
     let dir = ensure_state_dir().context("creating the bridge's state folder")?;
-    let mut delivered = Delivered::open_or_create(&dir.join(format!("{name}.delivered")))
+    let delivered = Delivered::open_or_create(&dir.join(format!("{name}.delivered")))
         .with_context(|| format!("opening what was delivered to {name}"))?;
-
-    let (tx, frames) = sync_channel::<(u64, Vec<u8>)>(FRAME_QUEUE);
-    let _sub = session
-        .declare_subscriber(wire::data_pattern(name))
-        .callback(move |sample| {
-            if let Some(origin) = wire::origin_of(sample.key_expr().as_str()) {
-                let _ = tx.try_send((origin, sample.payload().to_bytes().into_owned()));
-            }
-        })
-        .wait()
-        .map_err(|e| anyhow::anyhow!("subscribing to {name}'s data: {e}"))?;
     let _token = session
         .liveliness()
         .declare_token(wire::alive_key(name, &o.bridge, capacity, max))
@@ -81,199 +41,93 @@ pub fn run(session: &Session, name: &str, o: &Options, stop: &dyn Fn() -> bool) 
         .map_err(|e| anyhow::anyhow!("announcing {name}: {e}"))?;
     log::info!("exporting mailbox {name} ({capacity:?}, messages up to {max} bytes)");
 
-    let mut origins: HashMap<u64, Origin> = HashMap::new();
-    let mut sender: Option<Sender> = None;
-    let mut receivers_gone = false;
-    let mut last_status = Instant::now() - Duration::from_secs(1);
-    let mut starved = false;
-    while !stop() {
-        // An origin that has used all its credit waits for the mailbox to
-        // drain: look at it more often then.
-        let tick = if starved { STARVED_TICK } else { TICK };
-        match frames.recv_timeout(tick) {
-            Ok((origin, bytes)) => {
-                take_frame(&mut origins, &delivered, origin, &bytes, max);
-                for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
-                    take_frame(&mut origins, &delivered, origin, &bytes, max);
-                }
+    // Pullers announce themselves with liveliness tokens.
+    let (ptx, pullers) = channel::<(u64, String, bool)>();
+    let mailbox_name = name.to_owned();
+    let _pull_sub = session
+        .liveliness()
+        .declare_subscriber(wire::puller_pattern(name))
+        .history(true)
+        .callback(move |sample| {
+            if let Some((id, bridge)) =
+                wire::parse_puller(&mailbox_name, sample.key_expr().as_str())
+            {
+                let _ = ptx.send((id, bridge, sample.kind() == SampleKind::Put));
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        let st = mailbox.status();
-        if st.live(Role::Consumer) > 0 {
-            receivers_gone = false;
-        }
-        // Deliver, origin by origin (each one's order is kept).
-        let mut keys: Vec<u64> = origins.keys().copied().collect();
-        keys.sort_unstable();
-        for key in &keys {
-            let org = origins.get_mut(key).expect("listed");
-            while let Some((seq, msg)) = org.pending.pop_front() {
-                if sender.is_none() {
-                    sender = Some(mailbox.sender().with_context(|| {
-                        format!("attaching to {name} as the remote senders' proxy")
-                    })?);
-                }
-                let tx = sender.as_mut().expect("attached");
-                let result = match capacity {
-                    Capacity::Zero => tx.send_timeout(msg, OFFER),
-                    _ => tx.try_send(msg),
-                };
-                match result {
-                    Ok(()) => {
-                        delivered.record(*key, seq);
-                        org.changed = true;
-                    }
-                    Err(e) => {
-                        if matches!(e, SendError::Disconnected(_)) {
-                            receivers_gone = true;
-                        }
-                        let fatal = !matches!(
-                            e,
-                            SendError::Full(_) | SendError::Timeout(_) | SendError::Disconnected(_)
-                        );
-                        if fatal {
-                            log::warn!("delivering to {name}: {e}");
-                        }
-                        org.pending.push_front((seq, e.into_inner()));
-                        break;
-                    }
-                }
-            }
-        }
-        // Acknowledge, with the credits the mailbox's room allows (as it
-        // is now, after this turn's deliveries).
-        let st = mailbox.status();
-        let queued: u64 = origins.values().map(|o| o.pending.len() as u64).sum();
-        let free = match capacity {
-            Capacity::Bounded(n) => u64::from(n).saturating_sub(st.len + queued),
-            Capacity::Zero => 0,
-            Capacity::Unbounded => UNBOUNDED_WINDOW.saturating_sub(queued),
-        };
-        let receivers = !receivers_gone && (st.live(Role::Consumer) > 0 || st.consumers_total == 0);
-        let now = Instant::now();
-        starved = false;
-        for key in &keys {
-            let org = origins.get_mut(key).expect("listed");
-            let last = delivered.last(*key);
-            let pending = org.pending.len() as u64;
-            let credit = match capacity {
-                Capacity::Zero => last + pending.max(1),
-                _ => last + pending + free,
-            };
-            org.granted = org.granted.max(credit);
-            starved |= org.written >= org.last_credit && org.written > last;
-            let due = org.last_ack.is_none_or(|t| now - t >= ACK_EVERY);
-            let more = credit != org.last_credit;
-            if (org.changed || due || more) && now - org.heard < o.disconnect_after {
-                let ack = Ack {
-                    flags: if receivers { FLAG_RECEIVERS } else { 0 },
-                    delivered: last,
-                    credit,
-                    received: last + pending,
-                };
-                if let Err(e) = session.put(wire::ack_key(name, *key), ack.encode()).wait() {
-                    log::debug!("acknowledging to {key:016x}: {e}");
-                }
-                org.changed = false;
-                org.last_credit = credit;
-                org.last_ack = Some(now);
-            }
-        }
-        // An origin whose stream ended, or that was silent too long, is
-        // done once everything it sent is in; with no origin left, the
-        // proxy's sender goes, so the mailbox's receivers see the end.
-        origins.retain(|key, org| {
-            let done = org.pending.is_empty() && delivered.last(*key) >= org.written;
-            !(done && now - org.heard > o.disconnect_after)
-        });
-        let idle = origins.iter().all(|(key, org)| {
-            org.pending.is_empty()
-                && (now - org.heard > o.disconnect_after
-                    || (org.senders_gone && delivered.last(*key) >= org.written))
-        });
-        if idle && sender.take().is_some() {
-            log::info!("{name}: every remote sender has gone");
-        }
-        if now - last_status >= Duration::from_millis(250) {
-            last_status = now;
-            let mut lines = vec![(
-                "bridged",
-                format!(
-                    "exported by bridge {} to {} remote proxy(ies)",
-                    o.bridge,
-                    origins.len()
-                ),
-            )];
-            for (key, org) in &origins {
-                lines.push((
-                    "  origin",
-                    format!(
-                        "{key:016x}: delivered up to {}, {} waiting for room, last frame {} ms ago, {} repeats dropped, {} out of order",
-                        delivered.last(*key),
-                        org.pending.len(),
-                        (now - org.heard).as_millis(),
-                        org.repeats,
-                        org.gaps
-                    ),
-                ));
-            }
-            status::write(name, &lines);
-        }
-    }
-    status::remove(name);
-    Ok(())
-}
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("watching for pullers of {name}: {e}"))?;
 
-/// Files one frame's messages: repeats are dropped, the next in order
-/// queued, anything after a gap dropped (the origin resends it).
-fn take_frame(
-    origins: &mut HashMap<u64, Origin>,
-    delivered: &Delivered,
-    origin: u64,
-    bytes: &[u8],
-    max: usize,
-) {
-    let frame = match wire::decode_data(bytes, max) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!("from origin {origin:016x}: {e}");
-            return;
+    let failed = AtomicBool::new(false);
+    let stop_all = || stop() || failed.load(Ordering::Relaxed);
+    let pull_source = mailbox.clone();
+    std::thread::scope(|scope| -> Result<()> {
+        let (failed, stop_all) = (&failed, &stop_all);
+        let serving = scope.spawn(move || {
+            let mut routes: HashMap<u64, EventSender<Liveliness>> = HashMap::new();
+            while !stop_all() {
+                let Ok((id, bridge, up)) = pullers.recv_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let tag = format!("{bridge}|{id:016x}");
+                if capacity == Capacity::Zero {
+                    if up {
+                        log::warn!("{name}: bridge {bridge} wants to pull from a rendezvous mailbox, which is not supported");
+                    }
+                    continue;
+                }
+                if let Some(route) = routes.get(&id) {
+                    let _ = route.send(if up { Liveliness::Up(tag) } else { Liveliness::Down(tag) });
+                    continue;
+                }
+                if !up {
+                    continue;
+                }
+                log::info!("{name}: bridge {bridge} pulls messages ({id:016x})");
+                let (etx, events) = channel();
+                routes.insert(id, etx);
+                let channel_name = wire::pull_channel(name, id);
+                let ack_channel = channel_name.clone();
+                let spec = uplink::Spec {
+                    source: pull_source.clone(),
+                    label: format!("{name}.pull-{id:016x}"),
+                    title: format!("{name} pulled by bridge"),
+                    journal: dir.join(format!("{name}.pull-{id:016x}.journal")),
+                    max_message: max,
+                    data_key: Box::new(move |origin| wire::data_key(&channel_name, origin)),
+                    ack_key: Box::new(move |origin| wire::ack_key(&ack_channel, origin)),
+                    rendezvous: false,
+                    far_bridge: bridge,
+                };
+                scope.spawn(move || {
+                    let early = vec![Liveliness::Up(tag)];
+                    if let Err(e) = uplink::run(session, spec, events, early, o, stop_all) {
+                        log::error!("{name}: serving a puller: {e:#}");
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let spec = downlink::Spec {
+            target: mailbox.clone(),
+            label: name.to_owned(),
+            title: format!("exported by bridge {}", o.bridge),
+            delivered,
+            data_pattern: wire::data_pattern(name),
+            ack_key: Box::new({
+                let name = name.to_owned();
+                move |origin| wire::ack_key(&name, origin)
+            }),
+        };
+        let result = downlink::run(session, spec, o, stop_all);
+        if result.is_err() {
+            failed.store(true, Ordering::Relaxed);
         }
-    };
-    let org = origins.entry(origin).or_insert_with(|| Origin {
-        pending: VecDeque::new(),
-        heard: Instant::now(),
-        written: 0,
-        senders_gone: false,
-        granted: 0,
-        last_credit: 0,
-        changed: true,
-        last_ack: None,
-        repeats: 0,
-        gaps: 0,
-    });
-    org.heard = Instant::now();
-    org.changed |= !frame.messages.is_empty();
-    org.written = org
-        .written
-        .max(frame.first_seq - 1 + frame.messages.len() as u64);
-    org.senders_gone = frame.flags & FLAG_SENDERS_GONE != 0;
-    let mut next = delivered.last(origin) + org.pending.len() as u64 + 1;
-    for (i, msg) in frame.messages.iter().enumerate() {
-        let seq = frame.first_seq + i as u64;
-        if seq < next {
-            org.repeats += 1;
-        } else if seq > next || seq > org.granted {
-            // A gap (a frame lost on the way), or beyond the credit given
-            // (a restarted exporter has given none yet): the origin
-            // resends it, so what waits here stays bounded by credits.
-            org.gaps += 1;
-            break;
-        } else {
-            org.pending.push_back((seq, msg.to_vec()));
-            next += 1;
+        let _ = serving.join();
+        result?;
+        if failed.load(Ordering::Relaxed) && !stop() {
+            anyhow::bail!("exporting {name} failed (see above)");
         }
-    }
+        Ok(())
+    })
 }

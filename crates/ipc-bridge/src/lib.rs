@@ -17,12 +17,15 @@
 use std::time::Duration;
 
 pub mod delivered;
+pub mod downlink;
 pub mod export;
 pub mod journal;
 pub mod net;
 pub mod proxy;
+pub mod pull;
 pub mod shm;
 pub mod status;
+pub mod uplink;
 pub mod wire;
 
 /// What every exported or imported mailbox of one bridge shares.

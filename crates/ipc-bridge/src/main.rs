@@ -24,7 +24,11 @@ far side acknowledges it). Capacity is end to end: the bridge takes messages fro
 as far as the far mailbox has room, so a sender blocks (try_send: Full) while it is full; a \
 rendezvous send returns once a receiver on the far host took the message. When the far mailbox's \
 receivers have all gone, or its bridge has been unreachable for --disconnect-after, local senders \
-get Disconnected. A port is exported or imported as port:NAME.
+get Disconnected. A host whose receivers share the work of a far mailbox pulls it (--pull \
+NAME): the bridge there fills a local mailbox (capacity at most 16) from the far one, only as far \
+as that local mailbox has room, so no host hoards messages it is not ready to take; each message \
+goes to exactly one receiver, on whichever host. A port is exported, imported or pulled as \
+port:NAME.
 
 Only the names given to --export are reachable. Without TLS the link is unauthenticated and not \
 encrypted: anyone who can reach the listening address can send to the exported mailboxes.
@@ -49,9 +53,12 @@ struct Args {
     /// Make this local mailbox (or port:NAME) reachable from the peers (repeatable).
     #[arg(long, value_name = "NAME")]
     export: Vec<String>,
-    /// Offer a local proxy of a far mailbox: REMOTE, or REMOTE=LOCAL for another local name (repeatable).
+    /// Offer a local proxy of a far mailbox, for local senders: REMOTE, or REMOTE=LOCAL for another local name (repeatable).
     #[arg(long, value_name = "REMOTE[=LOCAL]")]
     import: Vec<String>,
+    /// Take messages of a far mailbox into a local one, for local receivers (work shared with the far host's receivers and other pullers): REMOTE or REMOTE=LOCAL (repeatable).
+    #[arg(long, value_name = "REMOTE[=LOCAL]")]
+    pull: Vec<String>,
     /// This bridge's name, shown to peers (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -116,9 +123,9 @@ fn host_name() -> String {
 }
 
 fn run(args: Args) -> Result<i32> {
-    if args.export.is_empty() && args.import.is_empty() {
+    if args.export.is_empty() && args.import.is_empty() && args.pull.is_empty() {
         bail!(UsageError(
-            "nothing to bridge: give --export NAME and/or --import NAME".into()
+            "nothing to bridge: give --export, --import or --pull NAME".into()
         ));
     }
     if !(args.disconnect_after.is_finite()
@@ -144,18 +151,19 @@ fn run(args: Args) -> Result<i32> {
         .map(|s| mailbox_arg(s))
         .collect::<Result<Vec<_>>>()?;
     let mut imports = Vec::new();
-    for s in &args.import {
+    let pulls = args.pull.iter().map(|s| (s, true));
+    for (s, pull) in args.import.iter().map(|s| (s, false)).chain(pulls) {
         let (remote, local) = s.split_once('=').unwrap_or((s, s));
-        imports.push((mailbox_arg(remote)?, mailbox_arg(local)?));
+        imports.push((mailbox_arg(remote)?, mailbox_arg(local)?, pull));
     }
     let mut locals: Vec<&String> = exports
         .iter()
-        .chain(imports.iter().map(|(_, l)| l))
+        .chain(imports.iter().map(|(_, l, _)| l))
         .collect();
     locals.sort();
     if locals.windows(2).any(|w| w[0] == w[1]) {
         bail!(UsageError(
-            "a local mailbox is named twice in --export/--import".into()
+            "a local mailbox is named twice in --export/--import/--pull".into()
         ));
     }
     let tls = match (
@@ -202,11 +210,15 @@ fn run(args: Args) -> Result<i32> {
             r
         }));
     }
-    for (remote, local) in imports {
+    for (remote, local, pull) in imports {
         let (session, options, failed) = (session.clone(), options.clone(), failed.clone());
         workers.push(std::thread::spawn(move || {
             let stop = || ipc_cli::stop_requested() || failed.load(Ordering::Relaxed);
-            let r = proxy::run(&session, &remote, &local, &options, &stop);
+            let r = if pull {
+                ipc_bridge::pull::run(&session, &remote, &local, &options, &stop)
+            } else {
+                proxy::run(&session, &remote, &local, &options, &stop)
+            };
             if r.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }

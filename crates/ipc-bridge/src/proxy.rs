@@ -1,281 +1,47 @@
 //! The importing side (the host where remote senders live): a local proxy
-//! mailbox, made like the far one, whose messages the bridge takes only
-//! as far as the far mailbox has room (credits), journals, sends, and
-//! forgets once the far bridge acknowledges them.
+//! mailbox, made like the far one, whose messages an [`uplink`] takes to
+//! the exporting bridge.
 //!
 //! Local senders therefore see the far mailbox's capacity end to end
 //! (plus the proxy's own, which mirrors it); a rendezvous send returns
 //! only once a receiver on the far host took the message; when the far
 //! mailbox's receivers have all gone, or its bridge has been unreachable
-//! for `--disconnect-after`, the bridge lets go of the proxy and local
-//! senders get `Disconnected` (what they sent before stays journaled and
-//! is delivered once the far side is back).
+//! for `--disconnect-after`, local senders get `Disconnected`.
 
-use std::collections::HashSet;
-use std::sync::mpsc::{channel, sync_channel, Receiver as Events, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver as Events};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
-use ipc_core::{Deadline, RecvError, Role};
-use zenoh::pubsub::Publisher;
-use zenoh::qos::CongestionControl;
+use zenoh::pubsub::Subscriber;
 use zenoh::sample::SampleKind;
 use zenoh::{Session, Wait};
 
-use crate::journal::Journal;
 use crate::shm::ensure_state_dir;
-use crate::wire::{self, Ack, DataFrame, Exported, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
-use crate::{status, Options};
+use crate::uplink::{self, Liveliness};
+use crate::wire::{self, Exported};
+use crate::Options;
 
-/// A data frame carries at most this many bytes of messages (a single
-/// larger message travels alone).
-const FRAME_BYTES: usize = 256 * 1024;
-/// Messages a frame carries at most.
-const FRAME_MESSAGES: u32 = 1024;
-/// Heartbeats tell the far side we are here, how far our journal goes,
-/// and whether our local senders have gone.
-const HEARTBEAT: Duration = Duration::from_millis(200);
-/// If the far side's count of messages received stays behind what was
-/// sent for this long, the rest is sent again (a frame was lost, or the
-/// far bridge restarted).
-const RESEND_AFTER: Duration = Duration::from_secs(1);
-/// Longest wait for a message or an acknowledgement in one turn.
-const TURN: Duration = Duration::from_millis(10);
-
-enum Liveliness {
-    Up(String),
-    Down(String),
-}
-
-/// The link to the far mailbox, and the journal of what is on its way.
-struct Link {
-    remote: String,
-    journal: Journal,
-    publisher: Publisher<'static>,
-    acks: Events<Vec<u8>>,
-    tokens: Events<Liveliness>,
-    alive: HashSet<String>,
-    far_bridge: String,
-    /// Highest sequence number the far side lets us send.
-    credit: u64,
-    /// Highest sequence number put on the wire.
-    sent: u64,
-    /// The far side's `received`, and since when it has not grown.
-    received: u64,
-    stalled_since: Instant,
-    receivers: bool,
-    down_since: Option<Instant>,
-    last_ack: Option<Instant>,
-    last_heartbeat: Instant,
-    senders_gone: bool,
-    disconnect_after: Duration,
-}
-
-impl Link {
-    /// Takes in what the far side said.
-    fn pump(&mut self) {
-        while let Ok(ev) = self.tokens.try_recv() {
-            self.on_liveliness(ev);
-        }
-        while let Ok(bytes) = self.acks.try_recv() {
-            self.take_ack(&bytes);
-        }
-    }
-
-    fn on_liveliness(&mut self, ev: Liveliness) {
-        {
-            match ev {
-                Liveliness::Up(bridge) => {
-                    if self.alive.is_empty() {
-                        log::info!("{}: bridge {bridge} is reachable", self.remote);
-                        // A new far session (maybe a restarted bridge): it
-                        // gives credits anew, and gets what it lacks again.
-                        self.credit = self.journal.acked();
-                        self.sent = self.journal.acked();
-                    }
-                    self.far_bridge = bridge.split('|').next().unwrap_or("").to_owned();
-                    self.alive.insert(bridge);
-                    self.down_since = None;
-                }
-                Liveliness::Down(bridge) => {
-                    self.alive.remove(&bridge);
-                    if self.alive.is_empty() {
-                        log::warn!("{}: bridge {bridge} is unreachable", self.remote);
-                        self.down_since = Some(Instant::now());
-                    }
-                }
-            }
-        }
-    }
-
-    fn take_ack(&mut self, bytes: &[u8]) {
-        let ack = match Ack::decode(bytes) {
-            Ok(a) => a,
-            Err(e) => {
-                log::warn!("{}: {e}", self.remote);
-                return;
-            }
-        };
-        if let Err(e) = self.journal.ack(ack.delivered) {
-            log::warn!("{}: ignoring an acknowledgement: {e}", self.remote);
-            return;
-        }
-        let now = Instant::now();
-        self.last_ack = Some(now);
-        self.credit = ack.credit;
-        self.receivers = ack.flags & FLAG_RECEIVERS != 0;
-        if ack.received != self.received {
-            self.received = ack.received;
-            self.stalled_since = now;
-        }
-        self.sent = self.sent.max(self.journal.acked());
-    }
-
-    /// True if local senders should be able to send: the far bridge is
-    /// reachable (or was, less than `disconnect_after` ago) and its
-    /// mailbox has receivers.
-    fn open_for_senders(&self) -> bool {
-        let reachable = !self.alive.is_empty()
-            || self
-                .down_since
-                .is_some_and(|t| t.elapsed() < self.disconnect_after);
-        reachable && self.receivers
-    }
-
-    /// Sends what the credits allow, resending after a stall.
-    fn flush(&mut self) {
-        let now = Instant::now();
-        let acked = self.journal.acked();
-        if self.sent > self.received.max(acked) && now - self.stalled_since > RESEND_AFTER {
-            log::debug!(
-                "{}: nothing received past {} for {:?}: sending again",
-                self.remote,
-                self.received,
-                RESEND_AFTER
-            );
-            self.sent = self.received.max(acked);
-            self.stalled_since = now;
-        }
-        if self.alive.is_empty() {
-            return;
-        }
-        let limit = self.journal.written().min(self.credit);
-        while self.sent < limit {
-            let mut frame = DataFrame::new(self.sent + 1, 0);
-            while self.sent < limit && frame.count() < FRAME_MESSAGES {
-                let msg = self.journal.get(self.sent + 1).expect("journaled");
-                if !frame.is_empty() && frame.len() + msg.len() > FRAME_BYTES {
-                    break;
-                }
-                frame.push(msg);
-                self.sent += 1;
-            }
-            if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
-                log::debug!("{}: sending: {e}", self.remote);
-            }
-            if self.received >= self.sent - 1 {
-                self.stalled_since = now;
-            }
-        }
-        if now - self.last_heartbeat >= HEARTBEAT {
-            self.heartbeat();
-        }
-    }
-
-    fn heartbeat(&mut self) {
-        let gone = self.senders_gone && self.journal.in_flight() == 0;
-        let frame = DataFrame::new(
-            self.journal.written() + 1,
-            if gone { FLAG_SENDERS_GONE } else { 0 },
-        );
-        if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
-            log::debug!("{}: heartbeat: {e}", self.remote);
-        }
-        self.last_heartbeat = Instant::now();
-    }
-
-    /// Waits up to `d` for the far side to say something, then takes it in.
-    fn wait(&mut self, d: Duration) {
-        match self.acks.recv_timeout(d) {
-            Ok(bytes) => self.take_ack(&bytes),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
-        }
-        self.pump();
-    }
-
-    fn status(&self, local: &str) {
-        let state = if !self.alive.is_empty() {
-            if self.receivers {
-                "connected".to_owned()
-            } else {
-                "connected; the far mailbox has no receivers (local senders get Disconnected)"
-                    .to_owned()
-            }
-        } else {
-            match self.down_since {
-                Some(t) => format!(
-                    "far bridge unreachable for {} ms{}",
-                    t.elapsed().as_millis(),
-                    if self.open_for_senders() {
-                        ""
-                    } else {
-                        " (local senders get Disconnected)"
-                    }
-                ),
-                None => "waiting for the far bridge".to_owned(),
-            }
-        };
-        let last_ack = match self.last_ack {
-            Some(t) => format!(
-                "up to message {}, {} ms ago",
-                self.journal.acked(),
-                t.elapsed().as_millis()
-            ),
-            None => "none yet".to_owned(),
-        };
-        status::write(
-            local,
-            &[
-                (
-                    "bridged",
-                    format!(
-                        "proxy of mailbox {} on bridge {}",
-                        self.remote, self.far_bridge
-                    ),
-                ),
-                ("link", state),
-                (
-                    "in flight",
-                    format!(
-                        "{} message(s) taken, not yet acknowledged",
-                        self.journal.in_flight()
-                    ),
-                ),
-                (
-                    "credits",
-                    format!(
-                        "{} more message(s) the far mailbox has room for",
-                        self.credit.saturating_sub(self.journal.written())
-                    ),
-                ),
-                ("last ack", last_ack),
-            ],
-        );
-    }
-}
-
-/// Serves the proxy `local` of the far mailbox `remote` until `stop()`.
-pub fn run(
+/// Waits (until `stop()`) for the liveliness token of a bridge exporting
+/// `remote`, which says how the mailbox is made. Returns it with the
+/// token events (kept coming through the returned subscriber) and those
+/// already read; `None` if stopped first.
+#[allow(clippy::type_complexity)]
+pub fn await_export(
     session: &Session,
     remote: &str,
-    local: &str,
-    o: &Options,
-    stop: &dyn Fn() -> bool,
-) -> Result<()> {
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<
+    Option<(
+        Exported,
+        Events<Liveliness>,
+        Vec<Liveliness>,
+        Subscriber<()>,
+    )>,
+> {
     let (token_tx, tokens) = channel::<Liveliness>();
     let mailbox_name = remote.to_owned();
-    let _live = session
+    let live = session
         .liveliness()
         .declare_subscriber(wire::alive_pattern(remote))
         .history(true)
@@ -290,20 +56,19 @@ pub fn run(
         })
         .wait()
         .map_err(|e| anyhow::anyhow!("watching for {remote}'s exporter: {e}"))?;
-
-    // The far mailbox's shape, from its exporter's token.
     let started = Instant::now();
     let mut next_note = Duration::ZERO;
     let mut early = Vec::new();
-    let exported: Exported = loop {
+    loop {
         if stop() {
-            return Ok(());
+            return Ok(None);
         }
         match tokens.recv_timeout(Duration::from_millis(100)) {
             Ok(Liveliness::Up(tag)) => {
                 let key = tag.split_once('|').map_or("", |(_, k)| k).to_owned();
                 early.push(Liveliness::Up(tag));
-                break wire::parse_alive(remote, &key).expect("parsed before");
+                let exported = wire::parse_alive(remote, &key).expect("parsed before");
+                return Ok(Some((exported, tokens, early, live)));
             }
             Ok(other) => early.push(other),
             Err(_) => {}
@@ -312,6 +77,19 @@ pub fn run(
             log::info!("waiting for a bridge that exports {remote}");
             next_note += Duration::from_secs(10);
         }
+    }
+}
+
+/// Serves the proxy `local` of the far mailbox `remote` until `stop()`.
+pub fn run(
+    session: &Session,
+    remote: &str,
+    local: &str,
+    o: &Options,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<()> {
+    let Some((exported, tokens, early, _live)) = await_export(session, remote, stop)? else {
+        return Ok(());
     };
     let config = MailboxConfig {
         capacity: exported.capacity,
@@ -332,140 +110,24 @@ pub fn run(
         );
     }
     let dir = ensure_state_dir().context("creating the bridge's state folder")?;
-    let journal_path = dir.join(format!("{local}.journal"));
-    let journal = Journal::open_or_create(&journal_path, exported.max_message)
-        .with_context(|| format!("opening the journal {}", journal_path.display()))?;
-    let origin = journal.origin();
-    let (ack_tx, acks) = sync_channel::<Vec<u8>>(1024);
-    let _ack_sub = session
-        .declare_subscriber(wire::ack_key(remote, origin))
-        .callback(move |sample| {
-            let _ = ack_tx.try_send(sample.payload().to_bytes().into_owned());
-        })
-        .wait()
-        .map_err(|e| anyhow::anyhow!("subscribing to acknowledgements: {e}"))?;
-    let publisher = session
-        .declare_publisher(wire::data_key(remote, origin))
-        .congestion_control(CongestionControl::Block)
-        .wait()
-        .map_err(|e| anyhow::anyhow!("declaring {remote}'s data publisher: {e}"))?;
-    if journal.in_flight() > 0 {
-        log::info!(
-            "{local}: {} message(s) from before a restart are resent",
-            journal.in_flight()
-        );
-    }
-    let acked = journal.acked();
-    let mut link = Link {
-        remote: remote.to_owned(),
-        journal,
-        publisher,
-        acks,
-        tokens,
-        alive: HashSet::new(),
-        far_bridge: exported.bridge.clone(),
-        credit: acked,
-        sent: acked,
-        received: acked,
-        stalled_since: Instant::now(),
-        receivers: true,
-        down_since: None,
-        last_ack: None,
-        last_heartbeat: Instant::now() - HEARTBEAT,
-        senders_gone: false,
-        disconnect_after: o.disconnect_after,
-    };
-    for ev in early {
-        link.on_liveliness(ev);
-    }
-    link.pump();
+    let remote_owned = remote.to_owned();
+    let remote_ack = remote.to_owned();
     log::info!(
         "proxy {local} of {remote} on bridge {} ({:?}, messages up to {} bytes)",
         exported.bridge,
         exported.capacity,
         exported.max_message
     );
-
-    let rendezvous = exported.capacity == Capacity::Zero;
-    let max = exported.max_message;
-    let mut rx: Option<ipc_core::Receiver> = None;
-    let mut last_status = Instant::now() - Duration::from_secs(1);
-    while !stop() {
-        link.pump();
-        let open = link.open_for_senders();
-        if !open && rx.take().is_some() {
-            log::warn!("{local}: the far mailbox {remote} is unreachable or has no receivers: local senders now get Disconnected");
-        }
-        if open && rx.is_none() {
-            let mut r = proxy
-                .receiver()
-                .with_context(|| format!("attaching to the proxy {local}"))?;
-            r.expect_new_senders();
-            rx = Some(r);
-        }
-        link.flush();
-        let mut took = 0u32;
-        if let Some(r) = rx.as_mut() {
-            while link.journal.written() < link.credit
-                && link.journal.has_room(max)
-                && took < FRAME_MESSAGES
-            {
-                let deadline = if took == 0 && link.sent == link.journal.written() {
-                    Deadline::after(TURN)
-                } else {
-                    Deadline::Now
-                };
-                let l = &mut link;
-                let result = r.recv_with_until(deadline, |msg| {
-                    let seq = l.journal.append(msg).expect("room checked");
-                    l.senders_gone = false;
-                    if rendezvous {
-                        // The local send returns when this does: once a
-                        // receiver on the far host took the message (or
-                        // we are stopping; it stays journaled).
-                        while l.journal.acked() < seq && !stop() {
-                            l.flush();
-                            l.wait(TURN);
-                        }
-                    }
-                });
-                match result {
-                    Ok(()) => took += 1,
-                    Err(RecvError::Timeout | RecvError::Empty) => break,
-                    Err(RecvError::Disconnected) => {
-                        if !link.senders_gone {
-                            log::info!("{local}: every local sender has gone");
-                        }
-                        link.senders_gone = true;
-                        r.expect_new_senders();
-                        break;
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("receiving from {local}")),
-                }
-            }
-        }
-        if took == 0 && (rx.is_none() || link.journal.written() >= link.credit || link.senders_gone)
-        {
-            link.wait(TURN);
-        }
-        link.flush();
-        if last_status.elapsed() >= Duration::from_millis(250) {
-            last_status = Instant::now();
-            link.status(local);
-        }
-    }
-    drop(rx);
-    // Give what is in flight a moment to be acknowledged before leaving
-    // (it stays journaled either way).
-    let until = Instant::now() + Duration::from_secs(1);
-    while link.journal.in_flight() > 0 && Instant::now() < until {
-        link.flush();
-        link.wait(TURN);
-    }
-    status::remove(local);
-    let live_senders = proxy.status().live(Role::Producer);
-    if link.journal.in_flight() == 0 && proxy.status().len == 0 && live_senders == 0 {
-        let _ = link.journal.remove();
-    }
-    Ok(())
+    let spec = uplink::Spec {
+        source: proxy,
+        label: local.to_owned(),
+        title: format!("proxy of mailbox {remote} on bridge"),
+        journal: dir.join(format!("{local}.journal")),
+        max_message: exported.max_message,
+        data_key: Box::new(move |origin| wire::data_key(&remote_owned, origin)),
+        ack_key: Box::new(move |origin| wire::ack_key(&remote_ack, origin)),
+        rendezvous: exported.capacity == Capacity::Zero,
+        far_bridge: exported.bridge.clone(),
+    };
+    uplink::run(session, spec, tokens, early, o, stop)
 }

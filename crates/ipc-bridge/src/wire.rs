@@ -55,6 +55,30 @@ pub fn ack_key(mailbox: &str, origin: u64) -> String {
     format!("{ROOT}/{mailbox}/ack/{origin:016x}")
 }
 
+/// The channel of messages pulled from `mailbox` by `puller`: data and
+/// acknowledgement keys are made from it as from a mailbox's name.
+pub fn pull_channel(mailbox: &str, puller: u64) -> String {
+    format!("{mailbox}/pull/{puller:016x}")
+}
+
+/// The liveliness token a pulling bridge holds for `mailbox`.
+pub fn puller_key(mailbox: &str, puller: u64, bridge: &str) -> String {
+    format!("{ROOT}/{mailbox}/puller/{puller:016x}/{bridge}")
+}
+
+/// Every puller's token for `mailbox`.
+pub fn puller_pattern(mailbox: &str) -> String {
+    format!("{ROOT}/{mailbox}/puller/*/*")
+}
+
+/// The puller and its bridge's name, from a token made by [`puller_key`].
+pub fn parse_puller(mailbox: &str, key: &str) -> Option<(u64, String)> {
+    let rest = key.strip_prefix(&format!("{ROOT}/{mailbox}/puller/"))?;
+    let (id, bridge) = rest.split_once('/')?;
+    let id = origin_of(&format!("x/{id}"))?;
+    (!bridge.is_empty() && !bridge.contains('/')).then(|| (id, bridge.to_owned()))
+}
+
 /// The origin named by the last chunk of a data key.
 pub fn origin_of(key: &str) -> Option<u64> {
     let hex = key.rsplit('/').next()?;
@@ -352,5 +376,12 @@ mod tests {
         assert_eq!(origin_of(&data_key("jobs", 0xabc)), Some(0xabc));
         assert_eq!(origin_of("ipcb/jobs/data/xyz"), None);
         assert_eq!(origin_of(&data_key("jobs", 0)), None);
+        let k = puller_key("jobs", 0x42, "hostB");
+        assert_eq!(parse_puller("jobs", &k), Some((0x42, "hostB".into())));
+        assert_eq!(parse_puller("jobs", "ipcb/jobs/puller/zz/hostB"), None);
+        assert_eq!(
+            data_key(&pull_channel("jobs", 0x42), 7),
+            "ipcb/jobs/pull/0000000000000042/data/0000000000000007"
+        );
     }
 }

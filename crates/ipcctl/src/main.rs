@@ -332,12 +332,32 @@ fn existing_blocks(name: &str) -> usize {
 /// status file (`/dev/shm/ipc-bridge/NAME.status`), if there is one. Only a
 /// short regular file of printable text is shown (never a link or FIFO).
 fn print_bridge_status(name: &str) {
+    let dir = std::path::Path::new(ipc_core::segment::SHM_DIR).join("ipc-bridge");
+    print_bridge_status_file(&dir.join(format!("{name}.status")));
+    // An exporter serving remote pullers keeps one more status per puller.
+    let prefix = format!("{name}.pull-");
+    let mut pulls: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let f = e.file_name().to_string_lossy().into_owned();
+            f.starts_with(&prefix) && f.ends_with(".status")
+        })
+        .map(|e| e.path())
+        .take(64)
+        .collect();
+    pulls.sort();
+    for p in pulls {
+        print_bridge_status_file(&p);
+    }
+}
+
+fn print_bridge_status_file(path: &std::path::Path) {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     const LIMIT: u64 = 8192;
-    let path = std::path::Path::new(ipc_core::segment::SHM_DIR)
-        .join("ipc-bridge")
-        .join(format!("{name}.status"));
+    let path = path.to_owned();
     let Ok(meta) = std::fs::symlink_metadata(&path) else {
         return;
     };

@@ -13,6 +13,8 @@
 //!                                          stream), then half a second more
 //!                                          for any extra; prints each one's
 //!                                          tag on a line, then "end"
+//! bridge-peer drain NAME                   receives until end of stream;
+//!                                          prints each tag, then "end"
 //! ```
 //!
 //! Messages are `s<SENDER>-<INDEX, 6 digits>` padded with '.' to LEN bytes.
@@ -110,6 +112,30 @@ fn main() {
                 }
                 if start.elapsed() > PATIENCE {
                     fail(format!("received {got} of {count}"));
+                }
+            }
+            writeln!(out, "end").ok();
+        }
+        "drain" => {
+            let mb = open(arg(1));
+            let mut rx = mb
+                .receiver()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            let start = Instant::now();
+            loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(m) => {
+                        let tag = m.split(|&b| b == b'.').next().unwrap_or(&[]);
+                        out.write_all(tag).and_then(|()| out.write_all(b"\n")).ok();
+                    }
+                    Err(RecvError::Timeout) => {}
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => fail(format!("recv: {e}")),
+                }
+                if start.elapsed() > PATIENCE {
+                    fail("no end of stream".into());
                 }
             }
             writeln!(out, "end").ok();

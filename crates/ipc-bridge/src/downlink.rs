@@ -1,0 +1,296 @@
+//! The delivering side of a link: takes data frames from remote uplinks
+//! (origins), puts each message into a local mailbox exactly once and in
+//! order per origin, and acknowledges with credits, the mailbox's free
+//! room, so the far senders wait when it is full. Used by an exporter
+//! (messages of remote proxies into the exported mailbox) and by a puller
+//! (messages of a far exported mailbox into the puller's local one).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ipc_core::mailbox::{Capacity, Mailbox};
+
+use ipc_core::{Role, SendError, Sender};
+use zenoh::{Session, Wait};
+
+use crate::delivered::Delivered;
+use crate::wire::{self, Ack, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
+use crate::{status, Options};
+
+/// Frames waiting for the exporter's loop; when full, a frame is dropped
+/// and its origin resends it (it is still in that origin's journal).
+const FRAME_QUEUE: usize = 256;
+/// Messages an unbounded mailbox grants a remote origin at a time.
+const UNBOUNDED_WINDOW: u64 = 1024;
+/// How long the loop sleeps at most between looks at the mailbox.
+const TICK: Duration = Duration::from_millis(10);
+/// ... and while an origin waits for credits.
+const STARVED_TICK: Duration = Duration::from_micros(500);
+/// Acknowledgements repeat this often even without progress (credits
+/// grow as the mailbox drains; a lost acknowledgement is replaced).
+const ACK_EVERY: Duration = Duration::from_millis(100);
+/// A rendezvous offer waits this long for a receiver before the loop
+/// looks at its other work (then offers again).
+const OFFER: Duration = Duration::from_millis(20);
+
+/// What the exporter knows of one origin (a remote proxy's journal).
+struct Origin {
+    /// Messages received in order, not yet in the mailbox.
+    pending: VecDeque<(u64, Vec<u8>)>,
+    /// When a frame last came.
+    heard: Instant,
+    /// The origin's journal holds messages up to this sequence number.
+    written: u64,
+    /// Its local senders have all gone.
+    senders_gone: bool,
+    /// Highest sequence number granted so far, and in the last ack.
+    granted: u64,
+    last_credit: u64,
+    /// Something changed since the last acknowledgement.
+    changed: bool,
+    last_ack: Option<Instant>,
+    repeats: u64,
+    gaps: u64,
+}
+
+/// What one downlink delivers into, and where its frames come from.
+pub struct Spec {
+    /// The mailbox messages are delivered into (the bridge attaches as a
+    /// sender while an origin has something for it).
+    pub target: Mailbox,
+    /// Name in logs and of the status file.
+    pub label: String,
+    /// First status line ("exported by bridge A").
+    pub title: String,
+    /// The table of what was delivered per origin.
+    pub delivered: Delivered,
+    /// Key expression of the data frames (the last chunk is the origin).
+    pub data_pattern: String,
+    /// Key of the acknowledgements to an origin.
+    pub ack_key: Box<dyn Fn(u64) -> String + Send>,
+}
+
+/// Runs the downlink until `stop()` says so.
+pub fn run(
+    session: &Session,
+    spec: Spec,
+    o: &Options,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<()> {
+    let Spec {
+        target: mailbox,
+        label,
+        title,
+        mut delivered,
+        data_pattern,
+        ack_key,
+    } = spec;
+    let name = label.as_str();
+    let capacity = mailbox.capacity();
+    let max = mailbox.max_message();
+
+    let (tx, frames) = sync_channel::<(u64, Vec<u8>)>(FRAME_QUEUE);
+    let _sub = session
+        .declare_subscriber(data_pattern)
+        .callback(move |sample| {
+            if let Some(origin) = wire::origin_of(sample.key_expr().as_str()) {
+                let _ = tx.try_send((origin, sample.payload().to_bytes().into_owned()));
+            }
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("subscribing to {name}'s data: {e}"))?;
+
+    let mut origins: HashMap<u64, Origin> = HashMap::new();
+    let mut sender: Option<Sender> = None;
+    let mut receivers_gone = false;
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    let mut starved = false;
+    while !stop() {
+        // An origin that has used all its credit waits for the mailbox to
+        // drain: look at it more often then.
+        let tick = if starved { STARVED_TICK } else { TICK };
+        match frames.recv_timeout(tick) {
+            Ok((origin, bytes)) => {
+                take_frame(&mut origins, &delivered, origin, &bytes, max);
+                for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
+                    take_frame(&mut origins, &delivered, origin, &bytes, max);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let st = mailbox.status();
+        if st.live(Role::Consumer) > 0 {
+            receivers_gone = false;
+        }
+        // Deliver, origin by origin (each one's order is kept).
+        let mut keys: Vec<u64> = origins.keys().copied().collect();
+        keys.sort_unstable();
+        for key in &keys {
+            let org = origins.get_mut(key).expect("listed");
+            while let Some((seq, msg)) = org.pending.pop_front() {
+                if sender.is_none() {
+                    sender = Some(mailbox.sender().with_context(|| {
+                        format!("attaching to {name} as the far senders' proxy")
+                    })?);
+                }
+                let tx = sender.as_mut().expect("attached");
+                let result = match capacity {
+                    Capacity::Zero => tx.send_timeout(msg, OFFER),
+                    _ => tx.try_send(msg),
+                };
+                match result {
+                    Ok(()) => {
+                        delivered.record(*key, seq);
+                        org.changed = true;
+                    }
+                    Err(e) => {
+                        if matches!(e, SendError::Disconnected(_)) {
+                            receivers_gone = true;
+                        }
+                        let fatal = !matches!(
+                            e,
+                            SendError::Full(_) | SendError::Timeout(_) | SendError::Disconnected(_)
+                        );
+                        if fatal {
+                            log::warn!("delivering to {name}: {e}");
+                        }
+                        org.pending.push_front((seq, e.into_inner()));
+                        break;
+                    }
+                }
+            }
+        }
+        // Acknowledge, with the credits the mailbox's room allows (as it
+        // is now, after this turn's deliveries).
+        let st = mailbox.status();
+        let queued: u64 = origins.values().map(|o| o.pending.len() as u64).sum();
+        let free = match capacity {
+            Capacity::Bounded(n) => u64::from(n).saturating_sub(st.len + queued),
+            Capacity::Zero => 0,
+            Capacity::Unbounded => UNBOUNDED_WINDOW.saturating_sub(queued),
+        };
+        let receivers = !receivers_gone && (st.live(Role::Consumer) > 0 || st.consumers_total == 0);
+        let now = Instant::now();
+        starved = false;
+        for key in &keys {
+            let org = origins.get_mut(key).expect("listed");
+            let last = delivered.last(*key);
+            let pending = org.pending.len() as u64;
+            let credit = match capacity {
+                Capacity::Zero => last + pending.max(1),
+                _ => last + pending + free,
+            };
+            org.granted = org.granted.max(credit);
+            starved |= org.written >= org.last_credit && org.written > last;
+            let due = org.last_ack.is_none_or(|t| now - t >= ACK_EVERY);
+            let more = credit != org.last_credit;
+            if (org.changed || due || more) && now - org.heard < o.disconnect_after {
+                let ack = Ack {
+                    flags: if receivers { FLAG_RECEIVERS } else { 0 },
+                    delivered: last,
+                    credit,
+                    received: last + pending,
+                };
+                if let Err(e) = session.put(ack_key(*key), ack.encode()).wait() {
+                    log::debug!("acknowledging to {key:016x}: {e}");
+                }
+                org.changed = false;
+                org.last_credit = credit;
+                org.last_ack = Some(now);
+            }
+        }
+        // An origin whose stream ended, or that was silent too long, is
+        // done once everything it sent is in; with no origin left, the
+        // proxy's sender goes, so the mailbox's receivers see the end.
+        origins.retain(|key, org| {
+            let done = org.pending.is_empty() && delivered.last(*key) >= org.written;
+            !(done && now - org.heard > o.disconnect_after)
+        });
+        let idle = origins.iter().all(|(key, org)| {
+            org.pending.is_empty()
+                && (now - org.heard > o.disconnect_after
+                    || (org.senders_gone && delivered.last(*key) >= org.written))
+        });
+        if idle && sender.take().is_some() {
+            log::info!("{name}: every remote sender has gone");
+        }
+        if now - last_status >= Duration::from_millis(250) {
+            last_status = now;
+            let mut lines = vec![(
+                "bridged",
+                format!("{title}, {} remote origin(s)", origins.len()),
+            )];
+            for (key, org) in &origins {
+                lines.push((
+                    "  origin",
+                    format!(
+                        "{key:016x}: delivered up to {}, {} waiting for room, last frame {} ms ago, {} repeats dropped, {} out of order",
+                        delivered.last(*key),
+                        org.pending.len(),
+                        (now - org.heard).as_millis(),
+                        org.repeats,
+                        org.gaps
+                    ),
+                ));
+            }
+            status::write(name, &lines);
+        }
+    }
+    status::remove(name);
+    Ok(())
+}
+
+/// Files one frame's messages: repeats are dropped, the next in order
+/// queued, anything after a gap dropped (the origin resends it).
+fn take_frame(
+    origins: &mut HashMap<u64, Origin>,
+    delivered: &Delivered,
+    origin: u64,
+    bytes: &[u8],
+    max: usize,
+) {
+    let frame = match wire::decode_data(bytes, max) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("from origin {origin:016x}: {e}");
+            return;
+        }
+    };
+    let org = origins.entry(origin).or_insert_with(|| Origin {
+        pending: VecDeque::new(),
+        heard: Instant::now(),
+        written: 0,
+        senders_gone: false,
+        granted: 0,
+        last_credit: 0,
+        changed: true,
+        last_ack: None,
+        repeats: 0,
+        gaps: 0,
+    });
+    org.heard = Instant::now();
+    org.changed |= !frame.messages.is_empty();
+    org.written = org
+        .written
+        .max(frame.first_seq - 1 + frame.messages.len() as u64);
+    org.senders_gone = frame.flags & FLAG_SENDERS_GONE != 0;
+    let mut next = delivered.last(origin) + org.pending.len() as u64 + 1;
+    for (i, msg) in frame.messages.iter().enumerate() {
+        let seq = frame.first_seq + i as u64;
+        if seq < next {
+            org.repeats += 1;
+        } else if seq > next || seq > org.granted {
+            // A gap (a frame lost on the way), or beyond the credit given
+            // (a restarted exporter has given none yet): the origin
+            // resends it, so what waits here stays bounded by credits.
+            org.gaps += 1;
+            break;
+        } else {
+            org.pending.push_back((seq, msg.to_vec()));
+            next += 1;
+        }
+    }
+}

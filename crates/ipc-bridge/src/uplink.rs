@@ -1,0 +1,431 @@
+//! The taking side of a link: a bridge takes messages from a local
+//! mailbox only as far as the far side has room (credits), journals each
+//! one before the mailbox lets go of it, sends them in frames, and forgets
+//! them once the far side acknowledges. Used by a proxy (remote senders'
+//! messages on their way to an exported mailbox) and by an exporter
+//! serving a remote puller (messages of the exported mailbox on their way
+//! to the puller's local mailbox).
+//!
+//! When the far side is unreachable for `--disconnect-after`, or has no
+//! receivers, the bridge lets go of the source mailbox, so its senders get
+//! `Disconnected` (what was journaled stays, and goes once it is back).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver as Events, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ipc_core::mailbox::Mailbox;
+use ipc_core::{Deadline, RecvError, Role};
+use zenoh::pubsub::Publisher;
+use zenoh::qos::CongestionControl;
+use zenoh::{Session, Wait};
+
+use crate::journal::Journal;
+use crate::wire::{Ack, DataFrame, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
+use crate::{status, Options};
+
+/// A data frame carries at most this many bytes of messages (a single
+/// larger message travels alone).
+const FRAME_BYTES: usize = 256 * 1024;
+/// Messages a frame carries at most.
+const FRAME_MESSAGES: u32 = 1024;
+/// Heartbeats tell the far side we are here, how far our journal goes,
+/// and whether our local senders have gone.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// If the far side's count of messages received stays behind what was
+/// sent for this long, the rest is sent again (a frame was lost, or the
+/// far bridge restarted).
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+/// Longest wait for a message or an acknowledgement in one turn.
+const TURN: Duration = Duration::from_millis(10);
+
+/// A far bridge's liveliness token appeared (`Up`) or went (`Down`);
+/// the text is `BRIDGE|KEY`.
+pub enum Liveliness {
+    /// The token was declared (or was there when we subscribed).
+    Up(String),
+    /// The token went: its bridge left or is unreachable.
+    Down(String),
+}
+
+/// The link to the far mailbox, and the journal of what is on its way.
+struct Link {
+    /// Logs and the status file say this.
+    remote: String,
+    title: String,
+    journal: Journal,
+    publisher: Publisher<'static>,
+    acks: Events<Vec<u8>>,
+    tokens: Events<Liveliness>,
+    alive: HashSet<String>,
+    far_bridge: String,
+    /// Highest sequence number the far side lets us send.
+    credit: u64,
+    /// Highest sequence number put on the wire.
+    sent: u64,
+    /// The far side's `received`, and since when it has not grown.
+    received: u64,
+    stalled_since: Instant,
+    receivers: bool,
+    down_since: Option<Instant>,
+    last_ack: Option<Instant>,
+    last_heartbeat: Instant,
+    senders_gone: bool,
+    disconnect_after: Duration,
+}
+
+impl Link {
+    /// Takes in what the far side said.
+    fn pump(&mut self) {
+        while let Ok(ev) = self.tokens.try_recv() {
+            self.on_liveliness(ev);
+        }
+        while let Ok(bytes) = self.acks.try_recv() {
+            self.take_ack(&bytes);
+        }
+    }
+
+    fn on_liveliness(&mut self, ev: Liveliness) {
+        {
+            match ev {
+                Liveliness::Up(bridge) => {
+                    if self.alive.is_empty() {
+                        log::info!("{}: bridge {bridge} is reachable", self.remote);
+                        // A new far session (maybe a restarted bridge): it
+                        // gives credits anew, and gets what it lacks again.
+                        self.credit = self.journal.acked();
+                        self.sent = self.journal.acked();
+                    }
+                    self.far_bridge = bridge.split('|').next().unwrap_or("").to_owned();
+                    self.alive.insert(bridge);
+                    self.down_since = None;
+                }
+                Liveliness::Down(bridge) => {
+                    self.alive.remove(&bridge);
+                    if self.alive.is_empty() {
+                        log::warn!("{}: bridge {bridge} is unreachable", self.remote);
+                        self.down_since = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_ack(&mut self, bytes: &[u8]) {
+        let ack = match Ack::decode(bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("{}: {e}", self.remote);
+                return;
+            }
+        };
+        if let Err(e) = self.journal.ack(ack.delivered) {
+            log::warn!("{}: ignoring an acknowledgement: {e}", self.remote);
+            return;
+        }
+        let now = Instant::now();
+        self.last_ack = Some(now);
+        self.credit = ack.credit;
+        self.receivers = ack.flags & FLAG_RECEIVERS != 0;
+        if ack.received != self.received {
+            self.received = ack.received;
+            self.stalled_since = now;
+        }
+        self.sent = self.sent.max(self.journal.acked());
+    }
+
+    /// True if local senders should be able to send: the far bridge is
+    /// reachable (or was, less than `disconnect_after` ago) and its
+    /// mailbox has receivers.
+    fn open_for_senders(&self) -> bool {
+        let reachable = !self.alive.is_empty()
+            || self
+                .down_since
+                .is_some_and(|t| t.elapsed() < self.disconnect_after);
+        reachable && self.receivers
+    }
+
+    /// Sends what the credits allow, resending after a stall.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let acked = self.journal.acked();
+        if self.sent > self.received.max(acked) && now - self.stalled_since > RESEND_AFTER {
+            log::debug!(
+                "{}: nothing received past {} for {:?}: sending again",
+                self.remote,
+                self.received,
+                RESEND_AFTER
+            );
+            self.sent = self.received.max(acked);
+            self.stalled_since = now;
+        }
+        if self.alive.is_empty() {
+            return;
+        }
+        let limit = self.journal.written().min(self.credit);
+        while self.sent < limit {
+            let mut frame = DataFrame::new(self.sent + 1, 0);
+            while self.sent < limit && frame.count() < FRAME_MESSAGES {
+                let msg = self.journal.get(self.sent + 1).expect("journaled");
+                if !frame.is_empty() && frame.len() + msg.len() > FRAME_BYTES {
+                    break;
+                }
+                frame.push(msg);
+                self.sent += 1;
+            }
+            if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
+                log::debug!("{}: sending: {e}", self.remote);
+            }
+            if self.received >= self.sent - 1 {
+                self.stalled_since = now;
+            }
+        }
+        if now - self.last_heartbeat >= HEARTBEAT {
+            self.heartbeat();
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let gone = self.senders_gone && self.journal.in_flight() == 0;
+        let frame = DataFrame::new(
+            self.journal.written() + 1,
+            if gone { FLAG_SENDERS_GONE } else { 0 },
+        );
+        if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
+            log::debug!("{}: heartbeat: {e}", self.remote);
+        }
+        self.last_heartbeat = Instant::now();
+    }
+
+    /// Waits up to `d` for the far side to say something, then takes it in.
+    fn wait(&mut self, d: Duration) {
+        match self.acks.recv_timeout(d) {
+            Ok(bytes) => self.take_ack(&bytes),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+        self.pump();
+    }
+
+    fn status(&self, local: &str) {
+        let state = if !self.alive.is_empty() {
+            if self.receivers {
+                "connected".to_owned()
+            } else {
+                "connected; the far side has no receivers (senders to it get Disconnected)"
+                    .to_owned()
+            }
+        } else {
+            match self.down_since {
+                Some(t) => format!(
+                    "far bridge unreachable for {} ms{}",
+                    t.elapsed().as_millis(),
+                    if self.open_for_senders() {
+                        ""
+                    } else {
+                        " (senders to it get Disconnected)"
+                    }
+                ),
+                None => "waiting for the far bridge".to_owned(),
+            }
+        };
+        let last_ack = match self.last_ack {
+            Some(t) => format!(
+                "up to message {}, {} ms ago",
+                self.journal.acked(),
+                t.elapsed().as_millis()
+            ),
+            None => "none yet".to_owned(),
+        };
+        status::write(
+            local,
+            &[
+                ("bridged", format!("{} {}", self.title, self.far_bridge)),
+                ("link", state),
+                (
+                    "in flight",
+                    format!(
+                        "{} message(s) taken, not yet acknowledged",
+                        self.journal.in_flight()
+                    ),
+                ),
+                (
+                    "credits",
+                    format!(
+                        "{} more message(s) the far mailbox has room for",
+                        self.credit.saturating_sub(self.journal.written())
+                    ),
+                ),
+                ("last ack", last_ack),
+            ],
+        );
+    }
+}
+
+/// What one uplink takes from, and where its frames go.
+pub struct Spec {
+    /// The mailbox the bridge takes messages from (it attaches as a
+    /// receiver while the far side is open).
+    pub source: Mailbox,
+    /// Name in logs and of the status file.
+    pub label: String,
+    /// Status line before the far bridge's name ("proxy of mailbox M on bridge").
+    pub title: String,
+    /// The journal's file.
+    pub journal: PathBuf,
+    /// Largest message.
+    pub max_message: usize,
+    /// Key of the data frames, from the journal's origin.
+    pub data_key: Box<dyn Fn(u64) -> String + Send>,
+    /// Key of the acknowledgements, from the journal's origin.
+    pub ack_key: Box<dyn Fn(u64) -> String + Send>,
+    /// Rendezvous: a message is let go of only once the far side has it.
+    pub rendezvous: bool,
+    /// The far bridge's name, until its token says otherwise.
+    pub far_bridge: String,
+}
+
+/// Runs the uplink until `stop()`. `tokens` reports the far side's
+/// liveliness; `early` holds events already read from it.
+pub fn run(
+    session: &Session,
+    spec: Spec,
+    tokens: Events<Liveliness>,
+    early: Vec<Liveliness>,
+    o: &Options,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<()> {
+    let journal = Journal::open_or_create(&spec.journal, spec.max_message)
+        .with_context(|| format!("opening the journal {}", spec.journal.display()))?;
+    let origin = journal.origin();
+    let (ack_tx, acks) = sync_channel::<Vec<u8>>(1024);
+    let _ack_sub = session
+        .declare_subscriber((spec.ack_key)(origin))
+        .callback(move |sample| {
+            let _ = ack_tx.try_send(sample.payload().to_bytes().into_owned());
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("subscribing to acknowledgements: {e}"))?;
+    let publisher = session
+        .declare_publisher((spec.data_key)(origin))
+        .congestion_control(CongestionControl::Block)
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring {}'s data publisher: {e}", spec.label))?;
+    if journal.in_flight() > 0 {
+        log::info!(
+            "{}: {} message(s) from before a restart are resent",
+            spec.label,
+            journal.in_flight()
+        );
+    }
+    let acked = journal.acked();
+    let mut link = Link {
+        remote: spec.label.clone(),
+        title: spec.title.clone(),
+        journal,
+        publisher,
+        acks,
+        tokens,
+        alive: HashSet::new(),
+        far_bridge: spec.far_bridge.clone(),
+        credit: acked,
+        sent: acked,
+        received: acked,
+        stalled_since: Instant::now(),
+        receivers: true,
+        down_since: None,
+        last_ack: None,
+        last_heartbeat: Instant::now() - HEARTBEAT,
+        senders_gone: false,
+        disconnect_after: o.disconnect_after,
+    };
+    for ev in early {
+        link.on_liveliness(ev);
+    }
+    link.pump();
+    let rendezvous = spec.rendezvous;
+    let max = spec.max_message;
+    let proxy = spec.source;
+    let local = spec.label.as_str();
+    let mut rx: Option<ipc_core::Receiver> = None;
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    while !stop() {
+        link.pump();
+        let open = link.open_for_senders();
+        if !open && rx.take().is_some() {
+            log::warn!("{local}: the far side is unreachable or has no receivers: senders to {local} now get Disconnected");
+        }
+        if open && rx.is_none() {
+            let mut r = proxy
+                .receiver()
+                .with_context(|| format!("attaching to the proxy {local}"))?;
+            r.expect_new_senders();
+            rx = Some(r);
+        }
+        link.flush();
+        let mut took = 0u32;
+        if let Some(r) = rx.as_mut() {
+            while link.journal.written() < link.credit
+                && link.journal.has_room(max)
+                && took < FRAME_MESSAGES
+            {
+                let deadline = if took == 0 && link.sent == link.journal.written() {
+                    Deadline::after(TURN)
+                } else {
+                    Deadline::Now
+                };
+                let l = &mut link;
+                let result = r.recv_with_until(deadline, |msg| {
+                    let seq = l.journal.append(msg).expect("room checked");
+                    l.senders_gone = false;
+                    if rendezvous {
+                        // The local send returns when this does: once a
+                        // receiver on the far host took the message (or
+                        // we are stopping; it stays journaled).
+                        while l.journal.acked() < seq && !stop() {
+                            l.flush();
+                            l.wait(TURN);
+                        }
+                    }
+                });
+                match result {
+                    Ok(()) => took += 1,
+                    Err(RecvError::Timeout | RecvError::Empty) => break,
+                    Err(RecvError::Disconnected) => {
+                        if !link.senders_gone {
+                            log::info!("{local}: every local sender has gone");
+                        }
+                        link.senders_gone = true;
+                        r.expect_new_senders();
+                        break;
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("receiving from {local}")),
+                }
+            }
+        }
+        if took == 0 && (rx.is_none() || link.journal.written() >= link.credit || link.senders_gone)
+        {
+            link.wait(TURN);
+        }
+        link.flush();
+        if last_status.elapsed() >= Duration::from_millis(250) {
+            last_status = Instant::now();
+            link.status(local);
+        }
+    }
+    drop(rx);
+    // Give what is in flight a moment to be acknowledged before leaving
+    // (it stays journaled either way).
+    let until = Instant::now() + Duration::from_secs(1);
+    while link.journal.in_flight() > 0 && Instant::now() < until {
+        link.flush();
+        link.wait(TURN);
+    }
+    status::remove(local);
+    let live_senders = proxy.status().live(Role::Producer);
+    if link.journal.in_flight() == 0 && proxy.status().len == 0 && live_senders == 0 {
+        let _ = link.journal.remove();
+    }
+    Ok(())
+}
