@@ -27,6 +27,10 @@ fn now_s() -> u64 {
 /// Last delivered sequence number per origin.
 pub struct Delivered {
     file: StateFile,
+    /// Where each origin's entry is (so that recording a delivery is one
+    /// store, not a search: a bridge killed between putting a message in
+    /// the mailbox and recording it would deliver it again).
+    slots: std::collections::HashMap<u64, usize>,
 }
 
 impl Delivered {
@@ -49,7 +53,21 @@ impl Delivered {
             }
             Err(e) => return Err(e),
         };
-        Ok(Delivered { file })
+        file.lock_exclusive().map_err(|e| {
+            io::Error::other(format!(
+                "{} is in use by another ipc-bridge ({e}): one bridge per mailbox",
+                path.display()
+            ))
+        })?;
+        let mut slots = std::collections::HashMap::new();
+        for i in 0..ORIGINS {
+            let at = HEADER + i * ENTRY;
+            let origin = file.load(at);
+            if origin != 0 {
+                slots.entry(origin).or_insert(at);
+            }
+        }
+        Ok(Delivered { file, slots })
     }
 
     /// This table's own random identity, chosen once (a puller names
@@ -66,9 +84,7 @@ impl Delivered {
     }
 
     fn find(&self, origin: u64) -> Option<usize> {
-        (0..ORIGINS)
-            .map(|i| HEADER + i * ENTRY)
-            .find(|&at| self.file.load(at) == origin)
+        self.slots.get(&origin).copied()
     }
 
     /// The last sequence number delivered for `origin` (0: none).
@@ -95,8 +111,11 @@ impl Delivered {
                 // Sequence first, then the origin: a crash between the
                 // two leaves the entry unclaimed, never another origin's
                 // count under this one's name.
+                let old = self.file.load(at);
+                self.slots.remove(&old);
                 self.file.store(at + 8, 0);
                 self.file.store(at, origin);
+                self.slots.insert(origin, at);
                 at
             }
         };

@@ -45,6 +45,8 @@ struct Origin {
     written: u64,
     /// Its local senders have all gone.
     senders_gone: bool,
+    /// Messages waiting at the origin to be taken (its demand).
+    waiting: u32,
     /// Highest sequence number granted so far, and in the last ack.
     granted: u64,
     last_credit: u64,
@@ -107,15 +109,16 @@ pub fn run(
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let mut starved = false;
+    let mut turn = 0usize;
     while !stop() {
         // An origin that has used all its credit waits for the mailbox to
         // drain: look at it more often then.
         let tick = if starved { STARVED_TICK } else { TICK };
         match frames.recv_timeout(tick) {
             Ok((origin, bytes)) => {
-                take_frame(&mut origins, &delivered, origin, &bytes, max);
+                take_frame(&mut origins, &mut delivered, origin, &bytes, max);
                 for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
-                    take_frame(&mut origins, &delivered, origin, &bytes, max);
+                    take_frame(&mut origins, &mut delivered, origin, &bytes, max);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -163,28 +166,64 @@ pub fn run(
                 }
             }
         }
-        // Acknowledge, with the credits the mailbox's room allows (as it
-        // is now, after this turn's deliveries).
+        // Acknowledge, with credits: the mailbox's room (as it is now,
+        // after this turn's deliveries), less what earlier credits still
+        // allow origins to send, shared among the origins that have used
+        // theirs up and have messages waiting. So all origins together are
+        // never granted more than the room.
         let st = mailbox.status();
         let queued: u64 = origins.values().map(|o| o.pending.len() as u64).sum();
-        let free = match capacity {
+        let room = match capacity {
             Capacity::Bounded(n) => u64::from(n).saturating_sub(st.len + queued),
             Capacity::Zero => 0,
             Capacity::Unbounded => UNBOUNDED_WINDOW.saturating_sub(queued),
         };
-        let receivers = !receivers_gone && (st.live(Role::Consumer) > 0 || st.consumers_total == 0);
         let now = Instant::now();
-        starved = false;
+        let taken = |key: &u64, org: &Origin| delivered.last(*key) + org.pending.len() as u64;
+        let reserved: u64 = origins
+            .iter()
+            .map(|(key, org)| org.granted.saturating_sub(taken(key, org)))
+            .sum();
+        let mut avail = room.saturating_sub(reserved);
+        turn = turn.wrapping_add(1);
+        let single = origins.len() == 1;
+        let mut hungry: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|key| {
+                let org = &origins[key];
+                // Wants credit: has used its own, and has messages waiting
+                // or journaled beyond it (or is the only origin, which then
+                // gets the room in advance, for latency).
+                let wants = org.waiting > 0 || org.written > org.granted || single;
+                wants && org.granted <= taken(key, org) && now - org.heard < o.disconnect_after
+            })
+            .collect();
+        if !hungry.is_empty() {
+            let n = hungry.len();
+            hungry.rotate_left(turn % n);
+        }
+        starved = !hungry.is_empty() && avail == 0;
+        let mut left = hungry.len() as u64;
+        for key in hungry {
+            let org = origins.get_mut(&key).expect("listed");
+            let base = delivered.last(key) + org.pending.len() as u64;
+            let share = match capacity {
+                // One offer at a time per origin.
+                Capacity::Zero => 1,
+                _ => avail.div_ceil(left),
+            };
+            avail = avail.saturating_sub(share);
+            left -= 1;
+            org.granted = org.granted.max(base + share);
+        }
+        let receivers = !receivers_gone && (st.live(Role::Consumer) > 0 || st.consumers_total == 0);
         for key in &keys {
             let org = origins.get_mut(key).expect("listed");
             let last = delivered.last(*key);
             let pending = org.pending.len() as u64;
-            let credit = match capacity {
-                Capacity::Zero => last + pending.max(1),
-                _ => last + pending + free,
-            };
-            org.granted = org.granted.max(credit);
-            starved |= org.written >= org.last_credit && org.written > last;
+            org.granted = org.granted.max(last + pending);
+            let credit = org.granted;
             let due = org.last_ack.is_none_or(|t| now - t >= ACK_EVERY);
             let more = credit != org.last_credit;
             if (org.changed || due || more) && now - org.heard < o.disconnect_after {
@@ -247,7 +286,7 @@ pub fn run(
 /// queued, anything after a gap dropped (the origin resends it).
 fn take_frame(
     origins: &mut HashMap<u64, Origin>,
-    delivered: &Delivered,
+    delivered: &mut Delivered,
     origin: u64,
     bytes: &[u8],
     max: usize,
@@ -264,6 +303,7 @@ fn take_frame(
         heard: Instant::now(),
         written: 0,
         senders_gone: false,
+        waiting: 0,
         granted: 0,
         last_credit: 0,
         changed: true,
@@ -277,6 +317,21 @@ fn take_frame(
         .written
         .max(frame.first_seq - 1 + frame.messages.len() as u64);
     org.senders_gone = frame.flags & FLAG_SENDERS_GONE != 0;
+    org.waiting = frame.waiting;
+    // The origin's journal was acknowledged up to `acked`, so everything up
+    // to it was delivered here. A table that does not know the origin, or
+    // is behind it (this host lost its state: a reboot emptied /dev/shm, or
+    // the origin was forgotten to make room), starts after it; otherwise
+    // the resent messages would wait for earlier ones that never come.
+    if org.pending.is_empty() && delivered.last(origin) < frame.acked {
+        log::warn!(
+            "origin {origin:016x}: this side had delivered up to {}, the origin says {} were acknowledged: continuing after {}",
+            delivered.last(origin),
+            frame.acked,
+            frame.acked
+        );
+        delivered.record(origin, frame.acked);
+    }
     let mut next = delivered.last(origin) + org.pending.len() as u64 + 1;
     for (i, msg) in frame.messages.iter().enumerate() {
         let seq = frame.first_seq + i as u64;

@@ -103,12 +103,31 @@ pub struct Journal {
 impl Journal {
     /// Opens the journal at `path`, or creates it (with a fresh origin) if
     /// there is none. A journal made for another largest message is refused.
+    /// The file is locked (`flock`) while the journal is open: a second
+    /// bridge serving the same proxy is refused.
     pub fn open_or_create(path: &Path, max_message: usize) -> Result<Journal, JournalError> {
-        match StateFile::open(path, HEADER) {
-            Ok(file) => Self::recover(file, max_message),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path, max_message),
-            Err(e) => Err(e.into()),
-        }
+        let j = match StateFile::open(path, HEADER) {
+            Ok(file) => {
+                Self::lock(&file)?;
+                Self::recover(file, max_message)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let j = Self::create(path, max_message)?;
+                Self::lock(&j.file)?;
+                j
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(j)
+    }
+
+    fn lock(file: &StateFile) -> Result<(), JournalError> {
+        file.lock_exclusive().map_err(|e| {
+            JournalError::Io(io::Error::other(format!(
+                "{} is in use by another ipc-bridge ({e}): one bridge per proxy",
+                file.path().display()
+            )))
+        })
     }
 
     fn create(path: &Path, max_message: usize) -> Result<Journal, JournalError> {
@@ -318,6 +337,14 @@ impl Journal {
     /// refused (the far side is confused or hostile) and changes nothing.
     pub fn ack(&mut self, seq: u64) -> Result<(), String> {
         if seq <= self.acked {
+            return Ok(());
+        }
+        if self.pending.is_empty() {
+            // Nothing waits, so nothing can be lost by believing the far
+            // side (our `acked` word was lost or scribbled): number the
+            // next messages after what it has.
+            self.file.store(OFF_ACKED, seq);
+            self.acked = seq;
             return Ok(());
         }
         if seq > self.written() {

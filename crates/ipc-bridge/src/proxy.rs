@@ -80,6 +80,20 @@ pub fn await_export(
     }
 }
 
+/// The far mailbox other than `remote` that a journal of proxy `local`
+/// names, if any.
+fn journal_for_another(dir: &std::path::Path, local: &str, remote: &str) -> Option<String> {
+    let prefix = format!("{local}.to-");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let f = e.file_name().to_string_lossy().into_owned();
+        let other = f
+            .strip_prefix(&prefix)?
+            .strip_suffix(".journal")?
+            .to_owned();
+        (other != remote).then_some(other)
+    })
+}
+
 /// Serves the proxy `local` of the far mailbox `remote` until `stop()`.
 pub fn run(
     session: &Session,
@@ -110,6 +124,14 @@ pub fn run(
         );
     }
     let dir = ensure_state_dir().context("creating the bridge's state folder")?;
+    // A proxy serves one far mailbox while anything of its stream may be
+    // left (its journal exists): what waits in it was sent to that one.
+    if let Some(other) = journal_for_another(&dir, local, remote) {
+        bail!(
+            "{local} is the proxy of the far mailbox {other} (its journal {} is still there): messages waiting in it were sent to {other}; import {other} again to deliver them, or remove {local} and the journal first",
+            dir.join(format!("{local}.to-{other}.journal")).display()
+        );
+    }
     let remote_owned = remote.to_owned();
     let remote_ack = remote.to_owned();
     log::info!(
@@ -122,7 +144,9 @@ pub fn run(
         source: proxy,
         label: local.to_owned(),
         title: format!("proxy of mailbox {remote} on bridge"),
-        journal: dir.join(format!("{local}.journal")),
+        // One journal per far mailbox: what waits for one is never sent
+        // to another imported later under the same local name.
+        journal: dir.join(format!("{local}.to-{remote}.journal")),
         max_message: exported.max_message,
         data_key: Box::new(move |origin| wire::data_key(&remote_owned, origin)),
         ack_key: Box::new(move |origin| wire::ack_key(&remote_ack, origin)),

@@ -115,6 +115,19 @@ impl StateFile {
         })
     }
 
+    /// Takes an exclusive lock on the file (`flock`), held until this
+    /// value is dropped or the process dies: one bridge per state file.
+    pub fn lock_exclusive(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let r = unsafe { libc::flock(self._file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Bytes mapped.
     pub fn len(&self) -> usize {
         self.len

@@ -73,6 +73,8 @@ struct Link {
     last_ack: Option<Instant>,
     last_heartbeat: Instant,
     senders_gone: bool,
+    /// Messages waiting in the source mailbox (our demand for credits).
+    waiting: u32,
     disconnect_after: Duration,
 }
 
@@ -166,7 +168,7 @@ impl Link {
         }
         let limit = self.journal.written().min(self.credit);
         while self.sent < limit {
-            let mut frame = DataFrame::new(self.sent + 1, 0);
+            let mut frame = DataFrame::new(self.sent + 1, self.journal.acked(), self.waiting, 0);
             while self.sent < limit && frame.count() < FRAME_MESSAGES {
                 let msg = self.journal.get(self.sent + 1).expect("journaled");
                 if !frame.is_empty() && frame.len() + msg.len() > FRAME_BYTES {
@@ -191,6 +193,8 @@ impl Link {
         let gone = self.senders_gone && self.journal.in_flight() == 0;
         let frame = DataFrame::new(
             self.journal.written() + 1,
+            self.journal.acked(),
+            self.waiting,
             if gone { FLAG_SENDERS_GONE } else { 0 },
         );
         if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
@@ -338,6 +342,7 @@ pub fn run(
         last_ack: None,
         last_heartbeat: Instant::now() - HEARTBEAT,
         senders_gone: false,
+        waiting: 0,
         disconnect_after: o.disconnect_after,
     };
     for ev in early {
@@ -352,6 +357,14 @@ pub fn run(
     let mut last_status = Instant::now() - Duration::from_secs(1);
     while !stop() {
         link.pump();
+        if link.last_heartbeat.elapsed() >= HEARTBEAT || link.journal.written() >= link.credit {
+            let was = link.waiting;
+            link.waiting = u32::try_from(proxy.status().len).unwrap_or(u32::MAX);
+            // Out of credits and messages came: ask for credits now.
+            if was == 0 && link.waiting > 0 && link.journal.written() >= link.credit {
+                link.heartbeat();
+            }
+        }
         let open = link.open_for_senders();
         if !open && rx.take().is_some() {
             log::warn!("{local}: the far side is unreachable or has no receivers: senders to {local} now get Disconnected");
@@ -360,6 +373,15 @@ pub fn run(
             let mut r = proxy
                 .receiver()
                 .with_context(|| format!("attaching to the proxy {local}"))?;
+            // Senders that all left while we were detached ended their
+            // stream: say so, then wait for a new one.
+            let st = proxy.status();
+            if st.live(Role::Producer) == 0 && st.len == 0 && st.producers_total > 0 {
+                if !link.senders_gone {
+                    log::info!("{local}: every local sender has gone");
+                }
+                link.senders_gone = true;
+            }
             r.expect_new_senders();
             rx = Some(r);
         }

@@ -9,10 +9,10 @@ use std::fmt;
 use ipc_core::mailbox::Capacity;
 
 /// First bytes of every frame: "IPB" and the protocol version.
-const MAGIC: u32 = u32::from_le_bytes(*b"IPB1");
+const MAGIC: u32 = u32::from_le_bytes(*b"IPB2");
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
-const DATA_HEADER: usize = 24;
+const DATA_HEADER: usize = 32;
 const ACK_LEN: usize = 32;
 
 /// Data frame flag: the proxy's local senders have all gone and everything
@@ -153,8 +153,11 @@ pub struct DataFrame {
 }
 
 impl DataFrame {
-    /// An empty frame (a heartbeat if sent as is) starting at `first_seq`.
-    pub fn new(first_seq: u64, flags: u8) -> DataFrame {
+    /// An empty frame (a heartbeat if sent as is) starting at `first_seq`,
+    /// from a journal acknowledged up to `acked`.
+    /// `waiting`: messages the sender has waiting to be taken (its demand
+    /// for credits).
+    pub fn new(first_seq: u64, acked: u64, waiting: u32, flags: u8) -> DataFrame {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.push(KIND_DATA);
@@ -162,7 +165,8 @@ impl DataFrame {
         buf.extend_from_slice(&[0, 0]);
         buf.extend_from_slice(&first_seq.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&waiting.to_le_bytes());
+        buf.extend_from_slice(&acked.to_le_bytes());
         DataFrame { buf, count: 0 }
     }
 
@@ -204,6 +208,12 @@ pub struct Data<'a> {
     pub flags: u8,
     /// Sequence number of the first message (1 for an origin's first).
     pub first_seq: u64,
+    /// The sender's journal was acknowledged up to this one: a receiving
+    /// side that does not know the origin (its table was lost) starts
+    /// after it.
+    pub acked: u64,
+    /// Messages waiting at the sender to be taken.
+    pub waiting: u32,
     /// The messages, in order.
     pub messages: Vec<&'a [u8]>,
 }
@@ -219,8 +229,12 @@ pub fn decode_data(bytes: &[u8], max_message: usize) -> Result<Data<'_>, BadFram
     let flags = bytes[5];
     let first_seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
     let count = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
-    if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none() {
-        return bad(format!("sequence {first_seq} + {count} out of range"));
+    let waiting = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+    let acked = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+    if first_seq == 0 || first_seq > 1 << 62 || acked >= first_seq {
+        return bad(format!(
+            "sequence {first_seq} (after {acked} acknowledged) out of range"
+        ));
     }
     let mut messages = Vec::new();
     let mut at = DATA_HEADER;
@@ -247,6 +261,8 @@ pub fn decode_data(bytes: &[u8], max_message: usize) -> Result<Data<'_>, BadFram
     Ok(Data {
         flags,
         first_seq,
+        acked,
+        waiting,
         messages,
     })
 }
@@ -313,14 +329,14 @@ mod tests {
 
     #[test]
     fn data_frames_round_trip_and_reject_garbage() {
-        let mut f = DataFrame::new(7, FLAG_SENDERS_GONE);
+        let mut f = DataFrame::new(7, 6, 3, FLAG_SENDERS_GONE);
         f.push(b"abc");
         f.push(b"");
         f.push(&[9; 100]);
         let bytes = f.into_bytes();
         let d = decode_data(&bytes, 100).unwrap();
         assert_eq!(d.first_seq, 7);
-        assert_eq!(d.flags, FLAG_SENDERS_GONE);
+        assert_eq!((d.flags, d.acked, d.waiting), (FLAG_SENDERS_GONE, 6, 3));
         assert_eq!(d.messages, vec![&b"abc"[..], &b""[..], &[9; 100][..]]);
         assert!(decode_data(&bytes, 99)
             .unwrap_err()
@@ -350,7 +366,7 @@ mod tests {
         b[16..24].copy_from_slice(&4u64.to_le_bytes());
         assert!(Ack::decode(&b).is_err());
         assert!(Ack::decode(&a.encode()[..31]).is_err());
-        assert!(Ack::decode(&DataFrame::new(1, 0).into_bytes()).is_err());
+        assert!(Ack::decode(&DataFrame::new(1, 0, 0, 0).into_bytes()).is_err());
     }
 
     #[test]
