@@ -6,12 +6,16 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/bench.sh [--iceoryx2] [IPC-BENCH ARGS...]
+Usage: scripts/bench.sh [--iceoryx2] [--bridge] [IPC-BENCH ARGS...]
 
 Builds the release binaries (ipc-bench, producer, consumer) and runs
 target/release/ipc-bench with the given arguments.
 
   --iceoryx2   build ipc-bench with the iceoryx2 contender (slower build)
+  --bridge     also build ipc-bridge (Zenoh: a slow build) and run
+               bridge-bench: a bridged mailbox against plain TCP between
+               two network namespaces (needs root; says so and skips
+               otherwise); with --quick, a smoke run of it
   --quick      smoke run, under a minute (passed to ipc-bench)
   -h, --help   this help; `scripts/bench.sh -- --help` shows ipc-bench's
 
@@ -23,10 +27,14 @@ USAGE
 
 features=()
 args=()
+bridge=0
+quick=()
 while (($#)); do
     case "$1" in
         -h | --help) usage; exit 0 ;;
         --iceoryx2) features=(--features iceoryx2) ;;
+        --bridge) bridge=1 ;;
+        --quick) quick=(--quick); args+=("$1") ;;
         --) shift; args+=("$@"); break ;;
         *) args+=("$1") ;;
     esac
@@ -65,3 +73,9 @@ trap cleanup EXIT
 # shellcheck disable=SC2016 # $$ and $1 are the inner shell's
 sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$pidfile" \
     target/release/ipc-bench "${args[@]+"${args[@]}"}"
+
+if ((bridge)); then
+    cargo build --release -p ipc-bridge -p ipc-tests --bins
+    echo
+    target/release/bridge-bench "${quick[@]+"${quick[@]}"}"
+fi

@@ -277,6 +277,62 @@ fn a_message_above_the_far_maximum_is_refused_at_the_sending_host() {
     }
 }
 
+/// A receiver thread that rides over bridge restarts (it waits for a new
+/// sender after an end of stream) until `n` messages came and half a
+/// second more passed (a duplicate after the last would show).
+struct Collecting {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Collecting {
+    fn start(mut rx: ipc_core::Receiver, n: usize) -> Collecting {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        let thread = std::thread::spawn(move || {
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let start = Instant::now();
+            let mut quiet_since: Option<Instant> = None;
+            while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(m) => {
+                        got.push(m);
+                        c.store(got.len(), Ordering::SeqCst);
+                    }
+                    // The bridge's sender died with it: wait for the next.
+                    Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
+                    Err(e) => panic!("recv: {e}"),
+                }
+                if got.len() >= n {
+                    quiet_since.get_or_insert_with(Instant::now);
+                }
+                if start.elapsed() > 3 * PATIENCE {
+                    break;
+                }
+            }
+            got
+        });
+        Collecting { count, thread }
+    }
+
+    /// Waits (bounded) until `n` messages came.
+    fn reach(&self, n: usize) {
+        let start = Instant::now();
+        while self.count.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < 3 * PATIENCE,
+                "stuck at {} of {n}",
+                self.count.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.thread.join().unwrap()
+    }
+}
+
 /// A sender that rides over a bridge restart: it waits for a new receiver
 /// instead of failing, and on `Disconnected` tries the same message again;
 /// returns how many messages were sent Ok (always a prefix).
@@ -299,52 +355,15 @@ fn patient_sender(mut tx: ipc_core::Sender, s: u32, n: u32) -> u32 {
 
 #[test]
 fn killing_and_restarting_each_bridge_mid_stream_loses_and_duplicates_nothing() {
-    use std::sync::atomic::AtomicUsize;
     let mut p = pair("kill", Capacity::Bounded(64), 128, &[]);
     let far = Mailbox::open(p.far.as_str()).unwrap();
-    let mut rx = far.receiver().unwrap();
+    let rx = far.receiver().unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     const N: u32 = 20_000;
     let tx = near.sender().unwrap();
     let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    let receiver = std::thread::spawn(move || {
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        let start = Instant::now();
-        // Until every message came, and half a second more (a duplicate
-        // after the last would show).
-        let mut quiet_since: Option<Instant> = None;
-        while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => {
-                    got.push(m);
-                    c.store(got.len(), Ordering::SeqCst);
-                }
-                // The exporter's sender died with it: wait for the next.
-                Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
-                Err(e) => panic!("recv: {e}"),
-            }
-            if got.len() >= N as usize {
-                quiet_since.get_or_insert_with(Instant::now);
-            }
-            if start.elapsed() > 3 * PATIENCE {
-                break;
-            }
-        }
-        got
-    });
-    let reach = |n: usize| {
-        let start = Instant::now();
-        while count.load(Ordering::SeqCst) < n {
-            assert!(
-                start.elapsed() < 3 * PATIENCE,
-                "stuck at {} of {n}",
-                count.load(Ordering::SeqCst)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let receiver = Collecting::start(rx, N as usize);
+    let reach = |n: usize| receiver.reach(n);
     reach(4000);
     p.importer.kill();
     p.importer = importer(&p.far, &p.near, p.port, &[]);
@@ -358,7 +377,7 @@ fn killing_and_restarting_each_bridge_mid_stream_loses_and_duplicates_nothing() 
     p.importer = importer(&p.far, &p.near, p.port, &[]);
     let sent = sender.join().unwrap();
     assert_eq!(sent, N);
-    let got = receiver.join().unwrap();
+    let got = receiver.finish();
     check_exactly_once(&got, &[(0, N)]).unwrap();
     assert_eq!(got.len(), N as usize, "a duplicate after the last message");
 }
@@ -495,49 +514,15 @@ fn a_puller_takes_only_what_its_local_mailbox_has_room_for() {
 
 #[test]
 fn killing_and_restarting_each_bridge_while_pulling_loses_and_duplicates_nothing() {
-    use std::sync::atomic::AtomicUsize;
     let mut p = pulled("pullkill", 64);
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
-    let mut rx = near.receiver().unwrap();
+    let rx = near.receiver().unwrap();
     const N: u32 = 12_000;
     let tx = far.sender().unwrap();
     let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    let receiver = std::thread::spawn(move || {
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        let start = Instant::now();
-        let mut quiet_since: Option<Instant> = None;
-        while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => {
-                    got.push(m);
-                    c.store(got.len(), Ordering::SeqCst);
-                }
-                Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
-                Err(e) => panic!("recv: {e}"),
-            }
-            if got.len() >= N as usize {
-                quiet_since.get_or_insert_with(Instant::now);
-            }
-            if start.elapsed() > 3 * PATIENCE {
-                break;
-            }
-        }
-        got
-    });
-    let reach = |n: usize| {
-        let start = Instant::now();
-        while count.load(Ordering::SeqCst) < n {
-            assert!(
-                start.elapsed() < 3 * PATIENCE,
-                "stuck at {}",
-                count.load(Ordering::SeqCst)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let receiver = Collecting::start(rx, N as usize);
+    let reach = |n: usize| receiver.reach(n);
     reach(3000);
     p.importer.kill();
     p.importer = puller(&p.far, &p.near, p.port);
@@ -550,7 +535,7 @@ fn killing_and_restarting_each_bridge_while_pulling_loses_and_duplicates_nothing
     p.importer = puller(&p.far, &p.near, p.port);
     p.exporter = exporter(&p.far, p.port, &[]);
     assert_eq!(sender.join().unwrap(), N);
-    let got = receiver.join().unwrap();
+    let got = receiver.finish();
     check_exactly_once(&got, &[(0, N)]).unwrap();
     assert_eq!(got.len(), N as usize, "a duplicate after the last message");
 }

@@ -647,6 +647,20 @@ impl Rx {
         max_len: usize,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
+        self.recv_with_keep(deadline, max_len, f, &|_| false)
+    }
+
+    /// [`Rx::recv_with`], except that when `keep(&f(payload))` holds the
+    /// message is not taken: it stays at the head, for the next receive
+    /// (bounded and rendezvous queues; an unbounded one frees its head
+    /// before `f` runs, so it is refused).
+    pub(crate) fn recv_with_keep<R>(
+        &mut self,
+        deadline: Deadline,
+        max_len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+        keep: &dyn Fn(&R) -> bool,
+    ) -> Result<R, RecvError> {
         if self.ep.inherited() {
             return Err(RecvError::Inherited);
         }
@@ -657,7 +671,9 @@ impl Rx {
         if q.flavor() != Flavor::Unbounded {
             let grace = (deadline == Deadline::Now).then_some(WRITE_GRACE);
             match attempt_read(q.ring(), self.ep.me, max_len, grace) {
-                Step::Ready(claim) => return deliver(q, q, claim, f),
+                Step::Ready(claim) => {
+                    return deliver_then(q, q, (0, 0), claim, f, true, None, keep)
+                }
                 Step::Fail(e) => return Err(e),
                 Step::Wait => {}
             }
@@ -665,12 +681,12 @@ impl Rx {
         if deadline == Deadline::Now && self.writing_at_head() {
             // Like crossbeam: "empty" only when nothing is queued; a
             // message being written now is waited for (boundedly).
-            return match self.recv_slow(Deadline::after(WRITE_GRACE), max_len, f) {
+            return match self.recv_slow(Deadline::after(WRITE_GRACE), max_len, f, keep) {
                 Err(RecvError::Timeout) => Err(RecvError::Empty),
                 other => other,
             };
         }
-        self.recv_slow(deadline, max_len, f)
+        self.recv_slow(deadline, max_len, f, keep)
     }
 
     /// True if the message at the head of the queue is being written now.
@@ -691,6 +707,7 @@ impl Rx {
         deadline: Deadline,
         max_len: usize,
         f: impl FnOnce(&[u8]) -> R,
+        keep: &dyn Fn(&R) -> bool,
     ) -> Result<R, RecvError> {
         let main = self.ep.q.clone();
         let me = self.ep.me;
@@ -765,7 +782,7 @@ impl Rx {
                 Stop::Fail(e) => e,
             })?;
         let hold = (main.flavor() == Flavor::Unbounded).then_some(me);
-        deliver_then(&main, &q, at, claim, f, true, hold)
+        deliver_then(&main, &q, at, claim, f, true, hold, keep)
     }
 }
 
@@ -829,40 +846,34 @@ impl Rx {
     }
 }
 
-/// Hands a claimed message to `f` in place, frees its slot (in `q`, the
-/// block that holds it) and wakes senders waiting for room in `main`. If
-/// `f` panics, the slot is freed all the same (by a drop guard) and the
-/// message counts as lost: it may have been half used.
-fn deliver<R>(
-    main: &Queue,
-    q: &Queue,
-    claim: ReadClaim<'_>,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R, RecvError> {
-    deliver_then(main, q, (0, 0), claim, f, true, None)
-}
-
-/// [`deliver`] without waking senders (the batch wakes them once).
+/// Hands a claimed message to `f` in place and frees its slot, without
+/// waking senders (the batch wakes them once); see [`deliver_then`].
 fn deliver_quietly<R>(
     main: &Queue,
     q: &Queue,
     claim: ReadClaim<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    deliver_then(main, q, (0, 0), claim, f, false, None)
+    deliver_then(main, q, (0, 0), claim, f, false, None, &|_| false)
 }
 
-/// [`deliver`] of a message of chain block `at.0` (0: the main segment),
-/// read through a view of the lap ending at `at.1`, waking senders if
-/// `wake`. After letting go of a message of a block the
-/// head has passed, the receiver removes the block if nobody reads in it
-/// any more (see [`Queue::release_behind_head`]).
+/// Hands a claimed message to `f` in place, frees its slot (in `q`, the
+/// block that holds it: chain block `at.0`, 0 for the main segment, read
+/// through a view of the lap ending at `at.1`), and wakes senders waiting
+/// for room in `main` if `wake`. If `f` panics, the slot is freed all the
+/// same and the message counted lost. After letting go of a message of a
+/// block the head has passed, the receiver removes the block if nobody
+/// reads in it any more (see [`Queue::release_behind_head`]).
 ///
 /// With `hold` (the receiver's attachment index: an unbounded queue, whose
 /// laps are write-once), the ring's head is freed before `f` runs, so that
 /// other receivers go on while this one reads in place; the attachment
 /// table says which message it holds meanwhile (see
 /// [`crate::peers::PeerTable::set_hold`]).
+///
+/// If `keep(&f(..))` holds (and there is no `hold`), the message is put
+/// back: not taken, it stays at the head for the next receive.
+#[allow(clippy::too_many_arguments)]
 fn deliver_then<R>(
     main: &Queue,
     q: &Queue,
@@ -871,6 +882,7 @@ fn deliver_then<R>(
     f: impl FnOnce(&[u8]) -> R,
     wake: bool,
     hold: Option<u32>,
+    keep: &dyn Fn(&R) -> bool,
 ) -> Result<R, RecvError> {
     struct Unwinding<'a, 'q> {
         main: &'a Queue,
@@ -940,6 +952,20 @@ fn deliver_then<R>(
         return Err(RecvError::Inherited);
     }
     let claim = guard.claim.take().expect("held until released");
+    if hold.is_none() && keep(&out) {
+        return match ring.put_back(claim) {
+            // A receiver waited for the turn: the message is its now.
+            Ok(true) => {
+                main.wake_receivers();
+                Ok(out)
+            }
+            Ok(false) => Ok(out),
+            Err(e) => {
+                main.count_revoked();
+                Err(RecvError::Corrupt(e))
+            }
+        };
+    }
     let released = match hold {
         Some(me) => {
             main.peers().clear_hold(me);

@@ -425,6 +425,27 @@ impl Receiver {
         self.rx.recv_with(deadline, usize::MAX, f)
     }
 
+    /// Like [`Receiver::recv_with_until`], but the message is taken only
+    /// if `f` returns `Some`: on `None` it stays at the head of the queue,
+    /// for the next receive (by this receiver or another), and a
+    /// rendezvous sender goes on waiting (its timeout or a disconnection
+    /// can still withdraw it). For bounded and rendezvous mailboxes and
+    /// buffers; an unbounded one frees its head before `f` runs, so it
+    /// returns [`RecvError::Unsupported`] without receiving.
+    pub fn recv_if_until<R>(
+        &mut self,
+        deadline: Deadline,
+        f: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Result<Option<R>, RecvError> {
+        if self.capacity().is_none() {
+            return Err(RecvError::Unsupported(
+                "an unbounded queue's receivers cannot leave a message at the head",
+            ));
+        }
+        self.rx
+            .recv_with_keep(deadline, usize::MAX, f, &|r: &Option<R>| r.is_none())
+    }
+
     /// Reports end of stream only after at least `n` senders have attached
     /// (default 1): lets a receiver started first wait for a whole pipeline
     /// of senders.

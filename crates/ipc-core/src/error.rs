@@ -333,6 +333,9 @@ pub enum RecvError {
     /// End of stream: every producer has gone and the buffer is drained.
     #[error("end of stream: every producer has gone and the buffer is drained")]
     Disconnected,
+    /// The operation does not apply to this queue (the reason).
+    #[error("not supported here: {0}")]
+    Unsupported(&'static str),
     /// The caller's buffer cannot hold the next message, which stays queued.
     #[error("the next message has {needed} bytes, the buffer given holds {available}")]
     BufferTooSmall {

@@ -1142,6 +1142,25 @@ impl<'a> PackedRing<'a> {
         self.free_read(&claim).map(|_| ())
     }
 
+    /// Lets go of a held message without taking it: the head stays at it,
+    /// unmarked, so the next reader gets the same message (its count is
+    /// unchanged). True if another reader waited for the readers' turn.
+    /// Fails like `release`.
+    pub fn put_back(&self, claim: ReadClaim<'_>) -> Result<bool, CorruptError> {
+        self.check_claim(claim.pos, claim.slot);
+        let pos = claim.pos;
+        if self.head.pos.load(Ordering::Relaxed) != pos | READING
+            || !self.holds(Side::Read, claim.token)
+        {
+            return Err(revoked("read", pos));
+        }
+        // One store: a reader killed before it still holds the message
+        // (repair counts it lost, as for any held message); after it,
+        // holds nothing.
+        self.head.pos.store(pos, Ordering::Release);
+        Ok(self.give_back(Side::Read, claim.token))
+    }
+
     /// Write-once views (see [`PackedRing::with_end`]): frees the ring's
     /// head past a held message while its reader goes on using the bytes,
     /// so that other readers go on meanwhile. The lap is never rewritten,
@@ -1516,6 +1535,27 @@ mod tests {
 
     fn cache_new() -> HeadCache {
         HeadCache::default()
+    }
+
+    #[test]
+    fn a_message_put_back_is_read_again_and_counts_once() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"one") && put(&r, &mut cache, b"two"));
+        for _ in 0..3 {
+            let ReadAttempt::Claimed(c) = r.try_claim_read(1, usize::MAX).unwrap() else {
+                panic!("a message is there");
+            };
+            assert_eq!(r.payload_of(&c), b"one");
+            let pos = c.pos;
+            assert!(!r.put_back(c).unwrap(), "nobody waited");
+            assert!(!packed(&r).was_taken(pos));
+            assert_eq!(r.len(), 2, "still queued");
+        }
+        assert_eq!(take(&r).unwrap(), b"one");
+        assert_eq!(take(&r).unwrap(), b"two");
+        assert!(take(&r).is_none() && r.len() == 0);
     }
 
     #[test]

@@ -242,6 +242,14 @@ impl<'a> Ring<'a> {
         each!(self, r => r.release(claim))
     }
 
+    /// See [`PackedRing::put_back`]: true if another reader waited for
+    /// the readers' turn.
+    pub fn put_back(&self, claim: ReadClaim<'_>) -> Result<bool, CorruptError> {
+        match self {
+            Ring::Packed(r) => r.put_back(claim),
+        }
+    }
+
     /// See [`PackedRing::release_detached`] (write-once views only): true
     /// if another reader waited for the readers' turn.
     pub fn release_detached(&self, claim: &ReadClaim<'_>) -> Result<bool, CorruptError> {

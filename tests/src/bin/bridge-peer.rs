@@ -17,6 +17,20 @@
 //!                                          prints each tag, then "end"
 //! ```
 //!
+//! For the benchmark (`bridge-bench`), each printing one line of numbers:
+//!
+//! ```text
+//! bridge-peer mb-send NAME COUNT LEN       COUNT sends of LEN bytes
+//! bridge-peer mb-sink NAME COUNT           ns from the first to the last of COUNT
+//! bridge-peer mb-echo IN OUT COUNT         receives from IN, sends it to OUT
+//! bridge-peer mb-ping OUT IN COUNT LEN     round trips; prints p50 and p99 ns
+//! bridge-peer tcp-sink PORT COUNT LEN      accepts one stream; ns from the
+//!                                          first to the last byte of COUNT x LEN
+//! bridge-peer tcp-send ADDR COUNT LEN      one write(2) per message
+//! bridge-peer tcp-echo PORT COUNT LEN      echoes COUNT messages of LEN
+//! bridge-peer tcp-ping ADDR COUNT LEN      round trips; prints p50 and p99 ns
+//! ```
+//!
 //! Messages are `s<SENDER>-<INDEX, 6 digits>` padded with '.' to LEN bytes.
 //! Every wait is bounded (3 minutes); exit 1 on any other error.
 
@@ -140,6 +154,126 @@ fn main() {
             }
             writeln!(out, "end").ok();
         }
+        "mb-send" => {
+            let mut tx = open(arg(1))
+                .sender()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let msg = vec![7u8; num(3) as usize];
+            for i in 0..num(2) {
+                if let Err(e) = tx.send_timeout(&msg[..], PATIENCE) {
+                    fail(format!("send {i}: {e}"));
+                }
+            }
+        }
+        "mb-sink" => {
+            let mut rx = open(arg(1))
+                .receiver()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let count = num(2);
+            let mut first = None;
+            for i in 0..count {
+                if let Err(e) = rx.recv_with_until(ipc_core::Deadline::after(PATIENCE), |_| ()) {
+                    fail(format!("recv {i}: {e}"));
+                }
+                first.get_or_insert_with(Instant::now);
+            }
+            println!("{}", first.map_or(0, |t| t.elapsed().as_nanos()));
+        }
+        "mb-echo" => {
+            let mut rx = open(arg(1))
+                .receiver()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let mut tx = open(arg(2))
+                .sender()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            for i in 0..num(3) {
+                let m = rx
+                    .recv_timeout(PATIENCE)
+                    .unwrap_or_else(|e| fail(format!("recv {i}: {e}")));
+                tx.send_timeout(m, PATIENCE)
+                    .unwrap_or_else(|e| fail(format!("send {i}: {e}")));
+            }
+        }
+        "mb-ping" => {
+            let mut tx = open(arg(1))
+                .sender()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let mut rx = open(arg(2))
+                .receiver()
+                .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            let msg = vec![1u8; num(4) as usize];
+            let mut rtts = Vec::new();
+            for i in 0..num(3) {
+                let t = Instant::now();
+                tx.send_timeout(&msg[..], PATIENCE)
+                    .unwrap_or_else(|e| fail(format!("send {i}: {e}")));
+                rx.recv_timeout(PATIENCE)
+                    .unwrap_or_else(|e| fail(format!("recv {i}: {e}")));
+                rtts.push(t.elapsed().as_nanos());
+            }
+            print_percentiles(&mut rtts);
+        }
+        "tcp-sink" => {
+            use std::io::Read;
+            let l = std::net::TcpListener::bind(("0.0.0.0", num(1) as u16))
+                .unwrap_or_else(|e| fail(format!("listen: {e}")));
+            println!("listening");
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            let total = u64::from(num(2)) * u64::from(num(3));
+            let mut buf = vec![0u8; 1 << 16];
+            let (mut got, mut first) = (0u64, None);
+            while got < total {
+                let n = s
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| fail(format!("read: {e}")));
+                if n == 0 {
+                    fail(format!("stream ended after {got} of {total} bytes"));
+                }
+                first.get_or_insert_with(Instant::now);
+                got += n as u64;
+            }
+            println!("{}", first.map_or(0, |t| t.elapsed().as_nanos()));
+        }
+        "tcp-send" => {
+            use std::io::Write as _;
+            let mut s = connect(arg(1));
+            let msg = vec![7u8; num(3) as usize];
+            for _ in 0..num(2) {
+                s.write_all(&msg)
+                    .unwrap_or_else(|e| fail(format!("write: {e}")));
+            }
+        }
+        "tcp-echo" => {
+            use std::io::{Read, Write as _};
+            let l = std::net::TcpListener::bind(("0.0.0.0", num(1) as u16))
+                .unwrap_or_else(|e| fail(format!("listen: {e}")));
+            println!("listening");
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            s.set_nodelay(true).ok();
+            let mut buf = vec![0u8; num(3) as usize];
+            for _ in 0..num(2) {
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(format!("read: {e}")));
+                s.write_all(&buf)
+                    .unwrap_or_else(|e| fail(format!("write: {e}")));
+            }
+        }
+        "tcp-ping" => {
+            use std::io::{Read, Write as _};
+            let mut s = connect(arg(1));
+            s.set_nodelay(true).ok();
+            let mut buf = vec![1u8; num(3) as usize];
+            let mut rtts = Vec::new();
+            for _ in 0..num(2) {
+                let t = Instant::now();
+                s.write_all(&buf)
+                    .unwrap_or_else(|e| fail(format!("write: {e}")));
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(format!("read: {e}")));
+                rtts.push(t.elapsed().as_nanos());
+            }
+            print_percentiles(&mut rtts);
+        }
         other => fail(format!("unknown command {other:?}")),
     }
 }
@@ -150,6 +284,30 @@ fn open(name: &str) -> Mailbox {
         match Mailbox::open(name) {
             Ok(m) => return m,
             Err(e) if start.elapsed() > PATIENCE => fail(format!("open {name}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn print_percentiles(v: &mut [u128]) {
+    v.sort_unstable();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!("{} {}", at(0.5), at(0.99));
+}
+
+/// Connects to ADDR:PORT, retrying for a while (the listener may be starting).
+fn connect(addr: &str) -> std::net::TcpStream {
+    let start = Instant::now();
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() > Duration::from_secs(20) => {
+                fail(format!("connect {addr}: {e}"))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }

@@ -229,6 +229,7 @@ fn recv_kind(e: &RecvError) -> &'static str {
         RecvError::Corrupt(_) => "corrupt",
         RecvError::Inherited => "inherited",
         RecvError::Unreachable(_) => "unreachable",
+        RecvError::Unsupported(_) => "unsupported",
     }
 }
 
