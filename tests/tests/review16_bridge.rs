@@ -199,7 +199,7 @@ fn two_importers_of_one_far_mailbox_are_together_granted_more_than_its_room() {
 /// `Disconnected`. The proxy's loop waits inside the rendezvous hand-off
 /// until the far side acknowledges, so the local sender blocks for ever.
 #[test]
-#[ignore = "open defect (RELIABILITY.md, ipc-bridge): a rendezvous proxy holds the offer while it waits for the far receiver; returning Disconnected needs putting the offer back (an ipc-core receive that can decline) and a cancel the far bridge confirms"]
+
 fn a_blocked_rendezvous_sender_gets_disconnected_when_the_far_receivers_leave() {
     let far = ShmName::new("r16-rvgone-far");
     let near = ShmName::new("r16-rvgone-near");
@@ -237,7 +237,7 @@ fn a_blocked_rendezvous_sender_gets_disconnected_when_the_far_receivers_leave() 
 /// The same, with the far bridge gone instead: `--disconnect-after 1`, yet
 /// the blocked rendezvous sender never hears of it.
 #[test]
-#[ignore = "open defect (RELIABILITY.md, ipc-bridge): a rendezvous proxy holds the offer while it waits for the far receiver; returning Disconnected needs putting the offer back (an ipc-core receive that can decline) and a cancel the far bridge confirms"]
+
 fn a_blocked_rendezvous_sender_gets_disconnected_when_the_far_bridge_is_gone() {
     let far = ShmName::new("r16-rvdead-far");
     let near = ShmName::new("r16-rvdead-near");
@@ -274,7 +274,7 @@ fn a_blocked_rendezvous_sender_gets_disconnected_when_the_far_bridge_is_gone() {
 /// A rendezvous send returns only once a far receiver took the message:
 /// not when the importing bridge is asked to stop (SIGTERM) while it waits.
 #[test]
-#[ignore = "open defect (RELIABILITY.md, ipc-bridge): a rendezvous proxy holds the offer while it waits for the far receiver; returning Disconnected needs putting the offer back (an ipc-core receive that can decline) and a cancel the far bridge confirms"]
+
 fn a_rendezvous_send_does_not_return_ok_when_the_importing_bridge_stops() {
     let far = ShmName::new("r16-rvterm-far");
     let near = ShmName::new("r16-rvterm-near");

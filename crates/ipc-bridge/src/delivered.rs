@@ -92,6 +92,22 @@ impl Delivered {
         self.find(origin).map_or(0, |at| self.file.load(at + 8))
     }
 
+    /// The last message of `origin` withdrawn at its request (0: none).
+    pub fn cancelled(&self, origin: u64) -> u64 {
+        self.find(origin).map_or(0, |at| self.file.load(at + 24))
+    }
+
+    /// Records that `seq` of `origin` was withdrawn, not delivered: it
+    /// counts as done (a resend of it is a repeat), and acknowledgements
+    /// of it say so. The mark first: a crash between the two stores leaves
+    /// the message not done, and the origin asks again.
+    pub fn record_cancelled(&mut self, origin: u64, seq: u64) {
+        self.record(origin, seq - 1);
+        let at = self.find(origin).expect("recorded");
+        self.file.store(at + 24, seq);
+        self.file.store(at + 8, seq);
+    }
+
     /// Records that `seq` of `origin` is in the mailbox.
     pub fn record(&mut self, origin: u64, seq: u64) {
         let at = match self.find(origin) {
@@ -114,6 +130,7 @@ impl Delivered {
                 let old = self.file.load(at);
                 self.slots.remove(&old);
                 self.file.store(at + 8, 0);
+                self.file.store(at + 24, 0);
                 self.file.store(at, origin);
                 self.slots.insert(origin, at);
                 at

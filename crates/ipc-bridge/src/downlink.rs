@@ -16,7 +16,7 @@ use ipc_core::{Role, SendError, Sender};
 use zenoh::{Session, Wait};
 
 use crate::delivered::Delivered;
-use crate::wire::{self, Ack, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
+use crate::wire::{self, Ack, FLAG_CANCEL, FLAG_CANCELLED, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
 use crate::{status, Options};
 
 /// Frames waiting for the exporter's loop; when full, a frame is dropped
@@ -227,8 +227,14 @@ pub fn run(
             let due = org.last_ack.is_none_or(|t| now - t >= ACK_EVERY);
             let more = credit != org.last_credit;
             if (org.changed || due || more) && now - org.heard < o.disconnect_after {
+                let cancelled = (last > 0 && delivered.cancelled(*key) == last).then_some(last);
                 let ack = Ack {
-                    flags: if receivers { FLAG_RECEIVERS } else { 0 },
+                    flags: if receivers { FLAG_RECEIVERS } else { 0 }
+                        | if cancelled.is_some() {
+                            FLAG_CANCELLED
+                        } else {
+                            0
+                        },
                     delivered: last,
                     credit,
                     received: last + pending,
@@ -331,6 +337,19 @@ fn take_frame(
             frame.acked
         );
         delivered.record(origin, frame.acked);
+    }
+    if frame.flags & FLAG_CANCEL != 0 {
+        // Withdraw message `first_seq` unless it is in the mailbox already
+        // (then the acknowledgement says delivered, without the flag).
+        let seq = frame.first_seq;
+        if delivered.last(origin) < seq {
+            org.pending.retain(|(s, _)| *s < seq);
+            if org.pending.is_empty() && delivered.last(origin) == seq - 1 {
+                delivered.record_cancelled(origin, seq);
+            }
+        }
+        org.changed = true;
+        return;
     }
     let mut next = delivered.last(origin) + org.pending.len() as u64 + 1;
     for (i, msg) in frame.messages.iter().enumerate() {

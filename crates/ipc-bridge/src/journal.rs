@@ -32,6 +32,10 @@ const OFF_RING: usize = 24;
 const OFF_ACKED: usize = 32;
 const OFF_START: usize = 40;
 const OFF_END: usize = 48;
+/// A journaled message to withdraw instead of sending (0: none): a
+/// rendezvous offer whose sender was told `Disconnected` while the far
+/// side could not be asked.
+const OFF_CANCEL: usize = 56;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -320,6 +324,21 @@ impl Journal {
             len: msg.len() as u32,
         });
         Some(seq)
+    }
+
+    /// The message to withdraw rather than send (0: none).
+    pub fn cancel(&self) -> u64 {
+        let c = self.file.load(OFF_CANCEL);
+        if c > self.acked && c <= self.written() {
+            c
+        } else {
+            0
+        }
+    }
+
+    /// Marks message `seq` to be withdrawn rather than sent.
+    pub fn set_cancel(&mut self, seq: u64) {
+        self.file.store(OFF_CANCEL, seq);
     }
 
     /// The journaled message `seq` (acked < seq <= written).

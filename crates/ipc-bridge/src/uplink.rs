@@ -23,7 +23,7 @@ use zenoh::qos::CongestionControl;
 use zenoh::{Session, Wait};
 
 use crate::journal::Journal;
-use crate::wire::{Ack, DataFrame, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
+use crate::wire::{Ack, DataFrame, FLAG_CANCEL, FLAG_CANCELLED, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
 use crate::{status, Options};
 
 /// A data frame carries at most this many bytes of messages (a single
@@ -75,6 +75,8 @@ struct Link {
     senders_gone: bool,
     /// Messages waiting in the source mailbox (our demand for credits).
     waiting: u32,
+    /// The far side confirmed it withdrew this message (rendezvous).
+    cancelled: u64,
     disconnect_after: Duration,
 }
 
@@ -123,6 +125,9 @@ impl Link {
                 return;
             }
         };
+        if ack.flags & FLAG_CANCELLED != 0 {
+            self.cancelled = ack.delivered;
+        }
         if let Err(e) = self.journal.ack(ack.delivered) {
             log::warn!("{}: ignoring an acknowledgement: {e}", self.remote);
             return;
@@ -167,6 +172,14 @@ impl Link {
             return;
         }
         let limit = self.journal.written().min(self.credit);
+        let cancel = self.journal.cancel();
+        if cancel != 0 && self.sent < cancel {
+            // A withdrawn rendezvous offer (the last message: offers go one
+            // at a time): ask the far side to drop it instead.
+            self.send_cancel(cancel);
+            self.sent = cancel;
+            return;
+        }
         while self.sent < limit {
             let mut frame = DataFrame::new(self.sent + 1, self.journal.acked(), self.waiting, 0);
             while self.sent < limit && frame.count() < FRAME_MESSAGES {
@@ -186,6 +199,54 @@ impl Link {
         }
         if now - self.last_heartbeat >= HEARTBEAT {
             self.heartbeat();
+        }
+    }
+
+    fn send_cancel(&mut self, seq: u64) {
+        let frame = DataFrame::new(seq, self.journal.acked(), self.waiting, FLAG_CANCEL);
+        if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
+            log::debug!("{}: cancel: {e}", self.remote);
+        }
+        self.last_heartbeat = Instant::now();
+    }
+
+    /// A rendezvous offer journaled as `seq`: waits until a far receiver
+    /// took it (true: the local send may return Ok), or, once the far side
+    /// is closed or we are stopping, withdraws it (false: the offer stays
+    /// in the proxy, and its sender will be told `Disconnected`). The far
+    /// side confirms a withdrawal, or says the message was taken already;
+    /// if it cannot be asked, the journal marks the message to withdraw
+    /// when it can.
+    fn rendezvous(&mut self, seq: u64, stop: &(dyn Fn() -> bool + Sync)) -> bool {
+        let mut asked: Option<Instant> = None;
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            if self.journal.acked() >= seq {
+                return self.cancelled != seq;
+            }
+            let closing = stop() || !self.open_for_senders();
+            if closing {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                // Unreachable, or no answer for a while: withdraw here, and
+                // there when it can be asked.
+                if self.alive.is_empty() || since.elapsed() > Duration::from_secs(2) {
+                    log::info!(
+                        "{}: withdrawing a rendezvous offer the far side could not confirm",
+                        self.remote
+                    );
+                    self.journal.set_cancel(seq);
+                    return false;
+                }
+                if asked.is_none_or(|t| t.elapsed() > HEARTBEAT) {
+                    self.send_cancel(seq);
+                    asked = Some(Instant::now());
+                }
+                self.wait(TURN);
+                continue;
+            }
+            stopping_since = None;
+            self.flush();
+            self.wait(TURN);
         }
     }
 
@@ -343,6 +404,7 @@ pub fn run(
         last_heartbeat: Instant::now() - HEARTBEAT,
         senders_gone: false,
         waiting: 0,
+        cancelled: 0,
         disconnect_after: o.disconnect_after,
     };
     for ev in early {
@@ -387,6 +449,7 @@ pub fn run(
         }
         link.flush();
         let mut took = 0u32;
+        let mut declined = false;
         if let Some(r) = rx.as_mut() {
             while link.journal.written() < link.credit
                 && link.journal.has_room(max)
@@ -398,19 +461,31 @@ pub fn run(
                     Deadline::Now
                 };
                 let l = &mut link;
-                let result = r.recv_with_until(deadline, |msg| {
-                    let seq = l.journal.append(msg).expect("room checked");
-                    l.senders_gone = false;
-                    if rendezvous {
-                        // The local send returns when this does: once a
-                        // receiver on the far host took the message (or
-                        // we are stopping; it stays journaled).
-                        while l.journal.acked() < seq && !stop() {
-                            l.flush();
-                            l.wait(TURN);
+                let result = if rendezvous {
+                    // The local send returns when this does: once a
+                    // receiver on the far host took the message; an offer
+                    // withdrawn stays in the proxy for its sender to take
+                    // back with `Disconnected`.
+                    r.recv_if_until(deadline, |msg| {
+                        let seq = l.journal.append(msg).expect("room checked");
+                        l.senders_gone = false;
+                        l.rendezvous(seq, stop).then_some(())
+                    })
+                    .map(|taken| {
+                        if taken.is_none() {
+                            declined = true;
                         }
-                    }
-                });
+                    })
+                } else {
+                    r.recv_with_until(deadline, |msg| {
+                        l.journal.append(msg).expect("room checked");
+                        l.senders_gone = false;
+                    })
+                };
+                if declined {
+                    // Let go of the proxy so its senders are told.
+                    break;
+                }
                 match result {
                     Ok(()) => took += 1,
                     Err(RecvError::Timeout | RecvError::Empty) => break,
@@ -425,6 +500,20 @@ pub fn run(
                     Err(e) => return Err(e).with_context(|| format!("receiving from {local}")),
                 }
             }
+        }
+        if declined {
+            // The far side is closed, or we are stopping: the proxy's
+            // senders are told `Disconnected` once we let go of it.
+            if rx.take().is_some() {
+                log::warn!(
+                    "{local}: a rendezvous offer withdrawn: senders to {local} get Disconnected"
+                );
+            }
+            while !stop() && !link.open_for_senders() {
+                link.flush();
+                link.wait(TURN);
+            }
+            continue;
         }
         if took == 0 && (rx.is_none() || link.journal.written() >= link.credit || link.senders_gone)
         {

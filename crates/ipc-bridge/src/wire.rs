@@ -18,9 +18,15 @@ const ACK_LEN: usize = 32;
 /// Data frame flag: the proxy's local senders have all gone and everything
 /// they sent is in this or an earlier frame (end of this origin's stream).
 pub const FLAG_SENDERS_GONE: u8 = 1;
+/// Data frame flag: withdraw message `first_seq` (a rendezvous offer whose
+/// sender is to be told `Disconnected`), unless it was delivered already.
+pub const FLAG_CANCEL: u8 = 2;
 /// Acknowledgement flag: the exported mailbox has live receivers, or has
 /// not had any yet (so a send would wait, not fail).
 pub const FLAG_RECEIVERS: u8 = 1;
+/// Acknowledgement flag: message `delivered` was withdrawn at the origin's
+/// request, not delivered.
+pub const FLAG_CANCELLED: u8 = 2;
 
 /// Key expression root of everything the bridges publish.
 const ROOT: &str = "ipcb";

@@ -1555,7 +1555,7 @@ mod tests {
         }
         assert_eq!(take(&r).unwrap(), b"one");
         assert_eq!(take(&r).unwrap(), b"two");
-        assert!(take(&r).is_none() && r.len() == 0);
+        assert!(take(&r).is_none() && r.is_empty());
     }
 
     #[test]
