@@ -278,6 +278,15 @@ impl Journal {
         self.pending.len() as u64
     }
 
+    /// How many messages of the largest size surely fit now (padding at
+    /// the ring's end included).
+    pub fn room_for_largest(&self) -> u64 {
+        let size = entry_size(self.max_message);
+        let free = self.ring - (self.end - self.start);
+        // One entry's worth may go to padding at the end of the ring.
+        free.saturating_sub(size) / size
+    }
+
     /// True if a message of `len` bytes fits now.
     pub fn has_room(&self, len: usize) -> bool {
         let (_, needed) = self.placement(len);

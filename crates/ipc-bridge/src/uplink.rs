@@ -477,10 +477,18 @@ pub fn run(
                         }
                     })
                 } else {
-                    r.recv_with_until(deadline, |msg| {
+                    // Every message queued now, within credits and the
+                    // journal's room, in one call: each is journaled in
+                    // place before the mailbox lets go of it.
+                    let max = (l.credit - l.journal.written())
+                        .min(l.journal.room_for_largest())
+                        .min(u64::from(FRAME_MESSAGES - took))
+                        .max(1) as usize;
+                    r.recv_batch_until(deadline, max, |msg| {
                         l.journal.append(msg).expect("room checked");
                         l.senders_gone = false;
                     })
+                    .map(|n| took += n as u32 - 1)
                 };
                 if declined {
                     // Let go of the proxy so its senders are told.
