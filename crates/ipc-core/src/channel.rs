@@ -384,6 +384,7 @@ impl Tx {
         for _ in 0..CHASE_LIMIT {
             let (_, tail) = self.main().chain_indices().map_err(ClaimFail::Corrupt)?;
             if self.tail.as_ref().is_none_or(|b| b.index < tail) {
+                crate::pause::at("send: tail index read");
                 self.cached_head = HeadCache::default();
                 self.tail = self.open_tail_block(tail)?;
             }
@@ -457,6 +458,7 @@ impl Tx {
         if chain.tail_block.load(Ordering::Acquire) > k {
             return Ok(None);
         }
+        crate::pause::at("grow: tail checked");
         // A spare moved to k+1's name is ours to publish, as a block we
         // created would be; if it vanished before we opened it (removed
         // with the queue), make one as before. One we cannot use is ours
@@ -506,6 +508,7 @@ impl Tx {
                 )))
             }
         };
+        crate::pause::at("grow: block made");
         if chain.head_block.load(Ordering::Acquire) > k + 1 {
             // We slept through the life of block k+1: this one is stale
             // (and, if we made it, ours to remove).

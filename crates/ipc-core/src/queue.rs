@@ -1060,6 +1060,7 @@ impl Queue {
         // a spare would outlive the receiver's clean-up of spares at the
         // end of the stream: remove the block instead.
         let streaming = self.header().roster.any(Role::Producer);
+        crate::pause::at("retire: senders looked at");
         if streaming && reusable() {
             for j in 0..self.spares() {
                 match Segment::rename_noreplace(&name, &self.spare_name(j)) {
