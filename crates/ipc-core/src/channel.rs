@@ -430,6 +430,12 @@ impl Tx {
             return Ok(Some(Block::main(main)));
         }
         match main.open_block_cached(k) {
+            // The receivers passed `k` since we read the tail index: what
+            // has `k`'s name now is no block of the chain (a sender late in
+            // `grow` made it again, and removes it), and a message written
+            // there would never be read. Looked at after the open: a name
+            // behind the head is made again only once the head passed it.
+            Ok(_) if main.header().chain.head_block.load(Ordering::Acquire) > k => Ok(None),
             Ok(view) => Ok(Some(Block { index: k, view })),
             // Closed and removed by a receiver at end of stream: the chain
             // goes on with a new block.
