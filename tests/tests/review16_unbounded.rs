@@ -159,3 +159,42 @@ fn a_sender_late_to_a_block_the_receivers_passed_loses_no_message() {
     drop(r);
     assert_eq!(chain_files(&name), Vec::<String>::new());
 }
+
+/// Defect: a spare left in /dev/shm after the end of the stream (the
+/// stress test's other failure: `files left [NAME.b00]`). A receiver
+/// giving back a block it moved the head past (`queue.rs`
+/// `Queue::retire`) looked at the senders' roster, was descheduled, and
+/// renamed the block to a spare after the last sender had left and
+/// another receiver had seen the end of the stream and removed the
+/// spares (`retire_tail_block` → `drop_spares`): nothing removes that
+/// spare any more, and the idle queue keeps a block's memory.
+#[test]
+fn a_block_given_back_as_the_stream_ends_leaves_no_spare() {
+    let name = ShmName::new("rv16-spare");
+    let buf = one_message_blocks(&name);
+    let mut r1 = buf.consumer().unwrap();
+    let mut r2 = buf.consumer().unwrap();
+    let mut s = buf.producer().unwrap();
+    for i in 0..3 {
+        s.send(msg(0, i)).unwrap();
+    }
+    // r1 reads s0 and s1, then moves the head past block 1 and stops
+    // giving it back, having seen a sender attached.
+    let retirer = Staged::spawn(&["retire: senders looked at"], move || {
+        let got = (take(&mut r1), take(&mut r1));
+        (got, r1.recv_timeout(HANG))
+    });
+    retirer.reaches("retire: senders looked at");
+    drop(s);
+    assert_eq!(take(&mut r2), (0, 2));
+    assert_eq!(r2.recv_timeout(HANG), Err(RecvError::Disconnected));
+    retirer.go();
+    let (got, end) = retirer.join();
+    assert_eq!((got, end), (((0, 0), (0, 1)), Err(RecvError::Disconnected)));
+    drop(r2);
+    assert_eq!(
+        chain_files(&name),
+        Vec::<String>::new(),
+        "the ended, idle queue keeps a block file"
+    );
+}
