@@ -384,6 +384,7 @@ impl Tx {
         for _ in 0..CHASE_LIMIT {
             let (_, tail) = self.main().chain_indices().map_err(ClaimFail::Corrupt)?;
             if self.tail.as_ref().is_none_or(|b| b.index < tail) {
+                crate::pause::at("send: tail index read");
                 self.cached_head = HeadCache::default();
                 self.tail = self.open_tail_block(tail)?;
             }
@@ -429,6 +430,12 @@ impl Tx {
             return Ok(Some(Block::main(main)));
         }
         match main.open_block_cached(k) {
+            // The receivers passed `k` since we read the tail index: what
+            // has `k`'s name now is no block of the chain (a sender late in
+            // `grow` made it again, and removes it), and a message written
+            // there would never be read. Looked at after the open: a name
+            // behind the head is made again only once the head passed it.
+            Ok(_) if main.header().chain.head_block.load(Ordering::Acquire) > k => Ok(None),
             Ok(view) => Ok(Some(Block { index: k, view })),
             // Closed and removed by a receiver at end of stream: the chain
             // goes on with a new block.
@@ -457,6 +464,7 @@ impl Tx {
         if chain.tail_block.load(Ordering::Acquire) > k {
             return Ok(None);
         }
+        crate::pause::at("grow: tail checked");
         // A spare moved to k+1's name is ours to publish, as a block we
         // created would be; if it vanished before we opened it (removed
         // with the queue), make one as before. One we cannot use is ours
@@ -506,6 +514,7 @@ impl Tx {
                 )))
             }
         };
+        crate::pause::at("grow: block made");
         if chain.head_block.load(Ordering::Acquire) > k + 1 {
             // We slept through the life of block k+1: this one is stale
             // (and, if we made it, ours to remove).

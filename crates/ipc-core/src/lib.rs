@@ -49,6 +49,7 @@ internal_mod!(peers);
 pub mod ports;
 mod queue;
 internal_mod!(packed);
+internal_mod!(pause);
 internal_mod!(ring);
 pub mod segment;
 pub mod sync;

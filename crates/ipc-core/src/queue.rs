@@ -1060,10 +1060,25 @@ impl Queue {
         // a spare would outlive the receiver's clean-up of spares at the
         // end of the stream: remove the block instead.
         let streaming = self.header().roster.any(Role::Producer);
+        crate::pause::at("retire: senders looked at");
         if streaming && reusable() {
             for j in 0..self.spares() {
                 match Segment::rename_noreplace(&name, &self.spare_name(j)) {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        // The last sender may have left since we looked, and
+                        // a receiver seen the end of the stream and removed
+                        // the spares before our rename: nothing would remove
+                        // this one. Looked at again after it (a sender that
+                        // attached meanwhile begins a stream whose end
+                        // removes the spares).
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                        if !self.header().roster.any(Role::Producer)
+                            && Segment::unlink_if_same(&self.spare_name(j), q.seg.file_id())
+                        {
+                            self.cache_forget(q.seg.file_id());
+                        }
+                        return;
+                    }
                     Err(SegmentError::AlreadyExists(_)) => {}
                     // Removed meanwhile (the queue is being removed, or
                     // another receiver gave it back first).
