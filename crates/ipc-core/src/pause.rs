@@ -3,7 +3,7 @@
 //! With the `internals` feature, a test thread can have a function called
 //! at each point it passes ([`set`]), and so stage exactly the
 //! interleavings that a descheduling there makes (the function blocks
-//! until the test lets it go). Without the feature, [`at`] is empty.
+//! until the test lets it go). Without the feature, `at` is empty.
 
 #[cfg(feature = "internals")]
 mod armed {
