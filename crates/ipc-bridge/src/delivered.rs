@@ -31,6 +31,10 @@ pub struct Delivered {
     /// store, not a search: a bridge killed between putting a message in
     /// the mailbox and recording it would deliver it again).
     slots: std::collections::HashMap<u64, usize>,
+    /// The idle stamp written with each record: the clock, read at most
+    /// once a second (not once per message).
+    stamp: u64,
+    stamped_at: std::time::Instant,
 }
 
 impl Delivered {
@@ -67,7 +71,12 @@ impl Delivered {
                 slots.entry(origin).or_insert(at);
             }
         }
-        Ok(Delivered { file, slots })
+        Ok(Delivered {
+            file,
+            slots,
+            stamp: now_s(),
+            stamped_at: std::time::Instant::now(),
+        })
     }
 
     /// This table's own random identity, chosen once (a puller names
@@ -137,7 +146,13 @@ impl Delivered {
             }
         };
         self.file.store(at + 8, seq);
-        self.file.store(at + 16, now_s());
+        if self.stamped_at.elapsed().as_secs() >= 1 {
+            self.stamp = now_s();
+            self.stamped_at = std::time::Instant::now();
+        }
+        if self.file.load(at + 16) != self.stamp {
+            self.file.store(at + 16, self.stamp);
+        }
     }
 }
 

@@ -63,6 +63,16 @@ impl Bridge {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = std::env::temp_dir().join(format!("ipcb-log-{}-{n}", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        // A test process that dies (killed, or a hung test stopped) takes
+        // its bridges with it instead of leaving them running.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         command
             .args(args)
             .env("RUST_LOG", "info")
