@@ -666,3 +666,31 @@ fn tls_refuses_a_peer_without_a_certificate_or_trusting_another_authority() {
     );
     drop(b);
 }
+
+#[test]
+fn a_port_is_reachable_through_the_bridges_and_keeps_the_senders_name() {
+    use ipc_core::ports::{mailbox_name, Port, PortSender};
+    let id = std::process::id();
+    let (far_port, near_port, me) = (format!("w{id}"), format!("v{id}"), format!("boss{id}"));
+    let _state = StateFiles(vec![mailbox_name(&far_port), mailbox_name(&near_port)]);
+    let mut port = Port::register(&far_port, &MailboxConfig::default()).unwrap();
+    let port_file = ShmName(mailbox_name(&far_port));
+    let near_file = ShmName(mailbox_name(&near_port));
+    let p = free_port();
+    let listen = format!("tcp/127.0.0.1:{p}");
+    let export = format!("port:{far_port}");
+    let _a = Bridge::start(&["--name", "A", "--listen", &listen, "--export", &export]);
+    let import = format!("port:{far_port}=port:{near_port}");
+    let _b = Bridge::start(&["--name", "B", "--connect", &listen, "--import", &import]);
+    wait_status(near_file.as_str(), "link:           connected");
+    let mut tx = PortSender::new(&me).unwrap();
+    for i in 0..50u32 {
+        tx.send_to(&near_port, tagged(0, i, 30)).unwrap();
+    }
+    for i in 0..50u32 {
+        let m = port.recv_timeout(PATIENCE).unwrap();
+        assert_eq!(m.from, me);
+        assert_eq!(untag(&m.payload), (0, i));
+    }
+    drop((port_file, near_file));
+}
