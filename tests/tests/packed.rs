@@ -310,3 +310,40 @@ fn the_producer_streams_stdin_into_a_single_buffer_byte_for_byte() {
         .unwrap()
         .success());
 }
+
+#[test]
+fn a_batch_asks_for_each_message_only_after_the_one_before_is_queued() {
+    // ipc-bridge records a message as delivered when the batch asks for
+    // the next one: that is sound only if the one before is queued by then.
+    for flavor in ["single", "general"] {
+        let name = ShmName::new("pk-lazy");
+        let cfg = BufferConfig {
+            capacity: 64,
+            max_message: 100,
+            budget: 1 << 16,
+            ..Default::default()
+        };
+        let buf = if flavor == "single" {
+            SharedBuffer::create_single(name.as_str(), &cfg)
+        } else {
+            SharedBuffer::create(name.as_str(), &cfg)
+        }
+        .expect("create");
+        let mut tx = buf.producer().unwrap();
+        let mut seen = Vec::new();
+        let msgs = (0..20u64).map(|i| {
+            seen.push((i, buf.status().len));
+            vec![i as u8; 8]
+        });
+        assert_eq!(tx.send_batch(msgs).unwrap(), 20, "{flavor}");
+        for (i, queued) in seen {
+            assert_eq!(
+                queued, i,
+                "{flavor}: message {i} asked for with {queued} queued"
+            );
+        }
+        drop(tx);
+        drop(buf);
+        SharedBuffer::unlink(name.as_str()).unwrap();
+    }
+}

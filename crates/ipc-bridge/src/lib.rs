@@ -39,6 +39,9 @@ pub struct Options {
     pub disconnect_after: Duration,
     /// Permission bits of proxy mailboxes the bridge creates.
     pub mode: u32,
+    /// Largest write to the network ([`net::NetOptions::batch_size`]):
+    /// data frames are cut to fit one.
+    pub batch_size: usize,
 }
 
 /// True if `name` can be a bridge's name: it appears in key expressions.

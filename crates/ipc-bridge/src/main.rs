@@ -68,6 +68,9 @@ struct Args {
     /// Milliseconds of silence after which a peer's link is declared lost (Zenoh lease; use the same on every bridge).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     lease_ms: u64,
+    /// Largest write to the network, in bytes (1024 to 65535; Zenoh's batch size): messages are packed into writes of up to this size, and a larger message is sent in pieces. Smaller writes can be faster where the kernel paces large ones (BENCHMARKS.md: on the test machine, 2048 doubles a stream's throughput); use the same on every bridge.
+    #[arg(long, value_name = "BYTES", default_value_t = ipc_bridge::net::MAX_BATCH)]
+    batch_size: usize,
     /// Permission bits of the proxy mailboxes the bridge creates.
     #[arg(long, value_parser = ipc_cli::parse_mode, default_value = "600")]
     mode: u32,
@@ -186,6 +189,7 @@ fn run(args: Args) -> Result<i32> {
         connect: args.connect.clone(),
         lease: Duration::from_millis(args.lease_ms),
         tls,
+        batch_size: args.batch_size,
     };
     net::config(&net).map_err(UsageError)?;
     if net.tls.is_none() {
@@ -195,6 +199,7 @@ fn run(args: Args) -> Result<i32> {
         bridge,
         disconnect_after: Duration::from_secs_f64(args.disconnect_after),
         mode: args.mode,
+        batch_size: args.batch_size,
     };
     let session = net::open(&net)?;
     let failed = Arc::new(AtomicBool::new(false));

@@ -30,7 +30,14 @@ pub struct NetOptions {
     pub lease: Duration,
     /// TLS, if any endpoint is `tls/`.
     pub tls: Option<Tls>,
+    /// Largest write to a link (Zenoh's batch size), in bytes.
+    pub batch_size: usize,
 }
+
+/// Smallest batch size taken: below it, Zenoh's own headers dominate.
+pub const MIN_BATCH: usize = 1024;
+/// Largest batch size (Zenoh's limit, and its default).
+pub const MAX_BATCH: usize = 65535;
 
 /// Checks one endpoint: `tcp/` or `tls/`, an address and a port, given
 /// explicitly (never guessed).
@@ -114,6 +121,13 @@ pub fn config(o: &NetOptions) -> Result<Config, String> {
         o.lease.as_millis().max(100).to_string(),
     )?;
     set("transport/link/tx/keep_alive", "4".into())?;
+    if !(MIN_BATCH..=MAX_BATCH).contains(&o.batch_size) {
+        return Err(format!(
+            "--batch-size takes {MIN_BATCH} to {MAX_BATCH} bytes, not {}",
+            o.batch_size
+        ));
+    }
+    set("transport/link/tx/batch_size", o.batch_size.to_string())?;
     if let Some(t) = &o.tls {
         let path = |p: &PathBuf| -> Result<String, String> {
             if !p.is_file() {
@@ -164,6 +178,20 @@ mod tests {
             connect: connect.iter().map(|s| s.to_string()).collect(),
             lease: Duration::from_secs(1),
             tls: None,
+            batch_size: MAX_BATCH,
+        }
+    }
+
+    #[test]
+    fn the_batch_size_is_checked() {
+        let mut o = opts(&["tcp/127.0.0.1:7447"], &[]);
+        for ok in [MIN_BATCH, 2048, MAX_BATCH] {
+            o.batch_size = ok;
+            assert!(config(&o).is_ok(), "{ok}");
+        }
+        for bad in [0, MIN_BATCH - 1, MAX_BATCH + 1] {
+            o.batch_size = bad;
+            assert!(config(&o).unwrap_err().contains("--batch-size"), "{bad}");
         }
     }
 

@@ -27,8 +27,12 @@ use crate::wire::{Ack, DataFrame, FLAG_CANCEL, FLAG_CANCELLED, FLAG_RECEIVERS, F
 use crate::{status, Options};
 
 /// A data frame carries at most this many bytes of messages (a single
-/// larger message travels alone).
-const FRAME_BYTES: usize = 256 * 1024;
+/// larger message travels alone), and fits one network write (Zenoh's
+/// batch, less room for Zenoh's own headers) if that is smaller: a frame
+/// larger than a batch is cut in pieces and put together again.
+const FRAME_BYTES: usize = 48 * 1024;
+/// Room left in a batch for Zenoh's headers and the key.
+const BATCH_HEADROOM: usize = 128;
 /// Messages a frame carries at most.
 const FRAME_MESSAGES: u32 = 1024;
 /// Heartbeats tell the far side we are here, how far our journal goes,
@@ -72,12 +76,19 @@ struct Link {
     down_since: Option<Instant>,
     last_ack: Option<Instant>,
     last_heartbeat: Instant,
+    /// When the last data frame went out.
+    last_frame: Instant,
+    /// Data frames and messages put on the wire (resends included).
+    frames: u64,
+    framed: u64,
     senders_gone: bool,
     /// Messages waiting in the source mailbox (our demand for credits).
     waiting: u32,
     /// The far side confirmed it withdrew this message (rendezvous).
     cancelled: u64,
     disconnect_after: Duration,
+    /// Bytes of messages a frame carries at most.
+    frame_bytes: usize,
 }
 
 impl Link {
@@ -184,15 +195,19 @@ impl Link {
             let mut frame = DataFrame::new(self.sent + 1, self.journal.acked(), self.waiting, 0);
             while self.sent < limit && frame.count() < FRAME_MESSAGES {
                 let msg = self.journal.get(self.sent + 1).expect("journaled");
-                if !frame.is_empty() && frame.len() + msg.len() > FRAME_BYTES {
+                if !frame.is_empty() && frame.len() + 4 + msg.len() > self.frame_bytes {
                     break;
                 }
                 frame.push(msg);
                 self.sent += 1;
             }
+            let count = frame.count();
             if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
                 log::debug!("{}: sending: {e}", self.remote);
             }
+            self.last_frame = now;
+            self.frames += 1;
+            self.framed += u64::from(count);
             if self.received >= self.sent - 1 {
                 self.stalled_since = now;
             }
@@ -323,6 +338,13 @@ impl Link {
                     ),
                 ),
                 ("last ack", last_ack),
+                (
+                    "sent",
+                    format!(
+                        "{} message(s) in {} frame(s), resends included",
+                        self.framed, self.frames
+                    ),
+                ),
             ],
         );
     }
@@ -402,10 +424,14 @@ pub fn run(
         down_since: None,
         last_ack: None,
         last_heartbeat: Instant::now() - HEARTBEAT,
+        last_frame: Instant::now() - HEARTBEAT,
+        frames: 0,
+        framed: 0,
         senders_gone: false,
         waiting: 0,
         cancelled: 0,
         disconnect_after: o.disconnect_after,
+        frame_bytes: FRAME_BYTES.min(o.batch_size.saturating_sub(BATCH_HEADROOM)),
     };
     for ev in early {
         link.on_liveliness(ev);

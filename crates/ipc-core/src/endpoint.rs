@@ -225,6 +225,9 @@ impl Sender {
     /// must wait) instead of once per message. Returns how many were
     /// sent; on failure, how many went before, and the error with the
     /// message that failed (the rest of `msgs` is not consumed further).
+    /// `msgs` is advanced lazily: each message is published (a receiver
+    /// can take it, and it stays if this process dies) before the next is
+    /// asked for, so an iterator can record what went in as it goes.
     ///
     /// ```
     /// use ipc_core::{BufferConfig, SharedBuffer};

@@ -8,7 +8,13 @@
 //! * 64 B messages: the bridged rate against a TCP sender doing one
 //!   `write` per message;
 //! * round trip of 64 B: p50 and p99, bridged (a mailbox each way) and
-//!   TCP (`TCP_NODELAY`, echo).
+//!   TCP (`TCP_NODELAY`, echo);
+//! * TCP alone by write size (64 B to 64 KiB), which is what the bridges'
+//!   `--batch-size` (2048 here, `IPCB_BENCH_BATCH` to change) is chosen
+//!   from.
+//!
+//! The streams run in five rounds, TCP then bridge in each, and the table
+//! gives the median (smallest to largest) of rates and of ratios per round.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,6 +26,14 @@ use ipc_tests::ChildGuard;
 
 const PORT: u16 = 7447;
 const TCP_PORT: u16 = 7500;
+/// The bridges' largest network write (`--batch-size`), unless
+/// `IPCB_BENCH_BATCH` says otherwise: on this machine TCP moves small
+/// writes about twice as fast as writes of 8 KiB and more (the run prints
+/// TCP by write size), so the bridges write 2 KiB at a time.
+const BATCH: usize = 2048;
+/// Capacity of the 64 B stream's mailbox: 16384 messages (1 MiB of
+/// payload), end to end; TCP's own buffers hold several MiB.
+const SMALL_CAPACITY: u32 = 16384;
 
 fn exe(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("current exe");
@@ -91,9 +105,11 @@ fn wait_connected(hosts: &Hosts, i: usize, name: &str) {
         .join("ipc-bridge")
         .join(format!("{name}.status"));
     let start = Instant::now();
+    // "connected" alone: reachable, and the far mailbox has receivers.
     while !std::fs::read_to_string(&path)
         .unwrap_or_default()
-        .contains("link:           connected")
+        .lines()
+        .any(|l| l.trim_end() == "link:           connected")
     {
         if start.elapsed() > Duration::from_secs(60) {
             eprintln!("bridge-bench: host {i}: {name} never connected");
@@ -113,15 +129,19 @@ fn main() {
             return;
         }
     };
-    let (n_big, n_small, n_rtt) = if quick {
-        (500u32, 20_000u32, 300u32)
+    // Counts per round; each pair of contenders runs in every round, one
+    // after the other, and the medians are reported (this machine's
+    // throughput swings by 2x from one second to the next).
+    let (n_big, n_small, n_rtt, rounds) = if quick {
+        (300u32, 20_000u32, 300u32, 1usize)
     } else {
-        (4000, 200_000, 3000)
+        (1500, 300_000, 3000, 5)
     };
+    let batch = std::env::var("IPCB_BENCH_BATCH").unwrap_or_else(|_| BATCH.to_string());
     let big = 65536u32;
     for (host, name, cap, max) in [
         (0, "m64k", 64, big),
-        (0, "m64", 1024, 64),
+        (0, "m64", SMALL_CAPACITY, 64),
         (0, "ping", 64, 64),
         (1, "pong", 64, 64),
     ] {
@@ -135,6 +155,7 @@ fn main() {
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    a0.args(["--batch-size", &batch]);
     let _b0 = hosts.spawn(0, &mut a0);
     let mut a1 = hosts.command(1, exe("ipc-bridge"));
     a1.args([
@@ -151,6 +172,7 @@ fn main() {
         "--export",
         "pong",
     ])
+    .args(["--batch-size", &batch])
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let _b1 = hosts.spawn(1, &mut a1);
@@ -159,31 +181,36 @@ fn main() {
     }
     let addr = format!("{}:{TCP_PORT}", hosts.addr(0));
 
-    // Streaming 64 KiB.
-    let (srv, out) = listening(&hosts, 0, args(&[&"tcp-sink", &TCP_PORT, &n_big, &big]));
-    run(&hosts, 1, args(&[&"tcp-send", &addr, &n_big, &big]));
-    let tcp_big = ns(&finish(srv, out));
-    let mut sink = peer(&hosts, 0, &args(&[&"mb-sink", &"m64k", &n_big]));
-    sink.stdout(Stdio::piped());
-    let sink = hosts.spawn(0, &mut sink);
-    run(&hosts, 1, args(&[&"mb-send", &"m64k", &n_big, &big]));
-    let bridged_big = ns(&String::from_utf8_lossy(
-        &sink.output_timeout(Duration::from_secs(300)).stdout,
-    ));
-    let mb_s = |n: u32, len: u32, t: f64| f64::from(n) * f64::from(len) / t * 1e9 / 1e6;
-
-    // 64 B messages.
-    let (srv, out) = listening(&hosts, 0, args(&[&"tcp-sink", &TCP_PORT, &n_small, &64]));
-    run(&hosts, 1, args(&[&"tcp-send", &addr, &n_small, &64]));
-    let tcp_small = ns(&finish(srv, out));
-    let mut sink = peer(&hosts, 0, &args(&[&"mb-sink", &"m64", &n_small]));
-    sink.stdout(Stdio::piped());
-    let sink = hosts.spawn(0, &mut sink);
-    run(&hosts, 1, args(&[&"mb-send", &"m64", &n_small, &64]));
-    let bridged_small = ns(&String::from_utf8_lossy(
-        &sink.output_timeout(Duration::from_secs(300)).stdout,
-    ));
-    let rate = |n: u32, t: f64| f64::from(n) / t * 1e9;
+    // Streaming: 64 KiB, then 64 B messages, each against TCP.
+    let mut big_rounds = Vec::new();
+    let mut small_rounds = Vec::new();
+    for _ in 0..rounds {
+        big_rounds.push((
+            tcp_stream(&hosts, &addr, n_big, big),
+            bridged_stream(&hosts, "m64k", n_big, big),
+        ));
+        small_rounds.push((
+            tcp_stream(&hosts, &addr, n_small, 64),
+            bridged_stream(&hosts, "m64", n_small, 64),
+        ));
+    }
+    let proxy_status = hosts.shm_dir(1).join("ipc-bridge").join("m64.status");
+    if let Some(line) = std::fs::read_to_string(proxy_status)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("sent"))
+    {
+        eprintln!("bridge-bench: 64 B streams, the proxy's {line}");
+    }
+    // TCP alone by write size: what the batch size is chosen from.
+    let by_write: Vec<(u32, f64)> = [64u32, 1024, 2048, 8192, 65536]
+        .iter()
+        .map(|&len| {
+            let n = 32 * 1024 * 1024 / len;
+            let t = tcp_stream(&hosts, &addr, n, len);
+            (len, f64::from(n) * f64::from(len) / t * 1e3)
+        })
+        .collect();
 
     // Round trips.
     let (srv, out) = listening(&hosts, 0, args(&[&"tcp-echo", &TCP_PORT, &n_rtt, &64]));
@@ -213,15 +240,42 @@ fn main() {
     println!("Two network namespaces on a veth pair through a bridge (`ipc_tests::hosts`), same run; one bridge per host, plain TCP (no TLS).{}\n", if quick { " Quick run: small counts, not for the record." } else { "" });
     println!("| measure | ipc-bridge | TCP | ratio |");
     println!("|---|---:|---:|---:|");
-    let (bb, tb) = (mb_s(n_big, big, bridged_big), mb_s(n_big, big, tcp_big));
-    println!(
-        "| 64 KiB messages, {n_big}: MB/s | {bb:.0} | {tb:.0} (one stream) | {:.2} |",
-        bb / tb
+    let mb_s = |len: u32, n: u32, t: f64| f64::from(n) * f64::from(len) / t * 1e3;
+    let rate = |_: u32, n: u32, t: f64| f64::from(n) / t * 1e9;
+    let row = |what: &str,
+               unit: &str,
+               tcp_what: &str,
+               len: u32,
+               n: u32,
+               r: &[(f64, f64)],
+               f: &dyn Fn(u32, u32, f64) -> f64| {
+        let tcp: Vec<f64> = r.iter().map(|x| f(len, n, x.0)).collect();
+        let br: Vec<f64> = r.iter().map(|x| f(len, n, x.1)).collect();
+        let ratios: Vec<f64> = br.iter().zip(&tcp).map(|(b, t)| b / t).collect();
+        println!(
+            "| {what}, {n} per round: {unit} | {} | {} ({tcp_what}) | {} |",
+            summary(&br, 0),
+            summary(&tcp, 0),
+            summary(&ratios, 2)
+        );
+    };
+    row(
+        "64 KiB messages",
+        "MB/s",
+        "one stream",
+        big,
+        n_big,
+        &big_rounds,
+        &mb_s,
     );
-    let (bs, ts) = (rate(n_small, bridged_small), rate(n_small, tcp_small));
-    println!(
-        "| 64 B messages, {n_small}: msg/s | {bs:.0} | {ts:.0} (one write per message) | {:.2} |",
-        bs / ts
+    row(
+        "64 B messages",
+        "msg/s",
+        "one write per message",
+        64,
+        n_small,
+        &small_rounds,
+        &rate,
     );
     println!(
         "| round trip 64 B, p50 µs | {br_p50:.1} | {tcp_p50:.1} (TCP_NODELAY echo) | {:.2} |",
@@ -231,6 +285,54 @@ fn main() {
         "| round trip 64 B, p99 µs | {br_p99:.1} | {tcp_p99:.1} | {:.2} |",
         br_p99 / tcp_p99
     );
+    println!(
+        "\nBridges started with `--batch-size {batch}`. TCP alone between the same namespaces, 32 MiB by write size (MB/s): {}.",
+        by_write
+            .iter()
+            .map(|(len, mbs)| format!("{len} B {mbs:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// "median (min to max)" of `v`, or the value alone for one round.
+fn summary(v: &[f64], digits: usize) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let med = s[s.len() / 2];
+    if s.len() == 1 {
+        format!("{med:.digits$}")
+    } else {
+        format!(
+            "{med:.digits$} ({:.digits$} to {:.digits$})",
+            s[0],
+            s[s.len() - 1]
+        )
+    }
+}
+
+/// Nanoseconds from the first to the last byte of `n` messages of `len`
+/// over one TCP stream, host 1 to host 0, one `write` per message.
+fn tcp_stream(hosts: &Hosts, addr: &str, n: u32, len: u32) -> f64 {
+    let (srv, out) = listening(hosts, 0, args(&[&"tcp-sink", &TCP_PORT, &n, &len]));
+    run(hosts, 1, args(&[&"tcp-send", &addr, &n, &len]));
+    ns(&finish(srv, out))
+}
+
+/// Nanoseconds from the first to the last of `n` messages of `len` sent
+/// on host 1 into the proxy of `mailbox`, received on host 0.
+fn bridged_stream(hosts: &Hosts, mailbox: &str, n: u32, len: u32) -> f64 {
+    let mut sink = peer(hosts, 0, &args(&[&"mb-sink", &mailbox, &n]));
+    sink.stdout(Stdio::piped());
+    let sink = hosts.spawn(0, &mut sink);
+    // The far receivers of the round before have gone: wait until the
+    // proxy has heard of the new one, or its senders are told Disconnected.
+    std::thread::sleep(Duration::from_millis(300));
+    wait_connected(hosts, 1, mailbox);
+    run(hosts, 1, args(&[&"mb-send", &mailbox, &n, &len]));
+    ns(&String::from_utf8_lossy(
+        &sink.output_timeout(Duration::from_secs(300)).stdout,
+    ))
 }
 
 fn finish_quiet(

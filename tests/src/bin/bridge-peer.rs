@@ -169,6 +169,9 @@ fn main() {
             let mut rx = open(arg(1))
                 .receiver()
                 .unwrap_or_else(|e| fail(format!("attach: {e}")));
+            // The benchmark reuses its mailboxes round after round: the
+            // senders of the round before have gone, wait for new ones.
+            rx.expect_new_senders();
             let count = num(2);
             let mut first = None;
             for i in 0..count {
