@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ipc_core::mailbox::{Capacity, Mailbox};
 
-use ipc_core::{Role, SendError, Sender};
+use ipc_core::{Deadline, Role, SendError, Sender};
 use zenoh::{Session, Wait};
 
 use crate::delivered::Delivered;
@@ -133,36 +133,30 @@ pub fn run(
         keys.sort_unstable();
         for key in &keys {
             let org = origins.get_mut(key).expect("listed");
-            while let Some((seq, msg)) = org.pending.pop_front() {
-                if sender.is_none() {
-                    sender = Some(mailbox.sender().with_context(|| {
+            if org.pending.is_empty() {
+                continue;
+            }
+            if sender.is_none() {
+                sender =
+                    Some(mailbox.sender().with_context(|| {
                         format!("attaching to {name} as the far senders' proxy")
                     })?);
+            }
+            let tx = sender.as_mut().expect("attached");
+            let result = match capacity {
+                Capacity::Zero => deliver_offer(tx, org, &mut delivered, *key),
+                _ => deliver_batch(tx, org, &mut delivered, *key),
+            };
+            if let Err(e) = result {
+                if matches!(e, SendError::Disconnected(_)) {
+                    receivers_gone = true;
                 }
-                let tx = sender.as_mut().expect("attached");
-                let result = match capacity {
-                    Capacity::Zero => tx.send_timeout(msg, OFFER),
-                    _ => tx.try_send(msg),
-                };
-                match result {
-                    Ok(()) => {
-                        delivered.record(*key, seq);
-                        org.changed = true;
-                    }
-                    Err(e) => {
-                        if matches!(e, SendError::Disconnected(_)) {
-                            receivers_gone = true;
-                        }
-                        let fatal = !matches!(
-                            e,
-                            SendError::Full(_) | SendError::Timeout(_) | SendError::Disconnected(_)
-                        );
-                        if fatal {
-                            log::warn!("delivering to {name}: {e}");
-                        }
-                        org.pending.push_front((seq, e.into_inner()));
-                        break;
-                    }
+                let fatal = !matches!(
+                    e,
+                    SendError::Full(_) | SendError::Timeout(_) | SendError::Disconnected(_)
+                );
+                if fatal {
+                    log::warn!("delivering to {name}: {e}");
                 }
             }
         }
@@ -286,6 +280,94 @@ pub fn run(
     }
     status::remove(name);
     Ok(())
+}
+
+/// Offers the next pending message of a rendezvous mailbox (one at a
+/// time: the far sender waits for each), for up to [`OFFER`].
+fn deliver_offer(
+    tx: &mut Sender,
+    org: &mut Origin,
+    delivered: &mut Delivered,
+    origin: u64,
+) -> Result<(), SendError<()>> {
+    let Some((seq, msg)) = org.pending.pop_front() else {
+        return Ok(());
+    };
+    match tx.send_timeout(msg, OFFER) {
+        Ok(()) => {
+            delivered.record(origin, seq);
+            org.changed = true;
+            Ok(())
+        }
+        Err(e) => {
+            let mut back = None;
+            let e = e.map(|msg| back = Some(msg));
+            org.pending
+                .push_front((seq, back.expect("the error carries the message")));
+            Err(e)
+        }
+    }
+}
+
+/// Puts every pending message that fits now into the mailbox with one
+/// batch, recording each as delivered right after it was published: the
+/// batch asks for the next message only once the one before is in, and
+/// wakes the receivers only after the last is recorded. A bridge killed
+/// between a publication and its record still repeats that message after
+/// a restart (RELIABILITY.md), but the window no longer holds the wake-up
+/// (a futex call when a receiver sleeps), which single sends put in it.
+fn deliver_batch(
+    tx: &mut Sender,
+    org: &mut Origin,
+    delivered: &mut Delivered,
+    origin: u64,
+) -> Result<(), SendError<()>> {
+    let mut batch = Recording {
+        pending: &mut org.pending,
+        delivered,
+        origin,
+        given: None,
+    };
+    let result = tx.send_batch_until(&mut batch, Deadline::Now);
+    let given = batch.given.take();
+    match result {
+        Ok(n) => {
+            org.changed |= n > 0;
+            Ok(())
+        }
+        Err(e) => {
+            org.changed |= e.sent > 0;
+            let mut back = None;
+            let e = e.error.map(|msg| back = Some(msg));
+            let seq = given.expect("the failed message was given");
+            org.pending
+                .push_front((seq, back.expect("the error carries the message")));
+            Err(e)
+        }
+    }
+}
+
+/// The pending messages of one origin as a batch to send, recording each
+/// as delivered when the next is asked for (it was published by then).
+struct Recording<'a> {
+    pending: &'a mut VecDeque<(u64, Vec<u8>)>,
+    delivered: &'a mut Delivered,
+    origin: u64,
+    /// The message handed out last, not yet recorded.
+    given: Option<u64>,
+}
+
+impl Iterator for Recording<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if let Some(seq) = self.given.take() {
+            self.delivered.record(self.origin, seq);
+        }
+        let (seq, msg) = self.pending.pop_front()?;
+        self.given = Some(seq);
+        Some(msg)
+    }
 }
 
 /// Files one frame's messages: repeats are dropped, the next in order
