@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! header (one page): magic, max message, origin, ring bytes,
-//!                    acked (seq), start (pos), end (pos)
+//!                    acked (seq), start (pos), end (pos), cancel (seq),
+//!                    source seq, source index (of the last entry)
 //! ring:              [ seq u64 | len u32, flags u32 | payload, padded to 8 ]...
 //! ```
 //!
@@ -36,6 +37,12 @@ const OFF_END: usize = 48;
 /// rendezvous offer whose sender was told `Disconnected` while the far
 /// side could not be asked.
 const OFF_CANCEL: usize = 56;
+/// Where the last journaled message came from: the sequence number it was
+/// given here, then its index in the proxy's stream, both stored before
+/// the commit word (in that order). Together they say which message a
+/// proxy that redelivers one after this bridge was killed may repeat.
+const OFF_SOURCE_SEQ: usize = 64;
+const OFF_SOURCE_INDEX: usize = 72;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -308,6 +315,25 @@ impl Journal {
     /// Journals `msg` as the next sequence number, which it returns; `None`
     /// if there is no room (acknowledgements make room).
     pub fn append(&mut self, msg: &[u8]) -> Option<u64> {
+        self.append_from(msg, None)
+    }
+
+    /// [`Journal::append`] of the message of index `index` in the source
+    /// mailbox's stream (see [`Journal::last_source_index`]).
+    pub fn append_indexed(&mut self, msg: &[u8], index: u64) -> Option<u64> {
+        self.append_from(msg, Some(index))
+    }
+
+    /// The source index of the last journaled message, if it was appended
+    /// with one. A source that redelivers the message its taker held when
+    /// killed offers either that one (journaled already: this index) or
+    /// the next.
+    pub fn last_source_index(&self) -> Option<u64> {
+        let seq = self.file.load(OFF_SOURCE_SEQ);
+        (seq != 0 && seq == self.written()).then(|| self.file.load(OFF_SOURCE_INDEX))
+    }
+
+    fn append_from(&mut self, msg: &[u8], index: Option<u64>) -> Option<u64> {
         assert!(msg.len() <= self.max_message, "message above the maximum");
         if !self.has_room(msg.len()) {
             return None;
@@ -323,6 +349,15 @@ impl Journal {
         self.file.write(off + ENTRY_HEADER as usize, msg);
         self.file.store(off, seq);
         self.file.store(off + 8, msg.len() as u64);
+        if let Some(index) = index {
+            // Sequence first: killed between the two stores, the pair names
+            // an entry not yet committed, and is not believed.
+            self.file.store(OFF_SOURCE_SEQ, seq);
+            self.file.store(OFF_SOURCE_INDEX, index);
+        } else if self.file.load(OFF_SOURCE_SEQ) != 0 {
+            // The pair must not pass for this entry's.
+            self.file.store(OFF_SOURCE_SEQ, 0);
+        }
         let end = pos + entry_size(msg.len());
         // The commit: stored after the entry's bytes.
         self.file.store(OFF_END, end);
@@ -432,6 +467,35 @@ mod tests {
         }
         assert!(j.get(4).is_none() && j.get(11).is_none());
         assert!(Journal::open_or_create(&p.0, 101).is_err());
+    }
+
+    #[test]
+    fn the_source_index_of_the_last_entry_survives_a_reopen_and_a_torn_append_is_not_believed() {
+        let p = temp("source");
+        let mut j = Journal::open_or_create(&p.0, 100).unwrap();
+        assert_eq!(j.last_source_index(), None);
+        j.append_indexed(b"a", 40).unwrap();
+        j.append_indexed(b"b", 41).unwrap();
+        assert_eq!(j.last_source_index(), Some(41));
+        drop(j);
+        let mut j = Journal::open_or_create(&p.0, 100).unwrap();
+        assert_eq!(j.last_source_index(), Some(41));
+        j.ack(2).unwrap();
+        assert_eq!(
+            j.last_source_index(),
+            Some(41),
+            "acknowledged, still the last"
+        );
+        // Killed after the source words of entry 3, before its commit.
+        j.file.store(OFF_SOURCE_SEQ, 3);
+        j.file.store(OFF_SOURCE_INDEX, 42);
+        drop(j);
+        let mut j = Journal::open_or_create(&p.0, 100).unwrap();
+        assert_eq!(j.written(), 2);
+        assert_eq!(j.last_source_index(), None, "names an entry not committed");
+        // An append without an index leaves no claim about its source.
+        j.append(b"c").unwrap();
+        assert_eq!(j.last_source_index(), None);
     }
 
     #[test]

@@ -442,6 +442,8 @@ pub fn run(
     let proxy = spec.source;
     let local = spec.label.as_str();
     let mut rx: Option<ipc_core::Receiver> = None;
+    // A receiver just attached: its first message may be a redelivered one.
+    let mut fresh = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     while !stop() {
         link.pump();
@@ -471,6 +473,17 @@ pub fn run(
                 link.senders_gone = true;
             }
             r.expect_new_senders();
+            if !rendezvous {
+                // Killed while copying a message into the journal (inside
+                // the receive callback), the bridge leaves it in the proxy
+                // for its next run, which drops it if it was journaled
+                // (by its index). Unbounded proxies cannot: there the
+                // message is lost, counted in the proxy's lost_reads.
+                if let Err(e) = r.redeliver_if_killed() {
+                    log::debug!("{local}: {e}");
+                }
+                fresh = true;
+            }
             rx = Some(r);
         }
         link.flush();
@@ -510,8 +523,17 @@ pub fn run(
                         .min(l.journal.room_for_largest())
                         .min(u64::from(FRAME_MESSAGES - took))
                         .max(1) as usize;
-                    r.recv_batch_until(deadline, max, |msg| {
-                        l.journal.append(msg).expect("room checked");
+                    r.recv_batch_indexed_until(deadline, max, |index, msg| {
+                        // The first message after attaching may be one the
+                        // proxy redelivered, journaled by a run killed
+                        // before the proxy let go of it.
+                        let repeat =
+                            std::mem::take(&mut fresh) && l.journal.last_source_index() == Some(index);
+                        if repeat {
+                            log::info!("{local}: a message journaled before a restart, redelivered by the proxy, dropped");
+                        } else {
+                            l.journal.append_indexed(msg, index).expect("room checked");
+                        }
                         l.senders_gone = false;
                     })
                     .map(|n| took += n as u32 - 1)

@@ -30,7 +30,7 @@
 //! process keeps its mappings of blocks (keyed by inode), so a recycled
 //! block costs no new mapping and no page faults.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -617,10 +617,24 @@ impl Tx {
 #[derive(Debug)]
 pub(crate) struct Rx {
     pub(crate) ep: Endpoint,
+    /// Redelivery if this process dies holding a message, and where the
+    /// index of the message held is told.
+    pub(crate) mode: ReadMode,
     head: Option<Block>,
     pub(crate) min_producers: u32,
     /// `Counters::incomplete_streams` when this receiver attached.
     pub(crate) incomplete_at_attach: u32,
+}
+
+/// How a receiver reads (see [`crate::Receiver::redeliver_if_killed`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadMode {
+    /// A message this process holds when it dies stays queued.
+    pub(crate) redeliver: bool,
+    /// The index of the message last claimed (shared with the callback
+    /// of [`crate::Receiver::recv_batch_indexed_until`]).
+    /// (Not in shared memory: a plain atomic, under loom too.)
+    pub(crate) index: Arc<AtomicU64>,
 }
 
 /// Marks a receiver as waiting (for rendezvous `try_send`) while alive.
@@ -641,6 +655,7 @@ impl Rx {
                 .load(Ordering::Acquire);
         Rx {
             ep,
+            mode: ReadMode::default(),
             head: None,
             min_producers: 1,
             incomplete_at_attach,
@@ -679,7 +694,7 @@ impl Rx {
         let q = &self.ep.q;
         if q.flavor() != Flavor::Unbounded {
             let grace = (deadline == Deadline::Now).then_some(WRITE_GRACE);
-            match attempt_read(q.ring(), self.ep.me, max_len, grace) {
+            match attempt_read(q.ring(), self.ep.me, max_len, grace, Some(&self.mode)) {
                 Step::Ready(claim) => {
                     return deliver_then(q, q, (0, 0), claim, f, true, None, keep)
                 }
@@ -730,13 +745,14 @@ impl Rx {
             ep,
             head,
             min_producers,
+            mode,
             ..
         } = self;
         let attempt = |thorough: bool| -> Step<Taken, RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
                 Flavor::Unbounded => read_chain(&main, head, me, max_len),
                 // SAFETY: a claim on `main`'s ring, kept with its Arc.
-                _ => attempt_read(main.ring(), me, max_len, None)
+                _ => attempt_read(main.ring(), me, max_len, None, Some(mode))
                     .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
             };
             // Only a thorough look (about to sleep) may end the stream:
@@ -826,7 +842,8 @@ impl Rx {
         let mut unannounced = false;
         let mut failed = None;
         while taken < max {
-            let claim = match attempt_read(q.ring(), self.ep.me, usize::MAX, None) {
+            let claim = match attempt_read(q.ring(), self.ep.me, usize::MAX, None, Some(&self.mode))
+            {
                 Step::Ready(claim) => claim,
                 Step::Wait => break,
                 Step::Fail(e) => {
@@ -1120,9 +1137,16 @@ fn attempt_read<'q>(
     me: u32,
     max_len: usize,
     grace: Option<Duration>,
+    mode: Option<&ReadMode>,
 ) -> Step<ReadClaim<'q>, RecvError> {
-    match yield_to_turns(grace, || ring.try_claim_read(me, max_len)) {
-        Ok(ReadAttempt::Claimed(c)) => Step::Ready(c),
+    let redeliver = mode.is_some_and(|m| m.redeliver);
+    match yield_to_turns(grace, || ring.try_claim_read_with(me, max_len, redeliver)) {
+        Ok(ReadAttempt::Claimed(c)) => {
+            if let Some(m) = mode {
+                m.index.store(c.index(), Ordering::Relaxed);
+            }
+            Step::Ready(c)
+        }
         Ok(ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy) => Step::Wait,
         Ok(ReadAttempt::TooLong(needed)) => Step::Fail(RecvError::BufferTooSmall {
             needed,
@@ -1183,7 +1207,7 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.ring();
-        match attempt_read(&ring, me, max_len, None) {
+        match attempt_read(&ring, me, max_len, None, None) {
             Step::Wait => {}
             other => {
                 let at = (block.index, block.view.end);

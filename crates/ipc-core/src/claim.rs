@@ -61,6 +61,8 @@ pub struct ReadClaim<'a> {
     pub(crate) len: usize,
     /// A shared packed ring: the lock word taken for this claim (0 else).
     pub(crate) token: u64,
+    /// Messages released before this one: its index in the ring's stream.
+    pub(crate) index: u64,
     pub(crate) _memory: PhantomData<&'a ()>,
 }
 
@@ -76,6 +78,7 @@ impl ReadClaim<'_> {
             slot: self.slot,
             len: self.len,
             token: self.token,
+            index: self.index,
             _memory: PhantomData,
         }
     }
@@ -83,6 +86,12 @@ impl ReadClaim<'_> {
     /// The position of the message held.
     pub fn pos(&self) -> u64 {
         self.pos
+    }
+
+    /// How many messages the ring released before this one: the same
+    /// number again if this message is put back and read anew.
+    pub fn index(&self) -> u64 {
+        self.index
     }
 }
 
@@ -132,6 +141,9 @@ pub struct Recovered {
     pub abandoned_writes: u64,
     /// Slots the dead process was reading: released, their message lost.
     pub lost_reads: u64,
+    /// Messages the dead process was reading that stay queued, because it
+    /// asked for redelivery: the next reader gets them again.
+    pub redelivered_reads: u64,
 }
 
 

@@ -413,6 +413,45 @@ impl Receiver {
         self.rx.recv_batch(deadline, max, f)
     }
 
+    /// [`Receiver::recv_batch_until`], telling `f` each message's index as
+    /// well: how many messages the queue released before it. A message
+    /// redelivered after its reader died (see
+    /// [`Receiver::redeliver_if_killed`]) comes again with the same index,
+    /// so a receiver that records the index of what it took knows a
+    /// repeat. Bounded and rendezvous queues; an unbounded queue's index
+    /// counts within one of its blocks only.
+    pub fn recv_batch_indexed_until(
+        &mut self,
+        deadline: Deadline,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, RecvError> {
+        let index = self.rx.mode.index.clone();
+        self.rx.recv_batch(deadline, max, |msg| {
+            f(index.load(std::sync::atomic::Ordering::Relaxed), msg)
+        })
+    }
+
+    /// From now on, if this process dies (is killed) while it holds a
+    /// message (inside a receive's callback, before it returns), the
+    /// message stays queued for the next receiver instead of being lost
+    /// and counted in `lost_reads`: at least once instead of at most
+    /// once. For a receiver that keeps its own record of what it took, and
+    /// drops the repeat by the index that
+    /// [`Receiver::recv_batch_indexed_until`] gives, as `ipc-bridge`'s
+    /// journal does. A callback that dies on every message would then
+    /// stop the queue: use it where deaths come from outside. `Unsupported`
+    /// on an unbounded queue, whose head is freed before the callback runs.
+    pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
+        if self.rx.ep.q.flavor() == crate::layout::Flavor::Unbounded {
+            return Err(RecvError::Unsupported(
+                "an unbounded queue frees a message before the callback runs",
+            ));
+        }
+        self.rx.mode.redeliver = true;
+        Ok(())
+    }
+
     /// Receives the next message and hands it to `f` in place, in the
     /// shared slot (zero copy); the slot is released when `f` returns.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {

@@ -128,6 +128,11 @@ pub struct Cursor {
     /// Packed ring shared by several writers (tail) or readers (head): who
     /// holds this side's claim (see `packed::Lock`); unused otherwise.
     pub lock: CursorWord,
+    /// Packed ring, head only: a reader that asked for redelivery stores
+    /// here the count of the message it is about to hold, plus one; if it
+    /// dies holding that message, the repair puts it back instead of
+    /// counting it lost. 0 (or any other count): no redelivery.
+    pub redeliver: CursorWord,
 }
 
 /// Counters kept for status and for end-of-stream decisions.

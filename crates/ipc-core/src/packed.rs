@@ -991,13 +991,25 @@ impl<'a> PackedRing<'a> {
         owner: u32,
         max_len: usize,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
+        self.try_claim_read_with(owner, max_len, false)
+    }
+
+    /// [`PackedRing::try_claim_read`]; with `redeliver`, a reader that dies
+    /// holding the message leaves it at the head for the next reader (with
+    /// the same [`ReadClaim::index`]) instead of losing it: at least once.
+    pub fn try_claim_read_with(
+        &self,
+        owner: u32,
+        max_len: usize,
+        redeliver: bool,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
         if !self.shared {
-            return self.claim_read(owner, max_len, 0);
+            return self.claim_read(owner, max_len, 0, redeliver);
         }
         let Some(token) = self.take(Side::Read, owner)? else {
             return Ok(ReadAttempt::Busy);
         };
-        let attempt = self.claim_read(owner, max_len, token);
+        let attempt = self.claim_read(owner, max_len, token, redeliver);
         if !matches!(attempt, Ok(ReadAttempt::Claimed(_))) {
             self.unlock(Side::Read, token);
         }
@@ -1011,6 +1023,7 @@ impl<'a> PackedRing<'a> {
         owner: u32,
         max_len: usize,
         token: u64,
+        redeliver: bool,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
         let count = self.head.count.load(Ordering::Relaxed);
         if count >= COUNT_LIMIT {
@@ -1032,6 +1045,14 @@ impl<'a> PackedRing<'a> {
         if len > max_len {
             return Ok(ReadAttempt::TooLong(len));
         }
+        // Said before the mark is set (the Release below orders it), so a
+        // repair that sees the mark sees what to do with the message. A
+        // reader that did not ask clears a request left by another.
+        if redeliver {
+            self.head.redeliver.store(count + 1, Ordering::Relaxed);
+        } else if self.head.redeliver.load(Ordering::Relaxed) != 0 {
+            self.head.redeliver.store(0, Ordering::Relaxed);
+        }
         self.head.pos.store(pos | READING, Ordering::Release);
         // The length was read once, after the Acquire load of the
         // committed header, and validated: only that copy is used.
@@ -1041,6 +1062,7 @@ impl<'a> PackedRing<'a> {
             slot: self.payload(pos),
             len,
             token,
+            index: count,
             _memory: PhantomData,
         }))
     }
@@ -1344,6 +1366,15 @@ impl<'a> PackedRing<'a> {
         // record being passed over was no message to lose.
         let lost = u64::from(h & WITHDRAWN == 0);
         let (due, lost) = match self.validate(pos, h, count) {
+            Ok(_) if lost == 1 && self.head.redeliver.load(Ordering::Acquire) == count + 1 => {
+                // Its reader asked for redelivery: the message stays at
+                // the head, unreleased (one store, as `put_back`).
+                self.head.pos.store(pos, Ordering::Release);
+                return Recovered {
+                    redelivered_reads: 1,
+                    ..Recovered::default()
+                };
+            }
             Ok(_) => (count + 1, lost),
             Err(_) if count > 0 && self.validate(pos, h, count - 1).is_ok() => (count, 0),
             // Not a record we can account for: a scribble, not ours to fix.
@@ -1377,6 +1408,7 @@ impl<'a> PackedRing<'a> {
                     self.unlock(side, word & !WAITED);
                     found.abandoned_writes += r.abandoned_writes;
                     found.lost_reads += r.lost_reads;
+                    found.redelivered_reads += r.redelivered_reads;
                 }
                 _ => {}
             }
@@ -1636,6 +1668,38 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_reader_that_asked_for_redelivery_leaves_its_message_queued() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        for m in [b"a", b"b", b"c"] {
+            assert!(put(&r, &mut cache, m));
+        }
+        assert_eq!(take(&r).unwrap(), b"a");
+        let ReadAttempt::Claimed(c) = r.try_claim_read_with(1, 64, true).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.payload_of(&c), c.index()), (&b"b"[..], 1));
+        let _never_released = c; // as if its holder died
+        // SAFETY: the "reader" holds no claim it will still use.
+        let rec = unsafe { r.recover_single_reader() };
+        assert_eq!((rec.lost_reads, rec.redelivered_reads), (0, 1));
+        assert_eq!(r.len(), 2, "b is still queued");
+        // The next reader gets it, with the same index; a reader that did
+        // not ask for redelivery loses its message as before.
+        let ReadAttempt::Claimed(c) = r.try_claim_read(1, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.payload_of(&c), c.index()), (&b"b"[..], 1));
+        let _never_released = c;
+        // SAFETY: as above.
+        let rec = unsafe { r.recover_single_reader() };
+        assert_eq!((rec.lost_reads, rec.redelivered_reads), (1, 0));
+        assert_eq!(take(&r).unwrap(), b"c");
+        assert!(take(&r).is_none());
+    }
+
+    #[test]
     fn scribbled_headers_are_reported_not_followed() {
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.ring();
@@ -1830,6 +1894,25 @@ mod tests {
         h.pos.store(256, Ordering::Relaxed);
         assert_eq!(take(&lap1), None);
         assert_eq!(lap1.head_pos(), 256);
+    }
+
+    #[test]
+    fn a_dead_shared_reader_that_asked_for_redelivery_leaves_its_message_queued() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"one"));
+        let ReadAttempt::Claimed(_rd) = r.try_claim_read_with(5, 64, true).unwrap() else {
+            panic!()
+        };
+        // SAFETY: reader 5's claim is not used again.
+        let rec = unsafe { r.recover_owner(5) };
+        assert_eq!((rec.lost_reads, rec.redelivered_reads), (0, 1));
+        assert_eq!(r.lock_holder(Side::Read), None, "the lock is free");
+        let ReadAttempt::Claimed(c) = r.try_claim_read(6, 64).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.payload_of(&c), c.index()), (&b"one"[..], 0));
     }
 
     #[test]

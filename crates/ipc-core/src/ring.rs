@@ -227,6 +227,17 @@ impl<'a> Ring<'a> {
         each!(self, r => r.try_claim_read(owner, max_len))
     }
 
+    /// As [`PackedRing::try_claim_read_with`].
+    #[inline]
+    pub fn try_claim_read_with(
+        &self,
+        owner: u32,
+        max_len: usize,
+        redeliver: bool,
+    ) -> Result<ReadAttempt<'a>, CorruptError> {
+        each!(self, r => r.try_claim_read_with(owner, max_len, redeliver))
+    }
+
     /// The payload of a held message.
     ///
     /// # Panics

@@ -1,0 +1,126 @@
+//! `Receiver::redeliver_if_killed`: a receiver killed (SIGKILL) while it
+//! holds a message leaves that message queued, with the same index, for
+//! the next receiver; without it the message is lost and counted in
+//! `lost_reads`. This is what lets ipc-bridge's taking side, which copies
+//! each message into its journal inside the receive callback, be killed
+//! there without losing the message (its journal drops the repeat by the
+//! index).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::Deadline;
+use ipc_tests::{ChildGuard, ShmName, PATIENCE};
+
+/// Set in a child run of this test binary: `NAME` and `redeliver` or `plain`.
+const CHILD: &str = "IPC_TESTS_REDELIVER_CHILD";
+
+/// The child: takes one message and holds it, in the callback, until killed.
+fn child(spec: &str) {
+    let (name, how) = spec.split_once(' ').expect("NAME MODE");
+    let mb = Mailbox::open(name).expect("open");
+    let mut rx = mb.receiver().expect("receiver");
+    if how == "redeliver" {
+        rx.redeliver_if_killed().expect("redelivery");
+    }
+    let _ = rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |index, msg| {
+        println!("holding {index} {}", String::from_utf8_lossy(msg));
+        std::thread::sleep(2 * PATIENCE);
+    });
+}
+
+/// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns
+/// what the next receiver gets first (index, message) and `lost_reads`.
+fn killed_holding(tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
+    let name = ShmName::new(tag);
+    let mb = Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Bounded(8),
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .expect("create");
+    let mut tx = mb.sender().unwrap();
+    for m in [b"m0", b"m1", b"m2"] {
+        tx.send(m).unwrap();
+    }
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{} {how}", name.as_str()))
+        .stdout(Stdio::piped());
+    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
+    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let line = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        // (After libtest's "test NAME ... " on the same line.)
+        .find_map(|l| l.find("holding ").map(|at| l[at..].to_owned()))
+        .expect("the child took a message");
+    assert_eq!(line, "holding 0 m0");
+    child.kill();
+    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+    let mut rx = mb.receiver().unwrap();
+    let mut first = None;
+    rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {
+        first = Some((i, m.to_vec()))
+    })
+    .expect("a message");
+    let (i, m) = first.unwrap();
+    let lost = mb.status().lost_reads;
+    drop((rx, tx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+    (i, m, lost)
+}
+
+#[test]
+fn a_receiver_killed_holding_a_message_leaves_it_for_the_next_with_its_index() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let got = killed_holding(
+        "redeliver",
+        "a_receiver_killed_holding_a_message_leaves_it_for_the_next_with_its_index",
+        "redeliver",
+    );
+    assert_eq!(got, (0, b"m0".to_vec(), 0));
+}
+
+#[test]
+fn without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let got = killed_holding(
+        "no-redeliver",
+        "without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted",
+        "plain",
+    );
+    assert_eq!(got, (1, b"m1".to_vec(), 1));
+}
+
+#[test]
+fn an_unbounded_queue_refuses_redelivery() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let name = ShmName::new("redeliver-unb");
+    let mb = Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Unbounded,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .expect("create");
+    let mut rx = mb.receiver().unwrap();
+    assert!(matches!(
+        rx.redeliver_if_killed(),
+        Err(ipc_core::RecvError::Unsupported(_))
+    ));
+    drop((rx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
