@@ -383,6 +383,30 @@ fn killing_and_restarting_each_bridge_mid_stream_loses_and_duplicates_nothing() 
 }
 
 #[test]
+fn an_unbounded_far_mailbox_loses_nothing_across_importer_restarts() {
+    // An unbounded proxy cannot redeliver: its uplink must not take its
+    // first message after a restart for a repeat (review of 1fe95f9: it
+    // did, by a stale index 0, and dropped it).
+    let mut p = pair("unb-restart", Capacity::Unbounded, 128, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    const N: u32 = 3000;
+    let tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    let receiver = Collecting::start(rx, N as usize);
+    receiver.reach(1000);
+    p.importer.kill();
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    receiver.reach(2000);
+    p.importer.kill();
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    assert_eq!(sender.join().unwrap(), N);
+    let got = receiver.finish();
+    check_exactly_once(&got, &[(0, N)]).unwrap();
+}
+
+#[test]
 fn the_command_line_says_what_is_wrong() {
     let bad = |args: &[&str], code: i32, needle: &str| {
         let out = run(

@@ -102,25 +102,30 @@ fn without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted() {
 }
 
 #[test]
-fn an_unbounded_queue_refuses_redelivery() {
+fn unbounded_and_rendezvous_queues_refuse_redelivery() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    let name = ShmName::new("redeliver-unb");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .expect("create");
-    let mut rx = mb.receiver().unwrap();
-    assert!(matches!(
-        rx.redeliver_if_killed(),
-        Err(ipc_core::RecvError::Unsupported(_))
-    ));
-    drop((rx, mb));
-    Mailbox::unlink(name.as_str()).unwrap();
+    for capacity in [Capacity::Unbounded, Capacity::Zero] {
+        let name = ShmName::new("redeliver-refused");
+        let mb = Mailbox::create(
+            name.as_str(),
+            &MailboxConfig {
+                capacity,
+                max_message: 64,
+                ..Default::default()
+            },
+        )
+        .expect("create");
+        let mut rx = mb.receiver().unwrap();
+        assert!(
+            matches!(
+                rx.redeliver_if_killed(),
+                Err(ipc_core::RecvError::Unsupported(_))
+            ),
+            "{capacity:?}"
+        );
+        drop((rx, mb));
+        Mailbox::unlink(name.as_str()).unwrap();
+    }
 }

@@ -97,6 +97,7 @@ pub fn run(
                     data_key: Box::new(move |origin| wire::data_key(&channel_name, origin)),
                     ack_key: Box::new(move |origin| wire::ack_key(&ack_channel, origin)),
                     rendezvous: false,
+                    sole_receiver: false,
                     far_bridge: bridge,
                 };
                 scope.spawn(move || {

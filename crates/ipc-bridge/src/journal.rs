@@ -43,6 +43,8 @@ const OFF_CANCEL: usize = 56;
 /// proxy that redelivers one after this bridge was killed may repeat.
 const OFF_SOURCE_SEQ: usize = 64;
 const OFF_SOURCE_INDEX: usize = 72;
+/// Which source mailbox those indexes count in (see [`Journal::set_source`]).
+const OFF_SOURCE_ID: usize = 80;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -333,6 +335,18 @@ impl Journal {
         (seq != 0 && seq == self.written()).then(|| self.file.load(OFF_SOURCE_INDEX))
     }
 
+    /// Says which source mailbox the indexes of later appends count in
+    /// (an identity of its file). If it is not the one the last entry's
+    /// index came from, that index is forgotten: a mailbox removed and
+    /// made again under the same name counts from 0 again.
+    pub fn set_source(&mut self, id: u64) {
+        if self.file.load(OFF_SOURCE_ID) != id {
+            // Forgotten first: killed in between, nothing is believed.
+            self.file.store(OFF_SOURCE_SEQ, 0);
+            self.file.store(OFF_SOURCE_ID, id);
+        }
+    }
+
     fn append_from(&mut self, msg: &[u8], index: Option<u64>) -> Option<u64> {
         assert!(msg.len() <= self.max_message, "message above the maximum");
         if !self.has_room(msg.len()) {
@@ -496,6 +510,14 @@ mod tests {
         // An append without an index leaves no claim about its source.
         j.append(b"c").unwrap();
         assert_eq!(j.last_source_index(), None);
+        // Another source mailbox (made again under the name): forgotten.
+        j.set_source(7);
+        j.append_indexed(b"d", 0).unwrap();
+        assert_eq!(j.last_source_index(), Some(0));
+        j.set_source(7);
+        assert_eq!(j.last_source_index(), Some(0), "the same source");
+        j.set_source(8);
+        assert_eq!(j.last_source_index(), None, "another source");
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn run(
         data_key: Box::new(move |origin| wire::data_key(&remote_owned, origin)),
         ack_key: Box::new(move |origin| wire::ack_key(&remote_ack, origin)),
         rendezvous: exported.capacity == Capacity::Zero,
+        sole_receiver: true,
         far_bridge: exported.bridge.clone(),
     };
     uplink::run(session, spec, tokens, early, o, stop)

@@ -369,8 +369,30 @@ pub struct Spec {
     pub ack_key: Box<dyn Fn(u64) -> String + Send>,
     /// Rendezvous: a message is let go of only once the far side has it.
     pub rendezvous: bool,
+    /// The bridge is the source's only receiver (a proxy): a message it
+    /// holds when killed may stay in the source for its next run, which
+    /// drops the repeat by its index. Never for a mailbox with other
+    /// receivers: one of them could take the message the journal holds.
+    pub sole_receiver: bool,
     /// The far bridge's name, until its token says otherwise.
     pub far_bridge: String,
+}
+
+/// An identity of `mailbox`'s file (its inode number, and its birth time
+/// where the file system keeps one; not the change time, which writes
+/// through the mapping move): another file made under the same name later
+/// has another (0 if it cannot be read).
+fn source_id(mailbox: &Mailbox) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(ipc_core::segment::SHM_DIR).join(mailbox.name());
+    std::fs::metadata(path).map_or(0, |m| {
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        m.ino() ^ born.rotate_left(32)
+    })
 }
 
 /// Runs the uplink until `stop()`. `tokens` reports the far side's
@@ -442,8 +464,11 @@ pub fn run(
     let proxy = spec.source;
     let local = spec.label.as_str();
     let mut rx: Option<ipc_core::Receiver> = None;
-    // A receiver just attached: its first message may be a redelivered one.
+    // The receiver asked for redelivery, and has just attached: its first
+    // message may be a redelivered one.
+    let mut redelivered = false;
     let mut fresh = false;
+    let sole = spec.sole_receiver;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     while !stop() {
         link.pump();
@@ -473,16 +498,24 @@ pub fn run(
                 link.senders_gone = true;
             }
             r.expect_new_senders();
-            if !rendezvous {
+            redelivered = false;
+            if sole && !rendezvous {
                 // Killed while copying a message into the journal (inside
                 // the receive callback), the bridge leaves it in the proxy
                 // for its next run, which drops it if it was journaled
                 // (by its index). Unbounded proxies cannot: there the
                 // message is lost, counted in the proxy's lost_reads.
-                if let Err(e) = r.redeliver_if_killed() {
-                    log::debug!("{local}: {e}");
+                match r.redeliver_if_killed() {
+                    Ok(()) => {
+                        // A journal left by a run on another proxy of the
+                        // same name (removed and made again) names none
+                        // of this one's messages.
+                        link.journal.set_source(source_id(&proxy));
+                        redelivered = true;
+                        fresh = true;
+                    }
+                    Err(e) => log::debug!("{local}: {e}"),
                 }
-                fresh = true;
             }
             rx = Some(r);
         }
@@ -527,12 +560,14 @@ pub fn run(
                         // The first message after attaching may be one the
                         // proxy redelivered, journaled by a run killed
                         // before the proxy let go of it.
-                        let repeat =
-                            std::mem::take(&mut fresh) && l.journal.last_source_index() == Some(index);
+                        let repeat = std::mem::take(&mut fresh)
+                            && l.journal.last_source_index() == Some(index);
                         if repeat {
                             log::info!("{local}: a message journaled before a restart, redelivered by the proxy, dropped");
-                        } else {
+                        } else if redelivered {
                             l.journal.append_indexed(msg, index).expect("room checked");
+                        } else {
+                            l.journal.append(msg).expect("room checked");
                         }
                         l.senders_gone = false;
                     })

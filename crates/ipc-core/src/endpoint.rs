@@ -418,8 +418,8 @@ impl Receiver {
     /// redelivered after its reader died (see
     /// [`Receiver::redeliver_if_killed`]) comes again with the same index,
     /// so a receiver that records the index of what it took knows a
-    /// repeat. Bounded and rendezvous queues; an unbounded queue's index
-    /// counts within one of its blocks only.
+    /// repeat. Bounded and rendezvous queues; on an unbounded queue the
+    /// index is not tracked (always 0).
     pub fn recv_batch_indexed_until(
         &mut self,
         deadline: Deadline,
@@ -440,13 +440,26 @@ impl Receiver {
     /// drops the repeat by the index that
     /// [`Receiver::recv_batch_indexed_until`] gives, as `ipc-bridge`'s
     /// journal does. A callback that dies on every message would then
-    /// stop the queue: use it where deaths come from outside. `Unsupported`
-    /// on an unbounded queue, whose head is freed before the callback runs.
+    /// stop the queue: use it where deaths come from outside; a callback
+    /// that panics still loses its message (counted). Only for a receiver
+    /// that is its queue's only one: another receiver could take the
+    /// redelivered message that the dead one had already recorded. Bounded
+    /// queues only: `Unsupported` on an unbounded queue, whose head is freed
+    /// before the callback runs, and on a rendezvous queue, whose sender
+    /// could be told `Disconnected` for a message its dead receiver took.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
-        if self.rx.ep.q.flavor() == crate::layout::Flavor::Unbounded {
-            return Err(RecvError::Unsupported(
-                "an unbounded queue frees a message before the callback runs",
-            ));
+        match self.rx.ep.q.flavor() {
+            crate::layout::Flavor::Unbounded => {
+                return Err(RecvError::Unsupported(
+                    "an unbounded queue frees a message before the callback runs",
+                ))
+            }
+            crate::layout::Flavor::Zero => {
+                return Err(RecvError::Unsupported(
+                    "a rendezvous sender could be told Disconnected for a message taken",
+                ))
+            }
+            _ => {}
         }
         self.rx.mode.redeliver = true;
         Ok(())
