@@ -76,8 +76,6 @@ struct Link {
     down_since: Option<Instant>,
     last_ack: Option<Instant>,
     last_heartbeat: Instant,
-    /// When the last data frame went out.
-    last_frame: Instant,
     /// Data frames and messages put on the wire (resends included).
     frames: u64,
     framed: u64,
@@ -205,7 +203,6 @@ impl Link {
             if let Err(e) = self.publisher.put(frame.into_bytes()).wait() {
                 log::debug!("{}: sending: {e}", self.remote);
             }
-            self.last_frame = now;
             self.frames += 1;
             self.framed += u64::from(count);
             if self.received >= self.sent - 1 {
@@ -446,7 +443,6 @@ pub fn run(
         down_since: None,
         last_ack: None,
         last_heartbeat: Instant::now() - HEARTBEAT,
-        last_frame: Instant::now() - HEARTBEAT,
         frames: 0,
         framed: 0,
         senders_gone: false,
