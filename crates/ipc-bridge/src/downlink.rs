@@ -299,14 +299,18 @@ fn deliver_offer(
             org.changed = true;
             Ok(())
         }
-        Err(e) => {
-            let mut back = None;
-            let e = e.map(|msg| back = Some(msg));
-            org.pending
-                .push_front((seq, back.expect("the error carries the message")));
-            Err(e)
-        }
+        Err(e) => Err(keep_pending(org, seq, e)),
     }
+}
+
+/// Puts message `seq`, which `e` gives back, at the front of `org`'s
+/// pending messages again; the error, without it.
+fn keep_pending(org: &mut Origin, seq: u64, e: SendError<Vec<u8>>) -> SendError<()> {
+    let mut back = None;
+    let e = e.map(|msg| back = Some(msg));
+    org.pending
+        .push_front((seq, back.expect("the error carries the message")));
+    e
 }
 
 /// Puts every pending message that fits now into the mailbox with one
@@ -337,12 +341,8 @@ fn deliver_batch(
         }
         Err(e) => {
             org.changed |= e.sent > 0;
-            let mut back = None;
-            let e = e.error.map(|msg| back = Some(msg));
             let seq = given.expect("the failed message was given");
-            org.pending
-                .push_front((seq, back.expect("the error carries the message")));
-            Err(e)
+            Err(keep_pending(org, seq, e.error))
         }
     }
 }

@@ -631,10 +631,11 @@ pub(crate) struct Rx {
 pub(crate) struct ReadMode {
     /// A message this process holds when it dies stays queued.
     pub(crate) redeliver: bool,
-    /// The index of the message last claimed (shared with the callback
-    /// of [`crate::Receiver::recv_batch_indexed_until`]).
-    /// (Not in shared memory: a plain atomic, under loom too.)
-    pub(crate) index: Arc<AtomicU64>,
+    /// The index of the message last claimed, told only once
+    /// [`crate::Receiver::recv_batch_indexed_until`] asked for it (shared
+    /// with its callback; not in shared memory: a plain atomic, under
+    /// loom too). Other receivers pay nothing per message.
+    pub(crate) index: Option<Arc<AtomicU64>>,
 }
 
 /// Marks a receiver as waiting (for rendezvous `try_send`) while alive.
@@ -1142,8 +1143,8 @@ fn attempt_read<'q>(
     let redeliver = mode.is_some_and(|m| m.redeliver);
     match yield_to_turns(grace, || ring.try_claim_read_with(me, max_len, redeliver)) {
         Ok(ReadAttempt::Claimed(c)) => {
-            if let Some(m) = mode {
-                m.index.store(c.index(), Ordering::Relaxed);
+            if let Some(index) = mode.and_then(|m| m.index.as_ref()) {
+                index.store(c.index(), Ordering::Relaxed);
             }
             Step::Ready(c)
         }

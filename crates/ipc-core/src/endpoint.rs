@@ -426,7 +426,7 @@ impl Receiver {
         max: usize,
         mut f: impl FnMut(u64, &[u8]),
     ) -> Result<usize, RecvError> {
-        let index = self.rx.mode.index.clone();
+        let index = self.rx.mode.index.get_or_insert_default().clone();
         self.rx.recv_batch(deadline, max, |msg| {
             f(index.load(std::sync::atomic::Ordering::Relaxed), msg)
         })

@@ -1047,11 +1047,11 @@ impl<'a> PackedRing<'a> {
         }
         // Said before the mark is set (the Release below orders it), so a
         // repair that sees the mark sees what to do with the message. A
-        // reader that did not ask clears a request left by another.
+        // request left behind names a message released since (a lower
+        // count), unless that message went back unreleased: `put_back`
+        // and the repair clear it then.
         if redeliver {
             self.head.redeliver.store(count + 1, Ordering::Relaxed);
-        } else if self.head.redeliver.load(Ordering::Relaxed) != 0 {
-            self.head.redeliver.store(0, Ordering::Relaxed);
         }
         self.head.pos.store(pos | READING, Ordering::Release);
         // The length was read once, after the Acquire load of the
@@ -1180,7 +1180,20 @@ impl<'a> PackedRing<'a> {
         // (repair counts it lost, as for any held message); after it,
         // holds nothing.
         self.head.pos.store(pos, Ordering::Release);
+        self.forget_redelivery();
         Ok(self.give_back(Side::Read, claim.token))
+    }
+
+    /// Drops the redelivery request of a message that went back to the
+    /// head unreleased, so that it does not pass for the request of its
+    /// next reader, who may not ask for one. (Killed just before this, the
+    /// request stays: were the next reader one that did not ask, and
+    /// killed holding that same message, the message would stay queued
+    /// rather than be lost.)
+    fn forget_redelivery(&self) {
+        if self.head.redeliver.load(Ordering::Relaxed) != 0 {
+            self.head.redeliver.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Write-once views (see [`PackedRing::with_end`]): frees the ring's
@@ -1370,6 +1383,7 @@ impl<'a> PackedRing<'a> {
                 // Its reader asked for redelivery: the message stays at
                 // the head, unreleased (one store, as `put_back`).
                 self.head.pos.store(pos, Ordering::Release);
+                self.forget_redelivery();
                 return Recovered {
                     redelivered_reads: 1,
                     ..Recovered::default()
@@ -1894,6 +1908,27 @@ mod tests {
         h.pos.store(256, Ordering::Relaxed);
         assert_eq!(take(&lap1), None);
         assert_eq!(lap1.head_pos(), 256);
+    }
+
+    #[test]
+    fn a_message_put_back_by_a_redelivering_reader_is_lost_by_a_plain_one_that_dies() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let mut cache = HeadCache::default();
+        assert!(put(&r, &mut cache, b"a"));
+        let ReadAttempt::Claimed(c) = r.try_claim_read_with(1, 64, true).unwrap() else {
+            panic!()
+        };
+        r.put_back(c).unwrap();
+        // The request went with the put back: a plain reader's death loses
+        // the message, as it would without redelivery anywhere.
+        let ReadAttempt::Claimed(c) = r.try_claim_read(2, 64).unwrap() else {
+            panic!()
+        };
+        let _never_released = c;
+        // SAFETY: the "reader" holds no claim it will still use.
+        let rec = unsafe { r.recover_single_reader() };
+        assert_eq!((rec.lost_reads, rec.redelivered_reads), (1, 0));
     }
 
     #[test]

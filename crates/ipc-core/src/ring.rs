@@ -224,7 +224,7 @@ impl<'a> Ring<'a> {
         owner: u32,
         max_len: usize,
     ) -> Result<ReadAttempt<'a>, CorruptError> {
-        each!(self, r => r.try_claim_read(owner, max_len))
+        self.try_claim_read_with(owner, max_len, false)
     }
 
     /// As [`PackedRing::try_claim_read_with`].
