@@ -383,6 +383,50 @@ fn killing_and_restarting_each_bridge_mid_stream_loses_and_duplicates_nothing() 
 }
 
 #[test]
+fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_once() {
+    // The delivering side's window, hit every time: the exporter kills
+    // itself right after its 2500th publication into the far mailbox,
+    // before its delivered table records it. Restarted, it must not take
+    // the importer's resend of that message for a new one (it did, before
+    // commit tags: one message twice).
+    let mut p = pair("kill-window", Capacity::Bounded(64), 128, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    p.exporter.kill();
+    let mut doomed = ipc_tests::cmd("ipc-bridge");
+    doomed.env("IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING", "2500");
+    let listen = format!("tcp/127.0.0.1:{}", p.port);
+    p.exporter = Bridge::start_with(
+        doomed,
+        &[
+            "--name",
+            "A",
+            "--listen",
+            &listen,
+            "--export",
+            p.far.as_str(),
+        ],
+    );
+    const N: u32 = 6000;
+    let tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    let receiver = Collecting::start(rx, N as usize);
+    let died = p.exporter.child.wait_timeout(3 * PATIENCE);
+    assert!(died.is_some(), "the exporter did not kill itself");
+    assert!(
+        p.exporter.log().contains("killing this bridge"),
+        "the exporter died of something else:\n{}",
+        p.exporter.log()
+    );
+    p.exporter = exporter(&p.far, p.port, &[]);
+    assert_eq!(sender.join().unwrap(), N);
+    let got = receiver.finish();
+    check_exactly_once(&got, &[(0, N)]).unwrap();
+    assert_eq!(got.len(), N as usize, "a duplicate after the last message");
+}
+
+#[test]
 fn an_unbounded_far_mailbox_loses_nothing_across_importer_restarts() {
     // An unbounded proxy cannot redeliver: its uplink must not take its
     // first message after a restart for a repeat (review of 1fe95f9: it

@@ -304,6 +304,7 @@ pub fn split<M: AsRef<[u8]>>(e: ipc_core::SendError<M>) -> (&'static str, Vec<u8
         E::Corrupt(..) => "corrupt",
         E::Inherited(_) => "inherited",
         E::Unreachable(..) => "unreachable",
+        E::Unsupported(..) => "unsupported",
     };
     (kind, e.into_inner().as_ref().to_vec())
 }

@@ -96,6 +96,16 @@ impl Delivered {
         self.slots.get(&origin).copied()
     }
 
+    /// The origins this table has an entry for.
+    pub fn origins(&self) -> Vec<u64> {
+        self.slots.keys().copied().collect()
+    }
+
+    /// True if `origin` has an entry (made by its first record).
+    pub fn knows(&self, origin: u64) -> bool {
+        self.slots.contains_key(&origin)
+    }
+
     /// The last sequence number delivered for `origin` (0: none).
     pub fn last(&self, origin: u64) -> u64 {
         self.find(origin).map_or(0, |at| self.file.load(at + 8))

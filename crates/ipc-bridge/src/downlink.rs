@@ -34,6 +34,55 @@ const ACK_EVERY: Duration = Duration::from_millis(100);
 /// A rendezvous offer waits this long for a receiver before the loop
 /// looks at its other work (then offers again).
 const OFFER: Duration = Duration::from_millis(20);
+/// How long one look at the mailbox's last tag waits for a sender's
+/// claim to end (a dead sender's is settled within a liveness period);
+/// nothing is delivered until the look succeeds.
+const TAG_WAIT: Duration = Duration::from_millis(500);
+/// For the tests only: the bridge kills itself (SIGKILL) right after
+/// publishing this many messages into mailboxes, before recording the
+/// last one: the delivering side's window, which a kill from outside
+/// hits only in a few runs of a hundred.
+const KILL_AFTER_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING";
+
+/// The tag a message of `origin` carries into a bounded mailbox: stored
+/// with its commit (`Sender::send_tagged_batch_until`), so that a bridge
+/// restarted after a kill between the commit and its record in the
+/// delivered table learns from the mailbox that the message went in.
+fn tag_of(origin: u64, seq: u64) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finalizer: every input bit moves every output bit.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    mix(origin ^ mix(seq.wrapping_add(0x9e37_79b9_7f4a_7c15))).max(1)
+}
+
+/// Records the message the mailbox's last tag names if the table does not
+/// have it yet (this bridge's predecessor was killed between putting it
+/// in and recording it), and drops it from what waits to be delivered.
+fn settle_last_tag(origins: &mut HashMap<u64, Origin>, delivered: &mut Delivered, tag: u64) {
+    if tag == 0 {
+        return;
+    }
+    for origin in delivered.origins() {
+        let next = delivered.last(origin) + 1;
+        if tag_of(origin, next) != tag {
+            continue;
+        }
+        log::info!(
+            "origin {origin:016x}: message {next} went into the mailbox before a restart without being recorded: recorded now"
+        );
+        delivered.record(origin, next);
+        if let Some(org) = origins.get_mut(&origin) {
+            while org.pending.front().is_some_and(|(seq, _)| *seq <= next) {
+                org.pending.pop_front();
+                org.repeats += 1;
+            }
+            org.changed = true;
+        }
+    }
+}
 
 /// What the exporter knows of one origin (a remote proxy's journal).
 struct Origin {
@@ -106,6 +155,11 @@ pub fn run(
 
     let mut origins: HashMap<u64, Origin> = HashMap::new();
     let mut sender: Option<Sender> = None;
+    // Bounded mailboxes keep tags: until the last one was read, what the
+    // table says of the message delivered last may be one behind.
+    let tagged = matches!(capacity, Capacity::Bounded(_));
+    let mut tag_settled = !tagged;
+    let mut kill_after = Countdown::from_env();
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let mut starved = false;
@@ -143,9 +197,24 @@ pub fn run(
                     })?);
             }
             let tx = sender.as_mut().expect("attached");
+            if !tag_settled {
+                match tx.last_tag(Deadline::after(TAG_WAIT)) {
+                    Ok(tag) => settle_last_tag(&mut origins, &mut delivered, tag),
+                    Err(SendError::Timeout(())) => {
+                        log::info!("{name}: a sender holds its claim; looking at the last tag again");
+                        break;
+                    }
+                    Err(e) => log::warn!("{name}: the last tag cannot be read ({e}): a message delivered just before a kill may come twice"),
+                }
+                tag_settled = true;
+            }
+            let org = origins.get_mut(key).expect("listed");
+            if org.pending.is_empty() {
+                continue;
+            }
             let result = match capacity {
                 Capacity::Zero => deliver_offer(tx, org, &mut delivered, *key),
-                _ => deliver_batch(tx, org, &mut delivered, *key),
+                _ => deliver_batch(tx, org, &mut delivered, *key, tagged, &mut kill_after),
             };
             if let Err(e) = result {
                 if matches!(e, SendError::Disconnected(_)) {
@@ -325,14 +394,27 @@ fn deliver_batch(
     org: &mut Origin,
     delivered: &mut Delivered,
     origin: u64,
+    tagged: bool,
+    kill_after: &mut Countdown,
 ) -> Result<(), SendError<()>> {
+    if !delivered.knows(origin) {
+        // An entry before the first message, so that the last tag can
+        // name it after a restart (`settle_last_tag` looks at entries).
+        delivered.record(origin, delivered.last(origin));
+    }
     let mut batch = Recording {
         pending: &mut org.pending,
         delivered,
         origin,
         given: None,
+        tagged,
+        kill_after,
     };
-    let result = tx.send_batch_until(&mut batch, Deadline::Now);
+    let result = if tagged {
+        tx.send_tagged_batch_until(&mut batch, Deadline::Now)
+    } else {
+        tx.send_batch_until((&mut batch).map(|(_, msg)| msg), Deadline::Now)
+    };
     let given = batch.given.take();
     match result {
         Ok(n) => {
@@ -347,26 +429,63 @@ fn deliver_batch(
     }
 }
 
-/// The pending messages of one origin as a batch to send, recording each
-/// as delivered when the next is asked for (it was published by then).
+/// The pending messages of one origin as a batch to send, each with its
+/// tag (or 0), recording each as delivered when the next is asked for (it
+/// was published by then).
 struct Recording<'a> {
     pending: &'a mut VecDeque<(u64, Vec<u8>)>,
     delivered: &'a mut Delivered,
     origin: u64,
     /// The message handed out last, not yet recorded.
     given: Option<u64>,
+    tagged: bool,
+    kill_after: &'a mut Countdown,
 }
 
 impl Iterator for Recording<'_> {
-    type Item = Vec<u8>;
+    type Item = (u64, Vec<u8>);
 
-    fn next(&mut self) -> Option<Vec<u8>> {
+    fn next(&mut self) -> Option<(u64, Vec<u8>)> {
         if let Some(seq) = self.given.take() {
+            self.kill_after.tick();
             self.delivered.record(self.origin, seq);
         }
         let (seq, msg) = self.pending.pop_front()?;
         self.given = Some(seq);
-        Some(msg)
+        let tag = if self.tagged {
+            tag_of(self.origin, seq)
+        } else {
+            0
+        };
+        Some((tag, msg))
+    }
+}
+
+/// The test hook of [`KILL_AFTER_ENV`]: publications left before the
+/// bridge kills itself (`None`: never, the normal case).
+struct Countdown(Option<u64>);
+
+impl Countdown {
+    fn from_env() -> Countdown {
+        Countdown(
+            std::env::var(KILL_AFTER_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        )
+    }
+
+    /// One more message published and not yet recorded.
+    fn tick(&mut self) {
+        let Some(left) = self.0.as_mut() else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            log::warn!(
+                "{KILL_AFTER_ENV}: killing this bridge between a publication and its record"
+            );
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 

@@ -218,14 +218,14 @@ impl Tx {
     /// Publishes a claimed message (in the block that holds it), waking
     /// nobody; returns its position. A claim taken away meanwhile is
     /// counted as revoked; one inherited through fork is the parent's.
-    fn publish(&self, claimed: Claimed, len: usize) -> Result<u64, ClaimFail> {
+    fn publish(&self, claimed: Claimed, len: usize, tag: u64) -> Result<u64, ClaimFail> {
         if self.ep.inherited() {
             return Err(ClaimFail::Inherited);
         }
         let Claimed { block, claim } = claimed;
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let pos = claim.pos();
-        q.ring().commit(claim, len, 0).map_err(|e| {
+        q.ring().commit_tagged(claim, len, tag).map_err(|e| {
             self.main().count_revoked();
             ClaimFail::Corrupt(e)
         })?;
@@ -241,18 +241,31 @@ impl Tx {
         msgs: impl IntoIterator<Item = M>,
         deadline: Deadline,
     ) -> Result<usize, (usize, SendError<M>)> {
-        let mut sent = 0;
         if self.main().flavor() == Flavor::Zero {
             // Each rendezvous waits for its receiver: nothing to batch.
+            let mut sent = 0;
             for msg in msgs {
                 self.send(msg, deadline).map_err(|e| (sent, e))?;
                 sent += 1;
             }
             return Ok(sent);
         }
+        self.send_tagged_batch(msgs.into_iter().map(|m| (0, m)), deadline)
+    }
+
+    /// [`Tx::send_batch`] of `(tag, message)` pairs: each message's
+    /// non-zero tag is made the ring's last tag with its commit (0: none).
+    /// Bounded and unbounded flavors (an unbounded chain's tags stay in
+    /// its blocks: callers refuse tags there).
+    pub(crate) fn send_tagged_batch<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: impl IntoIterator<Item = (u64, M)>,
+        deadline: Deadline,
+    ) -> Result<usize, (usize, SendError<M>)> {
+        let mut sent = 0;
         let mut unannounced = false;
         let mut failed = None;
-        for msg in msgs {
+        for (tag, msg) in msgs {
             let (msg, len) = match self.fits(msg) {
                 Ok(fits) => fits,
                 Err(e) => {
@@ -278,7 +291,7 @@ impl Tx {
                 }
             };
             claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
-            if let Err(e) = self.publish(claimed, len) {
+            if let Err(e) = self.publish(claimed, len, tag) {
                 failed = Some(e.into_send_error(msg));
                 break;
             }
@@ -292,6 +305,28 @@ impl Tx {
             None => Ok(sent),
             Some(e) => Err((sent, e)),
         }
+    }
+
+    /// The tag of the last tagged message committed to the queue (0:
+    /// none), once no writer's claim is under way: waits (until
+    /// `deadline`) for the write lock, reaping a dead holder, whose tagged
+    /// commit is then settled. Bounded and rendezvous rings only (the
+    /// caller refuses chains).
+    pub(crate) fn last_tag(&mut self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
+        if self.ep.inherited() {
+            return Err(Stop::Fail(ClaimFail::Inherited));
+        }
+        let ring = self.ep.q.ring();
+        let me = self.ep.me;
+        self.ep.block_on(
+            |h| &h.space_ready,
+            deadline,
+            |_| match ring.last_tag(me) {
+                Ok(Some(tag)) => Step::Ready(tag),
+                Ok(None) => Step::Wait,
+                Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+            },
+        )
     }
 
     /// Claims room for a message of up to `want` bytes (at most the
@@ -537,7 +572,7 @@ impl Tx {
         len: usize,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
-        let pos = self.publish(claimed, len).map_err(Stop::Fail)?;
+        let pos = self.publish(claimed, len, 0).map_err(Stop::Fail)?;
         self.main().wake_receivers();
         if self.main().flavor() != Flavor::Zero {
             return Ok(());

@@ -262,6 +262,60 @@ impl Sender {
             .map_err(|(sent, error)| BatchSendError { sent, error })
     }
 
+    /// [`Sender::send_batch_until`] of `(tag, message)` pairs: each
+    /// message's tag (non-zero; 0 sends it untagged) is stored with its
+    /// commit, in one step with it, as the queue's last tag, which
+    /// [`Sender::last_tag`] reads. For a sender that keeps its own record
+    /// of what it sent and may be killed between a send and that record,
+    /// as `ipc-bridge`'s delivering side is: after a restart, the last tag
+    /// says whether the message it was sending went in (repairing a
+    /// writer killed in its commit moves the tag exactly when it keeps the
+    /// message). One tag per queue: meant for a queue's only tagging
+    /// sender. Bounded queues only: `Unsupported` on a rendezvous queue
+    /// and on an unbounded one (whose blocks each keep their own).
+    pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
+        &mut self,
+        msgs: impl IntoIterator<Item = (u64, M)>,
+        deadline: Deadline,
+    ) -> Result<usize, BatchSendError<M>> {
+        let mut msgs = msgs.into_iter();
+        if let Some(why) = self.tags_unsupported() {
+            return match msgs.next() {
+                Some((_, msg)) => Err(BatchSendError {
+                    sent: 0,
+                    error: SendError::Unsupported(msg, why),
+                }),
+                None => Ok(0),
+            };
+        }
+        self.tx
+            .send_tagged_batch(msgs, deadline)
+            .map_err(|(sent, error)| BatchSendError { sent, error })
+    }
+
+    /// The tag of the last tagged message committed to this queue (0:
+    /// none; see [`Sender::send_tagged_batch_until`]), once no sender's
+    /// claim is under way: waits for the write lock until `deadline`,
+    /// settling the claim of a sender killed in its commit (found dead
+    /// within the liveness period). `Timeout` if a live sender kept its
+    /// claim all that time; `Unsupported` where tags are.
+    pub fn last_tag(&mut self, deadline: Deadline) -> Result<u64, SendError<()>> {
+        if let Some(why) = self.tags_unsupported() {
+            return Err(SendError::Unsupported((), why));
+        }
+        self.tx
+            .last_tag(deadline)
+            .map_err(|stop| stop_to_send(stop, deadline, ()))
+    }
+
+    fn tags_unsupported(&self) -> Option<&'static str> {
+        match self.tx.ep.q.flavor() {
+            Flavor::Bounded => None,
+            Flavor::Zero => Some("a rendezvous queue keeps no tags"),
+            Flavor::Unbounded => Some("an unbounded queue's tags would stay in its blocks"),
+        }
+    }
+
     /// How the sender waits: spin, yield, then sleep.
     pub fn set_spin_policy(&mut self, policy: SpinPolicy) {
         self.tx.ep.policy = policy;
@@ -449,7 +503,7 @@ impl Receiver {
     /// could be told `Disconnected` for a message its dead receiver took.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
         match self.rx.ep.q.flavor() {
-            crate::layout::Flavor::Unbounded => {
+            Flavor::Unbounded => {
                 return Err(RecvError::Unsupported(
                     "an unbounded queue frees a message before the callback runs",
                 ))

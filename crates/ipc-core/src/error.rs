@@ -217,6 +217,8 @@ pub enum SendError<M> {
     /// The destination exists but cannot be reached (a port's mailbox
     /// that refuses another attachment, or cannot be opened): the cause.
     Unreachable(M, String),
+    /// This queue does not offer what was asked of it: why.
+    Unsupported(M, &'static str),
 }
 
 impl<M> SendError<M> {
@@ -235,6 +237,7 @@ impl<M> SendError<M> {
             SendError::Corrupt(m, e) => SendError::Corrupt(f(m), e),
             SendError::Inherited(m) => SendError::Inherited(f(m)),
             SendError::Unreachable(m, why) => SendError::Unreachable(f(m), why),
+            SendError::Unsupported(m, why) => SendError::Unsupported(f(m), why),
         }
     }
 
@@ -248,7 +251,8 @@ impl<M> SendError<M> {
             | SendError::NoSpace(m, _)
             | SendError::Corrupt(m, _)
             | SendError::Inherited(m)
-            | SendError::Unreachable(m, _) => m,
+            | SendError::Unreachable(m, _)
+            | SendError::Unsupported(m, _) => m,
         }
     }
 }
@@ -266,6 +270,7 @@ impl<M> fmt::Debug for SendError<M> {
             SendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
             SendError::Inherited(_) => f.write_str("Inherited(..)"),
             SendError::Unreachable(_, why) => write!(f, "Unreachable(.., {why:?})"),
+            SendError::Unsupported(_, why) => write!(f, "Unsupported(.., {why:?})"),
         }
     }
 }
@@ -285,6 +290,7 @@ impl<M> fmt::Display for SendError<M> {
                 f.write_str("this sender was inherited through fork; attach anew in this process")
             }
             SendError::Unreachable(_, why) => write!(f, "cannot reach the destination: {why}"),
+            SendError::Unsupported(_, why) => write!(f, "not supported here: {why}"),
         }
     }
 }

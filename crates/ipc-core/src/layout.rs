@@ -38,7 +38,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// in the cursors). Version 5: every queue is packed, unbounded chains'
 /// blocks too (write-once laps), and the attachment table records a
 /// receiver's in-place read of a chain block (`hold_block`, `hold_pos`).
-pub const LAYOUT_VERSION: u32 = 5;
+/// Version 6: the head cursor's redelivery request (`Cursor::redeliver`)
+/// and the tail cursor's commit tags (`Cursor::tag`, `tag_pending`,
+/// `tag_pos`), which a repair by an older build would not honour.
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
 /// layout version 5 (every queue is packed): refused.
@@ -133,6 +136,16 @@ pub struct Cursor {
     /// dies holding that message, the repair puts it back instead of
     /// counting it lost. 0 (or any other count): no redelivery.
     pub redeliver: CursorWord,
+    /// Packed ring, tail only: the tag of the last tagged message
+    /// committed (see `PackedRing::commit_tagged`); 0: none yet.
+    pub tag: CursorWord,
+    /// Packed ring, tail only: the tag of the claim at `tag_pos - 1`,
+    /// stored before its commit, so that the repair of a writer killed
+    /// right after the commit can still move it to `tag`.
+    pub tag_pending: CursorWord,
+    /// Packed ring, tail only: the position of the tagged claim being
+    /// committed, plus one; 0 when no tagged commit is under way.
+    pub tag_pos: CursorWord,
 }
 
 /// Counters kept for status and for end-of-stream decisions.

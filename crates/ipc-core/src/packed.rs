@@ -948,6 +948,19 @@ impl<'a> PackedRing<'a> {
     /// the record shrinks to fit. Fails, publishing nothing, if the claim
     /// is no longer the caller's (repaired, or scribbled over).
     pub fn commit(&self, claim: WriteClaim<'_>, len: usize) -> Result<(), CorruptError> {
+        self.commit_tagged(claim, len, 0)
+    }
+
+    /// [`PackedRing::commit`], and (`tag` non-zero) makes `tag` the ring's
+    /// last tag ([`PackedRing::last_tag`]) in the same step: if the writer
+    /// is killed anywhere in here, the repair moves the tag exactly when
+    /// it keeps the record, so the tag says whether the message went in.
+    pub fn commit_tagged(
+        &self,
+        claim: WriteClaim<'_>,
+        len: usize,
+        tag: u64,
+    ) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
         let pos = claim.pos;
         if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
@@ -960,10 +973,20 @@ impl<'a> PackedRing<'a> {
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("write", count));
         }
+        if tag != 0 {
+            // Before the header: whoever sees the record committed (the
+            // repair, by Acquire) sees which tag goes with it.
+            self.tail.tag_pending.store(tag, Ordering::Relaxed);
+            self.tail.tag_pos.store(pos + 1, Ordering::Release);
+        }
         let next = pos + record_size(len);
         self.word(next).store(0, Ordering::Relaxed);
         self.word(pos)
             .store(header(count, len as u64, false), Ordering::Release);
+        if tag != 0 {
+            self.tail.tag.store(tag, Ordering::Relaxed);
+            self.tail.tag_pos.store(0, Ordering::Release);
+        }
         // Release: whoever sees the count sees the record it counts.
         self.tail.count.store(count + 1, Ordering::Release);
         self.tail.pos.store(next, Ordering::Release);
@@ -1430,6 +1453,40 @@ impl<'a> PackedRing<'a> {
         found
     }
 
+    /// Finishes what a dead writer's tagged commit left (see
+    /// [`PackedRing::commit_tagged`]): its tag becomes the last one if its
+    /// record at `start` was committed (`kept`), and is dropped otherwise.
+    /// The mark is the only trace, and names its claim's position, so a
+    /// stale mark (not at `start`) is dropped too.
+    fn settle_tag(&self, start: u64, kept: bool) {
+        let at = self.tail.tag_pos.load(Ordering::Acquire);
+        if at == 0 {
+            return;
+        }
+        if kept && at == start + 1 {
+            let tag = self.tail.tag_pending.load(Ordering::Relaxed);
+            self.tail.tag.store(tag, Ordering::Relaxed);
+        }
+        self.tail.tag_pos.store(0, Ordering::Release);
+    }
+
+    /// The tag of the last tagged message committed (0: none), under the
+    /// write lock (shared rings), so that no claim of a dead writer is
+    /// still unsettled: `Ok(None)` while another holds the lock (a dead
+    /// holder's claim is settled when the reaper repairs it).
+    pub fn last_tag(&self, owner: u32) -> Result<Option<u64>, CorruptError> {
+        if !self.shared {
+            // The caller is the only writer: nothing can be under way.
+            return Ok(Some(self.tail.tag.load(Ordering::Acquire)));
+        }
+        let Some(token) = self.take(Side::Write, owner)? else {
+            return Ok(None);
+        };
+        let tag = self.tail.tag.load(Ordering::Acquire);
+        self.unlock(Side::Write, token);
+        Ok(Some(tag))
+    }
+
     /// Repairs what a dead writer left: committed records its cursor does
     /// not cover yet are counted in, a claim it held is withdrawn (counted
     /// as abandoned).
@@ -1488,6 +1545,7 @@ impl<'a> PackedRing<'a> {
             committed_claim |= h & PAD == 0;
             pos += rec;
         }
+        self.settle_tag(start, claimed && committed_claim);
         if pos == start && !claimed {
             return Recovered::default();
         }
@@ -1649,6 +1707,54 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| take(&r)).collect();
         assert_eq!(got, [&b"one"[..], b"two", b"three", b"four", b"five"]);
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_tag_moves_exactly_when_its_message_goes_in_even_if_its_writer_dies() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let p = *packed(&r);
+        let mut cache = HeadCache::default();
+        let put_tagged = |msg: &[u8], tag: u64, cache: &mut HeadCache| {
+            let mut c = r.try_claim_write(0, msg.len(), cache).unwrap().unwrap();
+            r.payload_mut(&mut c)[..msg.len()].copy_from_slice(msg);
+            r.commit_tagged(c, msg.len(), tag).unwrap();
+        };
+        assert_eq!(r.last_tag(1).unwrap(), Some(0), "no tag yet");
+        put_tagged(b"one", 7, &mut cache);
+        assert!(put(&r, &mut cache, b"two"));
+        assert_eq!(r.last_tag(1).unwrap(), Some(7), "an untagged commit keeps it");
+        // Killed between the header store and the tag store (the count and
+        // position not stored either, the lock still held): the repair
+        // keeps the message, so the tag must move with it.
+        let (pos, count) = (p.tail.pos.load(Ordering::Relaxed), p.tail.count.load(Ordering::Relaxed));
+        let lock = p.tail.lock.load(Ordering::Relaxed);
+        put_tagged(b"three", 9, &mut cache);
+        p.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        p.tail.count.store(count, Ordering::Relaxed);
+        p.tail.tag.store(7, Ordering::Relaxed);
+        p.tail.tag_pos.store(pos + 1, Ordering::Relaxed);
+        p.tail.lock.store(lock.wrapping_add(TURN) | 1, Ordering::Relaxed);
+        assert_eq!(r.last_tag(1).unwrap(), None, "the dead writer's claim is not settled yet");
+        // SAFETY: the "writer" (attachment 0) holds no claim it will use.
+        let rec = unsafe { r.recover_owner(0) };
+        assert_eq!(rec.abandoned_writes, 0, "it was committed");
+        assert_eq!(r.last_tag(1).unwrap(), Some(9));
+        // Killed after marking its tag, before the header: the message is
+        // withdrawn, and the tag stays the last one that went in.
+        let c = r.try_claim_write(0, 8, &mut cache).unwrap().unwrap();
+        p.tail.tag_pending.store(11, Ordering::Relaxed);
+        p.tail.tag_pos.store(c.pos() + 1, Ordering::Relaxed);
+        let _never_committed = c; // as if its holder died
+        // SAFETY: as above.
+        let rec = unsafe { r.recover_owner(0) };
+        assert_eq!(rec.abandoned_writes, 1);
+        assert_eq!(r.last_tag(1).unwrap(), Some(9));
+        assert_eq!(p.tail.tag_pos.load(Ordering::Relaxed), 0, "the mark is dropped");
+        put_tagged(b"four", 13, &mut cache);
+        assert_eq!(r.last_tag(1).unwrap(), Some(13));
+        let got: Vec<_> = std::iter::from_fn(|| take(&r)).collect();
+        assert_eq!(got, [&b"one"[..], b"two", b"three", b"four"]);
     }
 
     #[test]

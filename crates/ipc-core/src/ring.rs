@@ -164,6 +164,24 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Publishes a claim holding `len` bytes and makes `tag` the ring's
+    /// last tag in the same step (see [`PackedRing::commit_tagged`]).
+    #[inline]
+    pub fn commit_tagged(
+        &self,
+        claim: WriteClaim<'_>,
+        len: usize,
+        tag: u64,
+    ) -> Result<(), CorruptError> {
+        each!(self, r => r.commit_tagged(claim, len, tag))
+    }
+
+    /// The tag of the last tagged message committed (see
+    /// [`PackedRing::last_tag`]); `None` while another holds the lock.
+    pub fn last_tag(&self, owner: u32) -> Result<Option<u64>, CorruptError> {
+        each!(self, r => r.last_tag(owner))
+    }
+
     /// Gives a claim up without a message.
     pub fn abandon(&self, claim: WriteClaim<'_>) -> Result<(), CorruptError> {
         each!(self, r => r.abandon(claim))

@@ -216,6 +216,7 @@ fn send_kind<M>(e: &SendError<M>) -> &'static str {
         SendError::Corrupt(..) => "corrupt",
         SendError::Inherited(_) => "inherited",
         SendError::Unreachable(..) => "unreachable",
+        SendError::Unsupported(..) => "unsupported",
     }
 }
 
