@@ -426,6 +426,58 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
     assert_eq!(got.len(), N as usize, "a duplicate after the last message");
 }
 
+/// The taking side's window, hit every time: the importer kills itself
+/// inside the receive callback of the 1500th message it takes from the
+/// proxy, before journaling it; restarted, it must send that message on
+/// once (a proxy that cannot redeliver lost it: unbounded ones did).
+fn importer_killed_while_journaling_loses_nothing(tag: &str, capacity: Capacity) {
+    let mut p = pair(tag, capacity, 128, &[]);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let rx = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    p.importer.kill();
+    let mut doomed = ipc_tests::cmd("ipc-bridge");
+    doomed.env("IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING", "1500");
+    let connect = format!("tcp/127.0.0.1:{}", p.port);
+    let import = format!("{}={}", p.far, p.near);
+    p.importer = Bridge::start_with(
+        doomed,
+        &["--name", "B", "--connect", &connect, "--import", &import],
+    );
+    const N: u32 = 4000;
+    let tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    let receiver = Collecting::start(rx, N as usize);
+    assert!(
+        p.importer.child.wait_timeout(3 * PATIENCE).is_some(),
+        "the importer did not kill itself"
+    );
+    assert!(
+        p.importer.log().contains("killing this bridge"),
+        "the importer died of something else:\n{}",
+        p.importer.log()
+    );
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    assert_eq!(sender.join().unwrap(), N);
+    let got = receiver.finish();
+    check_exactly_once(&got, &[(0, N)]).unwrap();
+    assert_eq!(
+        Mailbox::open(p.near.as_str()).unwrap().status().lost_reads,
+        0,
+        "the proxy counted a message lost"
+    );
+}
+
+#[test]
+fn an_importer_killed_while_journaling_from_a_bounded_proxy_loses_nothing() {
+    importer_killed_while_journaling_loses_nothing("journal-kill", Capacity::Bounded(64));
+}
+
+#[test]
+fn an_importer_killed_while_journaling_from_an_unbounded_proxy_loses_nothing() {
+    importer_killed_while_journaling_loses_nothing("journal-kill-unb", Capacity::Unbounded);
+}
+
 #[test]
 fn an_unbounded_far_mailbox_loses_nothing_across_importer_restarts() {
     // An unbounded proxy cannot redeliver: its uplink must not take its

@@ -32,12 +32,12 @@ fn child(spec: &str) {
 
 /// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns
 /// what the next receiver gets first (index, message) and `lost_reads`.
-fn killed_holding(tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
+fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
     let name = ShmName::new(tag);
     let mb = Mailbox::create(
         name.as_str(),
         &MailboxConfig {
-            capacity: Capacity::Bounded(8),
+            capacity,
             max_message: 64,
             ..Default::default()
         },
@@ -81,6 +81,7 @@ fn a_receiver_killed_holding_a_message_leaves_it_for_the_next_with_its_index() {
         return child(&spec);
     }
     let got = killed_holding(
+        Capacity::Bounded(8),
         "redeliver",
         "a_receiver_killed_holding_a_message_leaves_it_for_the_next_with_its_index",
         "redeliver",
@@ -94,6 +95,7 @@ fn without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted() {
         return child(&spec);
     }
     let got = killed_holding(
+        Capacity::Bounded(8),
         "no-redeliver",
         "without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted",
         "plain",
@@ -102,30 +104,56 @@ fn without_redelivery_the_message_a_killed_receiver_held_is_lost_and_counted() {
 }
 
 #[test]
-fn unbounded_and_rendezvous_queues_refuse_redelivery() {
+fn an_unbounded_queues_receiver_killed_holding_a_message_leaves_it_for_the_next() {
+    // Before, an unbounded queue refused redelivery (its head moves on
+    // before the callback runs): ipc-bridge's unbounded proxies lost the
+    // message their bridge was killed journaling.
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let got = killed_holding(
+        Capacity::Unbounded,
+        "redeliver-unb",
+        "an_unbounded_queues_receiver_killed_holding_a_message_leaves_it_for_the_next",
+        "redeliver",
+    );
+    assert_eq!(got, (0, b"m0".to_vec(), 0));
+}
+
+#[test]
+fn without_redelivery_an_unbounded_queue_loses_the_message_and_counts_it() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let got = killed_holding(
+        Capacity::Unbounded,
+        "no-redeliver-unb",
+        "without_redelivery_an_unbounded_queue_loses_the_message_and_counts_it",
+        "plain",
+    );
+    assert_eq!(got, (1, b"m1".to_vec(), 1));
+}
+
+#[test]
+fn rendezvous_queues_refuse_redelivery() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    for capacity in [Capacity::Unbounded, Capacity::Zero] {
-        let name = ShmName::new("redeliver-refused");
-        let mb = Mailbox::create(
-            name.as_str(),
-            &MailboxConfig {
-                capacity,
-                max_message: 64,
-                ..Default::default()
-            },
-        )
-        .expect("create");
-        let mut rx = mb.receiver().unwrap();
-        assert!(
-            matches!(
-                rx.redeliver_if_killed(),
-                Err(ipc_core::RecvError::Unsupported(_))
-            ),
-            "{capacity:?}"
-        );
-        drop((rx, mb));
-        Mailbox::unlink(name.as_str()).unwrap();
-    }
+    let name = ShmName::new("redeliver-refused");
+    let mb = Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Zero,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .expect("create");
+    let mut rx = mb.receiver().unwrap();
+    assert!(matches!(
+        rx.redeliver_if_killed(),
+        Err(ipc_core::RecvError::Unsupported(_))
+    ));
+    drop((rx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
 }

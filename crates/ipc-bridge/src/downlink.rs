@@ -16,6 +16,7 @@ use ipc_core::{Deadline, Role, SendError, Sender};
 use zenoh::{Session, Wait};
 
 use crate::delivered::Delivered;
+use crate::test_hook::Countdown;
 use crate::wire::{self, Ack, FLAG_CANCEL, FLAG_CANCELLED, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
 use crate::{status, Options};
 
@@ -159,7 +160,7 @@ pub fn run(
     // table says of the message delivered last may be one behind.
     let tagged = matches!(capacity, Capacity::Bounded(_));
     let mut tag_settled = !tagged;
-    let mut kill_after = Countdown::from_env();
+    let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let mut starved = false;
@@ -458,34 +459,6 @@ impl Iterator for Recording<'_> {
             0
         };
         Some((tag, msg))
-    }
-}
-
-/// The test hook of [`KILL_AFTER_ENV`]: publications left before the
-/// bridge kills itself (`None`: never, the normal case).
-struct Countdown(Option<u64>);
-
-impl Countdown {
-    fn from_env() -> Countdown {
-        Countdown(
-            std::env::var(KILL_AFTER_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        )
-    }
-
-    /// One more message published and not yet recorded.
-    fn tick(&mut self) {
-        let Some(left) = self.0.as_mut() else {
-            return;
-        };
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            log::warn!(
-                "{KILL_AFTER_ENV}: killing this bridge between a publication and its record"
-            );
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod pull;
 pub mod shm;
 pub mod status;
+pub mod test_hook;
 pub mod uplink;
 pub mod wire;
 

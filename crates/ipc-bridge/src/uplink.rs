@@ -30,6 +30,10 @@ use crate::{status, Options};
 /// larger message travels alone), and fits one network write (Zenoh's
 /// batch, less room for Zenoh's own headers) if that is smaller: a frame
 /// larger than a batch is cut in pieces and put together again.
+/// For the tests only: the bridge kills itself (SIGKILL) inside the
+/// receive callback of this many-th message taken from a proxy, before
+/// journaling it: the taking side's window.
+const KILL_WHILE_JOURNALING_ENV: &str = "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING";
 const FRAME_BYTES: usize = 48 * 1024;
 /// Room left in a batch for Zenoh's headers and the key.
 const BATCH_HEADROOM: usize = 128;
@@ -465,6 +469,8 @@ pub fn run(
     let mut redelivered = false;
     let mut fresh = false;
     let sole = spec.sole_receiver;
+    let mut kill_while_journaling =
+        crate::test_hook::Countdown::from_env(KILL_WHILE_JOURNALING_ENV);
     let mut last_status = Instant::now() - Duration::from_secs(1);
     while !stop() {
         link.pump();
@@ -553,6 +559,7 @@ pub fn run(
                         .min(u64::from(FRAME_MESSAGES - took))
                         .max(1) as usize;
                     r.recv_batch_indexed_until(deadline, max, |index, msg| {
+                        kill_while_journaling.tick();
                         // The first message after attaching may be one the
                         // proxy redelivered, journaled by a run killed
                         // before the proxy let go of it.

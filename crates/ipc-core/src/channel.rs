@@ -786,7 +786,7 @@ impl Rx {
         } = self;
         let attempt = |thorough: bool| -> Step<Taken, RecvError> {
             let try_once = |head: &mut Option<Block>| match main.flavor() {
-                Flavor::Unbounded => read_chain(&main, head, me, max_len),
+                Flavor::Unbounded => read_chain(&main, head, me, max_len, mode),
                 // SAFETY: a claim on `main`'s ring, kept with its Arc.
                 _ => attempt_read(main.ring(), me, max_len, None, Some(mode))
                     .map(|c| (main.clone(), unsafe { c.extend() }, (0, 0))),
@@ -842,7 +842,11 @@ impl Rx {
                 Stop::Timeout => RecvError::Timeout,
                 Stop::Fail(e) => e,
             })?;
-        let hold = (main.flavor() == Flavor::Unbounded).then_some(me);
+        // A chain's message is read detached (the head moves on before `f`
+        // runs, so other receivers go on), unless this receiver asked for
+        // redelivery: then it holds the block's turn until `f` returns, and
+        // the repair of its death finds the message still at the head.
+        let hold = (main.flavor() == Flavor::Unbounded && !mode.redeliver).then_some(me);
         deliver_then(&main, &q, at, claim, f, true, hold, keep)
     }
 }
@@ -1192,6 +1196,13 @@ fn attempt_read<'q>(
     }
 }
 
+/// A chain message's index, unique over the queue's life: its block's
+/// chain index above its index within the block (whose count runs on over
+/// the block's recycled laps), 40 bits each way around.
+fn chain_message_index(block: u64, within: u64) -> u64 {
+    block << 40 | within & ((1 << 40) - 1)
+}
+
 /// One read attempt along an unbounded chain: read the head block, and
 /// move on (unlinking the drained block) when it is sealed and drained.
 /// A message comes with the block that holds it and its chain index.
@@ -1200,6 +1211,7 @@ fn read_chain(
     head: &mut Option<Block>,
     me: u32,
     max_len: usize,
+    mode: &ReadMode,
 ) -> Step<Taken, RecvError> {
     let chain = &main.header().chain;
     let mut chased = 0;
@@ -1243,9 +1255,15 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.ring();
-        match attempt_read(&ring, me, max_len, None, None) {
+        match attempt_read(&ring, me, max_len, None, Some(mode)) {
             Step::Wait => {}
             other => {
+                if let (Step::Ready(c), Some(index)) = (&other, &mode.index) {
+                    index.store(
+                        chain_message_index(block.index, c.index()),
+                        Ordering::Relaxed,
+                    );
+                }
                 let at = (block.index, block.view.end);
                 // SAFETY: a claim on this block's ring, kept with its Arc.
                 return other.map(|c| (block.q().clone(), unsafe { c.extend() }, at));

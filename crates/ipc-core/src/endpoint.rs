@@ -472,8 +472,9 @@ impl Receiver {
     /// redelivered after its reader died (see
     /// [`Receiver::redeliver_if_killed`]) comes again with the same index,
     /// so a receiver that records the index of what it took knows a
-    /// repeat. Bounded and rendezvous queues; on an unbounded queue the
-    /// index is not tracked (always 0).
+    /// repeat. On an unbounded queue the index is its block's place in the
+    /// chain (high 24 bits) and the message's index within the block (low
+    /// 40): unique, increasing along the chain, though not a count.
     pub fn recv_batch_indexed_until(
         &mut self,
         deadline: Deadline,
@@ -497,23 +498,16 @@ impl Receiver {
     /// stop the queue: use it where deaths come from outside; a callback
     /// that panics still loses its message (counted). Only for a receiver
     /// that is its queue's only one: another receiver could take the
-    /// redelivered message that the dead one had already recorded. Bounded
-    /// queues only: `Unsupported` on an unbounded queue, whose head is freed
-    /// before the callback runs, and on a rendezvous queue, whose sender
-    /// could be told `Disconnected` for a message its dead receiver took.
+    /// redelivered message that the dead one had already recorded. On an
+    /// unbounded queue such a receiver holds its block's turn while the
+    /// callback runs (others would wait; without redelivery the head moves
+    /// on first). `Unsupported` on a rendezvous queue, whose sender could
+    /// be told `Disconnected` for a message its dead receiver took.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
-        match self.rx.ep.q.flavor() {
-            Flavor::Unbounded => {
-                return Err(RecvError::Unsupported(
-                    "an unbounded queue frees a message before the callback runs",
-                ))
-            }
-            crate::layout::Flavor::Zero => {
-                return Err(RecvError::Unsupported(
-                    "a rendezvous sender could be told Disconnected for a message taken",
-                ))
-            }
-            _ => {}
+        if self.rx.ep.q.flavor() == Flavor::Zero {
+            return Err(RecvError::Unsupported(
+                "a rendezvous sender could be told Disconnected for a message taken",
+            ));
         }
         self.rx.mode.redeliver = true;
         Ok(())
