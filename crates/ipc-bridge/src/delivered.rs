@@ -92,6 +92,21 @@ impl Delivered {
         }
     }
 
+    /// A random secret of this table, chosen once, never sent: it keys
+    /// the commit tags of the messages delivered with it, so that a peer
+    /// cannot choose an origin whose tag matches another origin's next
+    /// message (and make a restart take that message for delivered).
+    pub fn salt(&self) -> io::Result<u64> {
+        match self.file.load(16) {
+            0 => {
+                let salt = crate::shm::random_u64()?.max(1);
+                self.file.store(16, salt);
+                Ok(salt)
+            }
+            salt => Ok(salt),
+        }
+    }
+
     fn find(&self, origin: u64) -> Option<usize> {
         self.slots.get(&origin).copied()
     }

@@ -49,26 +49,61 @@ const KILL_AFTER_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING";
 /// with its commit (`Sender::send_tagged_batch_until`), so that a bridge
 /// restarted after a kill between the commit and its record in the
 /// delivered table learns from the mailbox that the message went in.
-fn tag_of(origin: u64, seq: u64) -> u64 {
+/// Keyed by the table's secret `salt`: otherwise a peer could pick an
+/// origin id whose first message's tag equals another origin's next one.
+fn tag_of(salt: u64, origin: u64, seq: u64) -> u64 {
     fn mix(mut z: u64) -> u64 {
         // splitmix64's finalizer: every input bit moves every output bit.
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    mix(origin ^ mix(seq.wrapping_add(0x9e37_79b9_7f4a_7c15))).max(1)
+    mix(mix(salt ^ origin) ^ mix(seq.wrapping_add(0x9e37_79b9_7f4a_7c15))).max(1)
+}
+
+/// Reads the mailbox's last tag and settles the table with it (see
+/// [`settle_last_tag`]); false if it must be looked at again (a sender held
+/// its claim all the time, or the lock word was not one).
+fn settle(
+    tx: &mut Sender,
+    origins: &mut HashMap<u64, Origin>,
+    delivered: &mut Delivered,
+    salt: u64,
+    name: &str,
+) -> bool {
+    match tx.last_tag(Deadline::after(TAG_WAIT)) {
+        Ok(tag) => settle_last_tag(origins, delivered, salt, tag),
+        Err(SendError::Timeout(())) => {
+            log::info!("{name}: a sender holds its claim; looking at the last tag again");
+            return false;
+        }
+        Err(e @ SendError::Unsupported(..)) => {
+            log::warn!("{name}: {e}: a message delivered just before a kill may come twice")
+        }
+        Err(e) => {
+            // (A scribbled lock word is freed by reaping.)
+            log::warn!("{name}: the last tag cannot be read ({e}): looking again");
+            return false;
+        }
+    }
+    true
 }
 
 /// Records the message the mailbox's last tag names if the table does not
 /// have it yet (this bridge's predecessor was killed between putting it
 /// in and recording it), and drops it from what waits to be delivered.
-fn settle_last_tag(origins: &mut HashMap<u64, Origin>, delivered: &mut Delivered, tag: u64) {
+fn settle_last_tag(
+    origins: &mut HashMap<u64, Origin>,
+    delivered: &mut Delivered,
+    salt: u64,
+    tag: u64,
+) {
     if tag == 0 {
         return;
     }
     for origin in delivered.origins() {
         let next = delivered.last(origin) + 1;
-        if tag_of(origin, next) != tag {
+        if tag_of(salt, origin, next) != tag {
             continue;
         }
         log::info!(
@@ -158,8 +193,13 @@ pub fn run(
     let mut sender: Option<Sender> = None;
     // Bounded mailboxes keep tags: until the last one was read, what the
     // table says of the message delivered last may be one behind.
+    // Until then the table is not written (`take_frame` defers what would
+    // write it): a write could evict the entry the tag names.
     let tagged = matches!(capacity, Capacity::Bounded(_));
     let mut tag_settled = !tagged;
+    let salt = delivered
+        .salt()
+        .with_context(|| format!("choosing {name}'s tag salt"))?;
     let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
@@ -171,9 +211,21 @@ pub fn run(
         let tick = if starved { STARVED_TICK } else { TICK };
         match frames.recv_timeout(tick) {
             Ok((origin, bytes)) => {
-                take_frame(&mut origins, &mut delivered, origin, &bytes, max);
+                if !tag_settled {
+                    // The first frame since the start: the last tag now,
+                    // before the frame may write the table.
+                    if sender.is_none() {
+                        sender = Some(mailbox.sender().with_context(|| {
+                            format!("attaching to {name} as the far senders' proxy")
+                        })?);
+                    }
+                    let tx = sender.as_mut().expect("attached");
+                    tag_settled = settle(tx, &mut origins, &mut delivered, salt, name);
+                }
+                let settled = tag_settled;
+                take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
                 for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
-                    take_frame(&mut origins, &mut delivered, origin, &bytes, max);
+                    take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -199,15 +251,10 @@ pub fn run(
             }
             let tx = sender.as_mut().expect("attached");
             if !tag_settled {
-                match tx.last_tag(Deadline::after(TAG_WAIT)) {
-                    Ok(tag) => settle_last_tag(&mut origins, &mut delivered, tag),
-                    Err(SendError::Timeout(())) => {
-                        log::info!("{name}: a sender holds its claim; looking at the last tag again");
-                        break;
-                    }
-                    Err(e) => log::warn!("{name}: the last tag cannot be read ({e}): a message delivered just before a kill may come twice"),
+                tag_settled = settle(tx, &mut origins, &mut delivered, salt, name);
+                if !tag_settled {
+                    break;
                 }
-                tag_settled = true;
             }
             let org = origins.get_mut(key).expect("listed");
             if org.pending.is_empty() {
@@ -215,7 +262,10 @@ pub fn run(
             }
             let result = match capacity {
                 Capacity::Zero => deliver_offer(tx, org, &mut delivered, *key),
-                _ => deliver_batch(tx, org, &mut delivered, *key, tagged, &mut kill_after),
+                _ => {
+                    let tags = tagged.then_some(salt);
+                    deliver_batch(tx, org, &mut delivered, *key, tags, &mut kill_after)
+                }
             };
             if let Err(e) = result {
                 if matches!(e, SendError::Disconnected(_)) {
@@ -395,7 +445,7 @@ fn deliver_batch(
     org: &mut Origin,
     delivered: &mut Delivered,
     origin: u64,
-    tagged: bool,
+    tags: Option<u64>,
     kill_after: &mut Countdown,
 ) -> Result<(), SendError<()>> {
     if !delivered.knows(origin) {
@@ -408,10 +458,10 @@ fn deliver_batch(
         delivered,
         origin,
         given: None,
-        tagged,
+        tags,
         kill_after,
     };
-    let result = if tagged {
+    let result = if tags.is_some() {
         tx.send_tagged_batch_until(&mut batch, Deadline::Now)
     } else {
         tx.send_batch_until((&mut batch).map(|(_, msg)| msg), Deadline::Now)
@@ -439,7 +489,8 @@ struct Recording<'a> {
     origin: u64,
     /// The message handed out last, not yet recorded.
     given: Option<u64>,
-    tagged: bool,
+    /// The salt of the tags (`None`: untagged).
+    tags: Option<u64>,
     kill_after: &'a mut Countdown,
 }
 
@@ -453,11 +504,7 @@ impl Iterator for Recording<'_> {
         }
         let (seq, msg) = self.pending.pop_front()?;
         self.given = Some(seq);
-        let tag = if self.tagged {
-            tag_of(self.origin, seq)
-        } else {
-            0
-        };
+        let tag = self.tags.map_or(0, |salt| tag_of(salt, self.origin, seq));
         Some((tag, msg))
     }
 }
@@ -470,6 +517,7 @@ fn take_frame(
     origin: u64,
     bytes: &[u8],
     max: usize,
+    settled: bool,
 ) {
     let frame = match wire::decode_data(bytes, max) {
         Ok(f) => f,
@@ -503,6 +551,11 @@ fn take_frame(
     // is behind it (this host lost its state: a reboot emptied /dev/shm, or
     // the origin was forgotten to make room), starts after it; otherwise
     // the resent messages would wait for earlier ones that never come.
+    if !settled && (frame.flags & FLAG_CANCEL != 0 || delivered.last(origin) < frame.acked) {
+        // Both would write the table before the last tag was read (see
+        // `run`): left for the origin's next frame (it repeats both).
+        return;
+    }
     if org.pending.is_empty() && delivered.last(origin) < frame.acked {
         log::warn!(
             "origin {origin:016x}: this side had delivered up to {}, the origin says {} were acknowledged: continuing after {}",
@@ -540,5 +593,70 @@ fn take_frame(
             org.pending.push_back((seq, msg.to_vec()));
             next += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(tag: &str) -> (std::path::PathBuf, Delivered) {
+        let path = std::env::temp_dir().join(format!("ipcb-dl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let d = Delivered::open_or_create(&path).unwrap();
+        (path, d)
+    }
+
+    #[test]
+    fn a_peer_cannot_choose_an_origin_whose_tag_names_another_origins_next_message() {
+        // Review of 409a297: with an unkeyed hash, origin O chosen as
+        // below had tag(O, 1) == tag(A, 42), so after any restart A's
+        // message 42, never delivered, was taken for delivered (lost).
+        fn mix(mut z: u64) -> u64 {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        const C: u64 = 0x9e37_79b9_7f4a_7c15;
+        let (path, mut d) = table("forge");
+        let salt = d.salt().unwrap();
+        assert_eq!(d.salt().unwrap(), salt, "chosen once");
+        let a = 0x1234_5678_9abc_def0u64;
+        d.record(a, 41);
+        let o = a ^ mix(42u64.wrapping_add(C)) ^ mix(1u64.wrapping_add(C));
+        assert_ne!(tag_of(salt, o, 1), tag_of(salt, a, 42));
+        d.record(o, 1);
+        let mut origins = HashMap::new();
+        settle_last_tag(&mut origins, &mut d, salt, tag_of(salt, o, 1));
+        let (last_a, last_o) = (d.last(a), d.last(o));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((last_a, last_o), (41, 1));
+    }
+
+    #[test]
+    fn no_frame_writes_the_table_before_the_last_tag_is_read() {
+        // Review of 409a297: a full table, A killed between publishing 7
+        // and recording it; the first frame after the restart came from
+        // an origin the table forgot and was recorded before the settle,
+        // evicting A, whose message 7 then went in twice.
+        let (path, mut d) = table("evict");
+        let salt = d.salt().unwrap();
+        let a = 1000u64;
+        d.record(a, 6);
+        for o in 1..crate::delivered::ORIGINS as u64 {
+            d.record(2000 + o, 1);
+        }
+        let mut origins = HashMap::new();
+        let frame = wire::DataFrame::new(6, 5, 0, 0).into_bytes();
+        take_frame(&mut origins, &mut d, 999_999, &frame, 1024, false);
+        assert!(!d.knows(999_999), "written before the settle");
+        settle_last_tag(&mut origins, &mut d, salt, tag_of(salt, a, 7));
+        let (known, last) = (d.knows(a), d.last(a));
+        // Settled, the same frame is taken as before.
+        take_frame(&mut origins, &mut d, 999_999, &frame, 1024, true);
+        let caught_up = d.last(999_999);
+        std::fs::remove_file(&path).unwrap();
+        assert!(known && last == 7, "known {known}, last {last}");
+        assert_eq!(caught_up, 5);
     }
 }

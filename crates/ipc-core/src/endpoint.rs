@@ -271,7 +271,9 @@ impl Sender {
     /// says whether the message it was sending went in (repairing a
     /// writer killed in its commit moves the tag exactly when it keeps the
     /// message). One tag per queue: meant for a queue's only tagging
-    /// sender. Bounded queues only: `Unsupported` on a rendezvous queue
+    /// sender (not enforced: another's tags would overwrite it; an
+    /// exported mailbox's is ipc-bridge's). Make tags hard to guess (keyed
+    /// by a secret) if others choose what you tag. Bounded queues only: `Unsupported` on a rendezvous queue
     /// and on an unbounded one (whose blocks each keep their own).
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,

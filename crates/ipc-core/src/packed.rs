@@ -984,7 +984,10 @@ impl<'a> PackedRing<'a> {
         self.word(pos)
             .store(header(count, len as u64, false), Ordering::Release);
         if tag != 0 {
-            self.tail.tag.store(tag, Ordering::Relaxed);
+            // Release: never before the header, even as the compiler
+            // emits it (stored first, the tag would name a message that a
+            // kill before the header leaves withdrawn).
+            self.tail.tag.store(tag, Ordering::Release);
             self.tail.tag_pos.store(0, Ordering::Release);
         }
         // Release: whoever sees the count sees the record it counts.
