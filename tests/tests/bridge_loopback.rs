@@ -431,13 +431,38 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
 /// proxy, before journaling it; restarted, it must send that message on
 /// once (a proxy that cannot redeliver lost it: unbounded ones did).
 fn importer_killed_while_journaling_loses_nothing(tag: &str, capacity: Capacity) {
+    importer_killed_at(tag, capacity, "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING")
+}
+
+/// The same, killed right after journaling the message, before the proxy
+/// let go of it: the proxy redelivers it, and the restarted bridge must
+/// drop the repeat by its index (from the review of d98fad7).
+#[test]
+fn an_importer_killed_after_journaling_from_an_unbounded_proxy_delivers_once() {
+    importer_killed_at(
+        "journaled-kill-unb",
+        Capacity::Unbounded,
+        "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING",
+    );
+}
+
+#[test]
+fn an_importer_killed_after_journaling_from_a_bounded_proxy_delivers_once() {
+    importer_killed_at(
+        "journaled-kill",
+        Capacity::Bounded(64),
+        "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING",
+    );
+}
+
+fn importer_killed_at(tag: &str, capacity: Capacity, hook: &str) {
     let mut p = pair(tag, capacity, 128, &[]);
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let rx = far.receiver().unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     p.importer.kill();
     let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env("IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING", "1500");
+    doomed.env(hook, "1500");
     let connect = format!("tcp/127.0.0.1:{}", p.port);
     let import = format!("{}={}", p.far, p.near);
     p.importer = Bridge::start_with(
@@ -480,9 +505,9 @@ fn an_importer_killed_while_journaling_from_an_unbounded_proxy_loses_nothing() {
 
 #[test]
 fn an_unbounded_far_mailbox_loses_nothing_across_importer_restarts() {
-    // An unbounded proxy cannot redeliver: its uplink must not take its
-    // first message after a restart for a repeat (review of 1fe95f9: it
-    // did, by a stale index 0, and dropped it).
+    // An unbounded proxy could not redeliver then: its uplink must not
+    // take its first message after a restart for a repeat (review of
+    // 1fe95f9: it did, by a stale index 0, and dropped it).
     let mut p = pair("unb-restart", Capacity::Unbounded, 128, &[]);
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let rx = far.receiver().unwrap();

@@ -30,6 +30,40 @@ fn child(spec: &str) {
     });
 }
 
+/// A child (this test binary running `test`) takes the next message of
+/// `name`, receiving `how` (`redeliver` or `plain`), and is killed holding
+/// it; returns the child's line ("holding INDEX MSG"), what the next
+/// receiver gets first (index, message) and `lost_reads`.
+fn kill_child_holding_next(
+    mb: &Mailbox,
+    name: &ShmName,
+    test: &str,
+    how: &str,
+) -> (String, u64, Vec<u8>, u64) {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{} {how}", name.as_str()))
+        .stdout(Stdio::piped());
+    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
+    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let line = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        // (After libtest's "test NAME ... " on the same line.)
+        .find_map(|l| l.find("holding ").map(|at| l[at..].to_owned()))
+        .expect("the child took a message");
+    child.kill();
+    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+    let mut rx = mb.receiver().unwrap();
+    let mut first = None;
+    rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {
+        first = Some((i, m.to_vec()))
+    })
+    .expect("a message");
+    let (i, m) = first.unwrap();
+    (line, i, m, mb.status().lost_reads)
+}
+
 /// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns
 /// what the next receiver gets first (index, message) and `lost_reads`.
 fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
@@ -47,30 +81,9 @@ fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64,
     for m in [b"m0", b"m1", b"m2"] {
         tx.send(m).unwrap();
     }
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{} {how}", name.as_str()))
-        .stdout(Stdio::piped());
-    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let line = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        // (After libtest's "test NAME ... " on the same line.)
-        .find_map(|l| l.find("holding ").map(|at| l[at..].to_owned()))
-        .expect("the child took a message");
+    let (line, i, m, lost) = kill_child_holding_next(&mb, &name, test, how);
     assert_eq!(line, "holding 0 m0");
-    child.kill();
-    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
-    let mut rx = mb.receiver().unwrap();
-    let mut first = None;
-    rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {
-        first = Some((i, m.to_vec()))
-    })
-    .expect("a message");
-    let (i, m) = first.unwrap();
-    let lost = mb.status().lost_reads;
-    drop((rx, tx, mb));
+    drop((tx, mb));
     Mailbox::unlink(name.as_str()).unwrap();
     (i, m, lost)
 }
@@ -156,4 +169,114 @@ fn rendezvous_queues_refuse_redelivery() {
     ));
     drop((rx, mb));
     Mailbox::unlink(name.as_str()).unwrap();
+}
+
+/// Past the main segment (from the review of d98fad7): a chained block,
+/// and a recycled one, whose ring counts on from its earlier laps.
+const LOW: u64 = (1 << 40) - 1;
+
+fn unbounded(tag: &str) -> (ShmName, Mailbox) {
+    let name = ShmName::new(tag);
+    let mb = Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Unbounded,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .expect("create");
+    (name, mb)
+}
+
+#[test]
+fn redelivered_in_a_chained_block_with_its_index() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let (name, mb) = unbounded("r2x-chain");
+    let mut tx = mb.sender().unwrap();
+    for i in 0..1100u32 {
+        tx.send(format!("m{i}")).unwrap();
+    }
+    let mut rx = mb.receiver().unwrap();
+    for _ in 0..1030 {
+        rx.recv().unwrap();
+    }
+    drop(rx);
+    let (line, i, m, lost) = kill_child_holding_next(
+        &mb,
+        &name,
+        "redelivered_in_a_chained_block_with_its_index",
+        "redeliver",
+    );
+    assert!(i >> 40 >= 1, "in a chained block: index {i:#x}");
+    assert_eq!(line, format!("holding {i} {}", String::from_utf8_lossy(&m)));
+    assert_eq!(m, b"m1030".to_vec());
+    assert_eq!(lost, 0);
+    drop((tx, mb));
+}
+
+#[test]
+fn redelivered_in_a_recycled_block_with_its_index() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let (name, mb) = unbounded("r2x-recycled");
+    let mut tx = mb.sender().unwrap();
+    let mut rx = mb.receiver().unwrap();
+    let mut next = 0u32;
+    let mut last_index = 0u64;
+    // Send and drain block by block, the sender attached: drained blocks
+    // become spares, and later blocks are those files again.
+    let mut idx = Vec::new();
+    for _ in 0..6 {
+        for _ in 0..1024 {
+            tx.send(format!("m{next}")).unwrap();
+            next += 1;
+        }
+        let n = rx
+            .recv_batch_indexed_until(Deadline::after(PATIENCE), 1024, |i, _| idx.push(i))
+            .unwrap();
+        let _ = n;
+        while idx.len() % 1024 != 0 {
+            rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1024, |i, _| idx.push(i))
+                .unwrap();
+        }
+    }
+    for w in idx.windows(2) {
+        assert!(
+            w[0] < w[1],
+            "indexes increase: {:#x} then {:#x}",
+            w[0],
+            w[1]
+        );
+        last_index = w[1];
+    }
+    let recycled = idx.iter().any(|i| i >> 40 >= 2 && i & LOW >= 1024);
+    assert!(
+        recycled,
+        "some block was a recycled file (count runs on); last {last_index:#x}"
+    );
+    for _ in 0..10 {
+        tx.send(format!("m{next}")).unwrap();
+        next += 1;
+    }
+    rx.recv().unwrap();
+    drop(rx);
+    let (line, i, m, lost) = kill_child_holding_next(
+        &mb,
+        &name,
+        "redelivered_in_a_recycled_block_with_its_index",
+        "redeliver",
+    );
+    eprintln!(
+        "redelivered index {i:#x} block {} within {}",
+        i >> 40,
+        i & LOW
+    );
+    assert_eq!(line, format!("holding {i} {}", String::from_utf8_lossy(&m)));
+    assert_eq!(m, format!("m{}", 6 * 1024 + 1).into_bytes());
+    assert_eq!(lost, 0);
+    drop((tx, mb));
 }

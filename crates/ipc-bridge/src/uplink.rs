@@ -34,6 +34,9 @@ use crate::{status, Options};
 /// receive callback of this many-th message taken from a proxy, before
 /// journaling it: the taking side's window.
 const KILL_WHILE_JOURNALING_ENV: &str = "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING";
+/// ... and right after journaling it (with its index), before the proxy
+/// lets go of it: the restarted bridge must drop the redelivered repeat.
+const KILL_AFTER_JOURNALING_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING";
 const FRAME_BYTES: usize = 48 * 1024;
 /// Room left in a batch for Zenoh's headers and the key.
 const BATCH_HEADROOM: usize = 128;
@@ -471,6 +474,8 @@ pub fn run(
     let sole = spec.sole_receiver;
     let mut kill_while_journaling =
         crate::test_hook::Countdown::from_env(KILL_WHILE_JOURNALING_ENV);
+    let mut kill_after_journaling =
+        crate::test_hook::Countdown::from_env(KILL_AFTER_JOURNALING_ENV);
     let mut last_status = Instant::now() - Duration::from_secs(1);
     while !stop() {
         link.pump();
@@ -505,7 +510,7 @@ pub fn run(
                 // Killed while copying a message into the journal (inside
                 // the receive callback), the bridge leaves it in the proxy
                 // for its next run, which drops it if it was journaled
-                // (by its index). Unbounded proxies cannot: there the
+                // (by its index). Rendezvous proxies cannot: there the
                 // message is lost, counted in the proxy's lost_reads.
                 match r.redeliver_if_killed() {
                     Ok(()) => {
@@ -569,6 +574,7 @@ pub fn run(
                             log::info!("{local}: a message journaled before a restart, redelivered by the proxy, dropped");
                         } else if redelivered {
                             l.journal.append_indexed(msg, index).expect("room checked");
+                            kill_after_journaling.tick();
                         } else {
                             l.journal.append(msg).expect("room checked");
                         }

@@ -713,7 +713,8 @@ impl Rx {
     /// [`Rx::recv_with`], except that when `keep(&f(payload))` holds the
     /// message is not taken: it stays at the head, for the next receive
     /// (bounded and rendezvous queues; an unbounded one frees its head
-    /// before `f` runs, so it is refused).
+    /// before `f` runs unless its receiver asked for redelivery, and is
+    /// refused).
     pub(crate) fn recv_with_keep<R>(
         &mut self,
         deadline: Deadline,
@@ -970,7 +971,10 @@ fn deliver_then<R>(
                 match self.hold {
                     Some(me) => self.main.peers().clear_hold(me),
                     None => {
-                        let _ = self.ring.release(claim);
+                        if let Ok(true) = self.ring.release(claim) {
+                            // (See below: a chained block wakes nobody.)
+                            self.main.wake_receivers();
+                        }
                     }
                 }
                 self.main.count(crate::ring::Recovered {
@@ -1037,7 +1041,15 @@ fn deliver_then<R>(
             main.peers().clear_hold(me);
             Ok(())
         }
-        None => ring.release(claim),
+        // A receiver that waited for the turn sleeps on the queue's
+        // wake-up word, which a chained block's ring does not know (its
+        // release wakes nobody): woken here (review of d98fad7: it slept
+        // out its 100 ms slice).
+        None => ring.release(claim).map(|waited| {
+            if waited && main.flavor() == Flavor::Unbounded {
+                main.wake_receivers();
+            }
+        }),
     };
     main.release_behind_head(at, q);
     if wake {
@@ -1196,9 +1208,11 @@ fn attempt_read<'q>(
     }
 }
 
-/// A chain message's index, unique over the queue's life: its block's
-/// chain index above its index within the block (whose count runs on over
-/// the block's recycled laps), 40 bits each way around.
+/// A chain message's index: its block's chain index (low 24 bits) above
+/// its index within the block (low 40; a block's count runs on over its
+/// recycled laps). It wraps after 2^24 blocks: unique enough to tell a
+/// message from its neighbours, which is what a redelivering receiver
+/// needs.
 fn chain_message_index(block: u64, within: u64) -> u64 {
     block << 40 | within & ((1 << 40) - 1)
 }

@@ -475,8 +475,10 @@ impl Receiver {
     /// [`Receiver::redeliver_if_killed`]) comes again with the same index,
     /// so a receiver that records the index of what it took knows a
     /// repeat. On an unbounded queue the index is its block's place in the
-    /// chain (high 24 bits) and the message's index within the block (low
-    /// 40): unique, increasing along the chain, though not a count.
+    /// chain (low 24 bits of it, in the high 24) and the message's index
+    /// within the block (low 40): not a count, and unique only until the
+    /// chain has passed 2^24 blocks (it wraps then), enough to tell a
+    /// message from the one before and after it.
     pub fn recv_batch_indexed_until(
         &mut self,
         deadline: Deadline,
@@ -503,7 +505,8 @@ impl Receiver {
     /// redelivered message that the dead one had already recorded. On an
     /// unbounded queue such a receiver holds its block's turn while the
     /// callback runs (others would wait; without redelivery the head moves
-    /// on first). `Unsupported` on a rendezvous queue, whose sender could
+    /// on first), so a callback must not receive from the same queue
+    /// through another receiver: it would wait for itself. `Unsupported` on a rendezvous queue, whose sender could
     /// be told `Disconnected` for a message its dead receiver took.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
         if self.rx.ep.q.flavor() == Flavor::Zero {
@@ -535,8 +538,9 @@ impl Receiver {
     /// for the next receive (by this receiver or another), and a
     /// rendezvous sender goes on waiting (its timeout or a disconnection
     /// can still withdraw it). For bounded and rendezvous mailboxes and
-    /// buffers; an unbounded one frees its head before `f` runs, so it
-    /// returns [`RecvError::Unsupported`] without receiving.
+    /// buffers; an unbounded one frees its head before `f` runs (unless
+    /// the receiver asked for redelivery), so it returns
+    /// [`RecvError::Unsupported`] without receiving.
     pub fn recv_if_until<R>(
         &mut self,
         deadline: Deadline,

@@ -1184,10 +1184,12 @@ impl<'a> PackedRing<'a> {
         unsafe { std::slice::from_raw_parts(claim.slot, claim.len.min(self.max_message)) }
     }
 
-    /// Frees a held message's bytes for the writer. Fails if the claim is
-    /// no longer the caller's (repaired, or scribbled over).
-    pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
-        self.free_read(&claim).map(|_| ())
+    /// Frees a held message's bytes for the writer; true if another
+    /// reader waited for the readers' turn (woken through this ring's
+    /// event, if it has one: a chained block's has none). Fails if the
+    /// claim is no longer the caller's (repaired, or scribbled over).
+    pub fn release(&self, claim: ReadClaim<'_>) -> Result<bool, CorruptError> {
+        self.free_read(&claim)
     }
 
     /// Lets go of a held message without taking it: the head stays at it,

@@ -265,9 +265,9 @@ impl<'a> Ring<'a> {
         each!(self, r => r.payload_of(claim))
     }
 
-    /// Frees a held message.
+    /// Frees a held message; true if another reader waited for the turn.
     #[inline]
-    pub fn release(&self, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
+    pub fn release(&self, claim: ReadClaim<'_>) -> Result<bool, CorruptError> {
         each!(self, r => r.release(claim))
     }
 
