@@ -40,6 +40,19 @@ fn kill_child_holding_next(
     test: &str,
     how: &str,
 ) -> (String, u64, Vec<u8>, u64) {
+    let (line, i, m, lost, redelivered) = kill_child_holding_next_counted(mb, name, test, how);
+    let expected = u64::from(how == "redeliver");
+    assert_eq!(redelivered, expected, "redelivered_reads in the status");
+    (line, i, m, lost)
+}
+
+/// [`kill_child_holding_next`], also telling `redelivered_reads`.
+fn kill_child_holding_next_counted(
+    mb: &Mailbox,
+    name: &ShmName,
+    test: &str,
+    how: &str,
+) -> (String, u64, Vec<u8>, u64, u64) {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, format!("{} {how}", name.as_str()))
@@ -61,7 +74,8 @@ fn kill_child_holding_next(
     })
     .expect("a message");
     let (i, m) = first.unwrap();
-    (line, i, m, mb.status().lost_reads)
+    let st = mb.status();
+    (line, i, m, st.lost_reads, st.redelivered_reads)
 }
 
 /// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns

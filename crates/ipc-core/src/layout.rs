@@ -162,6 +162,9 @@ pub struct Counters {
     /// Messages lost because the consumer that held them died mid-read
     /// (or its callback panicked).
     pub lost_reads: AtomicU64,
+    /// Messages put back for the next receiver because the receiver that
+    /// held them died and had asked for redelivery (`Receiver::redeliver_if_killed`).
+    pub redelivered_reads: AtomicU64,
     /// Claims whose commit or release found them taken away (repaired as
     /// a dead process's while their holder lived, or scribbled over).
     pub revoked_claims: AtomicU64,

@@ -506,6 +506,8 @@ impl<'a> PackedRing<'a> {
                     c.abandoned_writes
                         .fetch_add(r.abandoned_writes, Ordering::Relaxed);
                     c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+                    c.redelivered_reads
+                        .fetch_add(r.redelivered_reads, Ordering::Relaxed);
                 }
                 self.unlock(side, token);
                 match self.lock(side, owner)? {

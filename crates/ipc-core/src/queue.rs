@@ -173,6 +173,9 @@ pub struct Status {
     /// Messages lost because the reader holding them died (or its
     /// callback panicked).
     pub lost_reads: u64,
+    /// Messages put back for the next receiver because the receiver
+    /// holding them died after asking for redelivery.
+    pub redelivered_reads: u64,
     /// Claims found taken from a live holder at commit or release.
     pub revoked_claims: u64,
     /// Producers found dead (killed, or gone without detaching): what they
@@ -545,6 +548,8 @@ impl Queue {
         c.abandoned_writes
             .fetch_add(r.abandoned_writes, Ordering::Relaxed);
         c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
+        c.redelivered_reads
+            .fetch_add(r.redelivered_reads, Ordering::Relaxed);
     }
 
     /// True if one producer and one consumer attach at a time.
@@ -1237,6 +1242,7 @@ impl Queue {
             consumers_total: h.counters.consumers_total.load(Ordering::Relaxed),
             abandoned_writes: h.counters.abandoned_writes.load(Ordering::Relaxed),
             lost_reads: h.counters.lost_reads.load(Ordering::Relaxed),
+            redelivered_reads: h.counters.redelivered_reads.load(Ordering::Relaxed),
             revoked_claims: h.counters.revoked_claims.load(Ordering::Relaxed),
             dead_producers: h.counters.dead_producers.load(Ordering::Relaxed),
             dead_consumers: h.counters.dead_consumers.load(Ordering::Relaxed),

@@ -461,6 +461,10 @@ fn print_status(s: &Status) {
         s.lost_reads
     );
     out!(
+        "redelivered:    {} (reader died holding a message it asked to have redelivered)",
+        s.redelivered_reads
+    );
+    out!(
         "died:           {} producer(s), {} consumer(s) found dead{}",
         s.dead_producers,
         s.dead_consumers,
