@@ -33,26 +33,14 @@ fn child(spec: &str) {
 /// A child (this test binary running `test`) takes the next message of
 /// `name`, receiving `how` (`redeliver` or `plain`), and is killed holding
 /// it; returns the child's line ("holding INDEX MSG"), what the next
-/// receiver gets first (index, message) and `lost_reads`.
+/// receiver gets first (index, message) and `lost_reads`; checks that the
+/// status counts the message redelivered exactly when `how` asked for it.
 fn kill_child_holding_next(
     mb: &Mailbox,
     name: &ShmName,
     test: &str,
     how: &str,
 ) -> (String, u64, Vec<u8>, u64) {
-    let (line, i, m, lost, redelivered) = kill_child_holding_next_counted(mb, name, test, how);
-    let expected = u64::from(how == "redeliver");
-    assert_eq!(redelivered, expected, "redelivered_reads in the status");
-    (line, i, m, lost)
-}
-
-/// [`kill_child_holding_next`], also telling `redelivered_reads`.
-fn kill_child_holding_next_counted(
-    mb: &Mailbox,
-    name: &ShmName,
-    test: &str,
-    how: &str,
-) -> (String, u64, Vec<u8>, u64, u64) {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, format!("{} {how}", name.as_str()))
@@ -75,12 +63,17 @@ fn kill_child_holding_next_counted(
     .expect("a message");
     let (i, m) = first.unwrap();
     let st = mb.status();
-    (line, i, m, st.lost_reads, st.redelivered_reads)
+    let expected = u64::from(how == "redeliver");
+    assert_eq!(
+        st.redelivered_reads, expected,
+        "redelivered_reads in the status"
+    );
+    (line, i, m, st.lost_reads)
 }
 
-/// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns
-/// what the next receiver gets first (index, message) and `lost_reads`.
-fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
+/// A mailbox of `capacity` for messages of up to 64 bytes, under a name
+/// removed when the test ends.
+fn mailbox(tag: &str, capacity: Capacity) -> (ShmName, Mailbox) {
     let name = ShmName::new(tag);
     let mb = Mailbox::create(
         name.as_str(),
@@ -91,6 +84,13 @@ fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64,
         },
     )
     .expect("create");
+    (name, mb)
+}
+
+/// Sends m0, m1, m2; a child takes m0 and is killed holding it; returns
+/// what the next receiver gets first (index, message) and `lost_reads`.
+fn killed_holding(capacity: Capacity, tag: &str, test: &str, how: &str) -> (u64, Vec<u8>, u64) {
+    let (name, mb) = mailbox(tag, capacity);
     let mut tx = mb.sender().unwrap();
     for m in [b"m0", b"m1", b"m2"] {
         tx.send(m).unwrap();
@@ -166,16 +166,7 @@ fn rendezvous_queues_refuse_redelivery() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    let name = ShmName::new("redeliver-refused");
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Zero,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .expect("create");
+    let (name, mb) = mailbox("redeliver-refused", Capacity::Zero);
     let mut rx = mb.receiver().unwrap();
     assert!(matches!(
         rx.redeliver_if_killed(),
@@ -189,26 +180,12 @@ fn rendezvous_queues_refuse_redelivery() {
 /// and a recycled one, whose ring counts on from its earlier laps.
 const LOW: u64 = (1 << 40) - 1;
 
-fn unbounded(tag: &str) -> (ShmName, Mailbox) {
-    let name = ShmName::new(tag);
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .expect("create");
-    (name, mb)
-}
-
 #[test]
 fn redelivered_in_a_chained_block_with_its_index() {
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }
-    let (name, mb) = unbounded("r2x-chain");
+    let (name, mb) = mailbox("r2x-chain", Capacity::Unbounded);
     let mut tx = mb.sender().unwrap();
     for i in 0..1100u32 {
         tx.send(format!("m{i}")).unwrap();
@@ -236,7 +213,7 @@ fn redelivered_in_a_recycled_block_with_its_index() {
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }
-    let (name, mb) = unbounded("r2x-recycled");
+    let (name, mb) = mailbox("r2x-recycled", Capacity::Unbounded);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     let mut next = 0u32;

@@ -52,13 +52,33 @@ const KILL_AFTER_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING";
 /// Keyed by the table's secret `salt`: otherwise a peer could pick an
 /// origin id whose first message's tag equals another origin's next one.
 fn tag_of(salt: u64, origin: u64, seq: u64) -> u64 {
-    fn mix(mut z: u64) -> u64 {
-        // splitmix64's finalizer: every input bit moves every output bit.
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    mix(mix(salt ^ origin) ^ mix(seq.wrapping_add(SEQ_SPREAD))).max(1)
+}
+
+/// Added to a sequence number before it is mixed (so that 0 is no fixed
+/// point): the golden ratio's fraction, as splitmix64 steps.
+const SEQ_SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's finalizer: every input bit moves every output bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The sender the far senders' messages go in with, attached if it is not.
+fn attached<'s>(
+    sender: &'s mut Option<Sender>,
+    mailbox: &Mailbox,
+    name: &str,
+) -> Result<&'s mut Sender> {
+    if sender.is_none() {
+        let tx = mailbox
+            .sender()
+            .with_context(|| format!("attaching to {name} as the far senders' proxy"))?;
+        *sender = Some(tx);
     }
-    mix(mix(salt ^ origin) ^ mix(seq.wrapping_add(0x9e37_79b9_7f4a_7c15))).max(1)
+    Ok(sender.as_mut().expect("attached"))
 }
 
 /// Reads the mailbox's last tag and settles the table with it (see
@@ -200,6 +220,8 @@ pub fn run(
     let salt = delivered
         .salt()
         .with_context(|| format!("choosing {name}'s tag salt"))?;
+    // The salt of the deliveries' tags (`None`: untagged).
+    let tags = tagged.then_some(salt);
     let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
@@ -209,27 +231,23 @@ pub fn run(
         // An origin that has used all its credit waits for the mailbox to
         // drain: look at it more often then.
         let tick = if starved { STARVED_TICK } else { TICK };
-        match frames.recv_timeout(tick) {
-            Ok((origin, bytes)) => {
-                if !tag_settled {
-                    // The first frame since the start: the last tag now,
-                    // before the frame may write the table.
-                    if sender.is_none() {
-                        sender = Some(mailbox.sender().with_context(|| {
-                            format!("attaching to {name} as the far senders' proxy")
-                        })?);
-                    }
-                    let tx = sender.as_mut().expect("attached");
-                    tag_settled = settle(tx, &mut origins, &mut delivered, salt, name);
-                }
-                let settled = tag_settled;
-                take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
-                for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
-                    take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let arrived = match frames.recv_timeout(tick) {
+            Ok(frame) => Some(frame),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if !tag_settled && (arrived.is_some() || !origins.is_empty()) {
+            // The last tag, before any frame may write the table and
+            // before anything is delivered (looked at again until read).
+            let tx = attached(&mut sender, &mailbox, name)?;
+            tag_settled = settle(tx, &mut origins, &mut delivered, salt, name);
+        }
+        if let Some((origin, bytes)) = arrived {
+            let settled = tag_settled;
+            take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
+            for (origin, bytes) in frames.try_iter().take(FRAME_QUEUE) {
+                take_frame(&mut origins, &mut delivered, origin, &bytes, max, settled);
+            }
         }
         let st = mailbox.status();
         if st.live(Role::Consumer) > 0 {
@@ -238,34 +256,15 @@ pub fn run(
         // Deliver, origin by origin (each one's order is kept).
         let mut keys: Vec<u64> = origins.keys().copied().collect();
         keys.sort_unstable();
-        for key in &keys {
+        for key in keys.iter().take_while(|_| tag_settled) {
             let org = origins.get_mut(key).expect("listed");
             if org.pending.is_empty() {
                 continue;
             }
-            if sender.is_none() {
-                sender =
-                    Some(mailbox.sender().with_context(|| {
-                        format!("attaching to {name} as the far senders' proxy")
-                    })?);
-            }
-            let tx = sender.as_mut().expect("attached");
-            if !tag_settled {
-                tag_settled = settle(tx, &mut origins, &mut delivered, salt, name);
-                if !tag_settled {
-                    break;
-                }
-            }
-            let org = origins.get_mut(key).expect("listed");
-            if org.pending.is_empty() {
-                continue;
-            }
+            let tx = attached(&mut sender, &mailbox, name)?;
             let result = match capacity {
                 Capacity::Zero => deliver_offer(tx, org, &mut delivered, *key),
-                _ => {
-                    let tags = tagged.then_some(salt);
-                    deliver_batch(tx, org, &mut delivered, *key, tags, &mut kill_after)
-                }
+                _ => deliver_batch(tx, org, &mut delivered, *key, tags, &mut kill_after),
             };
             if let Err(e) = result {
                 if matches!(e, SendError::Disconnected(_)) {
@@ -546,16 +545,16 @@ fn take_frame(
         .max(frame.first_seq - 1 + frame.messages.len() as u64);
     org.senders_gone = frame.flags & FLAG_SENDERS_GONE != 0;
     org.waiting = frame.waiting;
-    // The origin's journal was acknowledged up to `acked`, so everything up
-    // to it was delivered here. A table that does not know the origin, or
-    // is behind it (this host lost its state: a reboot emptied /dev/shm, or
-    // the origin was forgotten to make room), starts after it; otherwise
-    // the resent messages would wait for earlier ones that never come.
     if !settled && (frame.flags & FLAG_CANCEL != 0 || delivered.last(origin) < frame.acked) {
         // Both would write the table before the last tag was read (see
         // `run`): left for the origin's next frame (it repeats both).
         return;
     }
+    // The origin's journal was acknowledged up to `acked`, so everything up
+    // to it was delivered here. A table that does not know the origin, or
+    // is behind it (this host lost its state: a reboot emptied /dev/shm, or
+    // the origin was forgotten to make room), starts after it; otherwise
+    // the resent messages would wait for earlier ones that never come.
     if org.pending.is_empty() && delivered.last(origin) < frame.acked {
         log::warn!(
             "origin {origin:016x}: this side had delivered up to {}, the origin says {} were acknowledged: continuing after {}",
@@ -612,12 +611,7 @@ mod tests {
         // Review of 409a297: with an unkeyed hash, origin O chosen as
         // below had tag(O, 1) == tag(A, 42), so after any restart A's
         // message 42, never delivered, was taken for delivered (lost).
-        fn mix(mut z: u64) -> u64 {
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        const C: u64 = 0x9e37_79b9_7f4a_7c15;
+        const C: u64 = SEQ_SPREAD;
         let (path, mut d) = table("forge");
         let salt = d.salt().unwrap();
         assert_eq!(d.salt().unwrap(), salt, "chosen once");

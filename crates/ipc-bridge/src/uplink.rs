@@ -30,6 +30,7 @@ use crate::{status, Options};
 /// larger message travels alone), and fits one network write (Zenoh's
 /// batch, less room for Zenoh's own headers) if that is smaller: a frame
 /// larger than a batch is cut in pieces and put together again.
+const FRAME_BYTES: usize = 48 * 1024;
 /// For the tests only: the bridge kills itself (SIGKILL) inside the
 /// receive callback of this many-th message taken from a proxy, before
 /// journaling it: the taking side's window.
@@ -37,7 +38,6 @@ const KILL_WHILE_JOURNALING_ENV: &str = "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING";
 /// ... and right after journaling it (with its index), before the proxy
 /// lets go of it: the restarted bridge must drop the redelivered repeat.
 const KILL_AFTER_JOURNALING_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING";
-const FRAME_BYTES: usize = 48 * 1024;
 /// Room left in a batch for Zenoh's headers and the key.
 const BATCH_HEADROOM: usize = 128;
 /// Messages a frame carries at most.

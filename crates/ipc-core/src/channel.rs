@@ -225,7 +225,7 @@ impl Tx {
         let Claimed { block, claim } = claimed;
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let pos = claim.pos();
-        q.ring().commit_tagged(claim, len, tag).map_err(|e| {
+        q.ring().commit(claim, len, tag).map_err(|e| {
             self.main().count_revoked();
             ClaimFail::Corrupt(e)
         })?;
@@ -255,8 +255,9 @@ impl Tx {
 
     /// [`Tx::send_batch`] of `(tag, message)` pairs: each message's
     /// non-zero tag is made the ring's last tag with its commit (0: none).
-    /// Bounded and unbounded flavors (an unbounded chain's tags stay in
-    /// its blocks: callers refuse tags there).
+    /// Not for rendezvous queues ([`Tx::send_batch`] sends those one by
+    /// one); on an unbounded one a tag would stay in its block, so the
+    /// public call refuses tags there.
     pub(crate) fn send_tagged_batch<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
@@ -310,8 +311,8 @@ impl Tx {
     /// The tag of the last tagged message committed to the queue (0:
     /// none), once no writer's claim is under way: waits (until
     /// `deadline`) for the write lock, reaping a dead holder, whose tagged
-    /// commit is then settled. Bounded and rendezvous rings only (the
-    /// caller refuses chains).
+    /// commit is then settled. Bounded queues only (the caller refuses the
+    /// others).
     pub(crate) fn last_tag(&mut self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
@@ -971,10 +972,7 @@ fn deliver_then<R>(
                 match self.hold {
                     Some(me) => self.main.peers().clear_hold(me),
                     None => {
-                        if let Ok(true) = self.ring.release(claim) {
-                            // (See below: a chained block wakes nobody.)
-                            self.main.wake_receivers();
-                        }
+                        let _ = release_waking(self.main, self.ring, claim);
                     }
                 }
                 self.main.count(crate::ring::Recovered {
@@ -1041,15 +1039,7 @@ fn deliver_then<R>(
             main.peers().clear_hold(me);
             Ok(())
         }
-        // A receiver that waited for the turn sleeps on the queue's
-        // wake-up word, which a chained block's ring does not know (its
-        // release wakes nobody): woken here (review of d98fad7: it slept
-        // out its 100 ms slice).
-        None => ring.release(claim).map(|waited| {
-            if waited && main.flavor() == Flavor::Unbounded {
-                main.wake_receivers();
-            }
-        }),
+        None => release_waking(main, ring, claim),
     };
     main.release_behind_head(at, q);
     if wake {
@@ -1062,6 +1052,17 @@ fn deliver_then<R>(
             Err(RecvError::Corrupt(e))
         }
     }
+}
+
+/// Releases `claim` (in `main`'s ring or a block of its chain). A receiver
+/// that waited for the turn sleeps on the queue's wake-up word, which a
+/// chained block's ring does not know (its release wakes nobody): woken
+/// here (review of d98fad7: it slept out its 100 ms slice).
+fn release_waking(main: &Queue, ring: &Ring<'_>, claim: ReadClaim<'_>) -> Result<(), CorruptError> {
+    if ring.release(claim)? && main.flavor() == Flavor::Unbounded {
+        main.wake_receivers();
+    }
+    Ok(())
 }
 
 /// Producers that ever attached to `q`.
@@ -1269,7 +1270,13 @@ fn read_chain(
         }
         let block = head.as_ref().expect("just set");
         let ring = block.ring();
-        match attempt_read(&ring, me, max_len, None, Some(mode)) {
+        // The redelivery request as asked; the index in the chain's terms,
+        // told below (not the block's, which `attempt_read` would tell).
+        let block_mode = ReadMode {
+            redeliver: mode.redeliver,
+            index: None,
+        };
+        match attempt_read(&ring, me, max_len, None, Some(&block_mode)) {
             Step::Wait => {}
             other => {
                 if let (Step::Ready(c), Some(index)) = (&other, &mode.index) {

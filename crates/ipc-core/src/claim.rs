@@ -2,8 +2,10 @@
 //! ([`crate::packed`]) hands out, and that the layers above hold.
 
 use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
 
 use crate::error::CorruptError;
+use crate::layout::Counters;
 
 pub(crate) fn revoked(what: &str, pos: u64) -> CorruptError {
     CorruptError(format!(
@@ -144,6 +146,17 @@ pub struct Recovered {
     /// Messages the dead process was reading that stay queued, because it
     /// asked for redelivery: the next reader gets them again.
     pub redelivered_reads: u64,
+}
+
+impl Recovered {
+    /// Adds what was repaired to a queue's loss counters.
+    pub(crate) fn add_to(&self, c: &Counters) {
+        c.abandoned_writes
+            .fetch_add(self.abandoned_writes, Ordering::Relaxed);
+        c.lost_reads.fetch_add(self.lost_reads, Ordering::Relaxed);
+        c.redelivered_reads
+            .fetch_add(self.redelivered_reads, Ordering::Relaxed);
+    }
 }
 
 

@@ -273,8 +273,9 @@ impl Sender {
     /// message). One tag per queue: meant for a queue's only tagging
     /// sender (not enforced: another's tags would overwrite it; an
     /// exported mailbox's is ipc-bridge's). Make tags hard to guess (keyed
-    /// by a secret) if others choose what you tag. Bounded queues only: `Unsupported` on a rendezvous queue
-    /// and on an unbounded one (whose blocks each keep their own).
+    /// by a secret) if others choose what you tag. Bounded queues only:
+    /// `Unsupported` on a rendezvous queue and on an unbounded one (whose
+    /// blocks each keep their own).
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
@@ -506,8 +507,9 @@ impl Receiver {
     /// unbounded queue such a receiver holds its block's turn while the
     /// callback runs (others would wait; without redelivery the head moves
     /// on first), so a callback must not receive from the same queue
-    /// through another receiver: it would wait for itself. `Unsupported` on a rendezvous queue, whose sender could
-    /// be told `Disconnected` for a message its dead receiver took.
+    /// through another receiver: it would wait for itself. `Unsupported`
+    /// on a rendezvous queue, whose sender could be told `Disconnected`
+    /// for a message its dead receiver took.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
         if self.rx.ep.q.flavor() == Flavor::Zero {
             return Err(RecvError::Unsupported(

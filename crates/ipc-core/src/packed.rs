@@ -503,11 +503,7 @@ impl<'a> PackedRing<'a> {
                 // which is calling us now).
                 let r = unsafe { self.repair(side) };
                 if let Some(c) = self.counters {
-                    c.abandoned_writes
-                        .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-                    c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
-                    c.redelivered_reads
-                        .fetch_add(r.redelivered_reads, Ordering::Relaxed);
+                    r.add_to(c);
                 }
                 self.unlock(side, token);
                 match self.lock(side, owner)? {
@@ -1725,7 +1721,7 @@ mod tests {
         let put_tagged = |msg: &[u8], tag: u64, cache: &mut HeadCache| {
             let mut c = r.try_claim_write(0, msg.len(), cache).unwrap().unwrap();
             r.payload_mut(&mut c)[..msg.len()].copy_from_slice(msg);
-            r.commit_tagged(c, msg.len(), tag).unwrap();
+            r.commit(c, msg.len(), tag).unwrap();
         };
         assert_eq!(r.last_tag(1).unwrap(), Some(0), "no tag yet");
         put_tagged(b"one", 7, &mut cache);

@@ -544,12 +544,7 @@ impl Queue {
 
     /// Adds what a repair found to the segment's loss counters.
     pub(crate) fn count(&self, r: Recovered) {
-        let c = &self.header().counters;
-        c.abandoned_writes
-            .fetch_add(r.abandoned_writes, Ordering::Relaxed);
-        c.lost_reads.fetch_add(r.lost_reads, Ordering::Relaxed);
-        c.redelivered_reads
-            .fetch_add(r.redelivered_reads, Ordering::Relaxed);
+        r.add_to(&self.header().counters);
     }
 
     /// True if one producer and one consumer attach at a time.

@@ -152,27 +152,10 @@ impl<'a> Ring<'a> {
         each!(self, r => r.payload_mut(claim))
     }
 
-    /// Publishes a claim holding `len` bytes; `tag` must be 0 (records
-    /// carry none: the argument is the retired slot engine's).
+    /// Publishes a claim holding `len` bytes; a non-zero `tag` becomes the
+    /// ring's last tag in the same step (see [`PackedRing::commit_tagged`]).
     #[inline]
-    pub fn commit(&self, claim: WriteClaim<'_>, len: usize, tag: u32) -> Result<(), CorruptError> {
-        match self {
-            Ring::Packed(r) => {
-                debug_assert_eq!(tag, 0, "packed records carry no tag");
-                r.commit(claim, len)
-            }
-        }
-    }
-
-    /// Publishes a claim holding `len` bytes and makes `tag` the ring's
-    /// last tag in the same step (see [`PackedRing::commit_tagged`]).
-    #[inline]
-    pub fn commit_tagged(
-        &self,
-        claim: WriteClaim<'_>,
-        len: usize,
-        tag: u64,
-    ) -> Result<(), CorruptError> {
+    pub fn commit(&self, claim: WriteClaim<'_>, len: usize, tag: u64) -> Result<(), CorruptError> {
         each!(self, r => r.commit_tagged(claim, len, tag))
     }
 
