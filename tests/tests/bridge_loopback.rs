@@ -286,7 +286,13 @@ struct Collecting {
 }
 
 impl Collecting {
-    fn start(mut rx: ipc_core::Receiver, n: usize) -> Collecting {
+    fn start(rx: ipc_core::Receiver, n: usize) -> Collecting {
+        Collecting::pausing(rx, n, usize::MAX, Duration::ZERO)
+    }
+
+    /// [`Collecting::start`], pausing for `pause` once it has `after`
+    /// messages (so that what the bridge offers next waits for it).
+    fn pausing(mut rx: ipc_core::Receiver, n: usize, after: usize, pause: Duration) -> Collecting {
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let c = count.clone();
         let thread = std::thread::spawn(move || {
@@ -298,6 +304,9 @@ impl Collecting {
                     Ok(m) => {
                         got.push(m);
                         c.store(got.len(), Ordering::SeqCst);
+                        if got.len() == after {
+                            std::thread::sleep(pause);
+                        }
                     }
                     // The bridge's sender died with it: wait for the next.
                     Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
@@ -389,13 +398,61 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
     // before its delivered table records it. Restarted, it must not take
     // the importer's resend of that message for a new one (it did, before
     // commit tags: one message twice).
-    let mut p = pair("kill-window", Capacity::Bounded(64), 128, &[]);
+    let kill = Kill {
+        hook: "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING",
+        at: 2500,
+        n: 6000,
+    };
+    exporter_killed_at("kill-window", Capacity::Bounded(64), kill, None);
+}
+
+#[test]
+fn a_rendezvous_exporter_killed_between_its_offer_taken_and_recording_it_delivers_it_once() {
+    // The same window on a rendezvous mailbox: the offer was taken, the
+    // send returned, the table does not say so yet.
+    let kill = Kill {
+        hook: "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING",
+        at: 100,
+        n: 300,
+    };
+    exporter_killed_at("kill-window-zero", Capacity::Zero, kill, None);
+}
+
+#[test]
+fn a_rendezvous_exporter_killed_while_its_offer_waits_for_a_receiver_delivers_it_once() {
+    // The rendezvous window of the delivering side: the exporter's offer
+    // of message 100 sits in the far mailbox (its receiver pauses after
+    // 99) when the exporter is killed. A receiver may take it later; the
+    // restarted exporter must not offer it again as well (it did: the
+    // offer was no record of the table).
+    let kill = Kill {
+        hook: "IPC_BRIDGE_TEST_KILL_WHILE_OFFERING",
+        at: 100,
+        n: 300,
+    };
+    let pause = (99, Duration::from_millis(1500));
+    exporter_killed_at("offer-kill-zero", Capacity::Zero, kill, Some(pause));
+}
+
+/// Where a bridge kills itself (the test hook and its count) in a stream
+/// of `n` messages.
+struct Kill {
+    hook: &'static str,
+    at: u32,
+    n: u32,
+}
+
+/// A stream of `kill.n` messages through an exporter that kills itself at
+/// `kill` and is started again: each must arrive exactly once. `pause`:
+/// the far receiver pauses this long after this many messages.
+fn exporter_killed_at(tag: &str, capacity: Capacity, kill: Kill, pause: Option<(usize, Duration)>) {
+    let mut p = pair(tag, capacity, 128, &[]);
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let rx = far.receiver().unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     p.exporter.kill();
     let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env("IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING", "2500");
+    doomed.env(kill.hook, kill.at.to_string());
     let listen = format!("tcp/127.0.0.1:{}", p.port);
     p.exporter = Bridge::start_with(
         doomed,
@@ -408,10 +465,11 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
             p.far.as_str(),
         ],
     );
-    const N: u32 = 6000;
+    let n = kill.n;
     let tx = near.sender().unwrap();
-    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
-    let receiver = Collecting::start(rx, N as usize);
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, n));
+    let (after, pause) = pause.unwrap_or((usize::MAX, Duration::ZERO));
+    let receiver = Collecting::pausing(rx, n as usize, after, pause);
     let died = p.exporter.child.wait_timeout(3 * PATIENCE);
     assert!(died.is_some(), "the exporter did not kill itself");
     assert!(
@@ -420,10 +478,10 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
         p.exporter.log()
     );
     p.exporter = exporter(&p.far, p.port, &[]);
-    assert_eq!(sender.join().unwrap(), N);
+    assert_eq!(sender.join().unwrap(), n);
     let got = receiver.finish();
-    check_exactly_once(&got, &[(0, N)]).unwrap();
-    assert_eq!(got.len(), N as usize, "a duplicate after the last message");
+    check_exactly_once(&got, &[(0, n)]).unwrap();
+    assert_eq!(got.len(), n as usize, "a duplicate after the last message");
 }
 
 /// The taking side's window, hit every time: the importer kills itself
@@ -432,6 +490,23 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
 /// once (a proxy that cannot redeliver lost it: unbounded ones did).
 fn importer_killed_while_journaling_loses_nothing(tag: &str, capacity: Capacity) {
     importer_killed_at(tag, capacity, "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING")
+}
+
+#[test]
+fn an_importer_killed_while_journaling_from_a_rendezvous_proxy_loses_nothing() {
+    // The proxy's sender is still waiting for its offer to be taken on
+    // the far host: the message must stay for the restarted importer (it
+    // was lost, counted, and the send returned Ok).
+    importer_killed_while_journaling_loses_nothing("journal-kill-zero", Capacity::Zero);
+}
+
+#[test]
+fn an_importer_killed_after_journaling_from_a_rendezvous_proxy_delivers_once() {
+    importer_killed_at(
+        "journaled-kill-zero",
+        Capacity::Zero,
+        "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING",
+    );
 }
 
 /// The same, killed right after journaling the message, before the proxy
@@ -461,18 +536,22 @@ fn importer_killed_at(tag: &str, capacity: Capacity, hook: &str) {
     let rx = far.receiver().unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     p.importer.kill();
+    // A rendezvous takes a round trip across the bridges per message.
+    let (at, n) = match capacity {
+        Capacity::Zero => (100, 300),
+        _ => (1500, 4000),
+    };
     let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env(hook, "1500");
+    doomed.env(hook, at.to_string());
     let connect = format!("tcp/127.0.0.1:{}", p.port);
     let import = format!("{}={}", p.far, p.near);
     p.importer = Bridge::start_with(
         doomed,
         &["--name", "B", "--connect", &connect, "--import", &import],
     );
-    const N: u32 = 4000;
     let tx = near.sender().unwrap();
-    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
-    let receiver = Collecting::start(rx, N as usize);
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, n));
+    let receiver = Collecting::start(rx, n as usize);
     assert!(
         p.importer.child.wait_timeout(3 * PATIENCE).is_some(),
         "the importer did not kill itself"
@@ -483,9 +562,9 @@ fn importer_killed_at(tag: &str, capacity: Capacity, hook: &str) {
         p.importer.log()
     );
     p.importer = importer(&p.far, &p.near, p.port, &[]);
-    assert_eq!(sender.join().unwrap(), N);
+    assert_eq!(sender.join().unwrap(), n);
     let got = receiver.finish();
-    check_exactly_once(&got, &[(0, N)]).unwrap();
+    check_exactly_once(&got, &[(0, n)]).unwrap();
     assert_eq!(
         Mailbox::open(p.near.as_str()).unwrap().status().lost_reads,
         0,

@@ -162,17 +162,30 @@ fn without_redelivery_an_unbounded_queue_loses_the_message_and_counts_it() {
 }
 
 #[test]
-fn rendezvous_queues_refuse_redelivery() {
-    if std::env::var(CHILD).is_ok() {
-        return;
+fn a_rendezvous_offer_its_receiver_was_killed_holding_stays_taken_and_comes_again() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
     }
-    let (name, mb) = mailbox("redeliver-refused", Capacity::Zero);
-    let mut rx = mb.receiver().unwrap();
-    assert!(matches!(
-        rx.redeliver_if_killed(),
-        Err(ipc_core::RecvError::Unsupported(_))
-    ));
-    drop((rx, mb));
+    // The sender may no longer withdraw it (its dead receiver may have
+    // used it), so its send returns Ok, never Disconnected or Timeout,
+    // though the next receiver is the one that takes it.
+    let (name, mb) = mailbox("redeliver-zero", Capacity::Zero);
+    let mut tx = mb.sender().unwrap();
+    let sender = std::thread::spawn(move || tx.send_timeout(b"m0".to_vec(), PATIENCE));
+    let (line, i, m, lost) = kill_child_holding_next(
+        &mb,
+        &name,
+        "a_rendezvous_offer_its_receiver_was_killed_holding_stays_taken_and_comes_again",
+        "redeliver",
+    );
+    assert_eq!(
+        line,
+        format!("holding {i} m0"),
+        "the same message, same index"
+    );
+    assert_eq!((m, lost), (b"m0".to_vec(), 0));
+    assert!(sender.join().unwrap().is_ok(), "the send returned Ok");
+    drop(mb);
     Mailbox::unlink(name.as_str()).unwrap();
 }
 

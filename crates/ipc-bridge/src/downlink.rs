@@ -44,6 +44,13 @@ const TAG_WAIT: Duration = Duration::from_millis(500);
 /// last one: the delivering side's window, which a kill from outside
 /// hits only in a few runs of a hundred.
 const KILL_AFTER_ENV: &str = "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING";
+/// For the tests only: the bridge kills itself a moment after it starts
+/// offering this many-th message to a rendezvous mailbox, while the offer
+/// waits for a receiver (a test's receiver that pauses then leaves it
+/// there at the kill).
+const KILL_WHILE_OFFERING_ENV: &str = "IPC_BRIDGE_TEST_KILL_WHILE_OFFERING";
+/// How long after starting that offer.
+const KILL_WHILE_OFFERING_AFTER: Duration = Duration::from_millis(5);
 
 /// The tag a message of `origin` carries into a bounded mailbox: stored
 /// with its commit (`Sender::send_tagged_batch_until`), so that a bridge
@@ -160,6 +167,8 @@ struct Origin {
     last_ack: Option<Instant>,
     repeats: u64,
     gaps: u64,
+    /// The message offered last (rendezvous; 0: none yet).
+    offered: u64,
 }
 
 /// What one downlink delivers into, and where its frames come from.
@@ -211,11 +220,11 @@ pub fn run(
 
     let mut origins: HashMap<u64, Origin> = HashMap::new();
     let mut sender: Option<Sender> = None;
-    // Bounded mailboxes keep tags: until the last one was read, what the
+    // Bounded and rendezvous mailboxes keep tags: until the last one was read, what the
     // table says of the message delivered last may be one behind.
     // Until then the table is not written (`take_frame` defers what would
     // write it): a write could evict the entry the tag names.
-    let tagged = matches!(capacity, Capacity::Bounded(_));
+    let tagged = matches!(capacity, Capacity::Bounded(_) | Capacity::Zero);
     let mut tag_settled = !tagged;
     let salt = delivered
         .salt()
@@ -223,6 +232,7 @@ pub fn run(
     // The salt of the deliveries' tags (`None`: untagged).
     let tags = tagged.then_some(salt);
     let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
+    let mut kill_while_offering = Countdown::from_env(KILL_WHILE_OFFERING_ENV);
     let mut receivers_gone = false;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let mut starved = false;
@@ -263,7 +273,10 @@ pub fn run(
             }
             let tx = attached(&mut sender, &mailbox, name)?;
             let result = match capacity {
-                Capacity::Zero => deliver_offer(tx, org, &mut delivered, *key),
+                Capacity::Zero => {
+                    let hooks = (&mut kill_while_offering, &mut kill_after);
+                    deliver_offer(tx, org, &mut delivered, *key, salt, hooks)
+                }
                 _ => deliver_batch(tx, org, &mut delivered, *key, tags, &mut kill_after),
             };
             if let Err(e) = result {
@@ -402,23 +415,44 @@ pub fn run(
 }
 
 /// Offers the next pending message of a rendezvous mailbox (one at a
-/// time: the far sender waits for each), for up to [`OFFER`].
+/// time: the far sender waits for each), for up to [`OFFER`], tagged: an
+/// offer taken carries its tag into the mailbox's last tag, one withdrawn
+/// (timed out here, or by a restarted bridge after a kill) takes it away.
 fn deliver_offer(
     tx: &mut Sender,
     org: &mut Origin,
     delivered: &mut Delivered,
     origin: u64,
+    salt: u64,
+    (kill_while_offering, kill_after): (&mut Countdown, &mut Countdown),
 ) -> Result<(), SendError<()>> {
     let Some((seq, msg)) = org.pending.pop_front() else {
         return Ok(());
     };
-    match tx.send_timeout(msg, OFFER) {
-        Ok(()) => {
+    if org.offered != seq {
+        // Counted once per message, however often it is offered again.
+        org.offered = seq;
+        kill_while_offering.tick_later(KILL_WHILE_OFFERING_AFTER);
+    }
+    make_entry(delivered, origin);
+    let offer = [(tag_of(salt, origin, seq), msg)];
+    match tx.send_tagged_batch_until(offer, Deadline::after(OFFER)) {
+        Ok(_) => {
+            kill_after.tick();
             delivered.record(origin, seq);
             org.changed = true;
             Ok(())
         }
-        Err(e) => Err(keep_pending(org, seq, e)),
+        Err(e) => Err(keep_pending(org, seq, e.error)),
+    }
+}
+
+/// Gives `origin` its table entry before its first message, so that the
+/// last tag can name that message after a restart (`settle_last_tag`
+/// looks at entries).
+fn make_entry(delivered: &mut Delivered, origin: u64) {
+    if !delivered.knows(origin) {
+        delivered.record(origin, delivered.last(origin));
     }
 }
 
@@ -447,11 +481,7 @@ fn deliver_batch(
     tags: Option<u64>,
     kill_after: &mut Countdown,
 ) -> Result<(), SendError<()>> {
-    if !delivered.knows(origin) {
-        // An entry before the first message, so that the last tag can
-        // name it after a restart (`settle_last_tag` looks at entries).
-        delivered.record(origin, delivered.last(origin));
-    }
+    make_entry(delivered, origin);
     let mut batch = Recording {
         pending: &mut org.pending,
         delivered,
@@ -537,6 +567,7 @@ fn take_frame(
         last_ack: None,
         repeats: 0,
         gaps: 0,
+        offered: 0,
     });
     org.heard = Instant::now();
     org.changed |= !frame.messages.is_empty();

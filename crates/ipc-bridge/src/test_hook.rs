@@ -21,13 +21,39 @@ impl Countdown {
 
     /// One more event: at the count's end, the bridge kills itself.
     pub fn tick(&mut self) {
-        let Some(left) = self.left.as_mut() else {
-            return;
-        };
-        *left = left.saturating_sub(1);
-        if *left == 0 {
+        if self.ends() {
             log::warn!("{}: killing this bridge here", self.what);
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            kill_self();
         }
     }
+
+    /// One more event: at the count's end, the bridge kills itself
+    /// `after` this long, from another thread, while this one goes on
+    /// (into a wait that the kill is meant to land in).
+    pub fn tick_later(&mut self, after: std::time::Duration) {
+        if self.ends() {
+            log::warn!("{}: killing this bridge in {after:?}", self.what);
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                kill_self();
+            });
+        }
+    }
+
+    /// Counts one event down: true at the count's end (once).
+    fn ends(&mut self) -> bool {
+        let Some(left) = self.left.as_mut() else {
+            return false;
+        };
+        *left = left.saturating_sub(1);
+        let end = *left == 0;
+        if end {
+            self.left = None;
+        }
+        end
+    }
+}
+
+fn kill_self() {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }

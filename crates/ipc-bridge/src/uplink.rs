@@ -269,6 +269,11 @@ impl Link {
         }
     }
 
+    /// True if the far side confirmed it withdrew message `seq`.
+    fn withdrawn_there(&self, seq: u64) -> bool {
+        self.cancelled == seq && self.journal.acked() >= seq
+    }
+
     fn heartbeat(&mut self) {
         let gone = self.senders_gone && self.journal.in_flight() == 0;
         let frame = DataFrame::new(
@@ -506,12 +511,12 @@ pub fn run(
             }
             r.expect_new_senders();
             redelivered = false;
-            if sole && !rendezvous {
+            if sole {
                 // Killed while copying a message into the journal (inside
                 // the receive callback), the bridge leaves it in the proxy
                 // for its next run, which drops it if it was journaled
-                // (by its index). Rendezvous proxies cannot: there the
-                // message is lost, counted in the proxy's lost_reads.
+                // (by its index). A rendezvous offer held so stays the
+                // taken one: its sender can no longer withdraw it.
                 match r.redeliver_if_killed() {
                     Ok(()) => {
                         // A journal left by a run on another proxy of the
@@ -545,9 +550,34 @@ pub fn run(
                     // receiver on the far host took the message; an offer
                     // withdrawn stays in the proxy for its sender to take
                     // back with `Disconnected`.
-                    r.recv_if_until(deadline, |msg| {
-                        let seq = l.journal.append(msg).expect("room checked");
+                    r.recv_if_indexed_until(deadline, |index, msg| {
+                        kill_while_journaling.tick();
                         l.senders_gone = false;
+                        // The first offer after attaching may be one
+                        // journaled by a run killed before the far side
+                        // took it (or before the proxy let go of it).
+                        let repeat = std::mem::take(&mut fresh)
+                            && l.journal.last_source_index() == Some(index);
+                        if repeat {
+                            let seq = l.journal.written();
+                            log::info!("{local}: the offer journaled as {seq} before a restart, offered again: waiting for its fate");
+                            if l.rendezvous(seq, stop) {
+                                return Some(());
+                            }
+                            if !l.withdrawn_there(seq) {
+                                return None;
+                            }
+                            // Withdrawn there, still offered here (and
+                            // maybe no longer withdrawable: it was held):
+                            // a new message to send.
+                        }
+                        let seq = if redelivered {
+                            l.journal.append_indexed(msg, index)
+                        } else {
+                            l.journal.append(msg)
+                        }
+                        .expect("room checked");
+                        kill_after_journaling.tick();
                         l.rendezvous(seq, stop).then_some(())
                     })
                     .map(|taken| {

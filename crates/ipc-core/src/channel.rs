@@ -195,13 +195,24 @@ impl Tx {
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
+        self.send_tagged(0, msg, deadline)
+    }
+
+    /// [`Tx::send`], with a commit tag (0: none; see
+    /// [`Tx::send_tagged_batch`]).
+    fn send_tagged<M: AsRef<[u8]>>(
+        &mut self,
+        tag: u64,
+        msg: M,
+        deadline: Deadline,
+    ) -> Result<(), SendError<M>> {
         let (msg, len) = self.fits(msg)?;
         let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
         };
         claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
-        self.commit(claimed, len, deadline)
+        self.commit_tagged(claimed, len, tag, deadline)
             .map_err(|stop| stop_to_send(stop, deadline, msg))
     }
 
@@ -241,29 +252,29 @@ impl Tx {
         msgs: impl IntoIterator<Item = M>,
         deadline: Deadline,
     ) -> Result<usize, (usize, SendError<M>)> {
-        if self.main().flavor() == Flavor::Zero {
-            // Each rendezvous waits for its receiver: nothing to batch.
-            let mut sent = 0;
-            for msg in msgs {
-                self.send(msg, deadline).map_err(|e| (sent, e))?;
-                sent += 1;
-            }
-            return Ok(sent);
-        }
+        // (Each rendezvous waits for its receiver: nothing to batch.)
         self.send_tagged_batch(msgs.into_iter().map(|m| (0, m)), deadline)
     }
 
     /// [`Tx::send_batch`] of `(tag, message)` pairs: each message's
     /// non-zero tag is made the ring's last tag with its commit (0: none).
-    /// Not for rendezvous queues ([`Tx::send_batch`] sends those one by
-    /// one); on an unbounded one a tag would stay in its block, so the
-    /// public call refuses tags there.
+    /// A rendezvous queue's go one by one, each waiting for its receiver;
+    /// on an unbounded one a tag would stay in its block, so the public
+    /// call refuses tags there.
     pub(crate) fn send_tagged_batch<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
         deadline: Deadline,
     ) -> Result<usize, (usize, SendError<M>)> {
         let mut sent = 0;
+        if self.main().flavor() == Flavor::Zero {
+            for (tag, msg) in msgs {
+                self.send_tagged(tag, msg, deadline)
+                    .map_err(|e| (sent, e))?;
+                sent += 1;
+            }
+            return Ok(sent);
+        }
         let mut unannounced = false;
         let mut failed = None;
         for (tag, msg) in msgs {
@@ -311,23 +322,40 @@ impl Tx {
     /// The tag of the last tagged message committed to the queue (0:
     /// none), once no writer's claim is under way: waits (until
     /// `deadline`) for the write lock, reaping a dead holder, whose tagged
-    /// commit is then settled. Bounded queues only (the caller refuses the
-    /// others).
+    /// commit is then settled. On a rendezvous queue, of the last tagged
+    /// offer if a receiver took it (0 if withdrawn): one still waiting (its sender
+    /// was killed) is withdrawn, and a withdrawal killed half way is
+    /// finished first (by reaping). Bounded and rendezvous queues only
+    /// (the caller refuses the others).
     pub(crate) fn last_tag(&mut self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
         }
         let ring = self.ep.q.ring();
         let me = self.ep.me;
-        self.ep.block_on(
+        let offers = self.main().flavor() == Flavor::Zero;
+        let (tag, withdrew) = self.ep.block_on(
             |h| &h.space_ready,
             deadline,
-            |_| match ring.last_tag(me) {
-                Ok(Some(tag)) => Step::Ready(tag),
-                Ok(None) => Step::Wait,
-                Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+            |_| {
+                let found = if offers {
+                    ring.last_offer_tag(me)
+                } else {
+                    ring.last_tag(me).map(|t| t.map(|tag| (tag, false)))
+                };
+                match found {
+                    Ok(Some(found)) => Step::Ready(found),
+                    Ok(None) => Step::Wait,
+                    Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+                }
             },
-        )
+        )?;
+        if withdrew {
+            // Its room is free again, and receivers may see the end.
+            self.main().wake_senders();
+            self.main().wake_receivers();
+        }
+        Ok(tag)
     }
 
     /// Claims room for a message of up to `want` bytes (at most the
@@ -573,7 +601,19 @@ impl Tx {
         len: usize,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
-        let pos = self.publish(claimed, len, 0).map_err(Stop::Fail)?;
+        self.commit_tagged(claimed, len, 0, deadline)
+    }
+
+    /// [`Tx::commit`] with a commit tag (0: none). A rendezvous offer
+    /// withdrawn takes its tag with it (`PackedRing::try_retract`).
+    fn commit_tagged(
+        &mut self,
+        claimed: Claimed,
+        len: usize,
+        tag: u64,
+        deadline: Deadline,
+    ) -> Result<(), Stop<ClaimFail>> {
+        let pos = self.publish(claimed, len, tag).map_err(Stop::Fail)?;
         self.main().wake_receivers();
         if self.main().flavor() != Flavor::Zero {
             return Ok(());

@@ -273,9 +273,12 @@ impl Sender {
     /// message). One tag per queue: meant for a queue's only tagging
     /// sender (not enforced: another's tags would overwrite it; an
     /// exported mailbox's is ipc-bridge's). Make tags hard to guess (keyed
-    /// by a secret) if others choose what you tag. Bounded queues only:
-    /// `Unsupported` on a rendezvous queue and on an unbounded one (whose
-    /// blocks each keep their own).
+    /// by a secret) if others choose what you tag. On a rendezvous queue
+    /// each message waits for its receiver, and an offer withdrawn (timed
+    /// out, or disconnected) takes its tag with it: the last tag is that
+    /// of the last tagged offer if a receiver took it, and 0 once it was
+    /// withdrawn. `Unsupported` on an unbounded
+    /// queue (whose blocks each keep their own).
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
@@ -300,8 +303,14 @@ impl Sender {
     /// none; see [`Sender::send_tagged_batch_until`]), once no sender's
     /// claim is under way: waits for the write lock until `deadline`,
     /// settling the claim of a sender killed in its commit (found dead
-    /// within the liveness period). `Timeout` if a live sender kept its
-    /// claim all that time; `Unsupported` where tags are.
+    /// within the liveness period). On a rendezvous queue: of the last
+    /// tagged offer if a receiver took it (0 if it was withdrawn); a
+    /// tagged offer still waiting for a
+    /// receiver, which this sender's killed predecessor made, is
+    /// withdrawn now (it did not go in, and now will not), and a
+    /// withdrawal killed half way is finished first. `Timeout` if a live
+    /// sender kept its claim (or a receiver the readers' lock) all that
+    /// time; `Unsupported` where tags are.
     pub fn last_tag(&mut self, deadline: Deadline) -> Result<u64, SendError<()>> {
         if let Some(why) = self.tags_unsupported() {
             return Err(SendError::Unsupported((), why));
@@ -313,8 +322,7 @@ impl Sender {
 
     fn tags_unsupported(&self) -> Option<&'static str> {
         match self.tx.ep.q.flavor() {
-            Flavor::Bounded => None,
-            Flavor::Zero => Some("a rendezvous queue keeps no tags"),
+            Flavor::Bounded | Flavor::Zero => None,
             Flavor::Unbounded => Some("an unbounded queue's tags would stay in its blocks"),
         }
     }
@@ -507,15 +515,13 @@ impl Receiver {
     /// unbounded queue such a receiver holds its block's turn while the
     /// callback runs (others would wait; without redelivery the head moves
     /// on first), so a callback must not receive from the same queue
-    /// through another receiver: it would wait for itself. `Unsupported`
-    /// on a rendezvous queue, whose sender could be told `Disconnected`
-    /// for a message its dead receiver took.
+    /// through another receiver: it would wait for itself. On a
+    /// rendezvous queue the message a dead receiver held counts as taken:
+    /// its sender goes on waiting for the next receiver to let go of it,
+    /// but can no longer withdraw it, so its send returns `Ok` (never
+    /// `Disconnected` or `Timeout` for a message that may have been used)
+    /// at the latest at its deadline.
     pub fn redeliver_if_killed(&mut self) -> Result<(), RecvError> {
-        if self.rx.ep.q.flavor() == Flavor::Zero {
-            return Err(RecvError::Unsupported(
-                "a rendezvous sender could be told Disconnected for a message taken",
-            ));
-        }
         self.rx.mode.redeliver = true;
         Ok(())
     }
@@ -555,6 +561,19 @@ impl Receiver {
         }
         self.rx
             .recv_with_keep(deadline, usize::MAX, f, &|r: &Option<R>| r.is_none())
+    }
+
+    /// [`Receiver::recv_if_until`], telling `f` the message's index as
+    /// well (see [`Receiver::recv_batch_indexed_until`]).
+    pub fn recv_if_indexed_until<R>(
+        &mut self,
+        deadline: Deadline,
+        f: impl FnOnce(u64, &[u8]) -> Option<R>,
+    ) -> Result<Option<R>, RecvError> {
+        let index = self.rx.mode.index.get_or_insert_default().clone();
+        self.recv_if_until(deadline, |msg| {
+            f(index.load(std::sync::atomic::Ordering::Relaxed), msg)
+        })
     }
 
     /// Reports end of stream only after at least `n` senders have attached

@@ -41,7 +41,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// Version 6: the head cursor's redelivery request (`Cursor::redeliver`)
 /// and the tail cursor's commit tags (`Cursor::tag`, `tag_pending`,
 /// `tag_pos`), which a repair by an older build would not honour.
-pub const LAYOUT_VERSION: u32 = 6;
+/// Version 7: rendezvous offers keep tags and can be redelivered
+/// (`Cursor::tag_at`, `withdrawn_at`, `kept_at`).
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
 /// layout version 5 (every queue is packed): refused.
@@ -146,6 +148,18 @@ pub struct Cursor {
     /// Packed ring, tail only: the position of the tagged claim being
     /// committed, plus one; 0 when no tagged commit is under way.
     pub tag_pos: CursorWord,
+    /// Packed ring, tail only: the position of the record that carries
+    /// `tag`, plus one; 0 when none does any more (a rendezvous offer
+    /// withdrawn takes its tag with it: `PackedRing::last_offer_tag`).
+    pub tag_at: CursorWord,
+    /// Packed ring, head only (shared rings): the position of the record
+    /// withdrawn last, plus one, stored before its `WITHDRAWN` mark, so
+    /// that the repair of a withdrawer killed in between finishes it.
+    pub withdrawn_at: CursorWord,
+    /// Packed ring, head only: the position of a record that a reader
+    /// which had asked for redelivery died holding, plus one: it was
+    /// taken, so its rendezvous sender can no longer withdraw it.
+    pub kept_at: CursorWord,
 }
 
 /// Counters kept for status and for end-of-stream decisions.

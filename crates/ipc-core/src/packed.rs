@@ -563,7 +563,10 @@ impl<'a> PackedRing<'a> {
         unsafe {
             match side {
                 Side::Write => self.repair_writer(),
-                Side::Read => self.repair_reader(),
+                Side::Read => {
+                    self.finish_withdrawal();
+                    self.repair_reader()
+                }
             }
         }
     }
@@ -986,6 +989,7 @@ impl<'a> PackedRing<'a> {
             // emits it (stored first, the tag would name a message that a
             // kill before the header leaves withdrawn).
             self.tail.tag.store(tag, Ordering::Release);
+            self.tail.tag_at.store(pos + 1, Ordering::Release);
             self.tail.tag_pos.store(0, Ordering::Release);
         }
         // Release: whoever sees the count sees the record it counts.
@@ -1336,26 +1340,152 @@ impl<'a> PackedRing<'a> {
         let Some(token) = self.take(Side::Read, owner)? else {
             return Ok(None);
         };
-        let head = self.head.pos.load(Ordering::Relaxed);
-        let withdrawn = if head & !READING > pos {
-            Ok(false)
-        } else {
-            let h = self.word(pos).load(Ordering::Acquire);
-            if h & (COMMIT | PAD | WITHDRAWN) == COMMIT {
-                // Readers look at headers only under the lock we hold.
-                self.word(pos).store(h | WITHDRAWN, Ordering::Release);
-                // Passed over now if nothing but padding is before it, as
-                // a reader would, so that nothing counts it queued.
-                self.pass_dead_records();
-                Ok(true)
-            } else {
-                Err(CorruptError(format!(
-                    "record header {h:#x} at {pos}: not the message committed there"
-                )))
-            }
-        };
+        let withdrawn = self.withdraw(pos);
         self.unlock(Side::Read, token);
         withdrawn.map(Some)
+    }
+
+    /// [`PackedRing::try_retract`] under the read lock: withdraws the
+    /// record at `pos` unless a reader took it (false). Its position is
+    /// stored first, so that if we are killed before the end, the repair
+    /// of our lock finishes the withdrawal (`finish_withdrawal`); a record
+    /// that a dead reader held for redelivery (`kept_at`) counts as taken.
+    fn withdraw(&self, pos: u64) -> Result<bool, CorruptError> {
+        let head = self.head.pos.load(Ordering::Relaxed);
+        if head & !READING > pos || self.head.kept_at.load(Ordering::Relaxed) == pos + 1 {
+            return Ok(false);
+        }
+        let h = self.word(pos).load(Ordering::Acquire);
+        if h & (COMMIT | PAD | WITHDRAWN) != COMMIT {
+            return Err(CorruptError(format!(
+                "record header {h:#x} at {pos}: not the message committed there"
+            )));
+        }
+        self.head.withdrawn_at.store(pos + 1, Ordering::Release);
+        // Readers look at headers only under the lock we hold.
+        self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+        self.untag(pos);
+        // Passed over now if nothing but padding is before it, as a
+        // reader would, so that nothing counts it queued.
+        self.pass_dead_records();
+        Ok(true)
+    }
+
+    /// True if a valid message record starts at `pos` and nothing but
+    /// padding and withdrawn records lies before it, as the reader of the
+    /// moment (under the read lock) would find.
+    fn is_next_record(&self, pos: u64) -> bool {
+        let mut at = self.head.pos.load(Ordering::Relaxed);
+        let mut count = self.head.count.load(Ordering::Relaxed);
+        if at & READING != 0 || count >= COUNT_LIMIT {
+            return false;
+        }
+        for _ in 0..(self.limit + 2).min(self.size / RECORD_HEADER) {
+            if at > pos || at >= POS_LIMIT {
+                return false;
+            }
+            let h = self.word(at).load(Ordering::Acquire);
+            let Ok(rec) = self.validate(at, h, count) else {
+                return false;
+            };
+            if at == pos {
+                return h & PAD == 0;
+            }
+            if h & PAD != 0 {
+                at += rec;
+            } else if h & WITHDRAWN != 0 {
+                at += rec;
+                count += 1;
+            } else {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// The record at `pos` was withdrawn: if it carried the last tag, the
+    /// tag no longer names a message that went in.
+    fn untag(&self, pos: u64) {
+        if self.tail.tag_at.load(Ordering::Acquire) == pos + 1 {
+            self.tail.tag_at.store(0, Ordering::Release);
+        }
+    }
+
+    /// Finishes the withdrawal a dead holder of the read lock began (see
+    /// `withdraw`): the record it named, still at or after the head, is
+    /// marked withdrawn and untagged. A name behind the head is a
+    /// withdrawal that finished (readers pass a record only once it is
+    /// marked); one beyond what was committed is no record of ours.
+    fn finish_withdrawal(&self) {
+        let at = self.head.withdrawn_at.load(Ordering::Acquire);
+        let head = self.head.pos.load(Ordering::Acquire) & !READING;
+        let tail = self.tail.pos.load(Ordering::Acquire) & !WRITING;
+        let Some(pos) = at.checked_sub(1) else {
+            return;
+        };
+        if pos < head || pos >= tail || pos % RECORD_HEADER != 0 {
+            return;
+        }
+        let h = self.word(pos).load(Ordering::Acquire);
+        if h & (COMMIT | PAD) != COMMIT {
+            return;
+        }
+        if h & WITHDRAWN == 0 {
+            self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+        }
+        self.untag(pos);
+    }
+
+    /// For a rendezvous ring: the tag of the last tagged offer that a
+    /// receiver took (0: none, or it was withdrawn), once no claim and no
+    /// withdrawal is under way, like [`PackedRing::last_tag`]. An offer
+    /// still waiting, whose sender (the caller's predecessor) is gone, is
+    /// withdrawn here, untagged: it did not go in, and will not. `Ok(None)`
+    /// while another holds a lock this needs. Returns also whether it
+    /// withdrew one (its room is free: wake the senders).
+    pub fn last_offer_tag(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
+        if !self.shared {
+            return Ok(Some((self.tail.tag.load(Ordering::Acquire), false)));
+        }
+        let Some(write) = self.take(Side::Write, owner)? else {
+            return Ok(None);
+        };
+        let found = self.settle_offer(owner);
+        self.unlock(Side::Write, write);
+        found
+    }
+
+    /// [`PackedRing::last_offer_tag`] under the write lock.
+    fn settle_offer(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
+        let tag = self.tail.tag.load(Ordering::Acquire);
+        let Some(pos) = self.tail.tag_at.load(Ordering::Acquire).checked_sub(1) else {
+            return Ok(Some((0, false)));
+        };
+        if self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1 {
+            return Ok(Some((tag, false)));
+        }
+        // Waiting, or being withdrawn: under the read lock (a dead
+        // withdrawer's is freed by reaping, which finishes its work).
+        let Some(read) = self.take(Side::Read, owner)? else {
+            return Ok(None);
+        };
+        let found = if !self.is_next_record(pos) {
+            // Not the record to read next (a rendezvous ring holds one
+            // offer): a scribbled word, not to act on. It names nothing.
+            self.tail.tag_at.store(0, Ordering::Release);
+            Ok((0, false))
+        } else if self.word(pos).load(Ordering::Acquire) & WITHDRAWN != 0 {
+            // Marked, not yet untagged (its withdrawer was killed, and the
+            // repair that finishes it has not come): finished here.
+            self.untag(pos);
+            Ok((0, false))
+        } else {
+            // Withdrawn now (true), or a reader took it meanwhile.
+            self.withdraw(pos)
+                .map(|withdrawn| if withdrawn { (0, true) } else { (tag, false) })
+        };
+        self.unlock(Side::Read, read);
+        found.map(Some)
     }
 
     fn publish(&self, pos: u64, count: u64) {
@@ -1407,7 +1537,9 @@ impl<'a> PackedRing<'a> {
         let (due, lost) = match self.validate(pos, h, count) {
             Ok(_) if lost == 1 && self.head.redeliver.load(Ordering::Acquire) == count + 1 => {
                 // Its reader asked for redelivery: the message stays at
-                // the head, unreleased (one store, as `put_back`).
+                // the head, unreleased (one store, as `put_back`). It was
+                // taken: a rendezvous sender may no longer withdraw it.
+                self.head.kept_at.store(pos + 1, Ordering::Release);
                 self.head.pos.store(pos, Ordering::Release);
                 self.forget_redelivery();
                 return Recovered {
@@ -1469,6 +1601,7 @@ impl<'a> PackedRing<'a> {
         if kept && at == start + 1 {
             let tag = self.tail.tag_pending.load(Ordering::Relaxed);
             self.tail.tag.store(tag, Ordering::Relaxed);
+            self.tail.tag_at.store(at, Ordering::Relaxed);
         }
         self.tail.tag_pos.store(0, Ordering::Release);
     }
@@ -2176,6 +2309,116 @@ mod tests {
             assert_eq!((p.head_pos(), r.len()), (16, 1), "stores: {stores}");
         }
         assert_eq!(take(&r).unwrap(), b"next");
+    }
+
+    /// Commits `msg` tagged `tag` as writer 0; returns its position.
+    fn offer(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8], tag: u64) -> u64 {
+        let mut c = r.try_claim_write(0, msg.len(), cache).unwrap().unwrap();
+        let pos = c.pos();
+        r.payload_mut(&mut c)[..msg.len()].copy_from_slice(msg);
+        r.commit(c, msg.len(), tag).unwrap();
+        pos
+    }
+
+    #[test]
+    fn an_offer_taken_keeps_its_tag_and_one_left_waiting_is_withdrawn_untagged() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "no tag yet");
+        offer(&r, &mut cache, b"one", 7);
+        assert_eq!(take(&r).unwrap(), b"one");
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((7, false)), "taken");
+        // Withdrawn by its sender: the tag goes with it.
+        let two = offer(&r, &mut cache, b"two", 9);
+        assert_eq!(p.try_retract(two, 0).unwrap(), Some(true));
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "withdrawn");
+        // Left waiting by a sender that died: withdrawn here, untagged.
+        let three = offer(&r, &mut cache, b"three", 11);
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, true)), "withdrawn now");
+        assert!(take(&r).is_none(), "nothing left to read");
+        assert!(p.was_taken(three), "passed over");
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)));
+        // A scribbled word naming the middle of a record: acted on never.
+        let five = offer(&r, &mut cache, b"five, long enough", 15);
+        p.tail.tag_at.store(five + 8 + 1, Ordering::Relaxed);
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "names nothing");
+        assert_eq!(take(&r).unwrap(), b"five, long enough", "untouched");
+        // Held by a reader: taken, whatever it does next.
+        offer(&r, &mut cache, b"four", 13);
+        let ReadAttempt::Claimed(held) = r.try_claim_read(5, 64).unwrap() else {
+            panic!("four is there");
+        };
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((13, false)), "held");
+        r.release(held).unwrap();
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((13, false)));
+    }
+
+    #[test]
+    fn a_withdrawal_killed_half_way_is_finished_by_the_repair_and_untagged() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        // Withdrawer 5 killed after each of its stores before the last:
+        // its position named, then its record marked.
+        for marked in [false, true] {
+            let pos = offer(&r, &mut cache, b"offer", 21);
+            let lock = p.head.lock.load(Ordering::Relaxed);
+            p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+            p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
+            if marked {
+                p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
+            }
+            assert_eq!(p.last_offer_tag(1).unwrap(), None, "the withdrawer's lock is held");
+            // SAFETY: "withdrawer 5" uses no claim any more.
+            let rec = unsafe { r.recover_owner(5) };
+            assert_eq!(rec, Recovered::default(), "no message lost (marked: {marked})");
+            // A reader comes first: it passes the record over (it would
+            // pass a marked one whatever the tag says).
+            assert!(take(&r).is_none(), "passed over (marked: {marked})");
+            assert!(p.was_taken(pos));
+            assert_eq!(
+                p.last_offer_tag(1).unwrap(),
+                Some((0, false)),
+                "withdrawn, untagged (marked: {marked})"
+            );
+        }
+        // A stale name (a withdrawal that finished) touches nothing.
+        let pos = offer(&r, &mut cache, b"kept", 23);
+        let lock = p.head.lock.load(Ordering::Relaxed);
+        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { r.recover_owner(5) };
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, true)), "still waiting: withdrawn now");
+        assert!(p.was_taken(pos));
+    }
+
+    #[test]
+    fn an_offer_a_dead_redelivering_reader_held_stays_taken_for_its_sender() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        let pos = offer(&r, &mut cache, b"held", 31);
+        let ReadAttempt::Claimed(c) = p.try_claim_read_with(5, 64, true).unwrap() else {
+            panic!("held is there");
+        };
+        let index = c.index();
+        let _dead = c; // as if its holder died
+        // SAFETY: "reader 5" uses no claim any more.
+        let rec = unsafe { r.recover_owner(5) };
+        assert_eq!(rec.redelivered_reads, 1);
+        assert!(!p.was_taken(pos), "back at the head");
+        assert_eq!(p.try_retract(pos, 0).unwrap(), Some(false), "not withdrawable");
+        assert_eq!(p.last_offer_tag(1).unwrap(), Some((31, false)), "taken, tag kept");
+        let ReadAttempt::Claimed(again) = r.try_claim_read(6, 64).unwrap() else {
+            panic!("redelivered");
+        };
+        assert_eq!((again.index(), r.payload_of(&again)), (index, &b"held"[..]));
+        r.release(again).unwrap();
+        assert!(p.was_taken(pos));
     }
 
     #[test]

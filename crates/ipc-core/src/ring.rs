@@ -165,6 +165,14 @@ impl<'a> Ring<'a> {
         each!(self, r => r.last_tag(owner))
     }
 
+    /// The tag of the last tagged rendezvous offer a receiver took,
+    /// withdrawing a dead sender's offer still waiting (see
+    /// [`PackedRing::last_offer_tag`]); `None` while a lock it needs is
+    /// held.
+    pub fn last_offer_tag(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
+        each!(self, r => r.last_offer_tag(owner))
+    }
+
     /// Gives a claim up without a message.
     pub fn abandon(&self, claim: WriteClaim<'_>) -> Result<(), CorruptError> {
         each!(self, r => r.abandon(claim))
