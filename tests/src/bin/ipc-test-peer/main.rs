@@ -4,7 +4,7 @@
 //! ```text
 //! ipc-test-peer produce --segment NAME --id ID --count N --size BYTES --ack FILE
 //!               [--hold-after K] [--zero-copy 1] [--wait adaptive|sleep|spin]
-//!               [--op-timeout-ms MS] [--patience-s S]
+//!               [--op-timeout-ms MS] [--patience-s S] [--through-disconnection 1]
 //! ipc-test-peer consume --segment NAME --out FILE [--min-producers N]
 //!               [--hold-at K] [--slow-us US] [--buffered 1] [--wait ...] [--op-timeout-ms MS]
 //!               [--patience-s S]
@@ -237,6 +237,9 @@ fn produce(a: &Args) -> ! {
     let hold_after: Option<u64> = a.opt("hold-after");
     let zero_copy = a.num("zero-copy", 0u8) != 0;
     let patience = Duration::from_secs_f64(a.num("patience-s", 30.0));
+    // Tries a message again when every consumer has gone (one killed, its
+    // replacement not attached yet), within the patience.
+    let through_disconnection = a.num("through-disconnection", 0u8) != 0;
     let mut ack = append_file(&ack_path);
     let buffer = open(&name);
     let mut tx = attach_retrying(&ack_path, patience, || buffer.producer());
@@ -276,6 +279,11 @@ fn produce(a: &Args) -> ! {
                             &format!("send of {seq} blocked for {patience:?}"),
                         );
                     }
+                }
+                Err(SendError::Disconnected(()))
+                    if through_disconnection && started.elapsed() <= patience =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(SendError::Disconnected(())) => {
                     fail(EXIT_DISCONNECTED, &format!("send of {seq}: disconnected"))
