@@ -582,6 +582,109 @@ fn an_importer_killed_while_journaling_from_an_unbounded_proxy_loses_nothing() {
     importer_killed_while_journaling_loses_nothing("journal-kill-unb", Capacity::Unbounded);
 }
 
+/// From the review of 1e6b3f4: a rendezvous offer the proxy keeps (its
+/// receiver, the importer, was killed holding it: its sender can no
+/// longer withdraw it, and its send returns Ok) must reach the far
+/// mailbox, even if a later run had it withdrawn at the far side (the far
+/// receivers had gone) and was then killed in its turn. The far side's
+/// confirmation of the withdrawal lived in that run's memory only, while
+/// the journal said acknowledged: the next run could take the repeat for
+/// taken there and let go of it (a timing: this run's first
+/// acknowledgement, which repeats the withdrawal, usually came first).
+#[test]
+fn a_kept_rendezvous_offer_withdrawn_at_the_far_side_reaches_it_after_an_importer_restart() {
+    // The exporter forgets an origin silent for a second: its periodic
+    // acknowledgements (which repeat the withdrawal) stop.
+    let mut p = pair(
+        "kept-cancel",
+        Capacity::Zero,
+        128,
+        &["--disconnect-after", "1"],
+    );
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    // A far receiver that does not receive: offers wait there.
+    let idle = far.receiver().unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    // Run 1 of the importer: killed right after journaling the offer,
+    // holding it.
+    p.importer.kill();
+    let mut doomed = ipc_tests::cmd("ipc-bridge");
+    doomed.env("IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING", "1");
+    let connect = format!("tcp/127.0.0.1:{}", p.port);
+    let import = format!("{}={}", p.far, p.near);
+    p.importer = Bridge::start_with(
+        doomed,
+        &["--name", "B", "--connect", &connect, "--import", &import],
+    );
+    let mut tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || {
+        tx.expect_new_receivers();
+        let start = Instant::now();
+        loop {
+            match tx.send_timeout(tagged(0, 0, 64), Duration::from_millis(200)) {
+                Ok(()) => return,
+                Err(SendError::Disconnected(_) | SendError::Timeout(_)) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("send: {e:?}"),
+            }
+            assert!(start.elapsed() < 3 * PATIENCE, "never sent");
+        }
+    });
+    assert!(
+        p.importer.child.wait_timeout(3 * PATIENCE).is_some(),
+        "the importer did not kill itself"
+    );
+    assert!(
+        p.importer.log().contains("killing this bridge"),
+        "{}",
+        p.importer.log()
+    );
+    // Run 2: offers the kept message again; the far receivers go, so it is
+    // withdrawn there (confirmed) and declined here, and run 2 is killed
+    // while it waits for the far side to open again.
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    let log_says = |b: &Bridge, what: &str| {
+        let start = Instant::now();
+        while !b.log().contains(what) {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "never logged {what:?}:\n{}",
+                b.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    log_says(&p.importer, "offered again");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(idle);
+    log_says(&p.importer, "a rendezvous offer withdrawn");
+    sender.join().unwrap();
+    p.importer.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Run 3, with a far receiver back: the message must arrive.
+    let mut rx = far.receiver().unwrap();
+    p.importer = importer(&p.far, &p.near, p.port, &[]);
+    rx.expect_new_senders();
+    let start = Instant::now();
+    let got = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(m) => break Ok(untag(&m)),
+            Err(RecvError::Timeout | RecvError::Disconnected)
+                if start.elapsed() < Duration::from_secs(15) =>
+            {
+                rx.expect_new_senders()
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let log = p.importer.log();
+    assert!(
+        matches!(got, Ok((0, 0))),
+        "the kept message never reached the far mailbox ({got:?}); run 3:\n{log}"
+    );
+}
+
 #[test]
 fn an_unbounded_far_mailbox_loses_nothing_across_importer_restarts() {
     // An unbounded proxy could not redeliver then: its uplink must not

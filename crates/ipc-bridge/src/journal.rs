@@ -6,7 +6,8 @@
 //! ```text
 //! header (one page): magic, max message, origin, ring bytes,
 //!                    acked (seq), start (pos), end (pos), cancel (seq),
-//!                    source seq, source index (of the last entry)
+//!                    source seq, source index (of the last entry),
+//!                    source id, withdrawn (seq)
 //! ring:              [ seq u64 | len u32, flags u32 | payload, padded to 8 ]...
 //! ```
 //!
@@ -45,6 +46,10 @@ const OFF_SOURCE_SEQ: usize = 64;
 const OFF_SOURCE_INDEX: usize = 72;
 /// Which source mailbox those indexes count in (see [`Journal::set_source`]).
 const OFF_SOURCE_ID: usize = 80;
+/// The last message the far side confirmed it withdrew (a rendezvous
+/// offer), stored before the acknowledgement that covers it: a restarted
+/// bridge must not take an acknowledged withdrawal for a delivery.
+const OFF_WITHDRAWN: usize = 88;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -397,6 +402,17 @@ impl Journal {
     /// Marks message `seq` to be withdrawn rather than sent.
     pub fn set_cancel(&mut self, seq: u64) {
         self.file.store(OFF_CANCEL, seq);
+    }
+
+    /// The last message the far side confirmed it withdrew (0: none).
+    pub fn withdrawn(&self) -> u64 {
+        self.file.load(OFF_WITHDRAWN)
+    }
+
+    /// Records that the far side withdrew message `seq`; before the
+    /// acknowledgement that covers it is taken.
+    pub fn set_withdrawn(&mut self, seq: u64) {
+        self.file.store(OFF_WITHDRAWN, seq);
     }
 
     /// The journaled message `seq` (acked < seq <= written).

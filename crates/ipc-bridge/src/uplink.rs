@@ -89,8 +89,6 @@ struct Link {
     senders_gone: bool,
     /// Messages waiting in the source mailbox (our demand for credits).
     waiting: u32,
-    /// The far side confirmed it withdrew this message (rendezvous).
-    cancelled: u64,
     disconnect_after: Duration,
     /// Bytes of messages a frame carries at most.
     frame_bytes: usize,
@@ -142,7 +140,9 @@ impl Link {
             }
         };
         if ack.flags & FLAG_CANCELLED != 0 {
-            self.cancelled = ack.delivered;
+            // In the journal, not in memory: after a restart the
+            // acknowledgement alone would pass for a delivery.
+            self.journal.set_withdrawn(ack.delivered);
         }
         if let Err(e) = self.journal.ack(ack.delivered) {
             log::warn!("{}: ignoring an acknowledgement: {e}", self.remote);
@@ -241,7 +241,7 @@ impl Link {
         let mut stopping_since: Option<Instant> = None;
         loop {
             if self.journal.acked() >= seq {
-                return self.cancelled != seq;
+                return !self.withdrawn_there(seq);
             }
             let closing = stop() || !self.open_for_senders();
             if closing {
@@ -271,7 +271,7 @@ impl Link {
 
     /// True if the far side confirmed it withdrew message `seq`.
     fn withdrawn_there(&self, seq: u64) -> bool {
-        self.cancelled == seq && self.journal.acked() >= seq
+        self.journal.withdrawn() == seq && self.journal.acked() >= seq
     }
 
     fn heartbeat(&mut self) {
@@ -459,7 +459,6 @@ pub fn run(
         framed: 0,
         senders_gone: false,
         waiting: 0,
-        cancelled: 0,
         disconnect_after: o.disconnect_after,
         frame_bytes: FRAME_BYTES.min(o.batch_size.saturating_sub(BATCH_HEADROOM)),
     };

@@ -339,7 +339,8 @@ impl Tx {
             deadline,
             |_| {
                 let found = if offers {
-                    ring.last_offer_tag(me)
+                    let peers = self.ep.q.peers();
+                    ring.last_offer_tag(me, |index, word| !peers.still_attached(index, word))
                 } else {
                     ring.last_tag(me).map(|t| t.map(|tag| (tag, false)))
                 };
@@ -613,9 +614,16 @@ impl Tx {
         tag: u64,
         deadline: Deadline,
     ) -> Result<(), Stop<ClaimFail>> {
+        let offer = self.main().flavor() == Flavor::Zero;
+        if offer && tag != 0 {
+            // Before the commit, while we hold the claim: a look at the
+            // last tag withdraws this offer only once we are gone.
+            let word = self.ep.attachment.word();
+            self.ep.q.ring().set_offer_owner(self.ep.me, word);
+        }
         let pos = self.publish(claimed, len, tag).map_err(Stop::Fail)?;
         self.main().wake_receivers();
-        if self.main().flavor() != Flavor::Zero {
+        if !offer {
             return Ok(());
         }
         // A rendezvous queue has no chained blocks: the claim was ours.

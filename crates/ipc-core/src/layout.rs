@@ -42,7 +42,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// and the tail cursor's commit tags (`Cursor::tag`, `tag_pending`,
 /// `tag_pos`), which a repair by an older build would not honour.
 /// Version 7: rendezvous offers keep tags and can be redelivered
-/// (`Cursor::tag_at`, `withdrawn_at`, `kept_at`).
+/// (`Cursor::tag_at`, `tag_owner_index`, `tag_owner`, `withdrawn_at`,
+/// `kept_at`).
 pub const LAYOUT_VERSION: u32 = 7;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
@@ -152,6 +153,14 @@ pub struct Cursor {
     /// `tag`, plus one; 0 when none does any more (a rendezvous offer
     /// withdrawn takes its tag with it: `PackedRing::last_offer_tag`).
     pub tag_at: CursorWord,
+    /// Packed ring, tail only (rendezvous): the attachment index, plus
+    /// one, of the sender of the tagged offer at `tag_at`, stored before
+    /// its commit; with `tag_owner`, its attachment word: that offer is
+    /// withdrawn by `PackedRing::last_offer_tag` only once its sender is
+    /// no longer attached.
+    pub tag_owner_index: CursorWord,
+    /// Packed ring, tail only: see `tag_owner_index`.
+    pub tag_owner: CursorWord,
     /// Packed ring, head only (shared rings): the position of the record
     /// withdrawn last, plus one, stored before its `WITHDRAWN` mark, so
     /// that the repair of a withdrawer killed in between finishes it.

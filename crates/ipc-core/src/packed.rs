@@ -1436,40 +1436,72 @@ impl<'a> PackedRing<'a> {
         self.untag(pos);
     }
 
+    /// Says who sends the tagged offer about to be committed (a
+    /// rendezvous sender holding its claim): the attachment `index` and
+    /// its `word` (see [`PackedRing::last_offer_tag`]).
+    pub fn set_offer_owner(&self, index: u32, word: u64) {
+        self.tail.tag_owner_index.store(u64::from(index) + 1, Ordering::Relaxed);
+        self.tail.tag_owner.store(word, Ordering::Release);
+    }
+
     /// For a rendezvous ring: the tag of the last tagged offer that a
     /// receiver took (0: none, or it was withdrawn), once no claim and no
     /// withdrawal is under way, like [`PackedRing::last_tag`]. An offer
-    /// still waiting, whose sender (the caller's predecessor) is gone, is
-    /// withdrawn here, untagged: it did not go in, and will not. `Ok(None)`
-    /// while another holds a lock this needs. Returns also whether it
+    /// still waiting whose sender is gone (`gone(index, word)` of the
+    /// owner [`PackedRing::set_offer_owner`] named: the caller's
+    /// predecessor, killed) is withdrawn here, untagged: it did not go
+    /// in, and will not. `Ok(None)` while another holds a lock this needs,
+    /// or while the offer's sender is still attached (it waits for a
+    /// receiver, or is dead but not reaped yet). Returns also whether it
     /// withdrew one (its room is free: wake the senders).
-    pub fn last_offer_tag(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
+    pub fn last_offer_tag(
+        &self,
+        owner: u32,
+        gone: impl Fn(u32, u64) -> bool,
+    ) -> Result<Option<(u64, bool)>, CorruptError> {
         if !self.shared {
             return Ok(Some((self.tail.tag.load(Ordering::Acquire), false)));
         }
         let Some(write) = self.take(Side::Write, owner)? else {
             return Ok(None);
         };
-        let found = self.settle_offer(owner);
+        let found = self.settle_offer(owner, gone);
         self.unlock(Side::Write, write);
         found
     }
 
     /// [`PackedRing::last_offer_tag`] under the write lock.
-    fn settle_offer(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
+    fn settle_offer(
+        &self,
+        owner: u32,
+        gone: impl Fn(u32, u64) -> bool,
+    ) -> Result<Option<(u64, bool)>, CorruptError> {
         let tag = self.tail.tag.load(Ordering::Acquire);
         let Some(pos) = self.tail.tag_at.load(Ordering::Acquire).checked_sub(1) else {
             return Ok(Some((0, false)));
         };
-        if self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1 {
+        let taken = || {
+            self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1
+        };
+        if taken() {
             return Ok(Some((tag, false)));
+        }
+        let sender = self.tail.tag_owner_index.load(Ordering::Relaxed);
+        let word = self.tail.tag_owner.load(Ordering::Acquire);
+        let index = u32::try_from(sender.wrapping_sub(1)).unwrap_or(u32::MAX);
+        if !gone(index, word) {
+            // A live sender's offer is its own to withdraw or see taken.
+            return Ok(None);
         }
         // Waiting, or being withdrawn: under the read lock (a dead
         // withdrawer's is freed by reaping, which finishes its work).
         let Some(read) = self.take(Side::Read, owner)? else {
             return Ok(None);
         };
-        let found = if !self.is_next_record(pos) {
+        let found = if taken() {
+            // A receiver took it before we had the lock.
+            Ok((tag, false))
+        } else if !self.is_next_record(pos) {
             // Not the record to read next (a rendezvous ring holds one
             // offer): a scribbled word, not to act on. It names nothing.
             self.tail.tag_at.store(0, Ordering::Release);
@@ -2322,41 +2354,53 @@ mod tests {
 
     #[test]
     fn an_offer_taken_keeps_its_tag_and_one_left_waiting_is_withdrawn_untagged() {
+        // Every offer's sender is gone, unless a test says otherwise.
+        let gone = |_: u32, _: u64| true;
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
         let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "no tag yet");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, false)), "no tag yet");
         offer(&r, &mut cache, b"one", 7);
         assert_eq!(take(&r).unwrap(), b"one");
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((7, false)), "taken");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((7, false)), "taken");
         // Withdrawn by its sender: the tag goes with it.
         let two = offer(&r, &mut cache, b"two", 9);
         assert_eq!(p.try_retract(two, 0).unwrap(), Some(true));
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "withdrawn");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, false)), "withdrawn");
         // Left waiting by a sender that died: withdrawn here, untagged.
         let three = offer(&r, &mut cache, b"three", 11);
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, true)), "withdrawn now");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, true)), "withdrawn now");
         assert!(take(&r).is_none(), "nothing left to read");
         assert!(p.was_taken(three), "passed over");
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)));
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, false)));
+        // Its sender still attached: not withdrawn, looked at again later.
+        let six = offer(&r, &mut cache, b"six", 17);
+        p.set_offer_owner(3, 99);
+        let live = |index: u32, word: u64| (index, word) != (3, 99);
+        assert_eq!(p.last_offer_tag(1, live).unwrap(), None, "its sender waits");
+        assert_eq!(take(&r).unwrap(), b"six");
+        assert!(p.was_taken(six));
+        assert_eq!(p.last_offer_tag(1, live).unwrap(), Some((17, false)));
         // A scribbled word naming the middle of a record: acted on never.
         let five = offer(&r, &mut cache, b"five, long enough", 15);
         p.tail.tag_at.store(five + 8 + 1, Ordering::Relaxed);
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, false)), "names nothing");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, false)), "names nothing");
         assert_eq!(take(&r).unwrap(), b"five, long enough", "untouched");
         // Held by a reader: taken, whatever it does next.
         offer(&r, &mut cache, b"four", 13);
         let ReadAttempt::Claimed(held) = r.try_claim_read(5, 64).unwrap() else {
             panic!("four is there");
         };
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((13, false)), "held");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((13, false)), "held");
         r.release(held).unwrap();
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((13, false)));
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((13, false)));
     }
 
     #[test]
     fn a_withdrawal_killed_half_way_is_finished_by_the_repair_and_untagged() {
+        // Every offer's sender is gone, unless a test says otherwise.
+        let gone = |_: u32, _: u64| true;
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
         let Ring::Packed(p) = r;
@@ -2371,7 +2415,7 @@ mod tests {
             if marked {
                 p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
             }
-            assert_eq!(p.last_offer_tag(1).unwrap(), None, "the withdrawer's lock is held");
+            assert_eq!(p.last_offer_tag(1, gone).unwrap(), None, "the withdrawer's lock is held");
             // SAFETY: "withdrawer 5" uses no claim any more.
             let rec = unsafe { r.recover_owner(5) };
             assert_eq!(rec, Recovered::default(), "no message lost (marked: {marked})");
@@ -2380,7 +2424,7 @@ mod tests {
             assert!(take(&r).is_none(), "passed over (marked: {marked})");
             assert!(p.was_taken(pos));
             assert_eq!(
-                p.last_offer_tag(1).unwrap(),
+                p.last_offer_tag(1, gone).unwrap(),
                 Some((0, false)),
                 "withdrawn, untagged (marked: {marked})"
             );
@@ -2391,12 +2435,14 @@ mod tests {
         p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { r.recover_owner(5) };
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((0, true)), "still waiting: withdrawn now");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, true)), "still waiting: withdrawn now");
         assert!(p.was_taken(pos));
     }
 
     #[test]
     fn an_offer_a_dead_redelivering_reader_held_stays_taken_for_its_sender() {
+        // Every offer's sender is gone, unless a test says otherwise.
+        let gone = |_: u32, _: u64| true;
         let heap = HeapPackedRing::new(256, 100, 40);
         let r = heap.shared_ring();
         let Ring::Packed(p) = r;
@@ -2412,7 +2458,7 @@ mod tests {
         assert_eq!(rec.redelivered_reads, 1);
         assert!(!p.was_taken(pos), "back at the head");
         assert_eq!(p.try_retract(pos, 0).unwrap(), Some(false), "not withdrawable");
-        assert_eq!(p.last_offer_tag(1).unwrap(), Some((31, false)), "taken, tag kept");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((31, false)), "taken, tag kept");
         let ReadAttempt::Claimed(again) = r.try_claim_read(6, 64).unwrap() else {
             panic!("redelivered");
         };

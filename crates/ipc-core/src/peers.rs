@@ -205,6 +205,14 @@ pub struct Attachment {
     word: u64,
 }
 
+impl Attachment {
+    /// The entry's state word while this attachment holds it (its
+    /// generation makes it unique: see [`PeerTable::still_attached`]).
+    pub fn word(&self) -> u64 {
+        self.word
+    }
+}
+
 /// The table, as a slice of entries in the mapping.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerTable<'a> {
@@ -358,6 +366,14 @@ impl<'a> PeerTable<'a> {
             Ordering::Relaxed,
         );
         self.locks.give_back(me.index);
+    }
+
+    /// True if entry `index` is still the attachment whose word was
+    /// `word` ([`Attachment::word`]): not detached, not reaped, not reused.
+    pub fn still_attached(&self, index: u32, word: u64) -> bool {
+        self.entries
+            .get(index as usize)
+            .is_some_and(|e| e.state.load(Ordering::Acquire) == word)
     }
 
     /// True if the entry is still the caller's attachment.

@@ -1266,7 +1266,7 @@ pub(crate) struct Endpoint {
     pub(crate) q: Arc<Queue>,
     /// Our index in the attachment table (the owner id of our claims).
     pub(crate) me: u32,
-    attachment: Attachment,
+    pub(crate) attachment: Attachment,
     /// The fork generation this endpoint was made in (see `inherited`).
     generation: u64,
     role: Role,

@@ -169,8 +169,18 @@ impl<'a> Ring<'a> {
     /// withdrawing a dead sender's offer still waiting (see
     /// [`PackedRing::last_offer_tag`]); `None` while a lock it needs is
     /// held.
-    pub fn last_offer_tag(&self, owner: u32) -> Result<Option<(u64, bool)>, CorruptError> {
-        each!(self, r => r.last_offer_tag(owner))
+    pub fn last_offer_tag(
+        &self,
+        owner: u32,
+        gone: impl Fn(u32, u64) -> bool,
+    ) -> Result<Option<(u64, bool)>, CorruptError> {
+        each!(self, r => r.last_offer_tag(owner, gone))
+    }
+
+    /// Names the sender of the tagged offer about to be committed (see
+    /// [`PackedRing::set_offer_owner`]).
+    pub fn set_offer_owner(&self, index: u32, word: u64) {
+        each!(self, r => r.set_offer_owner(index, word))
     }
 
     /// Gives a claim up without a message.

@@ -801,3 +801,39 @@ impl Event for UnfencedEventCount {
 fn event_count_model_catches_a_lost_wakeup_without_the_waiter_fence() {
     event_count_model::<UnfencedEventCount>(1, 1, 1);
 }
+
+/// From the review of 1e6b3f4: a rendezvous offer whose sender is gone,
+/// a receiver taking it while the successor reads the last tag. The tag
+/// must be the offer's if the receiver got it, and 0 (withdrawn by the
+/// look, `true`) if it did not: never 0 for a message that went in (the
+/// look took a receiver's take between its check and its lock for a
+/// scribbled tag position).
+#[test]
+fn the_last_offer_tag_is_the_offers_when_a_receiver_takes_it_meanwhile() {
+    model(|| {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
+        let ring = heap.shared_ring();
+        let mut c = ring
+            .try_write(0, 1, &mut Default::default(), true)
+            .unwrap()
+            .claimed()
+            .expect("room");
+        ring.payload_mut(&mut c)[0] = 42;
+        ring.commit(c, 1, 7).unwrap();
+        let h = heap.clone();
+        let reader = thread::spawn(move || try_recv(&h.shared_ring(), 5));
+        let found = loop {
+            match ring.last_offer_tag(1, |_, _| true).unwrap() {
+                Some(found) => break found,
+                None => thread::yield_now(),
+            }
+        };
+        match reader.join().unwrap() {
+            Some(b) => {
+                assert_eq!(b, 42);
+                assert_eq!(found, (7, false), "the offer went in: its tag");
+            }
+            None => assert_eq!(found, (0, true), "withdrawn by the look"),
+        }
+    });
+}
