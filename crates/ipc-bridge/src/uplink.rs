@@ -139,10 +139,17 @@ impl Link {
                 return;
             }
         };
-        if ack.flags & FLAG_CANCELLED != 0 {
+        let withdrawn = ack.delivered;
+        if ack.flags & FLAG_CANCELLED != 0
+            && withdrawn > self.journal.withdrawn()
+            && withdrawn > self.journal.acked()
+            && withdrawn <= self.journal.written()
+        {
             // In the journal, not in memory: after a restart the
-            // acknowledgement alone would pass for a delivery.
-            self.journal.set_withdrawn(ack.delivered);
+            // acknowledgement alone would pass for a delivery. Only for a
+            // message of ours not acknowledged yet (a late repeat of an
+            // older withdrawal must not overwrite a newer one).
+            self.journal.set_withdrawn(withdrawn);
         }
         if let Err(e) = self.journal.ack(ack.delivered) {
             log::warn!("{}: ignoring an acknowledgement: {e}", self.remote);

@@ -1480,8 +1480,13 @@ impl<'a> PackedRing<'a> {
         let Some(pos) = self.tail.tag_at.load(Ordering::Acquire).checked_sub(1) else {
             return Ok(Some((0, false)));
         };
+        // The head also passes a record withdrawn: only while `tag_at`
+        // still names it was it a receiver's doing (a withdrawal untags
+        // before its record is passed over; Acquire on the head in
+        // `taken_or_held` orders the load of `tag_at` after it).
         let taken = || {
-            self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1
+            (self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1)
+                && self.tail.tag_at.load(Ordering::Acquire) == pos + 1
         };
         if taken() {
             return Ok(Some((tag, false)));
@@ -2437,6 +2442,39 @@ mod tests {
         unsafe { r.recover_owner(5) };
         assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, true)), "still waiting: withdrawn now");
         assert!(p.was_taken(pos));
+    }
+
+    #[test]
+    fn an_offer_withdrawn_and_passed_during_the_look_is_not_reported_taken() {
+        // From the review of a6f7597. Withdrawer 5 (the offer's own
+        // sender, timed out) killed after marking its record WITHDRAWN,
+        // before untagging it. The look reads `tag_at` (still naming the
+        // record); then, before it looks at the head, another process
+        // reaps 5 (the repair finishes the withdrawal: untagged) and a
+        // receiver passes the withdrawn record over. The head is past the
+        // record: the look took that for "a receiver took it" and
+        // reported the withdrawn offer's tag (a loss after a restart).
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        let pos = offer(&r, &mut cache, b"offer", 21);
+        let lock = p.head.lock.load(Ordering::Relaxed);
+        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
+        p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
+        // The other processes act while the look asks whether the
+        // offer's sender is gone (it is: it was killed).
+        let gone = |_: u32, _: u64| {
+            // SAFETY: "withdrawer 5" uses no claim any more.
+            unsafe { r.recover_owner(5) };
+            assert!(take(&r).is_none(), "withdrawn: passed over, not read");
+            true
+        };
+        let found = p.last_offer_tag(2, gone).unwrap();
+        assert!(p.was_taken(pos), "passed over");
+        assert_eq!(p.tail.tag_at.load(Ordering::Relaxed), 0, "untagged by the repair");
+        assert_eq!(found, Some((0, false)), "the offer was withdrawn: no receiver got it");
     }
 
     #[test]
