@@ -555,7 +555,9 @@ pub fn run(
                     // The local send returns when this does: once a
                     // receiver on the far host took the message; an offer
                     // withdrawn stays in the proxy for its sender to take
-                    // back with `Disconnected`.
+                    // back with `Disconnected` (or, if its sender's
+                    // deadline came while we held it, it returned Ok and
+                    // the offer is kept: our next attach takes it again).
                     r.recv_if_indexed_until(deadline, |index, msg| {
                         kill_while_journaling.tick();
                         l.senders_gone = false;

@@ -545,7 +545,9 @@ impl Receiver {
     /// if `f` returns `Some`: on `None` it stays at the head of the queue,
     /// for the next receive (by this receiver or another), and a
     /// rendezvous sender goes on waiting (its timeout or a disconnection
-    /// can still withdraw it). For bounded and rendezvous mailboxes and
+    /// can still withdraw it), unless its deadline came while `f` held
+    /// the message: its send has returned `Ok` then (a receiver had it),
+    /// and the offer, no longer withdrawable, waits for the next receiver. For bounded and rendezvous mailboxes and
     /// buffers; an unbounded one frees its head before `f` runs (unless
     /// the receiver asked for redelivery), so it returns
     /// [`RecvError::Unsupported`] without receiving.

@@ -1334,7 +1334,20 @@ impl<'a> PackedRing<'a> {
     /// `Some(false)` if a reader has it, `None` if the readers' lock is
     /// busy (try again). Shared rings only (`Some(false)` otherwise).
     pub fn try_retract(&self, pos: u64, owner: u32) -> Result<Option<bool>, CorruptError> {
-        if !self.shared || self.taken_or_held(pos) {
+        if !self.shared {
+            return Ok(Some(false));
+        }
+        let head = self.head.pos.load(Ordering::Acquire);
+        if head & !READING > pos {
+            return Ok(Some(false));
+        }
+        if head == pos | READING {
+            // Held: our send returns Ok. A receiver that puts it back
+            // (declining it) leaves it waiting at the head again, and a
+            // look at the last tag (`settle_offer`) must not withdraw a
+            // message whose send returned Ok: it is kept, as a dead
+            // redelivering reader's is. Stored before we return.
+            self.head.kept_at.store(pos + 1, Ordering::Release);
             return Ok(Some(false));
         }
         let Some(token) = self.take(Side::Read, owner)? else {
@@ -1418,12 +1431,19 @@ impl<'a> PackedRing<'a> {
     /// marked); one beyond what was committed is no record of ours.
     fn finish_withdrawal(&self) {
         let at = self.head.withdrawn_at.load(Ordering::Acquire);
-        let head = self.head.pos.load(Ordering::Acquire) & !READING;
-        let tail = self.tail.pos.load(Ordering::Acquire) & !WRITING;
+        let raw = self.head.pos.load(Ordering::Acquire);
         let Some(pos) = at.checked_sub(1) else {
             return;
         };
-        if pos < head || pos >= tail || pos % RECORD_HEADER != 0 {
+        // Killed passing the record over (the head marked at it): marked
+        // and untagged already, `repair_reader` finishes the pass. A kept
+        // record, or one that is not the next to read, is no withdrawal
+        // of ours to finish (a scribbled word must not take a message).
+        if raw & READING != 0
+            || pos < raw
+            || self.head.kept_at.load(Ordering::Acquire) == at
+            || !self.is_next_record(pos)
+        {
             return;
         }
         let h = self.word(pos).load(Ordering::Acquire);
@@ -2475,6 +2495,61 @@ mod tests {
         assert!(p.was_taken(pos), "passed over");
         assert_eq!(p.tail.tag_at.load(Ordering::Relaxed), 0, "untagged by the repair");
         assert_eq!(found, Some((0, false)), "the offer was withdrawn: no receiver got it");
+    }
+
+    #[test]
+    fn an_offer_put_back_after_its_send_returned_ok_is_not_withdrawn() {
+        // From the review of de382f9. A receiver holds the offer in a
+        // `recv_if` callback when its sender's deadline comes: the
+        // sender's retract finds it held (its send returns Ok), and a look
+        // reports it taken. The callback then declines (put back: the
+        // offer waits at the head again). The sender is gone (returned,
+        // then killed): a later look withdrew the message whose send had
+        // returned Ok.
+        let gone = |_: u32, _: u64| true;
+        let heap = HeapPackedRing::new(256, 1, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        let pos = offer(&r, &mut cache, b"offer", 41);
+        p.set_offer_owner(3, 99);
+        let ReadAttempt::Claimed(held) = r.try_claim_read(5, 64).unwrap() else {
+            panic!("the offer is there");
+        };
+        assert_eq!(p.try_retract(pos, 0).unwrap(), Some(false), "held: its send returns Ok");
+        assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((41, false)), "held: taken");
+        r.put_back(held).unwrap();
+        let later = p.last_offer_tag(1, gone).unwrap();
+        let left = take(&r);
+        assert_eq!(
+            (later, left.as_deref()),
+            (Some((41, false)), Some(&b"offer"[..])),
+            "reported taken, its send returned Ok: not withdrawn afterwards"
+        );
+    }
+
+    #[test]
+    fn a_scribbled_withdrawn_at_marks_no_queued_message() {
+        // From the review of de382f9. A shared bounded ring (nothing is
+        // ever withdrawn there), `head.withdrawn_at` scribbled to name the
+        // second queued message, and a reader (5) dead holding the read
+        // lock between claims. Its repair "finished the withdrawal": the
+        // message was marked withdrawn and passed over, lost uncounted.
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        offer(&r, &mut cache, b"one", 0);
+        let two = offer(&r, &mut cache, b"two", 0);
+        offer(&r, &mut cache, b"three", 0);
+        p.head.withdrawn_at.store(two + 1, Ordering::Relaxed);
+        let lock = p.head.lock.load(Ordering::Relaxed);
+        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        // SAFETY: "reader 5" holds no claim.
+        let rec = unsafe { r.recover_owner(5) };
+        assert_eq!(rec, Recovered::default());
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| take(&r)).collect();
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
     }
 
     #[test]

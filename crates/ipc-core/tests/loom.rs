@@ -837,3 +837,56 @@ fn the_last_offer_tag_is_the_offers_when_a_receiver_takes_it_meanwhile() {
         }
     });
 }
+
+/// From the review of de382f9: a receiver reads the offer with `recv_if`
+/// and declines it (put back) while its sender's deadline comes (retract).
+/// Then the sender is gone and its successor looks at the last tag: if
+/// the send returned Ok (retract false), the message must still be
+/// delivered (the look withdrew it).
+#[test]
+fn an_offer_whose_send_returned_ok_is_never_withdrawn_by_a_look() {
+    model(|| {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
+        let ring = heap.shared_ring();
+        let mut c = ring
+            .try_write(0, 1, &mut Default::default(), true)
+            .unwrap()
+            .claimed()
+            .expect("room");
+        let pos = c.pos();
+        ring.payload_mut(&mut c)[0] = 42;
+        ring.commit(c, 1, 7).unwrap();
+        let h = heap.clone();
+        let reader = thread::spawn(move || {
+            let ring = h.shared_ring();
+            loop {
+                match ring.try_claim_read(5, 64).unwrap() {
+                    ReadAttempt::Claimed(c) => {
+                        ring.put_back(c).unwrap();
+                        return;
+                    }
+                    ReadAttempt::Busy => thread::yield_now(),
+                    _ => return,
+                }
+            }
+        });
+        let withdrawn = loop {
+            match ring.try_retract(pos, 0).unwrap() {
+                Some(w) => break w,
+                None => thread::yield_now(),
+            }
+        };
+        reader.join().unwrap();
+        let found = loop {
+            match ring.last_offer_tag(1, |_, _| true).unwrap() {
+                Some(found) => break found,
+                None => thread::yield_now(),
+            }
+        };
+        if !withdrawn {
+            // The send returned Ok.
+            assert_eq!(found, (7, false), "sent: its tag");
+            assert_eq!(drain(&ring), vec![42], "sent: delivered");
+        }
+    });
+}
