@@ -1346,8 +1346,10 @@ impl<'a> PackedRing<'a> {
             // (declining it) leaves it waiting at the head again, and a
             // look at the last tag (`settle_offer`) must not withdraw a
             // message whose send returned Ok: it is kept, as a dead
-            // redelivering reader's is. Stored before we return.
-            self.head.kept_at.store(pos + 1, Ordering::Release);
+            // redelivering reader's is. Stored before we return; as a
+            // maximum, since we hold no lock: a late store for an older
+            // offer must not unkeep a newer one (positions only grow).
+            self.head.kept_at.fetch_max(pos + 1, Ordering::AcqRel);
             return Ok(Some(false));
         }
         let Some(token) = self.take(Side::Read, owner)? else {
@@ -1454,6 +1456,9 @@ impl<'a> PackedRing<'a> {
             self.word(pos).store(h | WITHDRAWN, Ordering::Release);
         }
         self.untag(pos);
+        // Passed over now, as the withdrawer would have, so that nothing
+        // counts it queued.
+        self.pass_dead_records();
     }
 
     /// Says who sends the tagged offer about to be committed (a
@@ -1596,7 +1601,7 @@ impl<'a> PackedRing<'a> {
                 // Its reader asked for redelivery: the message stays at
                 // the head, unreleased (one store, as `put_back`). It was
                 // taken: a rendezvous sender may no longer withdraw it.
-                self.head.kept_at.store(pos + 1, Ordering::Release);
+                self.head.kept_at.fetch_max(pos + 1, Ordering::AcqRel);
                 self.head.pos.store(pos, Ordering::Release);
                 self.forget_redelivery();
                 return Recovered {
@@ -2686,5 +2691,105 @@ mod tests {
         let (a, b) = (HeapPackedRing::new(256, 4, 8), HeapPackedRing::new(256, 4, 8));
         let c = a.ring().try_claim_write(0, 8, &mut HeadCache::default()).unwrap().unwrap();
         let _ = b.ring().commit(c, 1, 0);
+    }
+
+    /// Review of 1143e54: brings a rendezvous ring (limit 1) to where the
+    /// next offer's record follows a padding record the head stands on.
+    fn ring_at_padding(r: &Ring<'_>, cache: &mut HeadCache) {
+        let Ring::Packed(p) = *r;
+        loop {
+            let pos = offer(r, cache, b"0123456789abcdefghijklmnopqrstu", 0);
+            assert_eq!(take(r).unwrap(), b"0123456789abcdefghijklmnopqrstu");
+            let left = p.size() - (p.head_pos() % p.size());
+            if left < 32 && left > 0 {
+                let _ = pos;
+                return;
+            }
+        }
+    }
+
+    /// From the review of 1143e54: a withdrawer killed at each point of
+    /// its work on an offer that sits after a padding record; the repair
+    /// finishes every one.
+    #[test]
+    fn interrupted_withdrawals_after_padding_are_finished() {
+        let gone = |_: u32, _: u64| true;
+        // stage: 1 withdrawn_at stored, 2 + marked, 3 + untagged,
+        // 4 + padding passed (head at pos), 5 + pass_over's first store,
+        // 6 + its second store.
+        for stage in 1..=6u32 {
+            let heap = HeapPackedRing::new(256, 1, 40);
+            let r = heap.shared_ring();
+            let Ring::Packed(p) = r;
+            let mut cache = HeadCache::default();
+            ring_at_padding(&r, &mut cache);
+            let pad = p.head_pos();
+            let pos = offer(&r, &mut cache, b"offer, twenty bytes!", 21);
+            assert!(pos > pad && pos.is_multiple_of(256), "after the padding: {pad} {pos}");
+            let lock = p.head.lock.load(Ordering::Relaxed);
+            p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+            p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
+            if stage >= 2 {
+                p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
+            }
+            if stage >= 3 {
+                p.tail.tag_at.store(0, Ordering::Relaxed);
+            }
+            let count = p.head.count.load(Ordering::Relaxed);
+            if stage >= 4 {
+                p.head.pos.store(pos, Ordering::Relaxed);
+            }
+            if stage >= 5 {
+                p.head.pos.store(pos | READING, Ordering::Relaxed);
+            }
+            if stage >= 6 {
+                p.head.count.store(count + 1, Ordering::Relaxed);
+            }
+            // SAFETY: "withdrawer 5" uses no claim any more.
+            let rec = unsafe { r.recover_owner(5) };
+            assert_eq!(rec, Recovered::default(), "stage {stage}");
+            // Passed over by the repair itself (it stayed counted queued
+            // until a reader came, before).
+            assert_eq!(r.len(), 0, "right after the repair (stage {stage})");
+            assert_eq!(
+                p.last_offer_tag(1, gone).unwrap(),
+                Some((0, false)),
+                "withdrawn and untagged (stage {stage})"
+            );
+            assert!(take(&r).is_none(), "stage {stage}");
+            assert!(p.was_taken(pos), "stage {stage}");
+            assert_eq!(r.len(), 0, "stage {stage}");
+        }
+    }
+
+    /// From the review of 1143e54.
+    #[test]
+    fn a_late_kept_store_does_not_unkeep_a_dead_redelivering_readers_offer() {
+        // C's retract saw its offer (pos0) held, then was preempted; its
+        // store lands late (emulated below), after a redelivering reader
+        // died holding B's next offer and its repair marked it kept.
+        let heap = HeapPackedRing::new(256, 1, 40);
+        let r = heap.shared_ring();
+        let Ring::Packed(p) = r;
+        let mut cache = HeadCache::default();
+        let pos0 = offer(&r, &mut cache, b"c", 5);
+        let ReadAttempt::Claimed(r1) = r.try_claim_read(5, 64).unwrap() else { panic!() };
+        assert_eq!(p.head.pos.load(Ordering::Relaxed), pos0 | READING, "C's retract loads this");
+        r.release(r1).unwrap();
+        let pos1 = offer(&r, &mut cache, b"b", 6);
+        let ReadAttempt::Claimed(c) = p.try_claim_read_with(6, 64, true).unwrap() else { panic!() };
+        let _dead = c;
+        // SAFETY: "reader 6" uses no claim any more.
+        let rec = unsafe { r.recover_owner(6) };
+        assert_eq!(rec.redelivered_reads, 1);
+        // C's late store, as `try_retract` makes it (it was a plain
+        // store: it unkept the newer offer, which its own sender's
+        // retract then withdrew though the dead reader had it).
+        p.head.kept_at.fetch_max(pos0 + 1, Ordering::AcqRel);
+        assert_eq!(
+            p.try_retract(pos1, 0).unwrap(),
+            Some(false),
+            "taken by a dead redelivering reader: not withdrawable"
+        );
     }
 }

@@ -890,3 +890,69 @@ fn an_offer_whose_send_returned_ok_is_never_withdrawn_by_a_look() {
         }
     });
 }
+
+/// Review of 1143e54: `try_retract`'s unlocked `kept_at` store of an
+/// earlier offer (its sender C saw it held, then was preempted) lands
+/// after the next offer's sender A stored `kept_at` for its own held
+/// offer and returned Ok: A's mark is overwritten, the receiver declines
+/// (put back), A is gone, and a look withdraws A's offer.
+#[test]
+fn a_late_kept_store_of_an_earlier_offer_does_not_unkeep_a_sent_offer() {
+    model(|| {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
+        let ring = heap.shared_ring();
+        // C's offer, held by receiver R1.
+        let mut c = ring
+            .try_write(0, 1, &mut Default::default(), true)
+            .unwrap()
+            .claimed()
+            .expect("room");
+        let pos0 = c.pos();
+        ring.payload_mut(&mut c)[0] = 41;
+        ring.commit(c, 1, 6).unwrap();
+        let ReadAttempt::Claimed(r1) = ring.try_claim_read(5, 64).unwrap() else {
+            panic!("C's offer is there");
+        };
+        // C's deadline comes: its retract.
+        let h = heap.clone();
+        let sender_c = thread::spawn(move || {
+            let ring = h.shared_ring();
+            loop {
+                match ring.try_retract(pos0, 2).unwrap() {
+                    Some(w) => return w,
+                    None => thread::yield_now(),
+                }
+            }
+        });
+        // R1 takes it; A offers the next message, receiver R2 holds it in
+        // a recv_if callback when A's deadline comes.
+        release(&ring, r1);
+        let mut a = ring
+            .try_write(1, 1, &mut Default::default(), true)
+            .unwrap()
+            .claimed()
+            .expect("room after C's offer was taken");
+        let pos1 = a.pos();
+        ring.payload_mut(&mut a)[0] = 42;
+        ring.commit(a, 1, 7).unwrap();
+        let ReadAttempt::Claimed(r2) = ring.try_claim_read(6, 64).unwrap() else {
+            panic!("A's offer is there");
+        };
+        let a_withdrawn = ring.try_retract(pos1, 3).unwrap();
+        assert_eq!(a_withdrawn, Some(false), "held: A's send returns Ok");
+        ring.put_back(r2).unwrap();
+        assert!(!sender_c.join().unwrap(), "C's offer was taken");
+        // A is gone; its successor looks at the last tag.
+        let found = loop {
+            match ring.last_offer_tag(9, |_, _| true).unwrap() {
+                Some(found) => break found,
+                None => thread::yield_now(),
+            }
+        };
+        assert_eq!(
+            (found, drain(&ring)),
+            ((7, false), vec![42]),
+            "A's send returned Ok: its offer must not be withdrawn"
+        );
+    });
+}
