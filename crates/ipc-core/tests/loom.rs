@@ -802,6 +802,20 @@ fn event_count_model_catches_a_lost_wakeup_without_the_waiter_fence() {
     event_count_model::<UnfencedEventCount>(1, 1, 1);
 }
 
+/// Commits a one-byte rendezvous offer `byte` tagged `tag` as `writer`;
+/// returns its position.
+fn offer(ring: &Ring<'_>, writer: u32, byte: u8, tag: u64) -> u64 {
+    let mut c = ring
+        .try_write(writer, 1, &mut Default::default(), true)
+        .unwrap()
+        .claimed()
+        .expect("room for the offer");
+    let pos = c.pos();
+    ring.payload_mut(&mut c)[0] = byte;
+    ring.commit(c, 1, tag).unwrap();
+    pos
+}
+
 /// From the review of 1e6b3f4: a rendezvous offer whose sender is gone,
 /// a receiver taking it while the successor reads the last tag. The tag
 /// must be the offer's if the receiver got it, and 0 (withdrawn by the
@@ -813,13 +827,7 @@ fn the_last_offer_tag_is_the_offers_when_a_receiver_takes_it_meanwhile() {
     model(|| {
         let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
         let ring = heap.shared_ring();
-        let mut c = ring
-            .try_write(0, 1, &mut Default::default(), true)
-            .unwrap()
-            .claimed()
-            .expect("room");
-        ring.payload_mut(&mut c)[0] = 42;
-        ring.commit(c, 1, 7).unwrap();
+        offer(&ring, 0, 42, 7);
         let h = heap.clone();
         let reader = thread::spawn(move || try_recv(&h.shared_ring(), 5));
         let found = loop {
@@ -848,14 +856,7 @@ fn an_offer_whose_send_returned_ok_is_never_withdrawn_by_a_look() {
     model(|| {
         let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
         let ring = heap.shared_ring();
-        let mut c = ring
-            .try_write(0, 1, &mut Default::default(), true)
-            .unwrap()
-            .claimed()
-            .expect("room");
-        let pos = c.pos();
-        ring.payload_mut(&mut c)[0] = 42;
-        ring.commit(c, 1, 7).unwrap();
+        let pos = offer(&ring, 0, 42, 7);
         let h = heap.clone();
         let reader = thread::spawn(move || {
             let ring = h.shared_ring();
@@ -902,14 +903,7 @@ fn a_late_kept_store_of_an_earlier_offer_does_not_unkeep_a_sent_offer() {
         let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 1, 8));
         let ring = heap.shared_ring();
         // C's offer, held by receiver R1.
-        let mut c = ring
-            .try_write(0, 1, &mut Default::default(), true)
-            .unwrap()
-            .claimed()
-            .expect("room");
-        let pos0 = c.pos();
-        ring.payload_mut(&mut c)[0] = 41;
-        ring.commit(c, 1, 6).unwrap();
+        let pos0 = offer(&ring, 0, 41, 6);
         let ReadAttempt::Claimed(r1) = ring.try_claim_read(5, 64).unwrap() else {
             panic!("C's offer is there");
         };
@@ -927,14 +921,7 @@ fn a_late_kept_store_of_an_earlier_offer_does_not_unkeep_a_sent_offer() {
         // R1 takes it; A offers the next message, receiver R2 holds it in
         // a recv_if callback when A's deadline comes.
         release(&ring, r1);
-        let mut a = ring
-            .try_write(1, 1, &mut Default::default(), true)
-            .unwrap()
-            .claimed()
-            .expect("room after C's offer was taken");
-        let pos1 = a.pos();
-        ring.payload_mut(&mut a)[0] = 42;
-        ring.commit(a, 1, 7).unwrap();
+        let pos1 = offer(&ring, 1, 42, 7);
         let ReadAttempt::Claimed(r2) = ring.try_claim_read(6, 64).unwrap() else {
             panic!("A's offer is there");
         };
