@@ -530,6 +530,19 @@ fn an_importer_killed_after_journaling_from_a_bounded_proxy_delivers_once() {
     );
 }
 
+/// `p`'s importer, started again with the test hook `hook` set to `at`
+/// (it kills itself there).
+fn doomed_importer(p: &Pair, hook: &str, at: u32) -> Bridge {
+    let mut doomed = ipc_tests::cmd("ipc-bridge");
+    doomed.env(hook, at.to_string());
+    let connect = format!("tcp/127.0.0.1:{}", p.port);
+    let import = format!("{}={}", p.far, p.near);
+    Bridge::start_with(
+        doomed,
+        &["--name", "B", "--connect", &connect, "--import", &import],
+    )
+}
+
 fn importer_killed_at(tag: &str, capacity: Capacity, hook: &str) {
     let mut p = pair(tag, capacity, 128, &[]);
     let far = Mailbox::open(p.far.as_str()).unwrap();
@@ -541,14 +554,7 @@ fn importer_killed_at(tag: &str, capacity: Capacity, hook: &str) {
         Capacity::Zero => (100, 300),
         _ => (1500, 4000),
     };
-    let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env(hook, at.to_string());
-    let connect = format!("tcp/127.0.0.1:{}", p.port);
-    let import = format!("{}={}", p.far, p.near);
-    p.importer = Bridge::start_with(
-        doomed,
-        &["--name", "B", "--connect", &connect, "--import", &import],
-    );
+    p.importer = doomed_importer(&p, hook, at);
     let tx = near.sender().unwrap();
     let sender = std::thread::spawn(move || patient_sender(tx, 0, n));
     let receiver = Collecting::start(rx, n as usize);
@@ -608,14 +614,7 @@ fn a_kept_rendezvous_offer_withdrawn_at_the_far_side_reaches_it_after_an_importe
     // Run 1 of the importer: killed right after journaling the offer,
     // holding it.
     p.importer.kill();
-    let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env("IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING", "1");
-    let connect = format!("tcp/127.0.0.1:{}", p.port);
-    let import = format!("{}={}", p.far, p.near);
-    p.importer = Bridge::start_with(
-        doomed,
-        &["--name", "B", "--connect", &connect, "--import", &import],
-    );
+    p.importer = doomed_importer(&p, "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING", 1);
     let mut tx = near.sender().unwrap();
     let sender = std::thread::spawn(move || {
         tx.expect_new_receivers();

@@ -220,8 +220,9 @@ pub fn run(
 
     let mut origins: HashMap<u64, Origin> = HashMap::new();
     let mut sender: Option<Sender> = None;
-    // Bounded and rendezvous mailboxes keep tags: until the last one was read, what the
-    // table says of the message delivered last may be one behind.
+    // Bounded and rendezvous mailboxes keep tags: until the last one was
+    // read, what the table says of the message delivered last may be one
+    // behind.
     // Until then the table is not written (`take_frame` defers what would
     // write it): a write could evict the entry the tag names.
     let tagged = matches!(capacity, Capacity::Bounded(_) | Capacity::Zero);

@@ -352,7 +352,9 @@ impl Journal {
         }
     }
 
-    fn append_from(&mut self, msg: &[u8], index: Option<u64>) -> Option<u64> {
+    /// [`Journal::append`], with the message's source index if it has
+    /// one ([`Journal::append_indexed`]).
+    pub fn append_from(&mut self, msg: &[u8], index: Option<u64>) -> Option<u64> {
         assert!(msg.len() <= self.max_message, "message above the maximum");
         if !self.has_room(msg.len()) {
             return None;

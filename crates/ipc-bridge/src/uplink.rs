@@ -398,6 +398,13 @@ pub struct Spec {
 /// where the file system keeps one; not the change time, which writes
 /// through the mapping move): another file made under the same name later
 /// has another (0 if it cannot be read).
+/// True if the message of `index`, the first taken since attaching
+/// (`fresh`, cleared here), is the journal's last entry: journaled by a
+/// run killed before the proxy let go of it, and redelivered.
+fn journaled_before(journal: &Journal, fresh: &mut bool, index: u64) -> bool {
+    std::mem::take(fresh) && journal.last_source_index() == Some(index)
+}
+
 fn source_id(mailbox: &Mailbox) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let path = std::path::Path::new(ipc_core::segment::SHM_DIR).join(mailbox.name());
@@ -564,9 +571,7 @@ pub fn run(
                         // The first offer after attaching may be one
                         // journaled by a run killed before the far side
                         // took it (or before the proxy let go of it).
-                        let repeat = std::mem::take(&mut fresh)
-                            && l.journal.last_source_index() == Some(index);
-                        if repeat {
+                        if journaled_before(&l.journal, &mut fresh, index) {
                             let seq = l.journal.written();
                             log::info!("{local}: the offer journaled as {seq} before a restart, offered again: waiting for its fate");
                             if l.rendezvous(seq, stop) {
@@ -579,12 +584,10 @@ pub fn run(
                             // maybe no longer withdrawable: it was held):
                             // a new message to send.
                         }
-                        let seq = if redelivered {
-                            l.journal.append_indexed(msg, index)
-                        } else {
-                            l.journal.append(msg)
-                        }
-                        .expect("room checked");
+                        let seq = l
+                            .journal
+                            .append_from(msg, redelivered.then_some(index))
+                            .expect("room checked");
                         kill_after_journaling.tick();
                         l.rendezvous(seq, stop).then_some(())
                     })
@@ -606,9 +609,7 @@ pub fn run(
                         // The first message after attaching may be one the
                         // proxy redelivered, journaled by a run killed
                         // before the proxy let go of it.
-                        let repeat = std::mem::take(&mut fresh)
-                            && l.journal.last_source_index() == Some(index);
-                        if repeat {
+                        if journaled_before(&l.journal, &mut fresh, index) {
                             log::info!("{local}: a message journaled before a restart, redelivered by the proxy, dropped");
                         } else if redelivered {
                             l.journal.append_indexed(msg, index).expect("room checked");

@@ -323,9 +323,9 @@ impl Tx {
     /// none), once no writer's claim is under way: waits (until
     /// `deadline`) for the write lock, reaping a dead holder, whose tagged
     /// commit is then settled. On a rendezvous queue, of the last tagged
-    /// offer if a receiver took it (0 if withdrawn): one still waiting (its sender
-    /// was killed) is withdrawn, and a withdrawal killed half way is
-    /// finished first (by reaping). Bounded and rendezvous queues only
+    /// offer if a receiver took it (0 if withdrawn): one still waiting
+    /// whose sender is no longer attached is withdrawn, and a withdrawal
+    /// killed half way is finished first (by reaping). Bounded and rendezvous queues only
     /// (the caller refuses the others).
     pub(crate) fn last_tag(&mut self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
         if self.ep.inherited() {

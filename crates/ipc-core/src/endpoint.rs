@@ -277,8 +277,8 @@ impl Sender {
     /// each message waits for its receiver, and an offer withdrawn (timed
     /// out, or disconnected) takes its tag with it: the last tag is that
     /// of the last tagged offer if a receiver took it, and 0 once it was
-    /// withdrawn. `Unsupported` on an unbounded
-    /// queue (whose blocks each keep their own).
+    /// withdrawn. `Unsupported` on an unbounded queue (whose blocks each
+    /// keep their own).
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
@@ -305,12 +305,12 @@ impl Sender {
     /// settling the claim of a sender killed in its commit (found dead
     /// within the liveness period). On a rendezvous queue: of the last
     /// tagged offer if a receiver took it (0 if it was withdrawn); a
-    /// tagged offer still waiting for a
-    /// receiver, which this sender's killed predecessor made, is
+    /// tagged offer still waiting for a receiver whose sender is no
+    /// longer attached (this sender's killed predecessor, once reaped) is
     /// withdrawn now (it did not go in, and now will not), and a
     /// withdrawal killed half way is finished first. `Timeout` if a live
-    /// sender kept its claim (or a receiver the readers' lock) all that
-    /// time; `Unsupported` where tags are.
+    /// sender kept its claim or its waiting offer (or a receiver the
+    /// readers' lock) all that time; `Unsupported` where tags are.
     pub fn last_tag(&mut self, deadline: Deadline) -> Result<u64, SendError<()>> {
         if let Some(why) = self.tags_unsupported() {
             return Err(SendError::Unsupported((), why));
@@ -494,7 +494,7 @@ impl Receiver {
         max: usize,
         mut f: impl FnMut(u64, &[u8]),
     ) -> Result<usize, RecvError> {
-        let index = self.rx.mode.index.get_or_insert_default().clone();
+        let index = self.index_cell();
         self.rx.recv_batch(deadline, max, |msg| {
             f(index.load(std::sync::atomic::Ordering::Relaxed), msg)
         })
@@ -547,8 +547,8 @@ impl Receiver {
     /// rendezvous sender goes on waiting (its timeout or a disconnection
     /// can still withdraw it), unless its deadline came while `f` held
     /// the message: its send has returned `Ok` then (a receiver had it),
-    /// and the offer, no longer withdrawable, waits for the next receiver. For bounded and rendezvous mailboxes and
-    /// buffers; an unbounded one frees its head before `f` runs (unless
+    /// and the offer, no longer withdrawable, waits for the next
+    /// receiver. For bounded and rendezvous mailboxes and buffers; an unbounded one frees its head before `f` runs (unless
     /// the receiver asked for redelivery), so it returns
     /// [`RecvError::Unsupported`] without receiving.
     pub fn recv_if_until<R>(
@@ -572,10 +572,15 @@ impl Receiver {
         deadline: Deadline,
         f: impl FnOnce(u64, &[u8]) -> Option<R>,
     ) -> Result<Option<R>, RecvError> {
-        let index = self.rx.mode.index.get_or_insert_default().clone();
+        let index = self.index_cell();
         self.recv_if_until(deadline, |msg| {
             f(index.load(std::sync::atomic::Ordering::Relaxed), msg)
         })
+    }
+
+    /// Where the index of each message claimed is told from now on.
+    fn index_cell(&mut self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.rx.mode.index.get_or_insert_default().clone()
     }
 
     /// Reports end of stream only after at least `n` senders have attached

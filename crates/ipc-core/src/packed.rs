@@ -1366,8 +1366,7 @@ impl<'a> PackedRing<'a> {
     /// of our lock finishes the withdrawal (`finish_withdrawal`); a record
     /// that a dead reader held for redelivery (`kept_at`) counts as taken.
     fn withdraw(&self, pos: u64) -> Result<bool, CorruptError> {
-        let head = self.head.pos.load(Ordering::Relaxed);
-        if head & !READING > pos || self.head.kept_at.load(Ordering::Relaxed) == pos + 1 {
+        if self.taken(pos) {
             return Ok(false);
         }
         let h = self.word(pos).load(Ordering::Acquire);
@@ -1377,13 +1376,26 @@ impl<'a> PackedRing<'a> {
             )));
         }
         self.head.withdrawn_at.store(pos + 1, Ordering::Release);
-        // Readers look at headers only under the lock we hold.
-        self.word(pos).store(h | WITHDRAWN, Ordering::Release);
-        self.untag(pos);
-        // Passed over now if nothing but padding is before it, as a
-        // reader would, so that nothing counts it queued.
-        self.pass_dead_records();
+        self.mark_withdrawn(pos, h);
         Ok(true)
+    }
+
+    /// True if a reader took, holds, or (dead, redelivering) kept the
+    /// record at `pos`: it can no longer be withdrawn.
+    fn taken(&self, pos: u64) -> bool {
+        self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1
+    }
+
+    /// The end of every withdrawal, under the read lock (`h`: the
+    /// record's header): marked (readers look at headers only under that
+    /// lock), untagged, then passed over if nothing but padding is before
+    /// it, as a reader would, so that nothing counts it queued.
+    fn mark_withdrawn(&self, pos: u64, h: u64) {
+        if h & WITHDRAWN == 0 {
+            self.word(pos).store(h | WITHDRAWN, Ordering::Release);
+        }
+        self.untag(pos);
+        self.pass_dead_records();
     }
 
     /// True if a valid message record starts at `pos` and nothing but
@@ -1448,17 +1460,8 @@ impl<'a> PackedRing<'a> {
         {
             return;
         }
-        let h = self.word(pos).load(Ordering::Acquire);
-        if h & (COMMIT | PAD) != COMMIT {
-            return;
-        }
-        if h & WITHDRAWN == 0 {
-            self.word(pos).store(h | WITHDRAWN, Ordering::Release);
-        }
-        self.untag(pos);
-        // Passed over now, as the withdrawer would have, so that nothing
-        // counts it queued.
-        self.pass_dead_records();
+        // (A message record: `is_next_record` validated it.)
+        self.mark_withdrawn(pos, self.word(pos).load(Ordering::Acquire));
     }
 
     /// Says who sends the tagged offer about to be committed (a
@@ -1509,10 +1512,7 @@ impl<'a> PackedRing<'a> {
         // still names it was it a receiver's doing (a withdrawal untags
         // before its record is passed over; Acquire on the head in
         // `taken_or_held` orders the load of `tag_at` after it).
-        let taken = || {
-            (self.taken_or_held(pos) || self.head.kept_at.load(Ordering::Acquire) == pos + 1)
-                && self.tail.tag_at.load(Ordering::Acquire) == pos + 1
-        };
+        let taken = || self.taken(pos) && self.tail.tag_at.load(Ordering::Acquire) == pos + 1;
         if taken() {
             return Ok(Some((tag, false)));
         }
@@ -1536,15 +1536,18 @@ impl<'a> PackedRing<'a> {
             // offer): a scribbled word, not to act on. It names nothing.
             self.tail.tag_at.store(0, Ordering::Release);
             Ok((0, false))
-        } else if self.word(pos).load(Ordering::Acquire) & WITHDRAWN != 0 {
-            // Marked, not yet untagged (its withdrawer was killed, and the
-            // repair that finishes it has not come): finished here.
-            self.untag(pos);
-            Ok((0, false))
         } else {
-            // Withdrawn now (true), or a reader took it meanwhile.
-            self.withdraw(pos)
-                .map(|withdrawn| if withdrawn { (0, true) } else { (tag, false) })
+            let h = self.word(pos).load(Ordering::Acquire);
+            if h & WITHDRAWN != 0 {
+                // Marked, not yet untagged (its withdrawer was killed, and
+                // the repair that finishes it has not come): finished here.
+                self.mark_withdrawn(pos, h);
+                Ok((0, false))
+            } else {
+                // Withdrawn now (true), or a reader took it meanwhile.
+                self.withdraw(pos)
+                    .map(|withdrawn| if withdrawn { (0, true) } else { (tag, false) })
+            }
         };
         self.unlock(Side::Read, read);
         found.map(Some)
@@ -2373,6 +2376,13 @@ mod tests {
         assert_eq!(take(&r).unwrap(), b"next");
     }
 
+    /// Marks `owner` the holder of the readers' lock, as if it had died
+    /// holding it (a repair by `recover_owner(owner)` frees it).
+    fn hold_read_lock(p: &PackedRing<'_>, owner: u64) {
+        let lock = p.head.lock.load(Ordering::Relaxed);
+        p.head.lock.store(lock.wrapping_add(TURN) | (owner + 1), Ordering::Relaxed);
+    }
+
     /// Commits `msg` tagged `tag` as writer 0; returns its position.
     fn offer(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8], tag: u64) -> u64 {
         let mut c = r.try_claim_write(0, msg.len(), cache).unwrap().unwrap();
@@ -2439,8 +2449,7 @@ mod tests {
         // its position named, then its record marked.
         for marked in [false, true] {
             let pos = offer(&r, &mut cache, b"offer", 21);
-            let lock = p.head.lock.load(Ordering::Relaxed);
-            p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+            hold_read_lock(&p, 5);
             p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
             if marked {
                 p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
@@ -2461,8 +2470,7 @@ mod tests {
         }
         // A stale name (a withdrawal that finished) touches nothing.
         let pos = offer(&r, &mut cache, b"kept", 23);
-        let lock = p.head.lock.load(Ordering::Relaxed);
-        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        hold_read_lock(&p, 5);
         // SAFETY: as above.
         unsafe { r.recover_owner(5) };
         assert_eq!(p.last_offer_tag(1, gone).unwrap(), Some((0, true)), "still waiting: withdrawn now");
@@ -2484,8 +2492,7 @@ mod tests {
         let Ring::Packed(p) = r;
         let mut cache = HeadCache::default();
         let pos = offer(&r, &mut cache, b"offer", 21);
-        let lock = p.head.lock.load(Ordering::Relaxed);
-        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        hold_read_lock(&p, 5);
         p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
         p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
         // The other processes act while the look asks whether the
@@ -2548,8 +2555,7 @@ mod tests {
         let two = offer(&r, &mut cache, b"two", 0);
         offer(&r, &mut cache, b"three", 0);
         p.head.withdrawn_at.store(two + 1, Ordering::Relaxed);
-        let lock = p.head.lock.load(Ordering::Relaxed);
-        p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+        hold_read_lock(&p, 5);
         // SAFETY: "reader 5" holds no claim.
         let rec = unsafe { r.recover_owner(5) };
         assert_eq!(rec, Recovered::default());
@@ -2726,8 +2732,7 @@ mod tests {
             let pad = p.head_pos();
             let pos = offer(&r, &mut cache, b"offer, twenty bytes!", 21);
             assert!(pos > pad && pos.is_multiple_of(256), "after the padding: {pad} {pos}");
-            let lock = p.head.lock.load(Ordering::Relaxed);
-            p.head.lock.store(lock.wrapping_add(TURN) | (5 + 1), Ordering::Relaxed);
+            hold_read_lock(&p, 5);
             p.head.withdrawn_at.store(pos + 1, Ordering::Relaxed);
             if stage >= 2 {
                 p.word(pos).fetch_or(WITHDRAWN, Ordering::Relaxed);
