@@ -61,6 +61,11 @@ const RETRACT_NAP: Duration = Duration::from_micros(200);
 /// descheduled in its turn is passed by.
 const BYPASS_GRACE: Duration = Duration::from_millis(2);
 
+/// Polls of a ring's head by a receive into a buffer that found it empty,
+/// before it takes the general path (which spins, then sleeps, as its
+/// policy says): a pause each, about a microsecond in all here.
+const FAST_POLLS: u32 = 32;
+
 /// How often a slow process may find the chain moved under it before the
 /// chain is called corrupt.
 const CHASE_LIMIT: u32 = 1000;
@@ -207,6 +212,16 @@ impl Tx {
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
         let (msg, len) = self.fits(msg)?;
+        if tag == 0 {
+            match self.send_now(msg.as_ref()) {
+                Ok(true) => {
+                    self.main().wake_receivers();
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(fail) => return Err(fail.into_send_error(msg)),
+            }
+        }
         let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
@@ -214,6 +229,25 @@ impl Tx {
         claimed.buf(&self.ep.q)[..len].copy_from_slice(msg.as_ref());
         self.commit_tagged(claimed, len, tag, deadline)
             .map_err(|stop| stop_to_send(stop, deadline, msg))
+    }
+
+    /// A bounded queue's send of an untagged `msg` in one step (see
+    /// [`PackedRing::try_send_now`](crate::ring::PackedRing::try_send_now)),
+    /// waking nobody: false if it did not apply (nothing done; the caller
+    /// claims and commits).
+    #[inline]
+    fn send_now(&mut self, msg: &[u8]) -> Result<bool, ClaimFail> {
+        if self.main().flavor() != Flavor::Bounded || self.ep.inherited() {
+            return Ok(false);
+        }
+        self.check_receivers()?;
+        let me = self.ep.me;
+        let ring = self.ep.q.ring();
+        ring.try_send_now(me, msg, &mut self.cached_head)
+            .map_err(|e| {
+                self.ep.q.count_revoked();
+                ClaimFail::Corrupt(e)
+            })
     }
 
     /// `msg` and its length, or `TooLarge`.
@@ -285,6 +319,20 @@ impl Tx {
                     break;
                 }
             };
+            if tag == 0 {
+                match self.send_now(msg.as_ref()) {
+                    Ok(true) => {
+                        sent += 1;
+                        unannounced = true;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(fail) => {
+                        failed = Some(fail.into_send_error(msg));
+                        break;
+                    }
+                }
+            }
             let claimed = match self.claim(len, Deadline::Now) {
                 Ok(c) => Ok(c),
                 Err(Stop::Timeout) if deadline != Deadline::Now => {
@@ -371,20 +419,7 @@ impl Tx {
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
         }
-        if self.strict_disconnect {
-            // A receiver killed without detaching is found by reaping,
-            // which blocked callers do; a sender that never blocks looks
-            // once per period, by a coarse clock (a few nanoseconds, no
-            // system call), however few or many its sends.
-            let now = crate::sys::coarse_clock_ms();
-            if now.wrapping_sub(self.last_reap_ms) >= LIVENESS_PERIOD.as_millis() as u64 {
-                self.last_reap_ms = now;
-                self.ep.q.reap();
-            }
-            if self.ep.all_gone(Role::Consumer, 1) {
-                return Err(Stop::Fail(ClaimFail::Disconnected));
-            }
-        }
+        self.check_receivers().map_err(Stop::Fail)?;
         match self.main().flavor() {
             Flavor::Bounded => self.claim_bounded(want, deadline),
             Flavor::Zero => {
@@ -396,6 +431,27 @@ impl Tx {
             }
             Flavor::Unbounded => self.claim_unbounded(want).map_err(Stop::Fail),
         }
+    }
+
+    /// Mailbox semantics (`strict_disconnect`): fails once every receiver
+    /// has gone, whether or not the send would wait.
+    #[inline]
+    fn check_receivers(&mut self) -> Result<(), ClaimFail> {
+        if self.strict_disconnect {
+            // A receiver killed without detaching is found by reaping,
+            // which blocked callers do; a sender that never blocks looks
+            // once per period, by a coarse clock (a few nanoseconds, no
+            // system call), however few or many its sends.
+            let now = crate::sys::coarse_clock_ms();
+            if now.wrapping_sub(self.last_reap_ms) >= LIVENESS_PERIOD.as_millis() as u64 {
+                self.last_reap_ms = now;
+                self.ep.q.reap();
+            }
+            if self.ep.all_gone(Role::Consumer, 1) {
+                return Err(ClaimFail::Disconnected);
+            }
+        }
+        Ok(())
     }
 
     fn claim_bounded(
@@ -745,6 +801,49 @@ impl Rx {
             min_producers: 1,
             incomplete_at_attach,
         }
+    }
+
+    /// Receives one message into `out` before `deadline`; its length.
+    /// A bounded ring's plain message that fits is taken in one step.
+    pub(crate) fn recv_into(
+        &mut self,
+        out: &mut [u8],
+        deadline: Deadline,
+    ) -> Result<usize, RecvError> {
+        let q = &self.ep.q;
+        if q.flavor() == Flavor::Bounded && !self.ep.inherited() {
+            // A receiver that keeps up finds the next message a moment
+            // away: a few polls here meet it on this path (the general
+            // one's delivery costs several times more), unless the
+            // policy says not to spin at all.
+            let polls = if deadline == Deadline::Now || self.ep.policy.spin.is_zero() {
+                1
+            } else {
+                FAST_POLLS
+            };
+            for poll in 0..polls {
+                match q.ring().try_recv_now(self.ep.me, out, self.mode.redeliver) {
+                    Ok(Some((len, index))) => {
+                        if let Some(cell) = &self.mode.index {
+                            cell.store(index, Ordering::Relaxed);
+                        }
+                        q.wake_senders();
+                        return Ok(len);
+                    }
+                    Ok(None) if poll + 1 < polls => crate::atomic::spin_hint(),
+                    Ok(None) => {}
+                    Err(e) => {
+                        q.count_revoked();
+                        return Err(RecvError::Corrupt(e));
+                    }
+                }
+            }
+        }
+        let max_len = out.len();
+        self.recv_with(deadline, max_len, |bytes| {
+            out[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        })
     }
 
     /// Receives one message into `f(payload)` before `deadline`.

@@ -444,11 +444,7 @@ impl Receiver {
     /// Receives into `buf` without allocating; returns the length.
     /// `BufferTooSmall` leaves the message queued.
     pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
-        let max_len = buf.len();
-        self.rx.recv_with(deadline, max_len, |bytes| {
-            buf[..bytes.len()].copy_from_slice(bytes);
-            bytes.len()
-        })
+        self.rx.recv_into(buf, deadline)
     }
 
     /// Waits for a message, then takes every message queued, up to `max`,

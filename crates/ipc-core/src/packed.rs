@@ -722,12 +722,7 @@ impl<'a> PackedRing<'a> {
         if (raw == p || raw == p | WRITING) && count == c {
             return Ok((p, c));
         }
-        let h = self.word(p).load(Ordering::Relaxed);
-        let committed = h & (COMMIT | PAD) == COMMIT
-            && seq_of(h) == c & SEQ_MASK
-            && raw == p + record_size((h & LEN_MASK) as usize)
-            && Some(count) == c.checked_add(1);
-        if committed {
+        if self.committed_by(p, c, raw, count) {
             return Ok((raw, count));
         }
         Err(CorruptError(format!(
@@ -997,6 +992,201 @@ impl<'a> PackedRing<'a> {
         self.tail.pos.store(next, Ordering::Release);
         self.give_back(Side::Write, claim.token);
         Ok(())
+    }
+
+    /// A whole send of `msg` in one step (claim, copy, commit: the same
+    /// stores, in the same order, as [`PackedRing::try_write`] then
+    /// [`PackedRing::commit`]), when nothing but a plain record is due:
+    /// the ring laps on, the room is known from `cache` (and, shared, what
+    /// the reader published), no padding is needed, the write cursor is
+    /// where this writer's last record left it (single mode), and no other
+    /// writer has the turn (shared). Otherwise it does nothing and returns
+    /// false: the general path handles the rest. Fails, publishing
+    /// nothing, if the claim was taken away meanwhile, as `commit` does.
+    #[inline]
+    pub fn try_send_now(
+        &self,
+        owner: u32,
+        msg: &[u8],
+        cache: &mut HeadCache,
+    ) -> Result<bool, CorruptError> {
+        let len = msg.len();
+        if self.end != NO_END || len > self.max_message {
+            return Ok(false);
+        }
+        if !self.shared {
+            let raw = self.tail.pos.load(Ordering::Relaxed);
+            let count = self.tail.count.load(Ordering::Relaxed);
+            // Our own last record's end, or our claim's start: either way
+            // the cursor is as we left it (anything else goes the general
+            // way, which checks what happened).
+            let ours = match cache.own {
+                Some((p, c)) => (raw == p && count == c) || self.committed_by(p, c, raw, count),
+                None => false,
+            };
+            return if ours {
+                self.put_record(raw, count, msg, cache, 0)
+            } else {
+                Ok(false)
+            };
+        }
+        if !self.room_seen(len, cache) {
+            return Ok(false);
+        }
+        let Some(token) = self.take(Side::Write, owner)? else {
+            return Ok(false);
+        };
+        // Taken as found under the lock; anything wrong with it is the
+        // general path's to report.
+        let sent = match self.writer_position(None) {
+            Ok((pos, count)) => self.put_record(pos, count, msg, cache, token),
+            Err(_) => Ok(false),
+        };
+        if matches!(sent, Ok(false)) {
+            self.unlock(Side::Write, token);
+        }
+        sent
+    }
+
+    /// [`PackedRing::try_send_now`]'s record at `pos` (after `count`
+    /// messages), by the writer of the moment (the only one, or the holder
+    /// of the write lock's `token`, which this gives back once it sent).
+    #[inline]
+    fn put_record(
+        &self,
+        pos: u64,
+        count: u64,
+        msg: &[u8],
+        cache: &mut HeadCache,
+        token: u64,
+    ) -> Result<bool, CorruptError> {
+        let len = msg.len();
+        let rec = record_size(len);
+        if self.offset(pos) as u64 + rec > self.size
+            || !self.fits(pos, rec + RECORD_HEADER, count, cache)
+        {
+            return Ok(false);
+        }
+        self.tail.pos.store(pos | WRITING, Ordering::Relaxed);
+        // SAFETY: the room is free (checked above against what the reader
+        // freed), the claim is marked ours in the write cursor, and readers
+        // look no further than the uncommitted header: nobody else touches
+        // these `len` bytes, which lie inside the ring (the record does not
+        // pass its end, checked above).
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.payload(pos), len) };
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
+            || !self.holds(Side::Write, token)
+        {
+            return Err(revoked("write", pos));
+        }
+        let next = pos + rec;
+        self.word(next).store(0, Ordering::Relaxed);
+        self.word(pos)
+            .store(header(count, len as u64, false), Ordering::Release);
+        self.tail.count.store(count + 1, Ordering::Release);
+        self.tail.pos.store(next, Ordering::Release);
+        if !self.shared {
+            cache.own = Some((next, count + 1));
+        }
+        self.give_back(Side::Write, token);
+        Ok(true)
+    }
+
+    /// A whole receive into `out` in one step (claim, copy, release: the
+    /// stores of [`PackedRing::try_claim_read_with`] then
+    /// [`PackedRing::release`]), when a plain message that fits `out` is
+    /// at the head of a ring that laps on and (shared) no other reader has
+    /// the turn. Returns its length and index, or `None` having done
+    /// nothing (empty, padding, withdrawn, too long, busy: the general
+    /// path handles those, and reports a header that does not validate).
+    /// Fails like `release`.
+    #[inline]
+    pub fn try_recv_now(
+        &self,
+        owner: u32,
+        out: &mut [u8],
+        redeliver: bool,
+    ) -> Result<Option<(usize, u64)>, CorruptError> {
+        if self.end != NO_END {
+            return Ok(None);
+        }
+        if !self.shared {
+            return self.take_record(out, redeliver, 0);
+        }
+        // A look without the lock first: pollers of an empty ring leave
+        // the readers' lock line alone.
+        let pos = self.head.pos.load(Ordering::Relaxed) & !READING;
+        if pos >= POS_LIMIT || self.word(pos).load(Ordering::Relaxed) & COMMIT == 0 {
+            return Ok(None);
+        }
+        let Some(token) = self.take(Side::Read, owner)? else {
+            return Ok(None);
+        };
+        let got = self.take_record(out, redeliver, token);
+        if matches!(got, Ok(None)) {
+            self.unlock(Side::Read, token);
+        }
+        got
+    }
+
+    /// [`PackedRing::try_recv_now`]'s message at the head, by the reader
+    /// of the moment (the only one, or the holder of the read lock's
+    /// `token`, which this gives back once it took one).
+    #[inline]
+    fn take_record(
+        &self,
+        out: &mut [u8],
+        redeliver: bool,
+        token: u64,
+    ) -> Result<Option<(usize, u64)>, CorruptError> {
+        let pos = self.head.pos.load(Ordering::Relaxed);
+        let count = self.head.count.load(Ordering::Relaxed);
+        if pos & READING != 0 || pos >= POS_LIMIT || count >= COUNT_LIMIT {
+            return Ok(None);
+        }
+        let h = self.word(pos).load(Ordering::Acquire);
+        if h & COMMIT == 0 || h & (PAD | WITHDRAWN) != 0 {
+            return Ok(None);
+        }
+        // A header that does not validate is the general path's to report.
+        let Ok(rec) = self.validate(pos, h, count) else {
+            return Ok(None);
+        };
+        // Read once, after the Acquire load, and validated: only this copy
+        // is used.
+        let len = (h & LEN_MASK) as usize;
+        if len > out.len() {
+            return Ok(None);
+        }
+        if redeliver {
+            self.head.redeliver.store(count + 1, Ordering::Relaxed);
+        }
+        self.head.pos.store(pos | READING, Ordering::Release);
+        // SAFETY: the header at `pos` is committed (Acquire) and valid, so
+        // its `len` payload bytes lie inside the ring and were written
+        // before it; no writer touches them until the head passes them,
+        // no other reader while the head is marked ours, and `out` holds
+        // `len` bytes (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(self.payload(pos), out.as_mut_ptr(), len) };
+        if self.head.pos.load(Ordering::Relaxed) != pos | READING
+            || !self.holds(Side::Read, token)
+        {
+            return Err(revoked("read", pos));
+        }
+        self.advance_head(pos + rec, count + 1);
+        self.give_back(Side::Read, token);
+        Ok(Some((len, count)))
+    }
+
+    /// True if the record at `p` (the writer's last claim, after `c`
+    /// messages) is committed and the cursor (`raw`, `count`) just past
+    /// it: where that claim's commit left them.
+    fn committed_by(&self, p: u64, c: u64, raw: u64, count: u64) -> bool {
+        let h = self.word(p).load(Ordering::Relaxed);
+        h & (COMMIT | PAD) == COMMIT
+            && seq_of(h) == c & SEQ_MASK
+            && raw == p + record_size((h & LEN_MASK) as usize)
+            && Some(count) == c.checked_add(1)
     }
 
     /// Gives a claim up without a message.
@@ -1273,8 +1463,15 @@ impl<'a> PackedRing<'a> {
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("read", count));
         }
-        let count = count + 1;
-        let next = pos + record_size(claim.len);
+        self.advance_head(pos + record_size(claim.len), count + 1);
+        Ok(self.give_back(Side::Read, claim.token))
+    }
+
+    /// Moves the read cursor past a released message to `next`, `count`
+    /// messages released, and tells the writer lazily (a quarter of the
+    /// ring at a time).
+    #[inline]
+    fn advance_head(&self, next: u64, count: u64) {
         // The count first: a reader killed between the two stores left
         // the message released, and repair tells so by its sequence.
         self.head.count.store(count, Ordering::Relaxed);
@@ -1286,7 +1483,6 @@ impl<'a> PackedRing<'a> {
         {
             self.publish(next, count);
         }
-        Ok(self.give_back(Side::Read, claim.token))
     }
 
     /// [`PackedRing::pass_dead`] from the head, by the holder of the read
@@ -2796,5 +2992,136 @@ mod tests {
             Some(false),
             "taken by a dead redelivering reader: not withdrawable"
         );
+    }
+
+    /// Sends `msg` in one step if the ring allows, else by claim and
+    /// commit; true if it went either way.
+    fn send_either(r: &Ring<'_>, owner: u32, cache: &mut HeadCache, msg: &[u8], fast: bool) -> (bool, bool) {
+        if fast && r.try_send_now(owner, msg, cache).unwrap() {
+            return (true, true);
+        }
+        let sent = match r.try_claim_write(owner, msg.len(), cache).unwrap() {
+            Some(mut c) => {
+                r.payload_mut(&mut c).copy_from_slice(msg);
+                r.commit(c, msg.len(), 0).unwrap();
+                true
+            }
+            None => false,
+        };
+        (sent, false)
+    }
+
+    /// Receives in one step if the ring allows, else by claim and release.
+    fn recv_either(r: &Ring<'_>, owner: u32, fast: bool) -> (Option<Vec<u8>>, bool) {
+        let mut out = [0u8; 128];
+        if fast {
+            if let Some((len, _)) = r.try_recv_now(owner, &mut out, false).unwrap() {
+                return (Some(out[..len].to_vec()), true);
+            }
+        }
+        let got = match r.try_claim_read(owner, usize::MAX).unwrap() {
+            ReadAttempt::Claimed(c) => {
+                let v = r.payload_of(&c).to_vec();
+                r.release(c).unwrap();
+                Some(v)
+            }
+            ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
+            ReadAttempt::TooLong(_) => panic!("too long"),
+        };
+        (got, false)
+    }
+
+    /// One-step sends and receives, mixed at random with claims, over many
+    /// laps of variable-sized records (single mode, then shared): every
+    /// message arrives once, in order, intact; the one-step paths leave
+    /// padding to the general ones and take everything else.
+    #[test]
+    fn one_step_sends_and_receives_mix_with_claims_over_many_laps() {
+        for shared in [false, true] {
+            let heap = HeapPackedRing::new(512, 1000, 100);
+            let r = if shared { heap.shared_ring() } else { heap.ring() };
+            let mut cache = HeadCache::default();
+            let mut rng = 11u64;
+            let (mut sent, mut got, mut fast_sends, mut fast_recvs) = (0u64, 0u64, 0u64, 0u64);
+            let want = if cfg!(miri) { 400 } else { 5000 };
+            while got < want {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let len = (rng >> 33) as usize % 101;
+                let fast = (rng >> 21) & 3 != 0;
+                let msg: Vec<u8> = (0..len).map(|i| (sent as usize + i) as u8).collect();
+                if (rng >> 20) & 1 == 0 {
+                    let (ok, quick) = send_either(&r, 0, &mut cache, &msg, fast);
+                    sent += ok as u64;
+                    fast_sends += quick as u64;
+                } else {
+                    let (m, quick) = recv_either(&r, 1, fast);
+                    if let Some(m) = m {
+                        assert!(m.iter().enumerate().all(|(i, &b)| b == (got as usize + i) as u8));
+                        got += 1;
+                        fast_recvs += quick as u64;
+                    }
+                }
+                assert!(sent >= got && r.len() == sent - got);
+                assert!(r.bytes().0 <= 512);
+            }
+            assert!(packed(&r).tail_pos() > want * 10, "went round many times");
+            assert!(
+                fast_sends > want / 4 && fast_recvs > want / 4,
+                "shared {shared}: {fast_sends} sends and {fast_recvs} receives in one step"
+            );
+        }
+    }
+
+    /// What the one-step paths leave to the general ones: a write cursor
+    /// moved under its writer, a scribbled header, a buffer too small, and
+    /// another side's turn; none of them changes the ring.
+    #[test]
+    fn one_step_paths_leave_what_needs_a_look_to_the_general_ones() {
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.ring();
+        let p = packed(&r);
+        let mut cache = HeadCache::default();
+        assert!(!r.try_send_now(0, b"first", &mut cache).unwrap(), "no claim yet: the general path looks");
+        assert!(put(&r, &mut cache, b"first"));
+        assert!(r.try_send_now(0, b"second", &mut cache).unwrap());
+        // Too small a buffer: the message stays.
+        let mut small = [0u8; 3];
+        assert_eq!(r.try_recv_now(1, &mut small, false).unwrap(), None);
+        assert_eq!(r.len(), 2);
+        // A scribbled header at the head: left for the general path to
+        // report, the head unmoved.
+        let h = p.word(0).load(Ordering::Relaxed);
+        p.word(0).store(h ^ (1 << SEQ_SHIFT), Ordering::Relaxed);
+        let mut out = [0u8; 64];
+        assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), None);
+        assert!(r.try_claim_read(1, 64).is_err(), "the general path reports it");
+        p.word(0).store(h, Ordering::Relaxed);
+        assert_eq!(r.try_recv_now(1, &mut out, true).unwrap(), Some((5, 0)));
+        assert_eq!(&out[..5], b"first");
+        assert_eq!(p.head.redeliver.load(Ordering::Relaxed), 1, "redelivery asked for message 0");
+        // A write cursor moved under its writer: not followed.
+        let (pos, count) = p.tail_raw();
+        p.tail.pos.store(pos + 8, Ordering::Relaxed);
+        assert!(!r.try_send_now(0, b"third", &mut cache).unwrap());
+        assert!(r.try_claim_write(0, 5, &mut cache).is_err(), "the general path reports it");
+        p.tail.pos.store(pos, Ordering::Relaxed);
+        assert_eq!(p.tail_raw(), (pos, count));
+        assert!(r.try_send_now(0, b"third", &mut cache).unwrap());
+
+        // Shared: another writer's or reader's turn is waited for by the
+        // general path.
+        let heap = HeapPackedRing::new(256, 100, 40);
+        let r = heap.shared_ring();
+        let p = packed(&r);
+        let mut cache = HeadCache::default();
+        assert!(r.try_send_now(0, b"a", &mut cache).unwrap());
+        let token = p.take(Side::Write, 5).unwrap().expect("free");
+        assert!(!r.try_send_now(0, b"b", &mut cache).unwrap(), "writer 5 has the turn");
+        p.unlock(Side::Write, token);
+        let token = p.take(Side::Read, 6).unwrap().expect("free");
+        assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), None, "reader 6 has the turn");
+        p.unlock(Side::Read, token);
+        assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), Some((1, 0)));
+        assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), None, "empty");
     }
 }

@@ -101,6 +101,30 @@ impl<'a> Ring<'a> {
         each!(self, r => (r.bytes_used(), r.size()))
     }
 
+    /// A send in one step, if nothing but a plain record is due (see
+    /// [`PackedRing::try_send_now`]); false: nothing done.
+    #[inline]
+    pub fn try_send_now(
+        &self,
+        owner: u32,
+        msg: &[u8],
+        cache: &mut HeadCache,
+    ) -> Result<bool, CorruptError> {
+        each!(self, r => r.try_send_now(owner, msg, cache))
+    }
+
+    /// A receive in one step, if a plain message that fits `out` is at the
+    /// head (see [`PackedRing::try_recv_now`]): its length and index.
+    #[inline]
+    pub fn try_recv_now(
+        &self,
+        owner: u32,
+        out: &mut [u8],
+        redeliver: bool,
+    ) -> Result<Option<(usize, u64)>, CorruptError> {
+        each!(self, r => r.try_recv_now(owner, out, redeliver))
+    }
+
     /// Claims room for a message of up to `want` bytes for `owner`, or
     /// `None` if the ring is full; `cache` is the writer's private copy of
     /// the reader's progress.

@@ -452,6 +452,87 @@ fn packed_shared_sides_run_at_once_and_wrap() {
     shared_model(&[100, 100, 100], Race::Sides);
 }
 
+/// The one-step paths (`try_send_now`, `try_recv_now`: what `send` and
+/// `recv_into` take when nothing special is due) racing each other, each
+/// falling back to a claim where it declines (the first send, which has no
+/// cursor of its own to check yet): four 56-byte messages (64-byte
+/// records) through a ring of 256 bytes, so that the last one waits for
+/// the reader to free the first, in order and intact, single mode and
+/// shared. The content check is what loom can
+/// see of the payload (the copies are plain memory): the header's Release
+/// and Acquire, and the room checks against `freed` and the head, are
+/// what it explores.
+fn one_step_model(shared: bool) {
+    const LENS: [usize; 4] = [56; 4];
+    model(move || {
+        let heap = Arc::new(HeapPackedRing::new(PACKED_RING, 8, 100));
+        let w = heap.clone();
+        let writer = thread::spawn(move || {
+            let ring = if shared { w.shared_ring() } else { w.ring() };
+            let mut cache = Default::default();
+            for (k, &len) in LENS.iter().enumerate() {
+                let msg = vec![k as u8 + 1; len];
+                loop {
+                    if ring.try_send_now(0, &msg, &mut cache).unwrap() {
+                        break;
+                    }
+                    match ring.try_write(0, len, &mut cache, true).unwrap() {
+                        WriteAttempt::Claimed(mut c) => {
+                            ring.payload_mut(&mut c).copy_from_slice(&msg);
+                            commit(&ring, c, len);
+                            break;
+                        }
+                        WriteAttempt::Full | WriteAttempt::Busy => thread::yield_now(),
+                    }
+                }
+            }
+        });
+        let ring = if shared {
+            heap.shared_ring()
+        } else {
+            heap.ring()
+        };
+        let mut out = [0u8; 128];
+        for (k, &len) in LENS.iter().enumerate() {
+            let got = loop {
+                if let Some((n, index)) = ring.try_recv_now(1, &mut out, false).unwrap() {
+                    assert_eq!(index, k as u64, "message {k}'s index");
+                    break out[..n].to_vec();
+                }
+                match ring.try_claim_read(1, 128).unwrap() {
+                    ReadAttempt::Claimed(c) => {
+                        let v = ring.payload_of(&c).to_vec();
+                        release(&ring, c);
+                        break v;
+                    }
+                    ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => {
+                        thread::yield_now()
+                    }
+                    ReadAttempt::TooLong(n) => panic!("length {n}"),
+                }
+            };
+            assert_eq!(got.len(), len, "message {k}");
+            assert!(got.iter().all(|&b| b == k as u8 + 1), "message {k}");
+        }
+        writer.join().unwrap();
+        assert_eq!(ring.try_recv_now(1, &mut out, false).unwrap(), None);
+        assert!(matches!(
+            ring.try_claim_read(1, 128).unwrap(),
+            ReadAttempt::Empty
+        ));
+    });
+}
+
+#[test]
+fn one_step_sends_and_receives_race_in_order_single_mode() {
+    one_step_model(false);
+}
+
+#[test]
+fn one_step_sends_and_receives_race_in_order_shared() {
+    one_step_model(true);
+}
+
 /// An unbounded queue's block (a write-once lap, `with_end`): a receiver
 /// sealing the lap (`close`, as `read_chain` does once the chain moved
 /// past it, or the end of the stream) races a sender's claim. Either the
