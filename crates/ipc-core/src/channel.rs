@@ -830,8 +830,13 @@ impl Rx {
                         q.wake_senders();
                         return Ok(len);
                     }
-                    Ok(None) if poll + 1 < polls => crate::atomic::spin_hint(),
-                    Ok(None) => {}
+                    // Only an empty head is worth polling again: what is
+                    // there but not for this path (padding, a message too
+                    // long, a withdrawn one) is the general path's.
+                    Ok(None) if poll + 1 < polls && !q.ring().head_committed() => {
+                        crate::atomic::spin_hint()
+                    }
+                    Ok(None) => break,
                     Err(e) => {
                         q.count_revoked();
                         return Err(RecvError::Corrupt(e));

@@ -1033,7 +1033,9 @@ impl<'a> PackedRing<'a> {
         if !self.room_seen(len, cache) {
             return Ok(false);
         }
-        let Some(token) = self.take(Side::Write, owner)? else {
+        // A lock word that is no lock is the general path's to report (a
+        // scribble, not a claim taken away).
+        let Ok(Some(token)) = self.take(Side::Write, owner) else {
             return Ok(false);
         };
         // Taken as found under the lock; anything wrong with it is the
@@ -1062,7 +1064,9 @@ impl<'a> PackedRing<'a> {
     ) -> Result<bool, CorruptError> {
         let len = msg.len();
         let rec = record_size(len);
-        if self.offset(pos) as u64 + rec > self.size
+        // A count at its limit is the general path's to report.
+        if count >= COUNT_LIMIT
+            || self.offset(pos) as u64 + rec > self.size
             || !self.fits(pos, rec + RECORD_HEADER, count, cache)
         {
             return Ok(false);
@@ -1115,11 +1119,10 @@ impl<'a> PackedRing<'a> {
         }
         // A look without the lock first: pollers of an empty ring leave
         // the readers' lock line alone.
-        let pos = self.head.pos.load(Ordering::Relaxed) & !READING;
-        if pos >= POS_LIMIT || self.word(pos).load(Ordering::Relaxed) & COMMIT == 0 {
+        if !self.head_committed() {
             return Ok(None);
         }
-        let Some(token) = self.take(Side::Read, owner)? else {
+        let Ok(Some(token)) = self.take(Side::Read, owner) else {
             return Ok(None);
         };
         let got = self.take_record(out, redeliver, token);
@@ -1127,6 +1130,14 @@ impl<'a> PackedRing<'a> {
             self.unlock(Side::Read, token);
         }
         got
+    }
+
+    /// True if the header at the read cursor is committed: a message (or
+    /// padding) is there, whether or not [`PackedRing::try_recv_now`]
+    /// takes it. A look without the lock.
+    pub fn head_committed(&self) -> bool {
+        let pos = self.head.pos.load(Ordering::Relaxed) & !READING;
+        pos < POS_LIMIT && self.word(pos).load(Ordering::Relaxed) & COMMIT != 0
     }
 
     /// [`PackedRing::try_recv_now`]'s message at the head, by the reader
@@ -3123,5 +3134,40 @@ mod tests {
         p.unlock(Side::Read, token);
         assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), Some((1, 0)));
         assert_eq!(r.try_recv_now(1, &mut out, false).unwrap(), None, "empty");
+    }
+
+    /// Review of 55d93ac: a single-mode one-step send at a message count
+    /// at its limit (scribbled up to it) was acknowledged and counted past
+    /// it, where the general path's commit refuses it: a message sent `Ok`
+    /// that no reader could ever take.
+    #[test]
+    fn a_one_step_send_refuses_a_count_at_the_limit_as_commit_does() {
+        for fast in [false, true] {
+            let heap = HeapPackedRing::new(256, 100, 40);
+            let r = heap.ring();
+            let p = packed(&r);
+            for c in [p.tail, p.head, p.freed] {
+                c.count.store(COUNT_LIMIT - 1, Ordering::Relaxed);
+            }
+            let mut cache = HeadCache::default();
+            assert!(put(&r, &mut cache, b"first"));
+            assert_eq!(p.tail.count.load(Ordering::Relaxed), COUNT_LIMIT);
+            let general = |cache: &mut HeadCache| match r.try_claim_write(0, 6, cache) {
+                Ok(Some(mut c)) => {
+                    r.payload_mut(&mut c).copy_from_slice(b"second");
+                    r.commit(c, 6, 0).map(Some)
+                }
+                other => other.map(|c| c.map(|_| ())),
+            };
+            let second = match fast.then(|| r.try_send_now(0, b"second", &mut cache)) {
+                Some(Ok(true)) => Ok(Some(())),
+                Some(Err(e)) => Err(e),
+                // Declined (or not tried): the general path reports it.
+                Some(Ok(false)) | None => general(&mut cache),
+            };
+            assert!(second.is_err(), "fast {fast}: a send at the count limit: {second:?}");
+            assert_eq!(p.tail.count.load(Ordering::Relaxed), COUNT_LIMIT, "fast {fast}");
+            assert_eq!(take(&r).as_deref(), Some(&b"first"[..]));
+        }
     }
 }

@@ -113,6 +113,13 @@ impl<'a> Ring<'a> {
         each!(self, r => r.try_send_now(owner, msg, cache))
     }
 
+    /// True if something committed waits at the head (see
+    /// [`PackedRing::head_committed`]).
+    #[inline]
+    pub fn head_committed(&self) -> bool {
+        each!(self, r => r.head_committed())
+    }
+
     /// A receive in one step, if a plain message that fits `out` is at the
     /// head (see [`PackedRing::try_recv_now`]): its length and index.
     #[inline]
