@@ -67,7 +67,12 @@ fn a_scribbled_lock_word_is_not_counted_as_a_revoked_claim() {
     let after_fast_recv = buf.status().revoked_claims;
     poke(&name, read_lock, 0);
     assert_eq!(
-        (after_general, after_fast, after_general_recv, after_fast_recv),
+        (
+            after_general,
+            after_fast,
+            after_general_recv,
+            after_fast_recv
+        ),
         (0, 0, 0, 0),
         "no claim was revoked: the lock word was scribbled"
     );
