@@ -203,21 +203,25 @@ fn run(args: &Args) -> Result<i32> {
     // for small ones; above SCRATCH_MAX they are read in place.
     let mut scratch = match &source {
         Source::Queue(rx) if args.verify && rx.max_message() <= SCRATCH_MAX => {
-            vec![0u8; rx.max_message()]
+            Some(vec![0u8; rx.max_message()])
         }
-        _ => Vec::new(),
+        _ => None,
     };
     while meter.messages < limit {
-        let copy = (!scratch.is_empty()).then_some(&mut scratch[..]);
-        let next = receive(&mut source, args.timeout, &what, copy, |bytes| {
-            meter.add(bytes.len());
-            if args.verify {
-                verifier.check(bytes);
-                return Ok(());
-            }
-            // Straight to fd 1 while the slot is held: once this returns
-            // the bytes are the kernel's, and only then is the slot freed.
-            match write_all_fd(1, bytes)
+        let next = receive(
+            &mut source,
+            args.timeout,
+            &what,
+            scratch.as_deref_mut(),
+            |bytes| {
+                meter.add(bytes.len());
+                if args.verify {
+                    verifier.check(bytes);
+                    return Ok(());
+                }
+                // Straight to fd 1 while the slot is held: once this returns
+                // the bytes are the kernel's, and only then is the slot freed.
+                match write_all_fd(1, bytes)
                 .with_context(|| format!("writing a message from {what} to stdout"))?
             {
                 Written::All => {}
@@ -227,8 +231,9 @@ fn run(args: &Args) -> Result<i32> {
                     bytes.len()
                 ),
             }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if out_closed {
             log::info!("stdout closed; stopping");
             break;

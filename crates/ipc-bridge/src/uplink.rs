@@ -394,10 +394,6 @@ pub struct Spec {
     pub far_bridge: String,
 }
 
-/// An identity of `mailbox`'s file (its inode number, and its birth time
-/// where the file system keeps one; not the change time, which writes
-/// through the mapping move): another file made under the same name later
-/// has another (0 if it cannot be read).
 /// True if the message of `index`, the first taken since attaching
 /// (`fresh`, cleared here), is the journal's last entry: journaled by a
 /// run killed before the proxy let go of it, and redelivered.
@@ -405,6 +401,10 @@ fn journaled_before(journal: &Journal, fresh: &mut bool, index: u64) -> bool {
     std::mem::take(fresh) && journal.last_source_index() == Some(index)
 }
 
+/// An identity of `mailbox`'s file (its inode number, and its birth time
+/// where the file system keeps one; not the change time, which writes
+/// through the mapping move): another file made under the same name later
+/// has another (0 if it cannot be read).
 fn source_id(mailbox: &Mailbox) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let path = std::path::Path::new(ipc_core::segment::SHM_DIR).join(mailbox.name());

@@ -212,15 +212,13 @@ impl Tx {
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
         let (msg, len) = self.fits(msg)?;
-        if tag == 0 {
-            match self.send_now(msg.as_ref()) {
-                Ok(true) => {
-                    self.main().wake_receivers();
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(fail) => return Err(fail.into_send_error(msg)),
+        match self.send_now(tag, msg.as_ref()) {
+            Ok(true) => {
+                self.main().wake_receivers();
+                return Ok(());
             }
+            Ok(false) => {}
+            Err(fail) => return Err(fail.into_send_error(msg)),
         }
         let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
@@ -231,13 +229,13 @@ impl Tx {
             .map_err(|stop| stop_to_send(stop, deadline, msg))
     }
 
-    /// A bounded queue's send of an untagged `msg` in one step (see
+    /// A bounded queue's send of `msg` in one step (see
     /// [`PackedRing::try_send_now`](crate::ring::PackedRing::try_send_now)),
     /// waking nobody: false if it did not apply (nothing done; the caller
-    /// claims and commits).
+    /// claims and commits), as for a tagged message (`tag` non-zero).
     #[inline]
-    fn send_now(&mut self, msg: &[u8]) -> Result<bool, ClaimFail> {
-        if self.main().flavor() != Flavor::Bounded || self.ep.inherited() {
+    fn send_now(&mut self, tag: u64, msg: &[u8]) -> Result<bool, ClaimFail> {
+        if tag != 0 || self.main().flavor() != Flavor::Bounded || self.ep.inherited() {
             return Ok(false);
         }
         self.check_receivers()?;
@@ -319,18 +317,16 @@ impl Tx {
                     break;
                 }
             };
-            if tag == 0 {
-                match self.send_now(msg.as_ref()) {
-                    Ok(true) => {
-                        sent += 1;
-                        unannounced = true;
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(fail) => {
-                        failed = Some(fail.into_send_error(msg));
-                        break;
-                    }
+            match self.send_now(tag, msg.as_ref()) {
+                Ok(true) => {
+                    sent += 1;
+                    unannounced = true;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(fail) => {
+                    failed = Some(fail.into_send_error(msg));
+                    break;
                 }
             }
             let claimed = match self.claim(len, Deadline::Now) {

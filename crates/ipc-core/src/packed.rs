@@ -701,6 +701,7 @@ impl<'a> PackedRing<'a> {
     /// `mem::forget`, still marked) or the record it committed. The first
     /// claim of a new writer takes the cursor as it finds it (repaired if
     /// its predecessor died).
+    #[inline]
     fn writer_position(&self, own: Option<(u64, u64)>) -> Result<(u64, u64), CorruptError> {
         let raw = self.tail.pos.load(Ordering::Relaxed);
         let count = self.tail.count.load(Ordering::Relaxed);
@@ -722,7 +723,12 @@ impl<'a> PackedRing<'a> {
         if (raw == p || raw == p | WRITING) && count == c {
             return Ok((p, c));
         }
-        if self.committed_by(p, c, raw, count) {
+        let h = self.word(p).load(Ordering::Relaxed);
+        let committed = h & (COMMIT | PAD) == COMMIT
+            && seq_of(h) == c & SEQ_MASK
+            && raw == p + record_size((h & LEN_MASK) as usize)
+            && Some(count) == c.checked_add(1);
+        if committed {
             return Ok((raw, count));
         }
         Err(CorruptError(format!(
@@ -916,6 +922,7 @@ impl<'a> PackedRing<'a> {
     }
 
     /// True if `token` still holds `side`'s lock (always, unshared).
+    #[inline]
     fn holds(&self, side: Side, token: u64) -> bool {
         !self.shared || self.cursor(side).lock.load(Ordering::Relaxed) & !WAITED == token
     }
@@ -958,13 +965,17 @@ impl<'a> PackedRing<'a> {
         tag: u64,
     ) -> Result<(), CorruptError> {
         self.check_claim(claim.pos, claim.slot);
-        let pos = claim.pos;
-        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
-            || !self.holds(Side::Write, claim.token)
+        self.commit_at(claim.pos, claim.token, len.min(claim.cap), tag)
+    }
+
+    /// [`PackedRing::commit_tagged`] of the claim at `pos`, taken under
+    /// `token` (shared rings; 0 unshared), holding `len` bytes.
+    #[inline]
+    fn commit_at(&self, pos: u64, token: u64, len: usize, tag: u64) -> Result<(), CorruptError> {
+        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING || !self.holds(Side::Write, token)
         {
             return Err(revoked("write", pos));
         }
-        let len = len.min(claim.cap);
         let count = self.tail.count.load(Ordering::Relaxed);
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("write", count));
@@ -990,7 +1001,7 @@ impl<'a> PackedRing<'a> {
         // Release: whoever sees the count sees the record it counts.
         self.tail.count.store(count + 1, Ordering::Release);
         self.tail.pos.store(next, Ordering::Release);
-        self.give_back(Side::Write, claim.token);
+        self.give_back(Side::Write, token);
         Ok(())
     }
 
@@ -1011,48 +1022,40 @@ impl<'a> PackedRing<'a> {
         cache: &mut HeadCache,
     ) -> Result<bool, CorruptError> {
         let len = msg.len();
-        if self.end != NO_END || len > self.max_message {
+        // A single-mode writer's first send goes the general way: the
+        // cursor has no claim of ours to be checked against yet.
+        if self.end != NO_END || len > self.max_message || (!self.shared && cache.own.is_none()) {
             return Ok(false);
         }
-        if !self.shared {
-            let raw = self.tail.pos.load(Ordering::Relaxed);
-            let count = self.tail.count.load(Ordering::Relaxed);
-            // Our own last record's end, or our claim's start: either way
-            // the cursor is as we left it (anything else goes the general
-            // way, which checks what happened).
-            let ours = match cache.own {
-                Some((p, c)) => (raw == p && count == c) || self.committed_by(p, c, raw, count),
-                None => false,
+        if self.shared && !self.room_seen(len, cache) {
+            return Ok(false);
+        }
+        let token = if self.shared {
+            // A lock word that is no lock is the general path's to report
+            // (a scribble, not a claim taken away).
+            let Ok(Some(token)) = self.take(Side::Write, owner) else {
+                return Ok(false);
             };
-            return if ours {
-                self.put_record(raw, count, msg, cache, 0)
-            } else {
-                Ok(false)
-            };
-        }
-        if !self.room_seen(len, cache) {
-            return Ok(false);
-        }
-        // A lock word that is no lock is the general path's to report (a
-        // scribble, not a claim taken away).
-        let Ok(Some(token)) = self.take(Side::Write, owner) else {
-            return Ok(false);
+            token
+        } else {
+            0
         };
-        // Taken as found under the lock; anything wrong with it is the
-        // general path's to report.
-        let sent = match self.writer_position(None) {
+        // Where the writer stands, checked as `claim_write` checks it;
+        // anything wrong with it is the general path's to report.
+        let own = if self.shared { None } else { cache.own };
+        let sent = match self.writer_position(own) {
             Ok((pos, count)) => self.put_record(pos, count, msg, cache, token),
             Err(_) => Ok(false),
         };
         if matches!(sent, Ok(false)) {
-            self.unlock(Side::Write, token);
+            self.give_back(Side::Write, token);
         }
         sent
     }
 
     /// [`PackedRing::try_send_now`]'s record at `pos` (after `count`
     /// messages), by the writer of the moment (the only one, or the holder
-    /// of the write lock's `token`, which this gives back once it sent).
+    /// of the write lock's `token`, which `commit_at` gives back).
     #[inline]
     fn put_record(
         &self,
@@ -1078,21 +1081,10 @@ impl<'a> PackedRing<'a> {
         // these `len` bytes, which lie inside the ring (the record does not
         // pass its end, checked above).
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.payload(pos), len) };
-        if self.tail.pos.load(Ordering::Relaxed) != pos | WRITING
-            || !self.holds(Side::Write, token)
-        {
-            return Err(revoked("write", pos));
-        }
-        let next = pos + rec;
-        self.word(next).store(0, Ordering::Relaxed);
-        self.word(pos)
-            .store(header(count, len as u64, false), Ordering::Release);
-        self.tail.count.store(count + 1, Ordering::Release);
-        self.tail.pos.store(next, Ordering::Release);
+        self.commit_at(pos, token, len, 0)?;
         if !self.shared {
-            cache.own = Some((next, count + 1));
+            cache.own = Some((pos + rec, count + 1));
         }
-        self.give_back(Side::Write, token);
         Ok(true)
     }
 
@@ -1111,23 +1103,22 @@ impl<'a> PackedRing<'a> {
         out: &mut [u8],
         redeliver: bool,
     ) -> Result<Option<(usize, u64)>, CorruptError> {
-        if self.end != NO_END {
+        // Shared, a look without the lock first: pollers of an empty ring
+        // leave the readers' lock line alone.
+        if self.end != NO_END || (self.shared && !self.head_committed()) {
             return Ok(None);
         }
-        if !self.shared {
-            return self.take_record(out, redeliver, 0);
-        }
-        // A look without the lock first: pollers of an empty ring leave
-        // the readers' lock line alone.
-        if !self.head_committed() {
-            return Ok(None);
-        }
-        let Ok(Some(token)) = self.take(Side::Read, owner) else {
-            return Ok(None);
+        let token = if self.shared {
+            let Ok(Some(token)) = self.take(Side::Read, owner) else {
+                return Ok(None);
+            };
+            token
+        } else {
+            0
         };
         let got = self.take_record(out, redeliver, token);
         if matches!(got, Ok(None)) {
-            self.unlock(Side::Read, token);
+            self.give_back(Side::Read, token);
         }
         got
     }
@@ -1160,44 +1151,24 @@ impl<'a> PackedRing<'a> {
             return Ok(None);
         }
         // A header that does not validate is the general path's to report.
-        let Ok(rec) = self.validate(pos, h, count) else {
+        if self.validate(pos, h, count).is_err() {
             return Ok(None);
-        };
+        }
         // Read once, after the Acquire load, and validated: only this copy
         // is used.
         let len = (h & LEN_MASK) as usize;
         if len > out.len() {
             return Ok(None);
         }
-        if redeliver {
-            self.head.redeliver.store(count + 1, Ordering::Relaxed);
-        }
-        self.head.pos.store(pos | READING, Ordering::Release);
+        self.mark_reading(pos, count, redeliver);
         // SAFETY: the header at `pos` is committed (Acquire) and valid, so
         // its `len` payload bytes lie inside the ring and were written
         // before it; no writer touches them until the head passes them,
         // no other reader while the head is marked ours, and `out` holds
         // `len` bytes (checked above).
         unsafe { std::ptr::copy_nonoverlapping(self.payload(pos), out.as_mut_ptr(), len) };
-        if self.head.pos.load(Ordering::Relaxed) != pos | READING
-            || !self.holds(Side::Read, token)
-        {
-            return Err(revoked("read", pos));
-        }
-        self.advance_head(pos + rec, count + 1);
-        self.give_back(Side::Read, token);
+        self.release_at(pos, token, len)?;
         Ok(Some((len, count)))
-    }
-
-    /// True if the record at `p` (the writer's last claim, after `c`
-    /// messages) is committed and the cursor (`raw`, `count`) just past
-    /// it: where that claim's commit left them.
-    fn committed_by(&self, p: u64, c: u64, raw: u64, count: u64) -> bool {
-        let h = self.word(p).load(Ordering::Relaxed);
-        h & (COMMIT | PAD) == COMMIT
-            && seq_of(h) == c & SEQ_MASK
-            && raw == p + record_size((h & LEN_MASK) as usize)
-            && Some(count) == c.checked_add(1)
     }
 
     /// Gives a claim up without a message.
@@ -1274,15 +1245,7 @@ impl<'a> PackedRing<'a> {
         if len > max_len {
             return Ok(ReadAttempt::TooLong(len));
         }
-        // Said before the mark is set (the Release below orders it), so a
-        // repair that sees the mark sees what to do with the message. A
-        // request left behind names a message released since (a lower
-        // count), unless that message went back unreleased: `put_back`
-        // and the repair clear it then.
-        if redeliver {
-            self.head.redeliver.store(count + 1, Ordering::Relaxed);
-        }
-        self.head.pos.store(pos | READING, Ordering::Release);
+        self.mark_reading(pos, count, redeliver);
         // The length was read once, after the Acquire load of the
         // committed header, and validated: only that copy is used.
         Ok(ReadAttempt::Claimed(ReadClaim {
@@ -1464,25 +1427,39 @@ impl<'a> PackedRing<'a> {
     /// if another reader waited for the turn.
     fn free_read(&self, claim: &ReadClaim<'_>) -> Result<bool, CorruptError> {
         self.check_claim(claim.pos, claim.slot);
-        let pos = claim.pos;
-        if self.head.pos.load(Ordering::Relaxed) != pos | READING
-            || !self.holds(Side::Read, claim.token)
-        {
+        self.release_at(claim.pos, claim.token, claim.len)
+    }
+
+    /// Marks the message at `pos` (after `count` released) held by the
+    /// reader of the moment, asking for its redelivery first if
+    /// `redeliver`.
+    #[inline]
+    fn mark_reading(&self, pos: u64, count: u64, redeliver: bool) {
+        // Said before the mark is set (the Release below orders it), so a
+        // repair that sees the mark sees what to do with the message. A
+        // request left behind names a message released since (a lower
+        // count), unless that message went back unreleased: `put_back`
+        // and the repair clear it then.
+        if redeliver {
+            self.head.redeliver.store(count + 1, Ordering::Relaxed);
+        }
+        self.head.pos.store(pos | READING, Ordering::Release);
+    }
+
+    /// Releases the message of `len` bytes held at `pos` under `token`
+    /// (shared rings; 0 unshared): the read cursor moves past it, and the
+    /// writer is told lazily (a quarter of the ring at a time). True if
+    /// another reader waited for the readers' turn.
+    #[inline]
+    fn release_at(&self, pos: u64, token: u64, len: usize) -> Result<bool, CorruptError> {
+        if self.head.pos.load(Ordering::Relaxed) != pos | READING || !self.holds(Side::Read, token) {
             return Err(revoked("read", pos));
         }
         let count = self.head.count.load(Ordering::Relaxed);
         if count >= COUNT_LIMIT {
             return Err(count_out_of_range("read", count));
         }
-        self.advance_head(pos + record_size(claim.len), count + 1);
-        Ok(self.give_back(Side::Read, claim.token))
-    }
-
-    /// Moves the read cursor past a released message to `next`, `count`
-    /// messages released, and tells the writer lazily (a quarter of the
-    /// ring at a time).
-    #[inline]
-    fn advance_head(&self, next: u64, count: u64) {
+        let (next, count) = (pos + record_size(len), count + 1);
         // The count first: a reader killed between the two stores left
         // the message released, and repair tells so by its sequence.
         self.head.count.store(count, Ordering::Relaxed);
@@ -1494,6 +1471,7 @@ impl<'a> PackedRing<'a> {
         {
             self.publish(next, count);
         }
+        Ok(self.give_back(Side::Read, token))
     }
 
     /// [`PackedRing::pass_dead`] from the head, by the holder of the read
@@ -2911,11 +2889,10 @@ mod tests {
     fn ring_at_padding(r: &Ring<'_>, cache: &mut HeadCache) {
         let Ring::Packed(p) = *r;
         loop {
-            let pos = offer(r, cache, b"0123456789abcdefghijklmnopqrstu", 0);
+            offer(r, cache, b"0123456789abcdefghijklmnopqrstu", 0);
             assert_eq!(take(r).unwrap(), b"0123456789abcdefghijklmnopqrstu");
             let left = p.size() - (p.head_pos() % p.size());
             if left < 32 && left > 0 {
-                let _ = pos;
                 return;
             }
         }
@@ -3005,41 +2982,25 @@ mod tests {
         );
     }
 
-    /// Sends `msg` in one step if the ring allows, else by claim and
-    /// commit; true if it went either way.
-    fn send_either(r: &Ring<'_>, owner: u32, cache: &mut HeadCache, msg: &[u8], fast: bool) -> (bool, bool) {
-        if fast && r.try_send_now(owner, msg, cache).unwrap() {
+    /// Sends `msg` (as writer 0) in one step if `fast` and the ring
+    /// allows, else by claim and commit: (sent either way, in one step).
+    fn send_either(r: &Ring<'_>, cache: &mut HeadCache, msg: &[u8], fast: bool) -> (bool, bool) {
+        if fast && r.try_send_now(0, msg, cache).unwrap() {
             return (true, true);
         }
-        let sent = match r.try_claim_write(owner, msg.len(), cache).unwrap() {
-            Some(mut c) => {
-                r.payload_mut(&mut c).copy_from_slice(msg);
-                r.commit(c, msg.len(), 0).unwrap();
-                true
-            }
-            None => false,
-        };
-        (sent, false)
+        (put(r, cache, msg), false)
     }
 
-    /// Receives in one step if the ring allows, else by claim and release.
-    fn recv_either(r: &Ring<'_>, owner: u32, fast: bool) -> (Option<Vec<u8>>, bool) {
+    /// Receives (as reader 1) in one step if `fast` and the ring allows,
+    /// else by claim and release: (the message, taken in one step).
+    fn recv_either(r: &Ring<'_>, fast: bool) -> (Option<Vec<u8>>, bool) {
         let mut out = [0u8; 128];
         if fast {
-            if let Some((len, _)) = r.try_recv_now(owner, &mut out, false).unwrap() {
+            if let Some((len, _)) = r.try_recv_now(1, &mut out, false).unwrap() {
                 return (Some(out[..len].to_vec()), true);
             }
         }
-        let got = match r.try_claim_read(owner, usize::MAX).unwrap() {
-            ReadAttempt::Claimed(c) => {
-                let v = r.payload_of(&c).to_vec();
-                r.release(c).unwrap();
-                Some(v)
-            }
-            ReadAttempt::Empty | ReadAttempt::Writing | ReadAttempt::Busy => None,
-            ReadAttempt::TooLong(_) => panic!("too long"),
-        };
-        (got, false)
+        (take(r), false)
     }
 
     /// One-step sends and receives, mixed at random with claims, over many
@@ -3061,11 +3022,11 @@ mod tests {
                 let fast = (rng >> 21) & 3 != 0;
                 let msg: Vec<u8> = (0..len).map(|i| (sent as usize + i) as u8).collect();
                 if (rng >> 20) & 1 == 0 {
-                    let (ok, quick) = send_either(&r, 0, &mut cache, &msg, fast);
+                    let (ok, quick) = send_either(&r, &mut cache, &msg, fast);
                     sent += ok as u64;
                     fast_sends += quick as u64;
                 } else {
-                    let (m, quick) = recv_either(&r, 1, fast);
+                    let (m, quick) = recv_either(&r, fast);
                     if let Some(m) = m {
                         assert!(m.iter().enumerate().all(|(i, &b)| b == (got as usize + i) as u8));
                         got += 1;
