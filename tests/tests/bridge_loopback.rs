@@ -407,6 +407,19 @@ fn an_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_
 }
 
 #[test]
+fn an_unbounded_exporter_killed_between_putting_a_message_in_and_recording_it_delivers_it_once() {
+    // The same window on an unbounded mailbox, whose deliveries carry no
+    // commit tag yet (RELIABILITY.md, "Kill windows"): on a428db3 the
+    // restarted exporter takes the resend of message 2500 for a new one.
+    let kill = Kill {
+        hook: "IPC_BRIDGE_TEST_KILL_AFTER_DELIVERING",
+        at: 2500,
+        n: 6000,
+    };
+    exporter_killed_at("kill-window-unbounded", Capacity::Unbounded, kill, None);
+}
+
+#[test]
 fn a_rendezvous_exporter_killed_between_its_offer_taken_and_recording_it_delivers_it_once() {
     // The same window on a rendezvous mailbox: the offer was taken, the
     // send returned, the table does not say so yet.

@@ -52,7 +52,7 @@ const KILL_WHILE_OFFERING_ENV: &str = "IPC_BRIDGE_TEST_KILL_WHILE_OFFERING";
 /// How long after starting that offer.
 const KILL_WHILE_OFFERING_AFTER: Duration = Duration::from_millis(5);
 
-/// The tag a message of `origin` carries into a bounded mailbox: stored
+/// The tag a message of `origin` carries into a mailbox: stored
 /// with its commit (`Sender::send_tagged_batch_until`), so that a bridge
 /// restarted after a kill between the commit and its record in the
 /// delivered table learns from the mailbox that the message went in.
@@ -220,18 +220,16 @@ pub fn run(
 
     let mut origins: HashMap<u64, Origin> = HashMap::new();
     let mut sender: Option<Sender> = None;
-    // Bounded and rendezvous mailboxes keep tags: until the last one was
-    // read, what the table says of the message delivered last may be one
-    // behind.
-    // Until then the table is not written (`take_frame` defers what would
-    // write it): a write could evict the entry the tag names.
-    let tagged = matches!(capacity, Capacity::Bounded(_) | Capacity::Zero);
-    let mut tag_settled = !tagged;
+    // Every delivery is tagged: until the mailbox's last tag was read,
+    // what the table says of the message delivered last may be one
+    // behind. Until then the table is not written (`take_frame` defers
+    // what would write it): a write could evict the entry the tag names.
+    let mut tag_settled = false;
     let salt = delivered
         .salt()
         .with_context(|| format!("choosing {name}'s tag salt"))?;
-    // The salt of the deliveries' tags (`None`: untagged).
-    let tags = tagged.then_some(salt);
+    // The salt of the deliveries' tags.
+    let tags = Some(salt);
     let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
     let mut kill_while_offering = Countdown::from_env(KILL_WHILE_OFFERING_ENV);
     let mut receivers_gone = false;

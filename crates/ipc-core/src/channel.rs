@@ -136,6 +136,9 @@ pub(crate) struct Claimed {
     /// Borrows the memory of `block`, or of the sender's own queue, both
     /// of which outlive it (see `Claimed::new`).
     claim: WriteClaim<'static>,
+    /// In an unbounded chain: the block's index and the end of the lap
+    /// it serves ((0, 0) otherwise).
+    chain_at: (u64, u64),
 }
 
 impl Claimed {
@@ -149,6 +152,7 @@ impl Claimed {
             block,
             // SAFETY: the caller keeps the claim's memory alive (above).
             claim: unsafe { claim.extend() },
+            chain_at: (0, 0),
         }
     }
 
@@ -265,13 +269,36 @@ impl Tx {
         if self.ep.inherited() {
             return Err(ClaimFail::Inherited);
         }
-        let Claimed { block, claim } = claimed;
+        let Claimed {
+            block,
+            claim,
+            chain_at: (k, end),
+        } = claimed;
         let q = block.as_deref().unwrap_or(&self.ep.q);
         let pos = claim.pos();
+        // An unbounded chain's last tag is kept in its main segment, so
+        // that it outlives the block: marked there first, with where the
+        // claim is, and settled after the block's own tagged commit (or,
+        // if we are killed in between, by `settle_chain_tag`, from the
+        // block's marks).
+        let chained = tag != 0 && self.main().flavor() == Flavor::Unbounded;
+        let chain = &self.main().header().chain;
+        if chained {
+            chain.tag_pending.store(tag, Ordering::Relaxed);
+            chain.tag_block.store(k, Ordering::Relaxed);
+            chain.tag_pos.store(pos + 1, Ordering::Release);
+            crate::pause::at("chain tag: marked");
+        }
         q.ring().commit(claim, len, tag).map_err(|e| {
             self.main().count_revoked();
             ClaimFail::Corrupt(e)
         })?;
+        if chained {
+            crate::pause::at("chain tag: committed");
+            chain.tag.store(tag, Ordering::Release);
+            chain.tag_pos.store(0, Ordering::Release);
+            give_back_if_passed(self.main(), k, block.as_deref(), end);
+        }
         Ok(pos)
     }
 
@@ -291,8 +318,8 @@ impl Tx {
     /// [`Tx::send_batch`] of `(tag, message)` pairs: each message's
     /// non-zero tag is made the ring's last tag with its commit (0: none).
     /// A rendezvous queue's go one by one, each waiting for its receiver;
-    /// on an unbounded one a tag would stay in its block, so the public
-    /// call refuses tags there.
+    /// an unbounded one's last tag is kept in its main segment (see
+    /// [`Tx::publish`]).
     pub(crate) fn send_tagged_batch<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
@@ -369,14 +396,26 @@ impl Tx {
     /// commit is then settled. On a rendezvous queue, of the last tagged
     /// offer if a receiver took it (0 if withdrawn): one still waiting
     /// whose sender is no longer attached is withdrawn, and a withdrawal
-    /// killed half way is finished first (by reaping). Bounded and rendezvous queues only
-    /// (the caller refuses the others).
+    /// killed half way is finished first (by reaping). On an unbounded
+    /// queue, see `settle_chain_tag`.
     pub(crate) fn last_tag(&mut self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
         }
         let ring = self.ep.q.ring();
         let me = self.ep.me;
+        if self.main().flavor() == Flavor::Unbounded {
+            let main = self.main().clone();
+            return self.ep.block_on(
+                |h| &h.space_ready,
+                deadline,
+                |_| match settle_chain_tag(&main, me) {
+                    Ok(Some(tag)) => Step::Ready(tag),
+                    Ok(None) => Step::Wait,
+                    Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+                },
+            );
+        }
         let offers = self.main().flavor() == Flavor::Zero;
         let (tag, withdrew) = self.ep.block_on(
             |h| &h.space_ready,
@@ -513,7 +552,9 @@ impl Tx {
             match yield_to_turns(Some(BYPASS_GRACE), || ring.try_write(me, want, cache, true)) {
                 Ok(WriteAttempt::Claimed(claim)) => {
                     // SAFETY: a claim on this block's ring; the Arc keeps it.
-                    return Ok(unsafe { Claimed::new(Some(block.q().clone()), claim) });
+                    let mut c = unsafe { Claimed::new(Some(block.q().clone()), claim) };
+                    c.chain_at = (block.index, block.view.end);
+                    return Ok(c);
                 }
                 // Sealed (full), or another sender's turn has lasted
                 // longer than a turn does (it is frozen, or descheduled):
@@ -740,7 +781,7 @@ impl Tx {
             // The parent's claim, copied by fork: the parent still holds it.
             return;
         }
-        let Claimed { block, claim } = claimed;
+        let Claimed { block, claim, .. } = claimed;
         if let Err(e) = block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim) {
             self.main().count_revoked();
             log::warn!("{}: {e}", self.main().name());
@@ -1237,6 +1278,12 @@ fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
     if chain.tail_block.load(Ordering::Acquire) != block.index {
         return true;
     }
+    if main.tag_marks(block.index) {
+        // A tagged commit's writer was killed in it: the block's marks
+        // say whether its message went in, until the last tag is read
+        // (`settle_chain_tag`). It stays, as it is, until then.
+        return true;
+    }
     match block.ring().close(me) {
         Ok(false) => {
             let _ = Segment::unlink(&main.block_name(block.index));
@@ -1255,6 +1302,68 @@ fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
         // is still to be read, so neither remove the block nor end.
         Ok(true) => false,
         Err(_) => true,
+    }
+}
+
+/// The last tag of unbounded chain `main` (see [`Tx::last_tag`]),
+/// settling first a tagged commit its writer did not finish (it was
+/// killed): the message went in exactly if its block's own tag marks,
+/// settled by the repair of that writer, name its record. `None` while
+/// that block's write lock is held (by a writer not yet found dead and
+/// repaired). The block kept its name meanwhile (see `Queue::retire`);
+/// it is given back here once the head has passed it.
+fn settle_chain_tag(main: &Arc<Queue>, me: u32) -> Result<Option<u64>, CorruptError> {
+    let chain = &main.header().chain;
+    let at = chain.tag_pos.load(Ordering::Acquire);
+    if at == 0 {
+        return Ok(Some(chain.tag.load(Ordering::Acquire)));
+    }
+    let k = chain.tag_block.load(Ordering::Relaxed);
+    let pending = chain.tag_pending.load(Ordering::Relaxed);
+    let view = if k == 0 {
+        None
+    } else {
+        match main.open_block_cached(k) {
+            Ok(view) => Some(view),
+            // Only a scribbled mark names a block that is gone (a marked
+            // block keeps its name): nothing says its message went in.
+            Err(OpenError::Segment(SegmentError::NotFound(_))) => {
+                chain.tag_pos.store(0, Ordering::Release);
+                return Ok(Some(chain.tag.load(Ordering::Acquire)));
+            }
+            Err(e) => return Err(CorruptError(format!("cannot reach block {k}: {e}"))),
+        }
+    };
+    let found = match &view {
+        Some(v) => v.ring().last_tag_at(me)?,
+        None => main.ring().last_tag_at(me)?,
+    };
+    let Some((tag, tag_at)) = found else {
+        return Ok(None);
+    };
+    if tag_at == at && tag == pending {
+        chain.tag.store(pending, Ordering::Relaxed);
+    }
+    chain.tag_pos.store(0, Ordering::Release);
+    if let Some(v) = &view {
+        give_back_if_passed(main, k, Some(&v.q), v.end);
+    }
+    Ok(Some(chain.tag.load(Ordering::Acquire)))
+}
+
+/// After an unbounded chain's tag mark naming block `k` (mapped as `q`,
+/// in the lap ending at `end`) was cleared: the receivers may have
+/// passed the block meanwhile and left it under its name because of the
+/// mark ([`Queue::retire_block`]); then it is given back now.
+fn give_back_if_passed(main: &Queue, k: u64, q: Option<&Queue>, end: u64) {
+    let Some(q) = q.filter(|_| k > 0) else {
+        return;
+    };
+    // Pairs with the fence in `Queue::retire`: it sees the mark cleared,
+    // or we see the head past `k`.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if main.header().chain.head_block.load(Ordering::Acquire) > k {
+        main.retire(k, q, end);
     }
 }
 

@@ -277,23 +277,13 @@ impl Sender {
     /// each message waits for its receiver, and an offer withdrawn (timed
     /// out, or disconnected) takes its tag with it: the last tag is that
     /// of the last tagged offer if a receiver took it, and 0 once it was
-    /// withdrawn. `Unsupported` on an unbounded queue (whose blocks each
-    /// keep their own).
+    /// withdrawn. On an unbounded queue the last tag is kept in its main
+    /// segment, whichever block the message went into.
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
         deadline: Deadline,
     ) -> Result<usize, BatchSendError<M>> {
-        let mut msgs = msgs.into_iter();
-        if let Some(why) = self.tags_unsupported() {
-            return match msgs.next() {
-                Some((_, msg)) => Err(BatchSendError {
-                    sent: 0,
-                    error: SendError::Unsupported(msg, why),
-                }),
-                None => Ok(0),
-            };
-        }
         self.tx
             .send_tagged_batch(msgs, deadline)
             .map_err(|(sent, error)| BatchSendError { sent, error })
@@ -310,21 +300,13 @@ impl Sender {
     /// withdrawn now (it did not go in, and now will not), and a
     /// withdrawal killed half way is finished first. `Timeout` if a live
     /// sender kept its claim or its waiting offer (or a receiver the
-    /// readers' lock) all that time; `Unsupported` where tags are.
+    /// readers' lock) all that time. On an unbounded queue, a tagged
+    /// commit its sender was killed in is settled from the marks of its
+    /// block (which keeps its name until then).
     pub fn last_tag(&mut self, deadline: Deadline) -> Result<u64, SendError<()>> {
-        if let Some(why) = self.tags_unsupported() {
-            return Err(SendError::Unsupported((), why));
-        }
         self.tx
             .last_tag(deadline)
             .map_err(|stop| stop_to_send(stop, deadline, ()))
-    }
-
-    fn tags_unsupported(&self) -> Option<&'static str> {
-        match self.tx.ep.q.flavor() {
-            Flavor::Bounded | Flavor::Zero => None,
-            Flavor::Unbounded => Some("an unbounded queue's tags would stay in its blocks"),
-        }
     }
 
     /// How the sender waits: spin, yield, then sleep.

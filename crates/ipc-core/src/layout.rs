@@ -44,7 +44,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// Version 7: rendezvous offers keep tags and can be redelivered
 /// (`Cursor::tag_at`, `tag_owner_index`, `tag_owner`, `withdrawn_at`,
 /// `kept_at`).
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
 /// layout version 5 (every queue is packed): refused.
@@ -234,6 +234,19 @@ pub struct Chain {
     /// `channel.rs`), so a process still holding a view of an earlier lap
     /// finds it sealed and drained, never the new lap's messages.
     pub block_identity: AtomicU64,
+    /// In a main segment: the tag of the last tagged message committed
+    /// anywhere in the chain (0: none). Kept here, not in the blocks, so
+    /// that it outlives the block its message went into.
+    pub tag: AtomicU64,
+    /// The tag of a tagged commit under way (see `tag_pos`).
+    pub tag_pending: AtomicU64,
+    /// Non-zero while a tagged commit is under way: 1 + the position of
+    /// its claim in block `tag_block`. That block keeps its name until
+    /// the mark is settled: its own tag marks say whether the message
+    /// went in.
+    pub tag_pos: AtomicU64,
+    /// The block of the tagged commit under way.
+    pub tag_block: AtomicU64,
 }
 
 /// The segment header, at offset 0.

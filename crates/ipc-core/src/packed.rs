@@ -1861,16 +1861,26 @@ impl<'a> PackedRing<'a> {
     /// still unsettled: `Ok(None)` while another holds the lock (a dead
     /// holder's claim is settled when the reaper repairs it).
     pub fn last_tag(&self, owner: u32) -> Result<Option<u64>, CorruptError> {
+        Ok(self.last_tag_at(owner)?.map(|(tag, _)| tag))
+    }
+
+    /// [`PackedRing::last_tag`] with where its record is: 1 + the
+    /// position of the last tagged record committed (0: none).
+    pub fn last_tag_at(&self, owner: u32) -> Result<Option<(u64, u64)>, CorruptError> {
+        let read = || {
+            let tag = self.tail.tag.load(Ordering::Acquire);
+            (tag, self.tail.tag_at.load(Ordering::Acquire))
+        };
         if !self.shared {
             // The caller is the only writer: nothing can be under way.
-            return Ok(Some(self.tail.tag.load(Ordering::Acquire)));
+            return Ok(Some(read()));
         }
         let Some(token) = self.take(Side::Write, owner)? else {
             return Ok(None);
         };
-        let tag = self.tail.tag.load(Ordering::Acquire);
+        let found = read();
         self.unlock(Side::Write, token);
-        Ok(Some(tag))
+        Ok(Some(found))
     }
 
     /// Repairs what a dead writer left: committed records its cursor does

@@ -1029,14 +1029,21 @@ impl Queue {
     /// most once: a rename that never replaces, an unlink of the same
     /// inode, each after checking that the name still holds this file in
     /// this lap.
-    fn retire(&self, k: u64, q: &Queue, end: u64) {
+    pub(crate) fn retire(&self, k: u64, q: &Queue, end: u64) {
         let name = self.block_name(k);
         let slots = self.geo.lap_span();
         let ring = q.ring().with_end(end);
         // Pairs with the fence of a receiver letting go of a message of
         // this block (`release_behind_head`): it sees the head past `k`,
-        // or we see its message let go.
+        // or we see its message let go. And with a tagging sender's after
+        // it cleared its mark (`give_back_if_passed`).
         std::sync::atomic::fence(Ordering::SeqCst);
+        if self.tag_marks(k) {
+            // Its marks say whether a tagged message went in, until the
+            // chain's last tag is settled: whoever clears the mark gives
+            // the block back.
+            return;
+        }
         let census = ring.census();
         if census.reading != 0 || self.peers().holds_in(k, end.saturating_sub(slots)..end) {
             // A receiver still holds a message of it (in its callback, or
@@ -1090,6 +1097,13 @@ impl Queue {
         if Segment::unlink_if_same(&name, q.seg.file_id()) {
             self.cache_forget(q.seg.file_id());
         }
+    }
+
+    /// True if the chain's tag mark names block `k`: a tagged commit
+    /// under way there, or left by a writer killed in it.
+    pub(crate) fn tag_marks(&self, k: u64) -> bool {
+        let chain = &self.header().chain;
+        chain.tag_pos.load(Ordering::Acquire) != 0 && chain.tag_block.load(Ordering::Relaxed) == k
     }
 
     /// After a receiver let go of a message of block `at.0`, read through

@@ -196,6 +196,12 @@ impl<'a> Ring<'a> {
         each!(self, r => r.last_tag(owner))
     }
 
+    /// The last tag and 1 + its record's position (see
+    /// [`PackedRing::last_tag_at`]).
+    pub fn last_tag_at(&self, owner: u32) -> Result<Option<(u64, u64)>, CorruptError> {
+        each!(self, r => r.last_tag_at(owner))
+    }
+
     /// The tag of the last tagged rendezvous offer a receiver took,
     /// withdrawing a dead sender's offer still waiting (see
     /// [`PackedRing::last_offer_tag`]); `None` while a lock it needs is

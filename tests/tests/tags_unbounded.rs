@@ -1,0 +1,136 @@
+//! Commit tags on an unbounded mailbox (`Sender::send_tagged_batch_until`,
+//! `Sender::last_tag`) across a real kill: the chain's last tag is kept in
+//! its main segment, marked before the block's commit and settled after
+//! it. A sender killed between the two leaves a mark that the next
+//! `last_tag` settles from the block's own marks: the tag moves exactly
+//! when the message went in, even once receivers drained the block and
+//! moved past it (the block keeps its name until then). This is what lets
+//! ipc-bridge's delivering side be killed between putting a message into
+//! an unbounded mailbox and recording it without the message arriving
+//! twice (`bridge_loopback::an_unbounded_exporter_killed_between_...`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::{Deadline, RecvError};
+use ipc_tests::{ChildGuard, ShmName, PATIENCE};
+
+/// Set in a child run of this test binary: `NAME|TAG|POINT|FILL`.
+const CHILD: &str = "IPC_TESTS_TAGS_UNBOUNDED_CHILD";
+
+/// Untagged messages before the tagged one: it goes into block 1.
+const FILL: u32 = ipc_core::mailbox::UNBOUNDED_BLOCK + 76;
+
+const TEST: &str =
+    "a_sender_killed_in_a_tagged_unbounded_commit_moves_the_tag_exactly_when_the_message_went_in";
+
+/// The child: sends FILL untagged messages, then one tagged TAG, and
+/// kills itself (SIGKILL) at pause point POINT of that send.
+fn child(spec: &str) {
+    let mut parts = spec.split('|');
+    let name = parts.next().expect("NAME");
+    let tag: u64 = parts.next().expect("TAG").parse().expect("a number");
+    let point = parts.next().expect("POINT").to_owned();
+    let fill: u32 = parts.next().expect("FILL").parse().expect("a number");
+    let mb = Mailbox::open(name).expect("open");
+    let mut tx = mb.sender().expect("sender");
+    for i in 0..fill {
+        tx.send(format!("fill {i:<55}").as_bytes()).expect("send");
+    }
+    println!("tagging");
+    ipc_core::pause::set(move |p| {
+        if p == point {
+            // SAFETY: kill(2) of this very process; no memory is touched.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    });
+    let _ = tx.send_tagged_batch_until([(tag, &b"tagged"[..])], Deadline::after(PATIENCE));
+    println!("not killed");
+}
+
+/// A child sends `fill` untagged messages and one tagged `tag`, killed
+/// at `point` of the tagged send.
+fn kill_child_at(name: &ShmName, tag: u64, point: &str, fill: u32) {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{}|{tag}|{point}|{fill}", name.as_str()))
+        .stdout(Stdio::piped());
+    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
+    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let lines: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
+    assert!(lines.iter().any(|l| l.contains("tagging")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("not killed")), "{lines:?}");
+    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+}
+
+/// Receives everything queued: the messages, until the queue is empty.
+fn drain(rx: &mut ipc_core::endpoint::Receiver) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(m) => got.push(m),
+            Err(RecvError::Timeout | RecvError::Empty | RecvError::Disconnected) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_sender_killed_in_a_tagged_unbounded_commit_moves_the_tag_exactly_when_the_message_went_in() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = ShmName::new("tags-unbounded");
+    // Blocks of `UNBOUNDED_BLOCK` (1024) messages: the fill below spans
+    // several.
+    let mb = Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Unbounded,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut rx = mb.receiver().unwrap();
+    let mut tx = mb.sender().unwrap();
+    assert_eq!(tx.last_tag(Deadline::Now).unwrap(), 0, "no tag yet");
+    tx.send_tagged_batch_until([(5u64, &b"five"[..])], Deadline::Now)
+        .unwrap();
+    assert_eq!(tx.last_tag(Deadline::Now).unwrap(), 5);
+    assert_eq!(drain(&mut rx), vec![b"five".to_vec()]);
+
+    // Killed after the chain's mark, before the block's commit: the
+    // message did not go in, and the tag stays.
+    kill_child_at(&name, 9, "chain tag: marked", 0);
+    assert_eq!(tx.last_tag(Deadline::after(PATIENCE)).unwrap(), 5);
+    assert!(drain(&mut rx).is_empty(), "the withdrawn claim is not read");
+
+    // Killed after the block's commit, before the chain's tag: the
+    // message went in, and the tag moves, although the receiver drained
+    // its block and the chain moved past it (more messages came after it,
+    // in later blocks) before anyone looked.
+    kill_child_at(&name, 11, "chain tag: committed", FILL);
+    let mut rest = mb.sender().unwrap();
+    for i in 0..2 * FILL {
+        rest.send(format!("after {i:<54}").as_bytes()).unwrap();
+    }
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), 3 * FILL as usize + 1, "every message read once");
+    assert_eq!(got[FILL as usize], b"tagged");
+    assert_eq!(tx.last_tag(Deadline::after(PATIENCE)).unwrap(), 11);
+
+    // Killed before its claim was marked anywhere: as if never sent.
+    kill_child_at(&name, 13, "send: tail index read", 0);
+    assert_eq!(tx.last_tag(Deadline::after(PATIENCE)).unwrap(), 11);
+    assert!(drain(&mut rx).is_empty());
+
+    // A tagged send that completes moves it, as on bounded queues.
+    tx.send_tagged_batch_until([(17u64, &b"seventeen"[..])], Deadline::Now)
+        .unwrap();
+    assert_eq!(tx.last_tag(Deadline::Now).unwrap(), 17);
+    assert_eq!(drain(&mut rx), vec![b"seventeen".to_vec()]);
+    drop((rx, tx, rest, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
