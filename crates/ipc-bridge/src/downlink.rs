@@ -228,8 +228,6 @@ pub fn run(
     let salt = delivered
         .salt()
         .with_context(|| format!("choosing {name}'s tag salt"))?;
-    // The salt of the deliveries' tags.
-    let tags = Some(salt);
     let mut kill_after = Countdown::from_env(KILL_AFTER_ENV);
     let mut kill_while_offering = Countdown::from_env(KILL_WHILE_OFFERING_ENV);
     let mut receivers_gone = false;
@@ -276,7 +274,7 @@ pub fn run(
                     let hooks = (&mut kill_while_offering, &mut kill_after);
                     deliver_offer(tx, org, &mut delivered, *key, salt, hooks)
                 }
-                _ => deliver_batch(tx, org, &mut delivered, *key, tags, &mut kill_after),
+                _ => deliver_batch(tx, org, &mut delivered, *key, salt, &mut kill_after),
             };
             if let Err(e) = result {
                 if matches!(e, SendError::Disconnected(_)) {
@@ -469,15 +467,14 @@ fn keep_pending(org: &mut Origin, seq: u64, e: SendError<Vec<u8>>) -> SendError<
 /// batch, recording each as delivered right after it was published: the
 /// batch asks for the next message only once the one before is in, and
 /// wakes the receivers only after the last is recorded. A bridge killed
-/// between a publication and its record still repeats that message after
-/// a restart (RELIABILITY.md), but the window no longer holds the wake-up
-/// (a futex call when a receiver sleeps), which single sends put in it.
+/// between a publication and its record learns from the mailbox's last
+/// tag, after a restart, that the message went in (`settle_last_tag`).
 fn deliver_batch(
     tx: &mut Sender,
     org: &mut Origin,
     delivered: &mut Delivered,
     origin: u64,
-    tags: Option<u64>,
+    salt: u64,
     kill_after: &mut Countdown,
 ) -> Result<(), SendError<()>> {
     make_entry(delivered, origin);
@@ -486,14 +483,10 @@ fn deliver_batch(
         delivered,
         origin,
         given: None,
-        tags,
+        salt,
         kill_after,
     };
-    let result = if tags.is_some() {
-        tx.send_tagged_batch_until(&mut batch, Deadline::Now)
-    } else {
-        tx.send_batch_until((&mut batch).map(|(_, msg)| msg), Deadline::Now)
-    };
+    let result = tx.send_tagged_batch_until(&mut batch, Deadline::Now);
     let given = batch.given.take();
     match result {
         Ok(n) => {
@@ -509,16 +502,16 @@ fn deliver_batch(
 }
 
 /// The pending messages of one origin as a batch to send, each with its
-/// tag (or 0), recording each as delivered when the next is asked for (it
-/// was published by then).
+/// tag, recording each as delivered when the next is asked for (it was
+/// published by then).
 struct Recording<'a> {
     pending: &'a mut VecDeque<(u64, Vec<u8>)>,
     delivered: &'a mut Delivered,
     origin: u64,
     /// The message handed out last, not yet recorded.
     given: Option<u64>,
-    /// The salt of the tags (`None`: untagged).
-    tags: Option<u64>,
+    /// The salt of the tags.
+    salt: u64,
     kill_after: &'a mut Countdown,
 }
 
@@ -532,8 +525,7 @@ impl Iterator for Recording<'_> {
         }
         let (seq, msg) = self.pending.pop_front()?;
         self.given = Some(seq);
-        let tag = self.tags.map_or(0, |salt| tag_of(salt, self.origin, seq));
-        Some((tag, msg))
+        Some((tag_of(self.salt, self.origin, seq), msg))
     }
 }
 

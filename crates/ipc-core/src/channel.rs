@@ -72,7 +72,7 @@ const CHASE_LIMIT: u32 = 1000;
 
 /// A block of an unbounded chain, mapped in this process: the chain index
 /// it was opened as and the view of the lap it serves that index in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Block {
     index: u64,
     view: BlockView,
@@ -132,13 +132,11 @@ pub(crate) fn stop_to_send<M>(stop: Stop<ClaimFail>, deadline: Deadline, msg: M)
 /// of an unbounded chain (kept mapped while the claim lives).
 #[derive(Debug)]
 pub(crate) struct Claimed {
-    block: Option<Arc<Queue>>,
+    /// In an unbounded chain: the block the claim is in.
+    block: Option<Block>,
     /// Borrows the memory of `block`, or of the sender's own queue, both
     /// of which outlive it (see `Claimed::new`).
     claim: WriteClaim<'static>,
-    /// In an unbounded chain: the block's index and the end of the lap
-    /// it serves ((0, 0) otherwise).
-    chain_at: (u64, u64),
 }
 
 impl Claimed {
@@ -147,19 +145,24 @@ impl Claimed {
     /// the queue of the sender that keeps this `Claimed`: that queue lives
     /// as long as the sender, which outlives the claim (a `SlotWriter`
     /// borrows it).
-    unsafe fn new(block: Option<Arc<Queue>>, claim: WriteClaim<'_>) -> Claimed {
+    unsafe fn new(block: Option<Block>, claim: WriteClaim<'_>) -> Claimed {
         Claimed {
             block,
             // SAFETY: the caller keeps the claim's memory alive (above).
             claim: unsafe { claim.extend() },
-            chain_at: (0, 0),
         }
+    }
+
+    /// The segment the claim is in; `main` is the sender's own.
+    fn segment<'a>(block: &'a Option<Block>, main: &'a Queue) -> &'a Queue {
+        block.as_ref().map_or(main, |b| b.q())
     }
 
     /// The slot's payload area; `main` is the sender's own segment.
     pub(crate) fn buf<'a>(&'a mut self, main: &'a Queue) -> &'a mut [u8] {
-        let q = self.block.as_deref().unwrap_or(main);
-        q.ring().payload_mut(&mut self.claim)
+        Claimed::segment(&self.block, main)
+            .ring()
+            .payload_mut(&mut self.claim)
     }
 }
 
@@ -269,35 +272,34 @@ impl Tx {
         if self.ep.inherited() {
             return Err(ClaimFail::Inherited);
         }
-        let Claimed {
-            block,
-            claim,
-            chain_at: (k, end),
-        } = claimed;
-        let q = block.as_deref().unwrap_or(&self.ep.q);
+        let Claimed { block, claim } = claimed;
         let pos = claim.pos();
         // An unbounded chain's last tag is kept in its main segment, so
         // that it outlives the block: marked there first, with where the
         // claim is, and settled after the block's own tagged commit (or,
         // if we are killed in between, by `settle_chain_tag`, from the
         // block's marks).
-        let chained = tag != 0 && self.main().flavor() == Flavor::Unbounded;
+        let chained = block.as_ref().filter(|_| tag != 0);
         let chain = &self.main().header().chain;
-        if chained {
+        if let Some(b) = chained {
             chain.tag_pending.store(tag, Ordering::Relaxed);
-            chain.tag_block.store(k, Ordering::Relaxed);
+            chain.tag_block.store(b.index, Ordering::Relaxed);
             chain.tag_pos.store(pos + 1, Ordering::Release);
             crate::pause::at("chain tag: marked");
         }
+        let q = Claimed::segment(&block, &self.ep.q);
         q.ring().commit(claim, len, tag).map_err(|e| {
             self.main().count_revoked();
             ClaimFail::Corrupt(e)
         })?;
-        if chained {
+        if let Some(b) = chained {
             crate::pause::at("chain tag: committed");
             chain.tag.store(tag, Ordering::Release);
             chain.tag_pos.store(0, Ordering::Release);
-            give_back_if_passed(self.main(), k, block.as_deref(), end);
+            // The receivers may have passed the block meanwhile, and left
+            // it because of the mark (`Queue::retire`).
+            self.main()
+                .release_behind_head((b.index, b.view.end), b.q());
         }
         Ok(pos)
     }
@@ -402,20 +404,19 @@ impl Tx {
         if self.ep.inherited() {
             return Err(Stop::Fail(ClaimFail::Inherited));
         }
-        let ring = self.ep.q.ring();
         let me = self.ep.me;
         if self.main().flavor() == Flavor::Unbounded {
-            let main = self.main().clone();
             return self.ep.block_on(
                 |h| &h.space_ready,
                 deadline,
-                |_| match settle_chain_tag(&main, me) {
+                |_| match settle_chain_tag(self.main(), me) {
                     Ok(Some(tag)) => Step::Ready(tag),
                     Ok(None) => Step::Wait,
                     Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
                 },
             );
         }
+        let ring = self.ep.q.ring();
         let offers = self.main().flavor() == Flavor::Zero;
         let (tag, withdrew) = self.ep.block_on(
             |h| &h.space_ready,
@@ -552,9 +553,7 @@ impl Tx {
             match yield_to_turns(Some(BYPASS_GRACE), || ring.try_write(me, want, cache, true)) {
                 Ok(WriteAttempt::Claimed(claim)) => {
                     // SAFETY: a claim on this block's ring; the Arc keeps it.
-                    let mut c = unsafe { Claimed::new(Some(block.q().clone()), claim) };
-                    c.chain_at = (block.index, block.view.end);
-                    return Ok(c);
+                    return Ok(unsafe { Claimed::new(Some(block.clone()), claim) });
                 }
                 // Sealed (full), or another sender's turn has lasted
                 // longer than a turn does (it is frozen, or descheduled):
@@ -781,8 +780,8 @@ impl Tx {
             // The parent's claim, copied by fork: the parent still holds it.
             return;
         }
-        let Claimed { block, claim, .. } = claimed;
-        if let Err(e) = block.as_deref().unwrap_or(&self.ep.q).ring().abandon(claim) {
+        let Claimed { block, claim } = claimed;
+        if let Err(e) = Claimed::segment(&block, &self.ep.q).ring().abandon(claim) {
             self.main().count_revoked();
             log::warn!("{}: {e}", self.main().name());
         }
@@ -1315,56 +1314,34 @@ fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
 fn settle_chain_tag(main: &Arc<Queue>, me: u32) -> Result<Option<u64>, CorruptError> {
     let chain = &main.header().chain;
     let at = chain.tag_pos.load(Ordering::Acquire);
-    if at == 0 {
-        return Ok(Some(chain.tag.load(Ordering::Acquire)));
-    }
-    let k = chain.tag_block.load(Ordering::Relaxed);
-    let pending = chain.tag_pending.load(Ordering::Relaxed);
-    let view = if k == 0 {
-        None
-    } else {
-        match main.open_block_cached(k) {
-            Ok(view) => Some(view),
-            // Only a scribbled mark names a block that is gone (a marked
-            // block keeps its name): nothing says its message went in.
-            Err(OpenError::Segment(SegmentError::NotFound(_))) => {
-                chain.tag_pos.store(0, Ordering::Release);
-                return Ok(Some(chain.tag.load(Ordering::Acquire)));
+    if at != 0 {
+        let k = chain.tag_block.load(Ordering::Relaxed);
+        let pending = chain.tag_pending.load(Ordering::Relaxed);
+        let block = match k {
+            0 => Some(Block::main(main).view),
+            k => match main.open_block_cached(k) {
+                Ok(view) => Some(view),
+                // Only a scribbled mark names a block that is gone (a
+                // marked block keeps its name): nothing says its message
+                // went in.
+                Err(OpenError::Segment(SegmentError::NotFound(_))) => None,
+                Err(e) => return Err(CorruptError(format!("cannot reach block {k}: {e}"))),
+            },
+        };
+        if let Some(view) = &block {
+            let Some((tag, tag_at)) = view.ring().last_tag_at(me)? else {
+                return Ok(None);
+            };
+            if tag_at == at && tag == pending {
+                chain.tag.store(pending, Ordering::Relaxed);
             }
-            Err(e) => return Err(CorruptError(format!("cannot reach block {k}: {e}"))),
         }
-    };
-    let found = match &view {
-        Some(v) => v.ring().last_tag_at(me)?,
-        None => main.ring().last_tag_at(me)?,
-    };
-    let Some((tag, tag_at)) = found else {
-        return Ok(None);
-    };
-    if tag_at == at && tag == pending {
-        chain.tag.store(pending, Ordering::Relaxed);
-    }
-    chain.tag_pos.store(0, Ordering::Release);
-    if let Some(v) = &view {
-        give_back_if_passed(main, k, Some(&v.q), v.end);
+        chain.tag_pos.store(0, Ordering::Release);
+        if let Some(view) = &block {
+            main.release_behind_head((k, view.end), &view.q);
+        }
     }
     Ok(Some(chain.tag.load(Ordering::Acquire)))
-}
-
-/// After an unbounded chain's tag mark naming block `k` (mapped as `q`,
-/// in the lap ending at `end`) was cleared: the receivers may have
-/// passed the block meanwhile and left it under its name because of the
-/// mark ([`Queue::retire_block`]); then it is given back now.
-fn give_back_if_passed(main: &Queue, k: u64, q: Option<&Queue>, end: u64) {
-    let Some(q) = q.filter(|_| k > 0) else {
-        return;
-    };
-    // Pairs with the fence in `Queue::retire`: it sees the mark cleared,
-    // or we see the head past `k`.
-    std::sync::atomic::fence(Ordering::SeqCst);
-    if main.header().chain.head_block.load(Ordering::Acquire) > k {
-        main.retire(k, q, end);
-    }
 }
 
 /// True if `e`, met opening a spare we renamed, says the file can never

@@ -1029,14 +1029,14 @@ impl Queue {
     /// most once: a rename that never replaces, an unlink of the same
     /// inode, each after checking that the name still holds this file in
     /// this lap.
-    pub(crate) fn retire(&self, k: u64, q: &Queue, end: u64) {
+    fn retire(&self, k: u64, q: &Queue, end: u64) {
         let name = self.block_name(k);
         let slots = self.geo.lap_span();
         let ring = q.ring().with_end(end);
         // Pairs with the fence of a receiver letting go of a message of
         // this block (`release_behind_head`): it sees the head past `k`,
-        // or we see its message let go. And with a tagging sender's after
-        // it cleared its mark (`give_back_if_passed`).
+        // or we see its message let go. And with a tagging sender's (or
+        // `last_tag`'s) after it cleared the chain's tag mark.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.tag_marks(k) {
             // Its marks say whether a tagged message went in, until the
@@ -1110,7 +1110,8 @@ impl Queue {
     /// `q` in the lap ending at `at.1`: if the head has moved past that
     /// block meanwhile, the receiver that moved it may have left it under
     /// its name because of this message (see [`Queue::retire_block`]);
-    /// the last receiver to let go gives it back.
+    /// the last receiver to let go gives it back. Likewise after the
+    /// chain's tag mark naming that block was cleared ([`Queue::tag_marks`]).
     pub(crate) fn release_behind_head(&self, at: (u64, u64), q: &Queue) {
         let (k, end) = at;
         if k == 0 {
