@@ -316,3 +316,18 @@ impl Drop for Mapping {
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
+
+/// A new unbounded mailbox `name` for messages of up to 64 bytes (chained
+/// blocks of `UNBOUNDED_BLOCK` messages).
+pub fn unbounded_mailbox(name: &ShmName) -> ipc_core::mailbox::Mailbox {
+    use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+    Mailbox::create(
+        name.as_str(),
+        &MailboxConfig {
+            capacity: Capacity::Unbounded,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}

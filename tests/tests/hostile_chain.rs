@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use ipc_core::buffer::{BufferConfig, SharedBuffer};
 use ipc_core::layout::{Chain, Header};
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{RecvError, SendError};
 use ipc_tests::within;
-use ipc_tests::ShmName;
+use ipc_tests::{unbounded_mailbox, ShmName};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -28,22 +27,10 @@ fn write_u64(name: &ShmName, offset: usize, value: u64) {
         .unwrap();
 }
 
-fn unbounded(name: &ShmName) -> Mailbox {
-    Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
 #[test]
 fn a_scribbled_tail_block_index_is_refused_not_walked() {
     let name = ShmName::new("hc-tail");
-    let mb = unbounded(&name);
+    let mb = unbounded_mailbox(&name);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     tx.send(b"before").unwrap();
@@ -81,7 +68,7 @@ fn a_scribbled_tail_block_index_is_refused_not_walked() {
 #[test]
 fn a_head_block_index_above_the_tail_is_refused() {
     let name = ShmName::new("hc-head");
-    let mb = unbounded(&name);
+    let mb = unbounded_mailbox(&name);
     let mut tx = mb.sender().unwrap();
     let _rx = mb.receiver().unwrap();
     write_u64(
@@ -155,7 +142,7 @@ fn an_unbounded_queue_with_the_longest_name_grows() {
     let pad = "l".repeat(ipc_core::segment::MAX_NAME_LEN - base.len());
     let name = ShmName(format!("{base}{pad}"));
     assert_eq!(name.as_str().len(), ipc_core::segment::MAX_NAME_LEN);
-    let mb = unbounded(&name);
+    let mb = unbounded_mailbox(&name);
     let mut tx = mb.sender().unwrap();
     let mut rx = mb.receiver().unwrap();
     for i in 0..3000u32 {

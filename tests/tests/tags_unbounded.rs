@@ -12,9 +12,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
+use ipc_core::mailbox::Mailbox;
 use ipc_core::{Deadline, RecvError};
-use ipc_tests::{ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{unbounded_mailbox, ChildGuard, ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME|TAG|POINT|FILL`.
 const CHILD: &str = "IPC_TESTS_TAGS_UNBOUNDED_CHILD";
@@ -84,15 +84,7 @@ fn a_sender_killed_in_a_tagged_unbounded_commit_moves_the_tag_exactly_when_the_m
     let name = ShmName::new("tags-unbounded");
     // Blocks of `UNBOUNDED_BLOCK` (1024) messages: the fill below spans
     // several.
-    let mb = Mailbox::create(
-        name.as_str(),
-        &MailboxConfig {
-            capacity: Capacity::Unbounded,
-            max_message: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mb = unbounded_mailbox(&name);
     let mut rx = mb.receiver().unwrap();
     let mut tx = mb.sender().unwrap();
     assert_eq!(tx.last_tag(Deadline::Now).unwrap(), 0, "no tag yet");
@@ -132,5 +124,99 @@ fn a_sender_killed_in_a_tagged_unbounded_commit_moves_the_tag_exactly_when_the_m
     assert_eq!(tx.last_tag(Deadline::Now).unwrap(), 17);
     assert_eq!(drain(&mut rx), vec![b"seventeen".to_vec()]);
     drop((rx, tx, rest, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
+
+/// True if block `k` of `name`'s chain still has its name in /dev/shm.
+fn block_exists(name: &ShmName, k: u64) -> bool {
+    std::path::Path::new(&format!("/dev/shm/{}.b{k}", name.as_str())).exists()
+}
+
+/// Review of 7ee9f42: a restarted tagger that sends tagged messages
+/// without asking for the last tag first overwrote the mark its killed
+/// predecessor left, and the block that mark kept (drained, the head
+/// past it) stayed in /dev/shm for the queue's whole life.
+#[test]
+fn a_tagged_send_over_a_killed_taggers_mark_gives_its_block_back() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = ShmName::new("tags-unbounded-over");
+    let mb = unbounded_mailbox(&name);
+    let mut rx = mb.receiver().unwrap();
+    kill_child_at(&name, 11, "chain tag: committed", FILL);
+    let mut rest = mb.sender().unwrap();
+    for i in 0..2 * FILL {
+        rest.send(format!("after {i:<54}").as_bytes()).unwrap();
+    }
+    assert_eq!(drain(&mut rx).len(), 3 * FILL as usize + 1);
+    assert!(block_exists(&name, 1), "the marked block keeps its name");
+    // The successor tags without settling first.
+    let mut tx = mb.sender().unwrap();
+    tx.send_tagged_batch_until([(21u64, &b"next"[..])], Deadline::after(PATIENCE))
+        .unwrap();
+    assert_eq!(drain(&mut rx), vec![b"next".to_vec()]);
+    assert!(
+        !block_exists(&name, 1),
+        "block 1, drained and behind the head, is given back once its mark is gone"
+    );
+    assert_eq!(tx.last_tag(Deadline::after(PATIENCE)).unwrap(), 21);
+    drop((rx, tx, rest, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
+
+/// Review of 7ee9f42: at end of stream, a receiver that found the tail
+/// block marked by a killed tagger ended the stream without sealing the
+/// block, so a sender that attached meanwhile and claimed there had its
+/// message come after the receiver said `Disconnected`.
+#[test]
+fn end_of_stream_over_a_marked_block_waits_for_a_sender_that_came_meanwhile() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = ShmName::new("tags-unbounded-eos");
+    let mb = unbounded_mailbox(&name);
+    // Killed between the mark and the commit, in block 1: the tail block
+    // is marked, and no sender is left.
+    kill_child_at(&name, 9, "chain tag: marked", FILL);
+    let mut rx = mb.receiver().unwrap();
+    let (at_end, seen_end) = std::sync::mpsc::channel();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut once = Some((at_end, wait_go));
+        ipc_core::pause::set(move |p| {
+            if p == "end of stream: drained" {
+                if let Some((at_end, wait_go)) = once.take() {
+                    at_end.send(()).unwrap();
+                    wait_go.recv_timeout(PATIENCE).unwrap();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let end = loop {
+            match rx.recv_timeout(PATIENCE) {
+                Ok(m) => got.push(m),
+                Err(e) => break e,
+            }
+        };
+        ipc_core::pause::clear();
+        (got, end)
+    });
+    seen_end
+        .recv_timeout(PATIENCE)
+        .expect("the receiver drains the queue and comes to its end");
+    // A sender comes, and claims in the tail block, before the receiver
+    // looks at that block.
+    let mut tx = mb.sender().unwrap();
+    let mut slot = tx.claim(Deadline::after(PATIENCE)).unwrap();
+    slot.buf()[..4].copy_from_slice(b"late");
+    go.send(()).unwrap();
+    slot.commit(4).unwrap();
+    drop(tx);
+    let (got, end) = reader.join().unwrap();
+    assert!(matches!(end, RecvError::Disconnected), "{end}");
+    assert_eq!(got.len(), FILL as usize + 1, "every message, then the end");
+    assert_eq!(got.last().unwrap(), b"late");
+    drop(mb);
     Mailbox::unlink(name.as_str()).unwrap();
 }

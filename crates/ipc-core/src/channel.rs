@@ -281,7 +281,14 @@ impl Tx {
         // block's marks).
         let chained = block.as_ref().filter(|_| tag != 0);
         let chain = &self.main().header().chain;
+        // A mark left by a tagger killed in its commit, which nobody
+        // settled (`last_tag`): ours replaces it, so the block it kept
+        // under its name is given back with ours.
+        let mut stale = None;
         if let Some(b) = chained {
+            stale = (chain.tag_pos.load(Ordering::Acquire) != 0)
+                .then(|| chain.tag_block.load(Ordering::Relaxed))
+                .filter(|&k| k != b.index);
             chain.tag_pending.store(tag, Ordering::Relaxed);
             chain.tag_block.store(b.index, Ordering::Relaxed);
             chain.tag_pos.store(pos + 1, Ordering::Release);
@@ -300,6 +307,11 @@ impl Tx {
             // it because of the mark (`Queue::retire`).
             self.main()
                 .release_behind_head((b.index, b.view.end), b.q());
+            if let Some(k) = stale {
+                if let Ok(view) = self.main().open_block_cached(k) {
+                    self.main().release_behind_head((k, view.end), &view.q);
+                }
+            }
         }
         Ok(pos)
     }
@@ -1270,6 +1282,7 @@ fn stranded_counts(q: &Queue, queued: u64) -> RecvError {
 /// seals its last chained block and removes it. A sender that comes later
 /// starts a new block.
 fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
+    crate::pause::at("end of stream: drained");
     let chain = &main.header().chain;
     let Some(block) = head.as_ref().filter(|b| b.index > 0) else {
         return true;
@@ -1277,15 +1290,17 @@ fn retire_tail_block(main: &Queue, head: &mut Option<Block>, me: u32) -> bool {
     if chain.tail_block.load(Ordering::Acquire) != block.index {
         return true;
     }
-    if main.tag_marks(block.index) {
-        // A tagged commit's writer was killed in it: the block's marks
-        // say whether its message went in, until the last tag is read
-        // (`settle_chain_tag`). It stays, as it is, until then.
-        return true;
-    }
+    // Sealed first, even if marked: a sender that attached meanwhile may
+    // hold a slot in it.
     match block.ring().close(me) {
         Ok(false) => {
-            let _ = Segment::unlink(&main.block_name(block.index));
+            // A tagged commit's writer was killed in it: the block's marks
+            // say whether its message went in, until the last tag is read
+            // (`settle_chain_tag`, which gives it back once the head has
+            // passed it). It keeps its name until then.
+            if !main.tag_marks(block.index) {
+                let _ = Segment::unlink(&main.block_name(block.index));
+            }
             // Nor the mapping of it: the next receive looks at the chain
             // afresh (the block is gone, so it waits for a new one).
             *head = None;
