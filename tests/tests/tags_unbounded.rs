@@ -220,3 +220,62 @@ fn end_of_stream_over_a_marked_block_waits_for_a_sender_that_came_meanwhile() {
     drop(mb);
     Mailbox::unlink(name.as_str()).unwrap();
 }
+
+/// Review of 4bc3219: a tagger killed after its commit (its message in,
+/// the chain's tag not yet moved) leaves a mark; its successor, tagging
+/// without asking for the last tag first, was killed after marking: its
+/// mark had replaced the first unsettled, and `last_tag` went back to an
+/// older tag although message 11 had gone in (a bridge would send it
+/// again). A tagged send now settles a mark it finds before its claim.
+#[test]
+fn a_mark_replaced_by_a_killed_successor_keeps_the_tag_that_went_in() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = ShmName::new("tags-unbounded-replaced");
+    let mb = unbounded_mailbox(&name);
+    let mut rx = mb.receiver().unwrap();
+    kill_child_at(&name, 11, "chain tag: committed", FILL);
+    kill_child_at(&name, 13, "chain tag: marked", 0);
+    let mut tx = mb.sender().unwrap();
+    assert_eq!(
+        tx.last_tag(Deadline::after(PATIENCE)).unwrap(),
+        11,
+        "message 11 went in, 13 did not"
+    );
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), FILL as usize + 1);
+    assert_eq!(got.last().unwrap(), b"tagged");
+    drop((rx, tx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
+
+/// Review of 4bc3219: the end of stream seals a tail block a killed
+/// tagger marked and leaves it for the mark; settling the mark then gave
+/// it back only if the head had passed it, which a tail block's never
+/// has: it stayed in /dev/shm while the queue was idle.
+#[test]
+fn a_marked_tail_block_left_at_end_of_stream_goes_once_settled() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = ShmName::new("tags-unbounded-idle");
+    let mb = unbounded_mailbox(&name);
+    let mut rx = mb.receiver().unwrap();
+    kill_child_at(&name, 9, "chain tag: marked", FILL);
+    assert_eq!(drain(&mut rx).len(), FILL as usize);
+    assert!(block_exists(&name, 1), "kept for its mark");
+    drop(rx);
+    let mut tx = mb.sender().unwrap();
+    assert_eq!(tx.last_tag(Deadline::after(PATIENCE)).unwrap(), 0);
+    assert!(
+        !block_exists(&name, 1),
+        "the sealed, drained tail block goes once its mark is settled"
+    );
+    // The chain goes on in a new block.
+    let mut rx = mb.receiver().unwrap();
+    tx.send(b"again").unwrap();
+    assert_eq!(drain(&mut rx), vec![b"again".to_vec()]);
+    drop((rx, tx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}

@@ -227,6 +227,9 @@ impl Tx {
             Ok(false) => {}
             Err(fail) => return Err(fail.into_send_error(msg)),
         }
+        if let Err(stop) = self.settle_mark_before_tagging(tag, deadline) {
+            return Err(stop_to_send(stop, deadline, msg));
+        }
         let mut claimed = match self.claim(len, deadline) {
             Ok(c) => c,
             Err(stop) => return Err(stop_to_send(stop, deadline, msg)),
@@ -281,14 +284,9 @@ impl Tx {
         // block's marks).
         let chained = block.as_ref().filter(|_| tag != 0);
         let chain = &self.main().header().chain;
-        // A mark left by a tagger killed in its commit, which nobody
-        // settled (`last_tag`): ours replaces it, so the block it kept
-        // under its name is given back with ours.
-        let mut stale = None;
+        // (A mark left by a tagger killed in its commit was settled
+        // before we claimed: `settle_mark_before_tagging`.)
         if let Some(b) = chained {
-            stale = (chain.tag_pos.load(Ordering::Acquire) != 0)
-                .then(|| chain.tag_block.load(Ordering::Relaxed))
-                .filter(|&k| k != b.index);
             chain.tag_pending.store(tag, Ordering::Relaxed);
             chain.tag_block.store(b.index, Ordering::Relaxed);
             chain.tag_pos.store(pos + 1, Ordering::Release);
@@ -307,11 +305,6 @@ impl Tx {
             // it because of the mark (`Queue::retire`).
             self.main()
                 .release_behind_head((b.index, b.view.end), b.q());
-            if let Some(k) = stale {
-                if let Ok(view) = self.main().open_block_cached(k) {
-                    self.main().release_behind_head((k, view.end), &view.q);
-                }
-            }
         }
         Ok(pos)
     }
@@ -370,6 +363,10 @@ impl Tx {
                     break;
                 }
             }
+            if let Err(stop) = self.settle_mark_before_tagging(tag, deadline) {
+                failed = Some(stop_to_send(stop, deadline, msg));
+                break;
+            }
             let claimed = match self.claim(len, Deadline::Now) {
                 Ok(c) => Ok(c),
                 Err(Stop::Timeout) if deadline != Deadline::Now => {
@@ -404,6 +401,41 @@ impl Tx {
         }
     }
 
+    /// An unbounded chain's last tag, settling first a mark left by a
+    /// tagger killed in its commit (`settle_chain_tag`): waits for the
+    /// marked block's write lock until `deadline`.
+    fn settle_chain_mark(&self, deadline: Deadline) -> Result<u64, Stop<ClaimFail>> {
+        let me = self.ep.me;
+        self.ep.block_on(
+            |h| &h.space_ready,
+            deadline,
+            |_| match settle_chain_tag(self.main(), me) {
+                Ok(Some(tag)) => Step::Ready(tag),
+                Ok(None) => Step::Wait,
+                Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
+            },
+        )
+    }
+
+    /// Before a tagged message (`tag` non-zero) is claimed in an unbounded
+    /// chain: a mark a killed tagger left is settled first, until
+    /// `deadline`, since ours will replace it (review of 4bc3219: a
+    /// replaced mark lost the tag of a message that had gone in, and the
+    /// next `last_tag` went back to an older one). One load otherwise.
+    fn settle_mark_before_tagging(
+        &self,
+        tag: u64,
+        deadline: Deadline,
+    ) -> Result<(), Stop<ClaimFail>> {
+        if tag == 0
+            || self.main().flavor() != Flavor::Unbounded
+            || self.main().header().chain.tag_pos.load(Ordering::Acquire) == 0
+        {
+            return Ok(());
+        }
+        self.settle_chain_mark(deadline).map(drop)
+    }
+
     /// The tag of the last tagged message committed to the queue (0:
     /// none), once no writer's claim is under way: waits (until
     /// `deadline`) for the write lock, reaping a dead holder, whose tagged
@@ -418,15 +450,7 @@ impl Tx {
         }
         let me = self.ep.me;
         if self.main().flavor() == Flavor::Unbounded {
-            return self.ep.block_on(
-                |h| &h.space_ready,
-                deadline,
-                |_| match settle_chain_tag(self.main(), me) {
-                    Ok(Some(tag)) => Step::Ready(tag),
-                    Ok(None) => Step::Wait,
-                    Err(e) => Step::Fail(ClaimFail::Corrupt(e)),
-                },
-            );
+            return self.settle_chain_mark(deadline);
         }
         let ring = self.ep.q.ring();
         let offers = self.main().flavor() == Flavor::Zero;
@@ -1354,9 +1378,24 @@ fn settle_chain_tag(main: &Arc<Queue>, me: u32) -> Result<Option<u64>, CorruptEr
         chain.tag_pos.store(0, Ordering::Release);
         if let Some(view) = &block {
             main.release_behind_head((k, view.end), &view.q);
+            remove_sealed_tail(main, k, view);
         }
     }
     Ok(Some(chain.tag.load(Ordering::Acquire)))
+}
+
+/// After the tag mark naming block `k` (mapped as `view`) was settled: if
+/// the end of stream sealed that block as the chain's drained tail and
+/// left it for the mark (`retire_tail_block`), it goes now, as it would
+/// have then (review of 4bc3219: it stayed while the queue was idle).
+fn remove_sealed_tail(main: &Queue, k: u64, view: &BlockView) {
+    if k > 0
+        && main.header().chain.tail_block.load(Ordering::Acquire) == k
+        && view.ring().sealed()
+        && main.queued() == 0
+    {
+        let _ = Segment::unlink(&main.block_name(k));
+    }
 }
 
 /// True if `e`, met opening a spare we renamed, says the file can never

@@ -278,7 +278,11 @@ impl Sender {
     /// out, or disconnected) takes its tag with it: the last tag is that
     /// of the last tagged offer if a receiver took it, and 0 once it was
     /// withdrawn. On an unbounded queue the last tag is kept in its main
-    /// segment, whichever block the message went into.
+    /// segment, whichever block the message went into, and a tagged
+    /// commit a sender was killed in is settled (as by
+    /// [`Sender::last_tag`]) before the next tagged message goes: until
+    /// `deadline`, while the dead sender is not yet repaired (`Full` for
+    /// `Deadline::Now`).
     pub fn send_tagged_batch_until<M: AsRef<[u8]>>(
         &mut self,
         msgs: impl IntoIterator<Item = (u64, M)>,
