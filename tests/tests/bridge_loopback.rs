@@ -292,8 +292,27 @@ impl Collecting {
 
     /// [`Collecting::start`], pausing for `pause` once it has `after`
     /// messages (so that what the bridge offers next waits for it).
-    fn pausing(mut rx: ipc_core::Receiver, n: usize, after: usize, pause: Duration) -> Collecting {
+    fn pausing(rx: ipc_core::Receiver, n: usize, after: usize, pause: Duration) -> Collecting {
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        Collecting::counting(rx, n, (after, pause), Duration::ZERO, count)
+    }
+
+    /// [`Collecting::start`] of a receiver competing with `other`'s, taking
+    /// `each` per message: both run until `n` came between them.
+    fn beside(other: &Collecting, rx: ipc_core::Receiver, n: usize, each: Duration) -> Collecting {
+        let count = other.count.clone();
+        Collecting::counting(rx, n, (usize::MAX, Duration::ZERO), each, count)
+    }
+
+    /// [`Collecting::pausing`] (`(after, pause)`), taking `each` per
+    /// message, counting in `count` (maybe shared).
+    fn counting(
+        mut rx: ipc_core::Receiver,
+        n: usize,
+        (after, pause): (usize, Duration),
+        each: Duration,
+        count: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Collecting {
         let c = count.clone();
         let thread = std::thread::spawn(move || {
             let mut got: Vec<Vec<u8>> = Vec::new();
@@ -303,16 +322,17 @@ impl Collecting {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(m) => {
                         got.push(m);
-                        c.store(got.len(), Ordering::SeqCst);
+                        c.fetch_add(1, Ordering::SeqCst);
                         if got.len() == after {
                             std::thread::sleep(pause);
                         }
+                        std::thread::sleep(each);
                     }
                     // The bridge's sender died with it: wait for the next.
                     Err(RecvError::Timeout | RecvError::Disconnected) => rx.expect_new_senders(),
                     Err(e) => panic!("recv: {e}"),
                 }
-                if got.len() >= n {
+                if c.load(Ordering::SeqCst) >= n {
                     quiet_since.get_or_insert_with(Instant::now);
                 }
                 if start.elapsed() > 3 * PATIENCE {
@@ -464,10 +484,26 @@ fn exporter_killed_at(tag: &str, capacity: Capacity, kill: Kill, pause: Option<(
     let rx = far.receiver().unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     p.exporter.kill();
+    p.exporter = doomed_exporter(&p, kill.hook, kill.at);
+    let n = kill.n;
+    let tx = near.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, n));
+    let (after, pause) = pause.unwrap_or((usize::MAX, Duration::ZERO));
+    let receiver = Collecting::pausing(rx, n as usize, after, pause);
+    restart_the_doomed_exporter(&mut p);
+    assert_eq!(sender.join().unwrap(), n);
+    let got = receiver.finish();
+    check_exactly_once(&got, &[(0, n)]).unwrap();
+    assert_eq!(got.len(), n as usize, "a duplicate after the last message");
+}
+
+/// `p`'s exporter, started again with the test hook `hook` set to `at`
+/// (it kills itself there).
+fn doomed_exporter(p: &Pair, hook: &str, at: u32) -> Bridge {
     let mut doomed = ipc_tests::cmd("ipc-bridge");
-    doomed.env(kill.hook, kill.at.to_string());
+    doomed.env(hook, at.to_string());
     let listen = format!("tcp/127.0.0.1:{}", p.port);
-    p.exporter = Bridge::start_with(
+    Bridge::start_with(
         doomed,
         &[
             "--name",
@@ -477,12 +513,12 @@ fn exporter_killed_at(tag: &str, capacity: Capacity, kill: Kill, pause: Option<(
             "--export",
             p.far.as_str(),
         ],
-    );
-    let n = kill.n;
-    let tx = near.sender().unwrap();
-    let sender = std::thread::spawn(move || patient_sender(tx, 0, n));
-    let (after, pause) = pause.unwrap_or((usize::MAX, Duration::ZERO));
-    let receiver = Collecting::pausing(rx, n as usize, after, pause);
+    )
+}
+
+/// Waits for `p`'s doomed exporter to kill itself at its hook, and starts
+/// it again without one.
+fn restart_the_doomed_exporter(p: &mut Pair) {
     let died = p.exporter.child.wait_timeout(3 * PATIENCE);
     assert!(died.is_some(), "the exporter did not kill itself");
     assert!(
@@ -491,10 +527,6 @@ fn exporter_killed_at(tag: &str, capacity: Capacity, kill: Kill, pause: Option<(
         p.exporter.log()
     );
     p.exporter = exporter(&p.far, p.port, &[]);
-    assert_eq!(sender.join().unwrap(), n);
-    let got = receiver.finish();
-    check_exactly_once(&got, &[(0, n)]).unwrap();
-    assert_eq!(got.len(), n as usize, "a duplicate after the last message");
 }
 
 /// The taking side's window, hit every time: the importer kills itself
@@ -801,14 +833,14 @@ fn puller(far: &ShmName, near: &ShmName, port: u16) -> Bridge {
 }
 
 /// A far mailbox exported, and a puller of it under another name.
-fn pulled(tag: &str, capacity: u32) -> Pair {
+fn pulled(tag: &str, capacity: Capacity) -> Pair {
     let far = ShmName::new(&format!("{tag}-far"));
     let near = ShmName::new(&format!("{tag}-near"));
     let state = StateFiles(vec![far.0.clone(), near.0.clone()]);
     Mailbox::create(
         far.as_str(),
         &MailboxConfig {
-            capacity: Capacity::Bounded(capacity),
+            capacity,
             max_message: 128,
             ..Default::default()
         },
@@ -830,7 +862,7 @@ fn pulled(tag: &str, capacity: u32) -> Pair {
 
 #[test]
 fn a_puller_takes_only_what_its_local_mailbox_has_room_for() {
-    let p = pulled("hoard", 128);
+    let p = pulled("hoard", Capacity::Bounded(128));
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let mut tx = far.sender().unwrap();
     for i in 0..100 {
@@ -853,7 +885,7 @@ fn a_puller_takes_only_what_its_local_mailbox_has_room_for() {
 
 #[test]
 fn killing_and_restarting_each_bridge_while_pulling_loses_and_duplicates_nothing() {
-    let mut p = pulled("pullkill", 64);
+    let mut p = pulled("pullkill", Capacity::Bounded(64));
     let far = Mailbox::open(p.far.as_str()).unwrap();
     let near = Mailbox::open(p.near.as_str()).unwrap();
     let rx = near.receiver().unwrap();
@@ -877,6 +909,102 @@ fn killing_and_restarting_each_bridge_while_pulling_loses_and_duplicates_nothing
     let got = receiver.finish();
     check_exactly_once(&got, &[(0, N)]).unwrap();
     assert_eq!(got.len(), N as usize, "a duplicate after the last message");
+}
+
+/// The exporter's taking side, serving a puller, hit every time: the
+/// exporter kills itself at `hook` of the 100th message it takes for the
+/// puller (inside the receive callback: before journaling it, or after),
+/// and is started again, while a sender on the exporter's host streams
+/// into the mailbox (and, if `local`, a receiver there competes with the
+/// puller). Every message must arrive exactly once, on one host or the
+/// other, and none be counted lost. Before 2026-12-03 the exporter did not
+/// ask for redelivery (the mailbox has other receivers, which could take
+/// a message its journal held): killed while journaling, it lost the
+/// message (counted in `lost_reads`); the hook after journaling did not
+/// exist for it.
+fn exporter_serving_a_puller_killed_at(tag: &str, capacity: Capacity, hook: &str, local: bool) {
+    let mut p = pulled(tag, capacity);
+    let far = Mailbox::open(p.far.as_str()).unwrap();
+    let near = Mailbox::open(p.near.as_str()).unwrap();
+    p.exporter.kill();
+    p.exporter = doomed_exporter(&p, hook, 100);
+    const N: u32 = 3000;
+    let pulling = Collecting::start(near.receiver().unwrap(), N as usize);
+    // (Slow, so that the puller's share reaches the kill.)
+    let slow = Duration::from_millis(2);
+    let competing =
+        local.then(|| Collecting::beside(&pulling, far.receiver().unwrap(), N as usize, slow));
+    let tx = far.sender().unwrap();
+    let sender = std::thread::spawn(move || patient_sender(tx, 0, N));
+    restart_the_doomed_exporter(&mut p);
+    assert_eq!(sender.join().unwrap(), N);
+    // Both receivers run on for half a second after the last message
+    // came (a repeat would show).
+    let mut got = pulling.finish();
+    let on_near = got.len();
+    if let Some(c) = competing {
+        got.extend(c.finish());
+    }
+    got.sort_by_key(|m| untag(m));
+    check_exactly_once(&got, &[(0, N)]).unwrap_or_else(|e| {
+        panic!(
+            "{e} ({on_near} pulled, {} in all)\n{}",
+            got.len(),
+            p.exporter.log()
+        )
+    });
+    assert_eq!(got.len(), N as usize, "a message arrived twice");
+    let lost = Mailbox::open(p.far.as_str()).unwrap().status().lost_reads;
+    assert_eq!(lost, 0, "the far mailbox counted a message lost");
+    if hook.ends_with("AFTER_JOURNALING") {
+        // Killed holding a message it had journaled: the mailbox put it
+        // back, so the next run must not send its entry.
+        assert!(
+            p.exporter.log().contains("was put back there: not sent"),
+            "the restarted exporter did not drop the entry:\n{}",
+            p.exporter.log()
+        );
+    }
+}
+
+#[test]
+fn an_exporter_serving_a_puller_killed_while_journaling_loses_nothing() {
+    exporter_serving_a_puller_killed_at(
+        "pull-journal-kill",
+        Capacity::Bounded(64),
+        "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING",
+        false,
+    );
+}
+
+#[test]
+fn an_exporter_serving_a_puller_killed_after_journaling_delivers_once_beside_a_local_receiver() {
+    exporter_serving_a_puller_killed_at(
+        "pull-journaled-kill",
+        Capacity::Bounded(64),
+        "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING",
+        true,
+    );
+}
+
+#[test]
+fn an_unbounded_exporter_serving_a_puller_killed_while_journaling_loses_nothing() {
+    exporter_serving_a_puller_killed_at(
+        "pull-journal-kill-unb",
+        Capacity::Unbounded,
+        "IPC_BRIDGE_TEST_KILL_WHILE_JOURNALING",
+        true,
+    );
+}
+
+#[test]
+fn an_unbounded_exporter_serving_a_puller_killed_after_journaling_delivers_once() {
+    exporter_serving_a_puller_killed_at(
+        "pull-journaled-kill-unb",
+        Capacity::Unbounded,
+        "IPC_BRIDGE_TEST_KILL_AFTER_JOURNALING",
+        false,
+    );
 }
 
 fn tls_file(name: &str) -> String {

@@ -55,6 +55,19 @@ fn kill_child_holding_next(
         .expect("the child took a message");
     child.kill();
     assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+    // Once the dead child is repaired, the mailbox says whether its
+    // message was put back, and which (the exporter of ipc-bridge asks so
+    // after a restart).
+    let held: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let settled = mb
+        .settle_redeliveries(Deadline::after(PATIENCE))
+        .expect("the dead child repaired");
+    let put_back = (how == "redeliver").then_some(held);
+    assert_eq!(
+        (settled.count, settled.last_index),
+        (u64::from(put_back.is_some()), put_back),
+        "what the repair put back"
+    );
     let mut rx = mb.receiver().unwrap();
     let mut first = None;
     rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {

@@ -5,12 +5,14 @@
 //! receiver) as far as that puller has room.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender as EventSender};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipc_core::mailbox::{Capacity, Mailbox};
+use ipc_core::Deadline;
 use zenoh::sample::SampleKind;
 use zenoh::{Session, Wait};
 
@@ -18,6 +20,32 @@ use crate::delivered::Delivered;
 use crate::shm::ensure_state_dir;
 use crate::uplink::Liveliness;
 use crate::{downlink, uplink, wire, Options};
+
+/// The journals of pullers of mailbox `name` in the state folder `dir`
+/// (see [`pull_journal`]).
+fn pull_journals(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!("{name}.pull-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name();
+            let id = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|f| f.strip_suffix(".journal"));
+            id.is_some_and(|id| id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit()))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The journal of puller `id` of mailbox `name` in the state folder `dir`.
+fn pull_journal(dir: &Path, name: &str, id: u64) -> PathBuf {
+    dir.join(format!("{name}.pull-{id:016x}.journal"))
+}
 
 /// Serves the exported mailbox `name` until `stop()` says so.
 pub fn run(
@@ -34,6 +62,17 @@ pub fn run(
     let dir = ensure_state_dir().context("creating the bridge's state folder")?;
     let delivered = Delivered::open_or_create(&dir.join(format!("{name}.delivered")))
         .with_context(|| format!("opening what was delivered to {name}"))?;
+    // Every puller's journal, before any is served again: a message this
+    // bridge's last run was killed holding went back to the mailbox, and
+    // each later run's death may put back another (a puller that comes
+    // back only after several restarts could not tell which were its).
+    let journals = pull_journals(&dir, name);
+    if !journals.is_empty() {
+        let settled = mailbox.settle_redeliveries(Deadline::after(uplink::SETTLE_REPAIRS));
+        for path in journals {
+            uplink::forget_put_back(&path, &mailbox, max, settled)?;
+        }
+    }
     let _token = session
         .liveliness()
         .declare_token(wire::alive_key(name, &o.bridge, capacity, max))
@@ -92,7 +131,7 @@ pub fn run(
                     source: pull_source.clone(),
                     label: format!("{name}.pull-{id:016x}"),
                     title: format!("{name} pulled by bridge"),
-                    journal: dir.join(format!("{name}.pull-{id:016x}.journal")),
+                    journal: pull_journal(&dir, name, id),
                     max_message: max,
                     data_key: Box::new(move |origin| wire::data_key(&channel_name, origin)),
                     ack_key: Box::new(move |origin| wire::ack_key(&ack_channel, origin)),

@@ -7,7 +7,7 @@
 //! header (one page): magic, max message, origin, ring bytes,
 //!                    acked (seq), start (pos), end (pos), cancel (seq),
 //!                    source seq, source index (of the last entry),
-//!                    source id, withdrawn (seq)
+//!                    source id, withdrawn (seq), source put-backs
 //! ring:              [ seq u64 | len u32, flags u32 | payload, padded to 8 ]...
 //! ```
 //!
@@ -50,6 +50,10 @@ const OFF_SOURCE_ID: usize = 80;
 /// offer), stored before the acknowledgement that covers it: a restarted
 /// bridge must not take an acknowledged withdrawal for a delivery.
 const OFF_WITHDRAWN: usize = 88;
+/// How many messages repairs had put back for redelivery in the source
+/// when the last entry was taken from it (`Mailbox::redeliveries`),
+/// stored with its index: says whether that message was put back later.
+const OFF_SOURCE_PUT_BACKS: usize = 96;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -96,6 +100,18 @@ impl From<io::Error> for JournalError {
 
 fn corrupt<T>(why: impl Into<String>) -> Result<T, JournalError> {
     Err(JournalError::Corrupt(why.into()))
+}
+
+/// Where a journaled message came from in its source mailbox: its index
+/// in the source's stream, and how many messages repairs had put back
+/// for redelivery there when it was taken (see
+/// [`ipc_core::mailbox::Mailbox::settle_redeliveries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The message's index (`Receiver::recv_batch_indexed_until`).
+    pub index: u64,
+    /// `Mailbox::redeliveries().count` inside the receive callback.
+    pub put_backs: u64,
 }
 
 /// An entry still waiting for its acknowledgement.
@@ -325,19 +341,45 @@ impl Journal {
         self.append_from(msg, None)
     }
 
-    /// [`Journal::append`] of the message of index `index` in the source
-    /// mailbox's stream (see [`Journal::last_source_index`]).
-    pub fn append_indexed(&mut self, msg: &[u8], index: u64) -> Option<u64> {
-        self.append_from(msg, Some(index))
+    /// [`Journal::append`] of a message taken from the source mailbox as
+    /// `taken` says (see [`Journal::last_source`]).
+    pub fn append_taken(&mut self, msg: &[u8], taken: Taken) -> Option<u64> {
+        self.append_from(msg, Some(taken))
     }
 
-    /// The source index of the last journaled message, if it was appended
-    /// with one. A source that redelivers the message its taker held when
+    /// Where the last journaled message came from, if it was appended with
+    /// that. A source that redelivers the message its taker held when
     /// killed offers either that one (journaled already: this index) or
     /// the next.
-    pub fn last_source_index(&self) -> Option<u64> {
+    pub fn last_source(&self) -> Option<Taken> {
         let seq = self.file.load(OFF_SOURCE_SEQ);
-        (seq != 0 && seq == self.written()).then(|| self.file.load(OFF_SOURCE_INDEX))
+        (seq != 0 && seq == self.written()).then(|| Taken {
+            index: self.file.load(OFF_SOURCE_INDEX),
+            put_backs: self.file.load(OFF_SOURCE_PUT_BACKS),
+        })
+    }
+
+    /// The source index of the last journaled message (see
+    /// [`Journal::last_source`]).
+    pub fn last_source_index(&self) -> Option<u64> {
+        self.last_source().map(|t| t.index)
+    }
+
+    /// Forgets the last entry, not yet acknowledged: its message went back
+    /// to the source (this bridge was killed before the source let go of
+    /// it, and the source put it back for its next receiver), so it must
+    /// not be sent. It never was: entries are sent only once the receive
+    /// that journaled them has returned. One store (`end`) drops it.
+    pub fn drop_last(&mut self) {
+        let Some(last) = self.pending.pop_back() else {
+            return;
+        };
+        // The drop is the one store of `end`: killed before it, the next
+        // run finds the entry and decides again, the same way. After it,
+        // the source words name a sequence number past the last entry,
+        // which is not believed (and the next append rewrites them).
+        self.file.store(OFF_END, last.pos);
+        self.end = last.pos;
     }
 
     /// Says which source mailbox the indexes of later appends count in
@@ -352,9 +394,9 @@ impl Journal {
         }
     }
 
-    /// [`Journal::append`], with the message's source index if it has
-    /// one ([`Journal::append_indexed`]).
-    pub fn append_from(&mut self, msg: &[u8], index: Option<u64>) -> Option<u64> {
+    /// [`Journal::append`], with where the message came from if that is
+    /// known ([`Journal::append_taken`]).
+    pub fn append_from(&mut self, msg: &[u8], taken: Option<Taken>) -> Option<u64> {
         assert!(msg.len() <= self.max_message, "message above the maximum");
         if !self.has_room(msg.len()) {
             return None;
@@ -370,11 +412,12 @@ impl Journal {
         self.file.write(off + ENTRY_HEADER as usize, msg);
         self.file.store(off, seq);
         self.file.store(off + 8, msg.len() as u64);
-        if let Some(index) = index {
-            // Sequence first: killed between the two stores, the pair names
-            // an entry not yet committed, and is not believed.
+        if let Some(taken) = taken {
+            // Sequence first: killed between these stores, they name an
+            // entry not yet committed, and are not believed.
             self.file.store(OFF_SOURCE_SEQ, seq);
-            self.file.store(OFF_SOURCE_INDEX, index);
+            self.file.store(OFF_SOURCE_INDEX, taken.index);
+            self.file.store(OFF_SOURCE_PUT_BACKS, taken.put_backs);
         } else if self.file.load(OFF_SOURCE_SEQ) != 0 {
             // The pair must not pass for this entry's.
             self.file.store(OFF_SOURCE_SEQ, 0);
@@ -501,17 +544,44 @@ mod tests {
         assert!(Journal::open_or_create(&p.0, 101).is_err());
     }
 
+    fn taken(index: u64) -> Taken {
+        Taken {
+            index,
+            put_backs: 3,
+        }
+    }
+
+    #[test]
+    fn the_last_entry_dropped_is_gone_across_a_reopen_and_the_next_takes_its_seq() {
+        let p = temp("drop");
+        let mut j = Journal::open_or_create(&p.0, 100).unwrap();
+        j.append_taken(b"a", taken(40)).unwrap();
+        j.append_taken(b"b", taken(41)).unwrap();
+        assert_eq!(j.last_source(), Some(taken(41)));
+        j.drop_last();
+        assert_eq!((j.written(), j.in_flight()), (1, 1));
+        assert_eq!(j.last_source(), None, "the pair named the entry dropped");
+        drop(j);
+        let mut j = Journal::open_or_create(&p.0, 100).unwrap();
+        assert_eq!((j.written(), j.in_flight()), (1, 1));
+        assert_eq!(j.get(1).unwrap(), b"a");
+        assert_eq!(j.append(b"c"), Some(2), "the dropped seq is used again");
+        drop(j);
+        let j = Journal::open_or_create(&p.0, 100).unwrap();
+        assert_eq!(j.get(2).unwrap(), b"c");
+    }
+
     #[test]
     fn the_source_index_of_the_last_entry_survives_a_reopen_and_a_torn_append_is_not_believed() {
         let p = temp("source");
         let mut j = Journal::open_or_create(&p.0, 100).unwrap();
         assert_eq!(j.last_source_index(), None);
-        j.append_indexed(b"a", 40).unwrap();
-        j.append_indexed(b"b", 41).unwrap();
+        j.append_taken(b"a", taken(40)).unwrap();
+        j.append_taken(b"b", taken(41)).unwrap();
         assert_eq!(j.last_source_index(), Some(41));
         drop(j);
         let mut j = Journal::open_or_create(&p.0, 100).unwrap();
-        assert_eq!(j.last_source_index(), Some(41));
+        assert_eq!(j.last_source(), Some(taken(41)));
         j.ack(2).unwrap();
         assert_eq!(
             j.last_source_index(),
@@ -530,7 +600,7 @@ mod tests {
         assert_eq!(j.last_source_index(), None);
         // Another source mailbox (made again under the name): forgotten.
         j.set_source(7);
-        j.append_indexed(b"d", 0).unwrap();
+        j.append_taken(b"d", taken(0)).unwrap();
         assert_eq!(j.last_source_index(), Some(0));
         j.set_source(7);
         assert_eq!(j.last_source_index(), Some(0), "the same source");

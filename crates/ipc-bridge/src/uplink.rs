@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipc_core::mailbox::Mailbox;
-use ipc_core::{Deadline, RecvError, Role};
+use ipc_core::{Deadline, RecvError, Redeliveries, Role};
 use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
 use zenoh::{Session, Wait};
 
-use crate::journal::Journal;
+use crate::journal::{Journal, Taken};
 use crate::wire::{Ack, DataFrame, FLAG_CANCEL, FLAG_CANCELLED, FLAG_RECEIVERS, FLAG_SENDERS_GONE};
 use crate::{status, Options};
 
@@ -386,12 +386,66 @@ pub struct Spec {
     /// Rendezvous: a message is let go of only once the far side has it.
     pub rendezvous: bool,
     /// The bridge is the source's only receiver (a proxy): a message it
-    /// holds when killed may stay in the source for its next run, which
-    /// drops the repeat by its index. Never for a mailbox with other
-    /// receivers: one of them could take the message the journal holds.
+    /// holds when killed stays in the source for its next run, which
+    /// drops the repeat by its index. With other receivers (an exported
+    /// mailbox serving pullers) one of them may take it instead: the
+    /// exporter's next run drops the journal's entry of a message put back
+    /// so before it sends anything ([`forget_put_back`]).
     pub sole_receiver: bool,
     /// The far bridge's name, until its token says otherwise.
     pub far_bridge: String,
+}
+
+/// How long a restarted exporter waits for the repair of receivers of its
+/// mailbox found dead (its predecessor's among them) by other processes
+/// under way (see [`forget_put_back`]).
+pub const SETTLE_REPAIRS: Duration = Duration::from_secs(5);
+
+/// Before an exporter serves pullers again: the journal at `path` of a
+/// run killed while it held the message it had just journaled (inside
+/// the receive callback, before the mailbox let go of it) names a message
+/// the repair of that run put back into `source` for whichever receiver
+/// comes next; that entry, never sent (entries go out only once their
+/// receive has returned), is dropped. Known exactly when the mailbox's
+/// redelivery count moved by one since the message was taken and names
+/// it last (one message at most is held for redelivery at a time); moved
+/// by more (another redelivering receiver died too), or repairs that did
+/// not finish (`settled`, from `Mailbox::settle_redeliveries` after the
+/// run's death, `None`), leave it to be sent, and said.
+pub fn forget_put_back(
+    path: &std::path::Path,
+    source: &Mailbox,
+    max_message: usize,
+    settled: Option<Redeliveries>,
+) -> Result<()> {
+    let mut journal = Journal::open_or_create(path, max_message)
+        .with_context(|| format!("opening the journal {}", path.display()))?;
+    journal.set_source(source_id(source));
+    let Some(last) = journal.last_source().filter(|_| journal.in_flight() > 0) else {
+        return Ok(());
+    };
+    let name = source.name();
+    match settled {
+        Some(r) if r.count == last.put_backs + 1 && r.last_index == Some(last.index) => {
+            log::info!(
+                "{name}: message {} of {name}, journaled by a run killed before {name} let go of it, was put back there: not sent ({})",
+                last.index,
+                path.display()
+            );
+            journal.drop_last();
+        }
+        Some(r) if r.count > last.put_backs + 1 => log::warn!(
+            "{name}: {} messages were put back for redelivery since this bridge journaled message {} (another receiver asking for redelivery died too): it is sent, and may arrive twice",
+            r.count - last.put_backs,
+            last.index
+        ),
+        Some(_) => {}
+        None => log::warn!(
+            "{name}: a dead receiver of {name} was still unrepaired after {SETTLE_REPAIRS:?}: message {} is sent, and may arrive twice",
+            last.index
+        ),
+    }
+    Ok(())
 }
 
 /// True if the message of `index`, the first taken since attaching
@@ -524,23 +578,23 @@ pub fn run(
             }
             r.expect_new_senders();
             redelivered = false;
-            if sole {
-                // Killed while copying a message into the journal (inside
-                // the receive callback), the bridge leaves it in the proxy
-                // for its next run, which drops it if it was journaled
-                // (by its index). A rendezvous offer held so stays the
-                // taken one: its sender can no longer withdraw it.
-                match r.redeliver_if_killed() {
-                    Ok(()) => {
-                        // A journal left by a run on another proxy of the
-                        // same name (removed and made again) names none
-                        // of this one's messages.
-                        link.journal.set_source(source_id(&proxy));
-                        redelivered = true;
-                        fresh = true;
-                    }
-                    Err(e) => log::debug!("{local}: {e}"),
+            // Killed while copying a message into the journal (inside the
+            // receive callback), the bridge leaves it in the source for
+            // the next receiver: a proxy's is its next run, which drops it
+            // if it was journaled (by its index); an exported mailbox's
+            // may be another, and the next run drops the journal's entry
+            // instead (`forget_put_back`). A rendezvous offer held so
+            // stays the taken one: its sender can no longer withdraw it.
+            match r.redeliver_if_killed() {
+                Ok(()) => {
+                    // A journal left by a run on another proxy of the
+                    // same name (removed and made again) names none of
+                    // this one's messages.
+                    link.journal.set_source(source_id(&proxy));
+                    redelivered = true;
+                    fresh = sole;
                 }
+                Err(e) => log::debug!("{local}: {e}"),
             }
             rx = Some(r);
         }
@@ -584,10 +638,11 @@ pub fn run(
                             // maybe no longer withdrawable: it was held):
                             // a new message to send.
                         }
-                        let seq = l
-                            .journal
-                            .append_from(msg, redelivered.then_some(index))
-                            .expect("room checked");
+                        let taken = redelivered.then(|| Taken {
+                            index,
+                            put_backs: proxy.redeliveries().count,
+                        });
+                        let seq = l.journal.append_from(msg, taken).expect("room checked");
                         kill_after_journaling.tick();
                         l.rendezvous(seq, stop).then_some(())
                     })
@@ -612,7 +667,9 @@ pub fn run(
                         if journaled_before(&l.journal, &mut fresh, index) {
                             log::info!("{local}: a message journaled before a restart, redelivered by the proxy, dropped");
                         } else if redelivered {
-                            l.journal.append_indexed(msg, index).expect("room checked");
+                            let put_backs = proxy.redeliveries().count;
+                            let taken = Taken { index, put_backs };
+                            l.journal.append_taken(msg, taken).expect("room checked");
                             kill_after_journaling.tick();
                         } else {
                             l.journal.append(msg).expect("room checked");

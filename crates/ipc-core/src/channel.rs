@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::error::{CorruptError, CreateError, OpenError, RecvError, SegmentError, SendError};
 use crate::layout::Flavor;
 use crate::peers::Role;
-use crate::queue::{BlockView, Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
+use crate::queue::{chain_message_index, BlockView, Endpoint, Queue, Step, Stop, LIVENESS_PERIOD};
 use crate::ring::{HeadCache, ReadAttempt, ReadClaim, Ring, Side, WriteAttempt, WriteClaim};
 use crate::segment::Segment;
 use crate::sync::Deadline;
@@ -1495,15 +1495,6 @@ fn attempt_read<'q>(
         }),
         Err(e) => Step::Fail(RecvError::Corrupt(e)),
     }
-}
-
-/// A chain message's index: its block's chain index (low 24 bits) above
-/// its index within the block (low 40; a block's count runs on over its
-/// recycled laps). It wraps after 2^24 blocks: unique enough to tell a
-/// message from its neighbours, which is what a redelivering receiver
-/// needs.
-fn chain_message_index(block: u64, within: u64) -> u64 {
-    block << 40 | within & ((1 << 40) - 1)
 }
 
 /// One read attempt along an unbounded chain: read the head block, and

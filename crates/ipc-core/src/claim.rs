@@ -146,16 +146,34 @@ pub struct Recovered {
     /// Messages the dead process was reading that stay queued, because it
     /// asked for redelivery: the next reader gets them again.
     pub redelivered_reads: u64,
+    /// The index ([`ReadClaim::index`]) of the message put back for
+    /// redelivery, if one was.
+    pub put_back: Option<u64>,
 }
 
 impl Recovered {
-    /// Adds what was repaired to a queue's loss counters.
-    pub(crate) fn add_to(&self, c: &Counters) {
+    /// Adds what was repaired to a queue's loss counters. The put-back
+    /// message's index, if any, is `last_put_back` (`put_back` in the
+    /// queue's terms), stored before the count that tells of it.
+    pub(crate) fn add_to(&self, c: &Counters, last_put_back: Option<u64>) {
         c.abandoned_writes
             .fetch_add(self.abandoned_writes, Ordering::Relaxed);
         c.lost_reads.fetch_add(self.lost_reads, Ordering::Relaxed);
-        c.redelivered_reads
-            .fetch_add(self.redelivered_reads, Ordering::Relaxed);
+        if let Some(index) = last_put_back {
+            c.last_put_back.store(index + 1, Ordering::Relaxed);
+        }
+        if self.redelivered_reads > 0 {
+            c.redelivered_reads
+                .fetch_add(self.redelivered_reads, Ordering::Release);
+        }
+    }
+
+    /// Adds `other`'s repairs to these.
+    pub(crate) fn merge(&mut self, other: Recovered) {
+        self.abandoned_writes += other.abandoned_writes;
+        self.lost_reads += other.lost_reads;
+        self.redelivered_reads += other.redelivered_reads;
+        self.put_back = other.put_back.or(self.put_back);
     }
 }
 

@@ -491,9 +491,11 @@ impl Receiver {
     /// [`Receiver::recv_batch_indexed_until`] gives, as `ipc-bridge`'s
     /// journal does. A callback that dies on every message would then
     /// stop the queue: use it where deaths come from outside; a callback
-    /// that panics still loses its message (counted). Only for a receiver
-    /// that is its queue's only one: another receiver could take the
-    /// redelivered message that the dead one had already recorded. On an
+    /// that panics still loses its message (counted). On a queue with
+    /// other receivers, another may take the redelivered message that the
+    /// dead one had already recorded: its successor then learns from
+    /// [`Mailbox::settle_redeliveries`](crate::mailbox::Mailbox::settle_redeliveries)
+    /// whether its last record's message was put back. On an
     /// unbounded queue such a receiver holds its block's turn while the
     /// callback runs (others would wait; without redelivery the head moves
     /// on first), so a callback must not receive from the same queue

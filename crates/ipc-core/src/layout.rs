@@ -43,8 +43,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCCORE1");
 /// `tag_pos`), which a repair by an older build would not honour.
 /// Version 7: rendezvous offers keep tags and can be redelivered
 /// (`Cursor::tag_at`, `tag_owner_index`, `tag_owner`, `withdrawn_at`,
-/// `kept_at`).
-pub const LAYOUT_VERSION: u32 = 8;
+/// `kept_at`). Version 8: an unbounded chain's last tag and its mark
+/// (`Chain::tag`, `tag_pending`, `tag_pos`, `tag_block`). Version 9: the
+/// index of the message put back last (`Counters::last_put_back`), which
+/// a repair by an older build would not store.
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// [`Header::engine`]: fixed-size slots with sequence stamps, retired in
 /// layout version 5 (every queue is packed): refused.
@@ -188,6 +191,9 @@ pub struct Counters {
     /// Messages put back for the next receiver because the receiver that
     /// held them died and had asked for redelivery (`Receiver::redeliver_if_killed`).
     pub redelivered_reads: AtomicU64,
+    /// The index of the message put back last (see `redelivered_reads`),
+    /// plus one (0: none): stored before the count moves.
+    pub last_put_back: AtomicU64,
     /// Claims whose commit or release found them taken away (repaired as
     /// a dead process's while their holder lived, or scribbled over).
     pub revoked_claims: AtomicU64,

@@ -64,5 +64,5 @@ pub use error::{
 };
 pub use layout::{Flavor, Geometry, Kind, MAX_CAPACITY, MAX_MESSAGE, MAX_SEGMENT, PEER_SLOTS};
 pub use peers::{PeerInfo, Role};
-pub use queue::Status;
+pub use queue::{Redeliveries, Status};
 pub use sync::Deadline;

@@ -67,8 +67,9 @@ use std::time::Duration;
 use crate::endpoint::{Receiver, Sender};
 use crate::error::{AttachError, CreateError, OpenError, SegmentError};
 use crate::layout::{Flavor, Geometry, Kind};
-use crate::queue::{Queue, Status, INIT_TIMEOUT};
+use crate::queue::{Queue, Redeliveries, Status, INIT_TIMEOUT};
 use crate::segment::DEFAULT_MODE;
+use crate::sync::Deadline;
 
 /// Most messages per segment of an unbounded queue's chain.
 pub const UNBOUNDED_BLOCK: u32 = 1024;
@@ -255,6 +256,33 @@ impl Mailbox {
     /// Status: geometry, queued messages, attached processes.
     pub fn status(&self) -> Status {
         self.q.status()
+    }
+
+    /// What the repairs of receivers that died holding a message have put
+    /// back for redelivery so far (two loads; see
+    /// [`Mailbox::settle_redeliveries`]).
+    pub fn redeliveries(&self) -> Redeliveries {
+        self.q.redeliveries()
+    }
+
+    /// Repairs what dead processes left on this mailbox now, waits until
+    /// `deadline` for repairs that other processes are making, then says
+    /// what repairs have put back for redelivery so far (`None`: a dead
+    /// attachment was still unrepaired at the deadline).
+    ///
+    /// For a receiver that asks for redelivery
+    /// ([`Receiver::redeliver_if_killed`]) and records each message it
+    /// takes inside the receive callback, on a mailbox with other
+    /// receivers, as `ipc-bridge` does when it serves pullers: at most one
+    /// message is held at a time, so if the record notes the message's
+    /// index and [`Mailbox::redeliveries`]' count (read inside the
+    /// callback), its successor knows the message was put back, and so
+    /// goes to whichever receiver takes it next, exactly when the count
+    /// has since moved by one and the last index is that message's. (Moved
+    /// by more: another redelivering receiver died too, and nothing says
+    /// which.)
+    pub fn settle_redeliveries(&self, deadline: Deadline) -> Option<Redeliveries> {
+        self.q.settle_redeliveries(deadline)
     }
 
     /// Attaches a sender. Once every receiver has gone, its sends fail

@@ -503,7 +503,9 @@ impl<'a> PackedRing<'a> {
                 // which is calling us now).
                 let r = unsafe { self.repair(side) };
                 if let Some(c) = self.counters {
-                    r.add_to(c);
+                    // (Our own message, if one was put back: no successor
+                    // asks which; the index would be the block's.)
+                    r.add_to(c, None);
                 }
                 self.unlock(side, token);
                 match self.lock(side, owner)? {
@@ -1794,6 +1796,7 @@ impl<'a> PackedRing<'a> {
                 self.forget_redelivery();
                 return Recovered {
                     redelivered_reads: 1,
+                    put_back: Some(count),
                     ..Recovered::default()
                 };
             }
@@ -1828,9 +1831,7 @@ impl<'a> PackedRing<'a> {
                     // one of this side.
                     let r = unsafe { self.repair(side) };
                     self.unlock(side, word & !WAITED);
-                    found.abandoned_writes += r.abandoned_writes;
-                    found.lost_reads += r.lost_reads;
-                    found.redelivered_reads += r.redelivered_reads;
+                    found.merge(r);
                 }
                 _ => {}
             }
@@ -2200,6 +2201,7 @@ mod tests {
         // SAFETY: the "reader" holds no claim it will still use.
         let rec = unsafe { r.recover_single_reader() };
         assert_eq!((rec.lost_reads, rec.redelivered_reads), (0, 1));
+        assert_eq!(rec.put_back, Some(1), "which message went back: b's index");
         assert_eq!(r.len(), 2, "b is still queued");
         // The next reader gets it, with the same index; a reader that did
         // not ask for redelivery loses its message as before.
@@ -2211,6 +2213,7 @@ mod tests {
         // SAFETY: as above.
         let rec = unsafe { r.recover_single_reader() };
         assert_eq!((rec.lost_reads, rec.redelivered_reads), (1, 0));
+        assert_eq!(rec.put_back, None);
         assert_eq!(take(&r).unwrap(), b"c");
         assert!(take(&r).is_none());
     }

@@ -92,6 +92,28 @@ impl BlockView {
     }
 }
 
+/// A chain message's index: its block's chain index (low 24 bits) above
+/// its index within the block (low 40; a block's count runs on over its
+/// recycled laps). It wraps after 2^24 blocks: unique enough to tell a
+/// message from its neighbours, which is what a redelivering receiver
+/// needs.
+pub(crate) fn chain_message_index(block: u64, within: u64) -> u64 {
+    block << 40 | within & ((1 << 40) - 1)
+}
+
+/// What the repairs of receivers that died holding a message have put
+/// back for redelivery on a queue (see
+/// [`Receiver::redeliver_if_killed`](crate::Receiver::redeliver_if_killed)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redeliveries {
+    /// Messages put back so far (`Status::redelivered_reads`).
+    pub count: u64,
+    /// The index of the one put back last (as
+    /// [`Receiver::recv_batch_indexed_until`](crate::Receiver::recv_batch_indexed_until)
+    /// tells it), if any.
+    pub last_index: Option<u64>,
+}
+
 /// Mappings of chain blocks this process made, kept so that a recycled
 /// block (the same file under a new name) is not mapped and faulted in
 /// again: tmpfs has no huge pages here, and first touches of a fresh
@@ -542,9 +564,48 @@ impl Queue {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds what a repair found to the segment's loss counters.
+    /// Adds what a repair of this segment's own ring found to its loss
+    /// counters.
     pub(crate) fn count(&self, r: Recovered) {
-        r.add_to(&self.header().counters);
+        self.count_in(0, r);
+    }
+
+    /// Adds what a repair of chain block `k`'s ring (0: this segment's
+    /// own) found to this segment's loss counters, with the index in the
+    /// chain's terms of a message it put back.
+    pub(crate) fn count_in(&self, k: u64, r: Recovered) {
+        let put_back = r.put_back.map(|i| chain_message_index(k, i));
+        r.add_to(&self.header().counters, put_back);
+    }
+
+    /// What repairs have put back for redelivery so far (see
+    /// [`Redeliveries`]).
+    pub(crate) fn redeliveries(&self) -> Redeliveries {
+        let c = &self.header().counters;
+        let count = c.redelivered_reads.load(Ordering::Acquire);
+        let last = c.last_put_back.load(Ordering::Relaxed);
+        Redeliveries {
+            count,
+            last_index: last.checked_sub(1),
+        }
+    }
+
+    /// Reaps dead attachments now, waits until `deadline` for those that
+    /// other processes are repairing meanwhile (an entry is freed only
+    /// after its repair), and then says what repairs have put back so
+    /// far; `None` if some dead attachment was still unrepaired at the
+    /// deadline.
+    pub(crate) fn settle_redeliveries(&self, deadline: Deadline) -> Option<Redeliveries> {
+        loop {
+            self.reap();
+            if self.peers().list().iter().all(|p| p.alive) {
+                return Some(self.redeliveries());
+            }
+            if deadline.passed() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// True if one producer and one consumer attach at a time.
@@ -582,7 +643,7 @@ impl Queue {
         // A chained block's locks name the main segment's attachments, not
         // its own (always empty) table: only the main segment judges them.
         if self.block_index == 0 {
-            n += self.free_stale_locks(self.ring());
+            n += self.free_stale_locks(0, self.ring());
         }
         // A chain's head and tail blocks too: receivers stand on the one,
         // senders on the other (a block between them becomes the head
@@ -597,7 +658,7 @@ impl Queue {
                 // Without waiting: a block not yet initialized has no lock
                 // to free, and a sender's `try_send` reaps too.
                 if let Ok(b) = self.open_block_cached_within(k, Duration::ZERO) {
-                    n += self.free_stale_locks(&b.ring());
+                    n += self.free_stale_locks(k, &b.ring());
                 }
             }
         }
@@ -617,8 +678,8 @@ impl Queue {
     /// freed only if unchanged since: a holder that detached or was reaped
     /// in between gave its lock back before leaving the roster, which
     /// moved the word. `ring` is this queue's or one of its chain's blocks
-    /// (whose locks name this queue's attachments).
-    fn free_stale_locks(&self, ring: &Ring<'_>) -> u32 {
+    /// (whose locks name this queue's attachments): block `k` (0: ours).
+    fn free_stale_locks(&self, k: u64, ring: &Ring<'_>) -> u32 {
         let mut freed = 0;
         let roster = &self.header().roster;
         for side in [Side::Write, Side::Read] {
@@ -647,7 +708,7 @@ impl Queue {
                     // can hold this lock (checked after reading the word,
                     // which `release_stale_lock` finds unchanged, or
                     // leaves).
-                    self.count(unsafe { ring.release_stale_lock(side, word) });
+                    self.count_in(k, unsafe { ring.release_stale_lock(side, word) });
                     freed += 1;
                 }
             }
@@ -719,7 +780,7 @@ impl Queue {
                 match self.open_block(k) {
                     // SAFETY: the caller's promise; blocks carry the main
                     // segment's owner indices.
-                    Ok(b) => self.count(unsafe { b.ring().recover_owner(index) }),
+                    Ok(b) => self.count_in(k, unsafe { b.ring().recover_owner(index) }),
                     Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
                 }
             }
@@ -1160,7 +1221,7 @@ impl Queue {
             match self.open_block(k) {
                 Ok(b) => {
                     // SAFETY: the caller's promise.
-                    self.count(unsafe { b.ring().recover_owner(index) });
+                    self.count_in(k, unsafe { b.ring().recover_owner(index) });
                     self.retire(k, &b.q, b.end);
                 }
                 Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
