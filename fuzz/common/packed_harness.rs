@@ -255,7 +255,7 @@ pub fn run(data: &[u8], avoid_known_bugs: bool) {
                             writes.retain(|(o, _)| *o != holder);
                             reads.retain(|(o, _)| *o != holder);
                             // SAFETY: that holder's claims were dropped.
-                            unsafe { ring.release_stale_lock(side, word) };
+                            unsafe { ring.release_stale_lock(side, word, drop) };
                         }
                     }
                 }

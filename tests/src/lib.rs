@@ -112,6 +112,27 @@ pub fn within<T: Send + 'static>(
         .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
 }
 
+/// This test binary run again as a child, for the one test `test` (which
+/// sees `var` set to `value` and plays the child's part), its standard
+/// output piped; returns the child and the lines it prints.
+pub fn rerun_as_child(
+    test: &str,
+    var: &str,
+    value: &str,
+) -> (
+    ChildGuard,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut c = Command::new(std::env::current_exe().expect("the test binary"));
+    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .stdout(std::process::Stdio::piped());
+    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
+    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    (child, std::io::BufReader::new(out).lines())
+}
+
 /// A child process killed (SIGKILL, by its PID) and reaped on drop.
 #[derive(Debug)]
 pub struct ChildGuard(pub Option<Child>);

@@ -6,12 +6,11 @@
 //! there without losing the message (its journal drops the repeat by the
 //! index).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::Deadline;
-use ipc_tests::{ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME` and `redeliver` or `plain`.
 const CHILD: &str = "IPC_TESTS_REDELIVER_CHILD";
@@ -24,10 +23,32 @@ fn child(spec: &str) {
     if how == "redeliver" {
         rx.redeliver_if_killed().expect("redelivery");
     }
+    println!("attachment {}", rx.attachment_id());
     let _ = rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |index, msg| {
         println!("holding {index} {}", String::from_utf8_lossy(msg));
         std::thread::sleep(2 * PATIENCE);
     });
+}
+
+/// A child (this test binary running `test`) takes the next message of
+/// `name`, receiving `how` (`redeliver` or `plain`), and is killed holding
+/// it; returns the child's line ("holding INDEX MSG") and its receiver's
+/// attachment identity.
+fn killed_holding_next(name: &ShmName, test: &str, how: &str) -> (String, u64) {
+    let spec = format!("{} {how}", name.as_str());
+    let (mut child, lines) = ipc_tests::rerun_as_child(test, CHILD, &spec);
+    let mut lines = lines.map_while(Result::ok);
+    // (After libtest's "test NAME ... " on the same line.)
+    let mut after = |word: &str| {
+        lines
+            .find_map(|l| l.find(word).map(|at| l[at + word.len()..].to_owned()))
+            .unwrap_or_else(|| panic!("the child said no {word:?}"))
+    };
+    let id = after("attachment ").parse().expect("an identity");
+    let line = format!("holding {}", after("holding "));
+    child.kill();
+    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+    (line, id)
 }
 
 /// A child (this test binary running `test`) takes the next message of
@@ -41,26 +62,13 @@ fn kill_child_holding_next(
     test: &str,
     how: &str,
 ) -> (String, u64, Vec<u8>, u64) {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{} {how}", name.as_str()))
-        .stdout(Stdio::piped());
-    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let line = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        // (After libtest's "test NAME ... " on the same line.)
-        .find_map(|l| l.find("holding ").map(|at| l[at..].to_owned()))
-        .expect("the child took a message");
-    child.kill();
-    assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
+    let (line, child) = killed_holding_next(name, test, how);
     // Once the dead child is repaired, the mailbox says whether its
     // message was put back, and which (the exporter of ipc-bridge asks so
     // after a restart).
     let held: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
     let settled = mb
-        .settle_redeliveries(Deadline::after(PATIENCE))
+        .settle_redeliveries(&[child], Deadline::after(PATIENCE))
         .expect("the dead child repaired");
     let put_back = (how == "redeliver").then_some(held);
     assert_eq!(
@@ -296,4 +304,121 @@ fn redelivered_in_a_recycled_block_with_its_index() {
     assert_eq!(m, format!("m{}", 6 * 1024 + 1).into_bytes());
     assert_eq!(lost, 0);
     drop((tx, mb));
+}
+
+/// Review of f7924bb: the repair of a receiver killed holding a message
+/// for redelivery gave the readers' turn back before it counted the
+/// message put back (`Mailbox::redeliveries`), so a receiver waiting for
+/// that turn could take the message and read the count without it; an
+/// exporter journaling that count would, after a restart, take the
+/// message for one put back again and drop its entry although it had
+/// sent it (a loss). The pause point holds the repair (in this thread)
+/// right after the ring's recovery while another receiver takes it.
+#[test]
+fn a_message_put_back_is_counted_before_another_receiver_can_take_it() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let test = "a_message_put_back_is_counted_before_another_receiver_can_take_it";
+    let (name, mb) = mailbox("redeliver-counted", Capacity::Bounded(8));
+    let mut tx = mb.sender().unwrap();
+    for m in [b"m0", b"m1"] {
+        tx.send(m).unwrap();
+    }
+    // The other receiver, attached now, receives only once told.
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (took, seen_took) = std::sync::mpsc::channel();
+    let mb2 = Mailbox::open(name.as_str()).unwrap();
+    let mut rx = mb2.receiver().unwrap();
+    rx.redeliver_if_killed().unwrap();
+    let other = std::thread::spawn(move || {
+        wait_go.recv_timeout(PATIENCE).unwrap();
+        rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {
+            let _ = took.send((i, m.to_vec(), mb2.redeliveries().count));
+        })
+        .expect("a message");
+    });
+    let (line, child) = killed_holding_next(&name, test, "redeliver");
+    assert_eq!(line, "holding 0 m0");
+    let (report, reported) = std::sync::mpsc::channel();
+    let mut go = Some(go);
+    ipc_core::pause::set(move |p| {
+        if p == "repair: claims recovered" {
+            if let Some(go) = go.take() {
+                go.send(()).unwrap();
+                // Bounded: the other receiver takes m0 at once, before
+                // the repair goes on (after the fix, too).
+                let _ = report.send(seen_took.recv_timeout(PATIENCE).ok());
+            }
+        }
+    });
+    let settled = mb
+        .settle_redeliveries(&[child], Deadline::after(PATIENCE))
+        .unwrap();
+    ipc_core::pause::clear();
+    other.join().unwrap();
+    let taken = reported.recv_timeout(PATIENCE).unwrap();
+    let (i, m, count_in_callback) = taken.expect("the other receiver took m0");
+    assert_eq!((i, m.as_slice()), (0, &b"m0"[..]), "the message put back");
+    assert_eq!(
+        (settled.count, settled.last_index),
+        (1, Some(0)),
+        "what the repair put back"
+    );
+    assert_eq!(
+        count_in_callback, 1,
+        "the count its taker read already told of the put-back"
+    );
+    drop((tx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
+}
+
+/// Review of f7924bb: `settle_redeliveries` took "every attachment listed
+/// alive" for "every dead one repaired", but a reaper that has taken a
+/// dead entry's lock and not yet marked it `REAPING` lists it alive: the
+/// settle could answer before the repair counted the message put back (an
+/// exporter would then send an entry whose message went back, a repeat).
+/// It now waits for the dead receiver's own attachment to be freed. The
+/// pause point holds another thread's reaper right after it took the lock.
+#[test]
+fn settling_waits_for_a_repair_another_reaper_has_begun() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let test = "settling_waits_for_a_repair_another_reaper_has_begun";
+    let (name, mb) = mailbox("redeliver-settle", Capacity::Bounded(8));
+    let mut tx = mb.sender().unwrap();
+    tx.send(b"m0").unwrap();
+    let (line, child) = killed_holding_next(&name, test, "redeliver");
+    assert_eq!(line, "holding 0 m0");
+    let (at_pause, seen_pause) = std::sync::mpsc::channel();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let mb2 = Mailbox::open(name.as_str()).unwrap();
+    let reaper = std::thread::spawn(move || {
+        let mut once = Some((at_pause, wait_go));
+        ipc_core::pause::set(move |p| {
+            if p == "reap: entry taken" {
+                if let Some((at_pause, wait_go)) = once.take() {
+                    at_pause.send(()).unwrap();
+                    let _ = wait_go.recv_timeout(PATIENCE);
+                }
+            }
+        });
+        let r = mb2.settle_redeliveries(&[], Deadline::Now);
+        ipc_core::pause::clear();
+        r
+    });
+    seen_pause
+        .recv_timeout(PATIENCE)
+        .expect("the other reaper took the dead child's entry");
+    let meanwhile = mb.settle_redeliveries(&[child], Deadline::after(Duration::from_millis(300)));
+    go.send(()).unwrap();
+    reaper.join().unwrap();
+    assert_eq!(meanwhile, None, "answered while the repair had not run");
+    let settled = mb
+        .settle_redeliveries(&[child], Deadline::after(PATIENCE))
+        .expect("repaired by the other reaper");
+    assert_eq!((settled.count, settled.last_index), (1, Some(0)));
+    drop((tx, mb));
+    Mailbox::unlink(name.as_str()).unwrap();
 }

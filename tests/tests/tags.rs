@@ -6,12 +6,9 @@
 //! kill keeps its tag. This is what lets ipc-bridge's delivering side be
 //! killed while its offer waits without the message arriving twice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::{Deadline, RecvError};
-use ipc_tests::{wait_until, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{wait_until, ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME TAG MESSAGE`.
 const CHILD: &str = "IPC_TESTS_TAGS_CHILD";
@@ -34,14 +31,9 @@ fn child(spec: &str) {
 /// offer waits (the mailbox holds it).
 fn kill_child_offering(mb: &Mailbox, name: &ShmName, tag: u64, msg: &str) {
     let test = "tagged_offers_left_by_a_killed_sender_are_withdrawn_unless_a_receiver_took_them";
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{} {tag} {msg}", name.as_str()))
-        .stdout(Stdio::piped());
-    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    BufReader::new(out)
-        .lines()
+    let (mut child, lines) =
+        ipc_tests::rerun_as_child(test, CHILD, &format!("{} {tag} {msg}", name.as_str()));
+    lines
         .map_while(Result::ok)
         .find(|l| l.contains("offering"))
         .expect("the child offers");

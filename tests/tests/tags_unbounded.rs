@@ -9,12 +9,9 @@
 //! an unbounded mailbox and recording it without the message arriving
 //! twice (`bridge_loopback::an_unbounded_exporter_killed_between_...`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use ipc_core::mailbox::Mailbox;
 use ipc_core::{Deadline, RecvError};
-use ipc_tests::{unbounded_mailbox, ChildGuard, ShmName, PATIENCE};
+use ipc_tests::{unbounded_mailbox, ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME|TAG|POINT|FILL`.
 const CHILD: &str = "IPC_TESTS_TAGS_UNBOUNDED_CHILD";
@@ -52,13 +49,9 @@ fn child(spec: &str) {
 /// A child sends `fill` untagged messages and one tagged `tag`, killed
 /// at `point` of the tagged send.
 fn kill_child_at(name: &ShmName, tag: u64, point: &str, fill: u32) {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{}|{tag}|{point}|{fill}", name.as_str()))
-        .stdout(Stdio::piped());
-    let mut child = ChildGuard::new(c.spawn().expect("spawn the child"));
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let lines: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
+    let spec = format!("{}|{tag}|{point}|{fill}", name.as_str());
+    let (mut child, lines) = ipc_tests::rerun_as_child(TEST, CHILD, &spec);
+    let lines: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(lines.iter().any(|l| l.contains("tagging")), "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains("not killed")), "{lines:?}");
     assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipc_core::mailbox::{Capacity, Mailbox};
-use ipc_core::Deadline;
 use zenoh::sample::SampleKind;
 use zenoh::{Session, Wait};
 
@@ -66,13 +65,7 @@ pub fn run(
     // bridge's last run was killed holding went back to the mailbox, and
     // each later run's death may put back another (a puller that comes
     // back only after several restarts could not tell which were its).
-    let journals = pull_journals(&dir, name);
-    if !journals.is_empty() {
-        let settled = mailbox.settle_redeliveries(Deadline::after(uplink::SETTLE_REPAIRS));
-        for path in journals {
-            uplink::forget_put_back(&path, &mailbox, max, settled)?;
-        }
-    }
+    uplink::forget_put_backs(&pull_journals(&dir, name), &mailbox, max)?;
     let _token = session
         .liveliness()
         .declare_token(wire::alive_key(name, &o.bridge, capacity, max))

@@ -7,7 +7,8 @@
 //! header (one page): magic, max message, origin, ring bytes,
 //!                    acked (seq), start (pos), end (pos), cancel (seq),
 //!                    source seq, source index (of the last entry),
-//!                    source id, withdrawn (seq), source put-backs
+//!                    source id, withdrawn (seq), source put-backs,
+//!                    taker (the receiver journaling)
 //! ring:              [ seq u64 | len u32, flags u32 | payload, padded to 8 ]...
 //! ```
 //!
@@ -54,6 +55,11 @@ const OFF_WITHDRAWN: usize = 88;
 /// when the last entry was taken from it (`Mailbox::redeliveries`),
 /// stored with its index: says whether that message was put back later.
 const OFF_SOURCE_PUT_BACKS: usize = 96;
+/// The attachment identity (`Receiver::attachment_id`) of the receiver
+/// that takes the messages journaled now, plus one (0: none): a restarted
+/// bridge waits for that receiver's repair before it asks what was put
+/// back.
+const OFF_TAKER: usize = 104;
 const ENTRY_HEADER: u64 = 16;
 const PAD: u32 = 1;
 /// Positions stay below this; a larger one is a scribble.
@@ -363,6 +369,18 @@ impl Journal {
     /// [`Journal::last_source`]).
     pub fn last_source_index(&self) -> Option<u64> {
         self.last_source().map(|t| t.index)
+    }
+
+    /// Records which receiver takes the messages journaled from now on
+    /// (see [`Journal::taker`]); stored before it takes any.
+    pub fn set_taker(&mut self, id: u64) {
+        self.file.store(OFF_TAKER, id.wrapping_add(1));
+    }
+
+    /// The attachment identity of the receiver that took the messages
+    /// journaled last, if one was recorded.
+    pub fn taker(&self) -> Option<u64> {
+        self.file.load(OFF_TAKER).checked_sub(1)
     }
 
     /// Forgets the last entry, not yet acknowledged: its message went back

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipc_core::mailbox::Mailbox;
-use ipc_core::{Deadline, RecvError, Redeliveries, Role};
+use ipc_core::{Deadline, RecvError, Role};
 use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
 use zenoh::{Session, Wait};
@@ -390,60 +390,65 @@ pub struct Spec {
     /// drops the repeat by its index. With other receivers (an exported
     /// mailbox serving pullers) one of them may take it instead: the
     /// exporter's next run drops the journal's entry of a message put back
-    /// so before it sends anything ([`forget_put_back`]).
+    /// so before it sends anything ([`forget_put_backs`]).
     pub sole_receiver: bool,
     /// The far bridge's name, until its token says otherwise.
     pub far_bridge: String,
 }
 
-/// How long a restarted exporter waits for the repair of receivers of its
-/// mailbox found dead (its predecessor's among them) by other processes
-/// under way (see [`forget_put_back`]).
-pub const SETTLE_REPAIRS: Duration = Duration::from_secs(5);
+/// How long a restarted exporter waits for the repair of its
+/// predecessor's receivers, which other processes may be making (see
+/// [`forget_put_backs`]).
+const SETTLE_REPAIRS: Duration = Duration::from_secs(5);
 
-/// Before an exporter serves pullers again: the journal at `path` of a
-/// run killed while it held the message it had just journaled (inside
-/// the receive callback, before the mailbox let go of it) names a message
-/// the repair of that run put back into `source` for whichever receiver
-/// comes next; that entry, never sent (entries go out only once their
-/// receive has returned), is dropped. Known exactly when the mailbox's
+/// Before an exporter serves pullers again, for each of its pull journals
+/// at `paths`: a run killed while it held the message it had just
+/// journaled (inside the receive callback, before the mailbox let go of
+/// it) left that message put back into `source` for whichever receiver
+/// comes next; its entry, never sent (entries go out only once their
+/// receive has returned), is dropped. Known once that run's receivers
+/// (each journal's taker) are repaired, exactly when the mailbox's
 /// redelivery count moved by one since the message was taken and names
-/// it last (one message at most is held for redelivery at a time); moved
-/// by more (another redelivering receiver died too), or repairs that did
-/// not finish (`settled`, from `Mailbox::settle_redeliveries` after the
-/// run's death, `None`), leave it to be sent, and said.
-pub fn forget_put_back(
-    path: &std::path::Path,
-    source: &Mailbox,
-    max_message: usize,
-    settled: Option<Redeliveries>,
-) -> Result<()> {
-    let mut journal = Journal::open_or_create(path, max_message)
-        .with_context(|| format!("opening the journal {}", path.display()))?;
-    journal.set_source(source_id(source));
-    let Some(last) = journal.last_source().filter(|_| journal.in_flight() > 0) else {
+/// it last (one message at most is held for redelivery at a time). Moved
+/// by more (another redelivering receiver died too), or a repair not
+/// done in time, leave it to be sent, and said.
+pub fn forget_put_backs(paths: &[PathBuf], source: &Mailbox, max_message: usize) -> Result<()> {
+    let mut journals = Vec::new();
+    for path in paths {
+        let mut journal = Journal::open_or_create(path, max_message)
+            .with_context(|| format!("opening the journal {}", path.display()))?;
+        journal.set_source(source_id(source));
+        journals.push(journal);
+    }
+    let takers: Vec<u64> = journals.iter().filter_map(Journal::taker).collect();
+    if journals.is_empty() {
         return Ok(());
-    };
+    }
+    let settled = source.settle_redeliveries(&takers, Deadline::after(SETTLE_REPAIRS));
     let name = source.name();
-    match settled {
-        Some(r) if r.count == last.put_backs + 1 && r.last_index == Some(last.index) => {
-            log::info!(
-                "{name}: message {} of {name}, journaled by a run killed before {name} let go of it, was put back there: not sent ({})",
-                last.index,
-                path.display()
-            );
-            journal.drop_last();
+    for journal in &mut journals {
+        let Some(last) = journal.last_source().filter(|_| journal.in_flight() > 0) else {
+            continue;
+        };
+        match settled {
+            Some(r) if r.count == last.put_backs + 1 && r.last_index == Some(last.index) => {
+                log::info!(
+                    "{name}: message {} of {name}, journaled by a run killed before {name} let go of it, was put back there: not sent",
+                    last.index
+                );
+                journal.drop_last();
+            }
+            Some(r) if r.count > last.put_backs + 1 => log::warn!(
+                "{name}: {} messages were put back for redelivery since this bridge journaled message {} (another receiver asking for redelivery died too): it is sent, and may arrive twice",
+                r.count - last.put_backs,
+                last.index
+            ),
+            Some(_) => {}
+            None => log::warn!(
+                "{name}: a receiver of this bridge's last run was still unrepaired after {SETTLE_REPAIRS:?}: message {} is sent, and may arrive twice",
+                last.index
+            ),
         }
-        Some(r) if r.count > last.put_backs + 1 => log::warn!(
-            "{name}: {} messages were put back for redelivery since this bridge journaled message {} (another receiver asking for redelivery died too): it is sent, and may arrive twice",
-            r.count - last.put_backs,
-            last.index
-        ),
-        Some(_) => {}
-        None => log::warn!(
-            "{name}: a dead receiver of {name} was still unrepaired after {SETTLE_REPAIRS:?}: message {} is sent, and may arrive twice",
-            last.index
-        ),
     }
     Ok(())
 }
@@ -583,7 +588,7 @@ pub fn run(
             // the next receiver: a proxy's is its next run, which drops it
             // if it was journaled (by its index); an exported mailbox's
             // may be another, and the next run drops the journal's entry
-            // instead (`forget_put_back`). A rendezvous offer held so
+            // instead (`forget_put_backs`). A rendezvous offer held so
             // stays the taken one: its sender can no longer withdraw it.
             match r.redeliver_if_killed() {
                 Ok(()) => {
@@ -591,6 +596,7 @@ pub fn run(
                     // same name (removed and made again) names none of
                     // this one's messages.
                     link.journal.set_source(source_id(&proxy));
+                    link.journal.set_taker(r.attachment_id());
                     redelivered = true;
                     fresh = sole;
                 }

@@ -159,10 +159,11 @@ impl Recovered {
         c.abandoned_writes
             .fetch_add(self.abandoned_writes, Ordering::Relaxed);
         c.lost_reads.fetch_add(self.lost_reads, Ordering::Relaxed);
-        if let Some(index) = last_put_back {
-            c.last_put_back.store(index + 1, Ordering::Relaxed);
-        }
         if self.redelivered_reads > 0 {
+            // Unknown (0) where the caller cannot name it: whoever asks
+            // then believes nothing was put back, rather than a wrong one.
+            let last = last_put_back.map_or(0, |index| index + 1);
+            c.last_put_back.store(last, Ordering::Relaxed);
             c.redelivered_reads
                 .fetch_add(self.redelivered_reads, Ordering::Release);
         }

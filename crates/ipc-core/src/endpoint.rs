@@ -482,6 +482,14 @@ impl Receiver {
         })
     }
 
+    /// This receiver's identity in its queue's attachment table (entry and
+    /// generation, unique for the queue's life as far as a successor needs
+    /// it): what [`Mailbox::settle_redeliveries`](crate::mailbox::Mailbox::settle_redeliveries)
+    /// waits for.
+    pub fn attachment_id(&self) -> u64 {
+        self.rx.ep.attachment.id()
+    }
+
     /// From now on, if this process dies (is killed) while it holds a
     /// message (inside a receive's callback, before it returns), the
     /// message stays queued for the next receiver instead of being lost

@@ -266,9 +266,10 @@ impl Mailbox {
     }
 
     /// Repairs what dead processes left on this mailbox now, waits until
-    /// `deadline` for repairs that other processes are making, then says
-    /// what repairs have put back for redelivery so far (`None`: a dead
-    /// attachment was still unrepaired at the deadline).
+    /// `deadline` until each receiver of `gone` (identities from
+    /// [`Receiver::attachment_id`]) has gone and been repaired (by us or
+    /// by another process), then says what repairs have put back for
+    /// redelivery so far (`None`: one was still there at the deadline).
     ///
     /// For a receiver that asks for redelivery
     /// ([`Receiver::redeliver_if_killed`]) and records each message it
@@ -278,11 +279,12 @@ impl Mailbox {
     /// index and [`Mailbox::redeliveries`]' count (read inside the
     /// callback), its successor knows the message was put back, and so
     /// goes to whichever receiver takes it next, exactly when the count
-    /// has since moved by one and the last index is that message's. (Moved
-    /// by more: another redelivering receiver died too, and nothing says
-    /// which.)
-    pub fn settle_redeliveries(&self, deadline: Deadline) -> Option<Redeliveries> {
-        self.q.settle_redeliveries(deadline)
+    /// has since moved by one and the last index is that message's, once
+    /// the dead receiver (`gone`: its identity, recorded too) is
+    /// repaired. (Moved by more: another redelivering receiver died too,
+    /// and nothing says which.)
+    pub fn settle_redeliveries(&self, gone: &[u64], deadline: Deadline) -> Option<Redeliveries> {
+        self.q.settle_redeliveries(gone, deadline)
     }
 
     /// Attaches a sender. Once every receiver has gone, its sends fail

@@ -540,20 +540,25 @@ impl<'a> PackedRing<'a> {
     /// # Safety
     /// No process attached at the holder's index may use a claim of this
     /// side (none is, or it is in a role that never takes this lock).
-    pub unsafe fn release_stale_lock(&self, side: Side, word: u64) -> Recovered {
+    pub unsafe fn release_stale_lock(
+        &self,
+        side: Side,
+        word: u64,
+        count: impl FnOnce(Recovered),
+    ) {
         let lock = &self.cursor(side).lock;
         let ours = word.wrapping_add(TURN) & !WAITED;
         if lock
             .compare_exchange(word, ours | (word & WAITED), Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return Recovered::default();
+            return;
         }
         // SAFETY: we hold the lock; nobody holds a claim under it (the
-        // caller's promise).
-        let r = unsafe { self.repair(side) };
+        // caller's promise). Counted before the lock goes (see
+        // `recover_owner_counting`).
+        count(unsafe { self.repair(side) });
         self.unlock(side, ours);
-        r
     }
 
     /// Repairs what `side`'s claim holder left (see `recover_single_*`).
@@ -1823,20 +1828,33 @@ impl<'a> PackedRing<'a> {
     /// attachment index stays reserved meanwhile.
     pub unsafe fn recover_owner(&self, owner: u32) -> Recovered {
         let mut found = Recovered::default();
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.recover_owner_counting(owner, |r| found.merge(r)) };
+        found
+    }
+
+    /// [`PackedRing::recover_owner`], handing what each side's repair
+    /// found to `count` before that side's lock is given back: a message
+    /// put back for redelivery is counted (its index recorded) before
+    /// another reader can take it, who may read the count (review of
+    /// f7924bb: the count came after, and an exporter that journaled it
+    /// one short took a message it had sent for one put back).
+    ///
+    /// # Safety
+    /// As [`PackedRing::recover_owner`].
+    pub unsafe fn recover_owner_counting(&self, owner: u32, mut count: impl FnMut(Recovered)) {
         for side in [Side::Write, Side::Read] {
             match self.lock_holder(side) {
                 Some((holder, word)) if holder == owner => {
                     // SAFETY: the lock is `owner`'s, who uses no claim
                     // any more (the caller's promise): nobody else uses
                     // one of this side.
-                    let r = unsafe { self.repair(side) };
+                    count(unsafe { self.repair(side) });
                     self.unlock(side, word & !WAITED);
-                    found.merge(r);
                 }
                 _ => {}
             }
         }
-        found
     }
 
     /// Finishes what a dead writer's tagged commit left (see
@@ -2822,7 +2840,7 @@ mod tests {
         let (holder, word) = r.lock_holder(Side::Write).unwrap();
         assert_eq!(holder, 7);
         // SAFETY: nobody is attached as 7 in this test.
-        unsafe { r.release_stale_lock(Side::Write, word) };
+        unsafe { r.release_stale_lock(Side::Write, word, drop) };
         assert!(put(&r, &mut cache, b"ok"));
         assert_eq!(take(&r).unwrap(), b"ok");
     }

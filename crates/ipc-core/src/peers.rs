@@ -206,6 +206,12 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// This attachment's identity: its entry and generation (see
+    /// [`PeerTable::repaired`]).
+    pub fn id(&self) -> u64 {
+        (u64::from(self.index) << 32) | unpack(self.word).1
+    }
+
     /// The entry's state word while this attachment holds it (its
     /// generation makes it unique: see [`PeerTable::still_attached`]).
     pub fn word(&self) -> u64 {
@@ -376,6 +382,20 @@ impl<'a> PeerTable<'a> {
             .is_some_and(|e| e.state.load(Ordering::Acquire) == word)
     }
 
+    /// True once the attachment `id` ([`Attachment::id`]) has gone and,
+    /// if it died, its repair is done: its entry is free, or attached
+    /// again (a later generation, which a claim takes only once it is
+    /// free). A reaper marks it `REAPING` only after taking its lock, and
+    /// frees it only after the repair: until then the entry keeps this
+    /// generation, not free.
+    pub fn repaired(&self, id: u64) -> bool {
+        let (index, generation) = ((id >> 32) as usize, id & GEN_MASK);
+        self.entries.get(index).is_none_or(|e| {
+            let (state, now, _) = unpack(e.state.load(Ordering::Acquire));
+            state == FREE || now != generation
+        })
+    }
+
     /// True if the entry is still the caller's attachment.
     pub fn holds(&self, me: Attachment) -> bool {
         self.entries
@@ -434,6 +454,7 @@ impl<'a> PeerTable<'a> {
                 // A live process holds it (or the kernel cannot say).
                 continue;
             }
+            crate::pause::at("reap: entry taken");
             let word = e.state.load(Ordering::Acquire);
             let (state, generation, pid) = unpack(word);
             if state != FREE {

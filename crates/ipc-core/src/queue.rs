@@ -590,15 +590,20 @@ impl Queue {
         }
     }
 
-    /// Reaps dead attachments now, waits until `deadline` for those that
-    /// other processes are repairing meanwhile (an entry is freed only
-    /// after its repair), and then says what repairs have put back so
-    /// far; `None` if some dead attachment was still unrepaired at the
-    /// deadline.
-    pub(crate) fn settle_redeliveries(&self, deadline: Deadline) -> Option<Redeliveries> {
+    /// Reaps dead attachments now, waits until `deadline` until each of
+    /// `gone` (attachment identities, [`Attachment::id`]) has
+    /// gone and been repaired (by us or by other processes: an entry is
+    /// freed only after its repair), and then says what repairs have put
+    /// back so far; `None` if one was still there at the deadline.
+    pub(crate) fn settle_redeliveries(
+        &self,
+        gone: &[u64],
+        deadline: Deadline,
+    ) -> Option<Redeliveries> {
+        let peers = self.peers();
         loop {
             self.reap();
-            if self.peers().list().iter().all(|p| p.alive) {
+            if gone.iter().all(|&id| peers.repaired(id)) {
                 return Some(self.redeliveries());
             }
             if deadline.passed() {
@@ -708,7 +713,7 @@ impl Queue {
                     // can hold this lock (checked after reading the word,
                     // which `release_stale_lock` finds unchanged, or
                     // leaves).
-                    self.count_in(k, unsafe { ring.release_stale_lock(side, word) });
+                    unsafe { ring.release_stale_lock(side, word, |r| self.count_in(k, r)) };
                     freed += 1;
                 }
             }
@@ -753,7 +758,8 @@ impl Queue {
         // we release it); `role` is given only while its role bit is still
         // set, so in single mode no replacement of that role has started.
         unsafe {
-            self.count(self.ring().recover_owner(index));
+            self.ring().recover_owner_counting(index, |r| self.count(r));
+            crate::pause::at("repair: claims recovered");
             match role {
                 Some(Role::Consumer) => self.count(self.ring().recover_single_reader()),
                 Some(Role::Producer) => self.count(self.ring().recover_single_writer()),
@@ -780,7 +786,10 @@ impl Queue {
                 match self.open_block(k) {
                     // SAFETY: the caller's promise; blocks carry the main
                     // segment's owner indices.
-                    Ok(b) => self.count_in(k, unsafe { b.ring().recover_owner(index) }),
+                    Ok(b) => unsafe {
+                        b.ring()
+                            .recover_owner_counting(index, |r| self.count_in(k, r))
+                    },
                     Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
                 }
             }
@@ -1221,7 +1230,10 @@ impl Queue {
             match self.open_block(k) {
                 Ok(b) => {
                     // SAFETY: the caller's promise.
-                    self.count_in(k, unsafe { b.ring().recover_owner(index) });
+                    unsafe {
+                        b.ring()
+                            .recover_owner_counting(index, |r| self.count_in(k, r))
+                    };
                     self.retire(k, &b.q, b.end);
                 }
                 Err(e) => log::debug!("{}: block {k} not reachable: {e}", self.name()),
@@ -1606,7 +1618,7 @@ impl Drop for Endpoint {
         // mode it is the ring's only writer or reader.
         unsafe {
             let ring = self.q.ring();
-            self.q.count(ring.recover_owner(self.me));
+            ring.recover_owner_counting(self.me, |r| self.q.count(r));
             if ring.is_single() {
                 self.q.count(match self.role {
                     Role::Producer => ring.recover_single_writer(),

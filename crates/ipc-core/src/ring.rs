@@ -364,15 +364,26 @@ impl<'a> Ring<'a> {
         each!(self, r => unsafe { r.recover_owner(owner) })
     }
 
+    /// See [`PackedRing::recover_owner_counting`].
+    ///
+    /// # Safety
+    /// As [`PackedRing::recover_owner`].
+    pub unsafe fn recover_owner_counting(&self, owner: u32, count: impl FnMut(Recovered)) {
+        match self {
+            // SAFETY: the caller's promise, passed on.
+            Ring::Packed(r) => unsafe { r.recover_owner_counting(owner, count) },
+        }
+    }
+
     /// Frees a shared packed ring's lock still holding `word` after
     /// repairing its holder's claim (see [`PackedRing::release_stale_lock`]).
     ///
     /// # Safety
     /// As [`PackedRing::release_stale_lock`].
-    pub unsafe fn release_stale_lock(&self, side: Side, word: u64) -> Recovered {
+    pub unsafe fn release_stale_lock(&self, side: Side, word: u64, count: impl FnOnce(Recovered)) {
         match self {
             // SAFETY: the caller's promise, passed on.
-            Ring::Packed(r) => unsafe { r.release_stale_lock(side, word) },
+            Ring::Packed(r) => unsafe { r.release_stale_lock(side, word, count) },
         }
     }
 }
