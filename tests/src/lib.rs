@@ -112,6 +112,64 @@ pub fn within<T: Send + 'static>(
         .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
 }
 
+/// The first pass of pause point `point` (`ipc_core::pause`) held until
+/// released: the tests' way to stage an interleaving. [`PauseArm::arm`]
+/// goes in the thread that will pass the point; the [`PauseGate`] stays
+/// with the thread that waits for it and lets it go.
+pub fn pause_gate(point: &'static str) -> (PauseArm, PauseGate) {
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let arm = PauseArm {
+        point,
+        reached: reached_tx,
+        go: go_rx,
+    };
+    (arm, PauseGate { reached, go })
+}
+
+/// The held side of [`pause_gate`].
+pub struct PauseArm {
+    point: &'static str,
+    reached: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl PauseArm {
+    /// From now on this thread stops at the point's first pass, until the
+    /// gate opens (or [`PATIENCE`] passes); `ipc_core::pause::clear` ends it.
+    pub fn arm(self) {
+        let point = self.point;
+        let mut once = Some(self);
+        ipc_core::pause::set(move |p| {
+            if p == point {
+                if let Some(arm) = once.take() {
+                    let _ = arm.reached.send(());
+                    let _ = arm.go.recv_timeout(PATIENCE);
+                }
+            }
+        });
+    }
+}
+
+/// The waiting side of [`pause_gate`].
+pub struct PauseGate {
+    reached: std::sync::mpsc::Receiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl PauseGate {
+    /// Waits (at most [`PATIENCE`]) until the armed thread stands at the
+    /// point; panics with `what` otherwise.
+    pub fn reached(&self, what: &str) {
+        self.reached.recv_timeout(PATIENCE).expect(what);
+    }
+
+    /// Lets the armed thread go on.
+    pub fn open(&self) {
+        let _ = self.go.send(());
+    }
+}
+
 /// This test binary run again as a child, for the one test `test` (which
 /// sees `var` set to `value` and plays the child's part), its standard
 /// output piped; returns the child and the lines it prints.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ipc_core::mailbox::{Capacity, Mailbox, MailboxConfig};
 use ipc_core::Deadline;
-use ipc_tests::{ShmName, PATIENCE};
+use ipc_tests::{pause_gate, ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME` and `redeliver` or `plain`.
 const CHILD: &str = "IPC_TESTS_REDELIVER_CHILD";
@@ -49,6 +49,25 @@ fn killed_holding_next(name: &ShmName, test: &str, how: &str) -> (String, u64) {
     child.kill();
     assert!(child.wait_timeout(PATIENCE).is_some(), "the child ends");
     (line, id)
+}
+
+/// A mailbox (`tag`) holding `msgs`, and a child (this test binary
+/// running `test`) killed holding the first, having asked for
+/// redelivery; returns the mailbox, its sender and the child's
+/// attachment identity.
+fn first_held_by_a_killed_child(
+    tag: &str,
+    test: &str,
+    msgs: &[&[u8]],
+) -> (ShmName, Mailbox, ipc_core::Sender, u64) {
+    let (name, mb) = mailbox(tag, Capacity::Bounded(8));
+    let mut tx = mb.sender().unwrap();
+    for m in msgs {
+        tx.send(m).unwrap();
+    }
+    let (line, child) = killed_holding_next(&name, test, "redeliver");
+    assert_eq!(line, "holding 0 m0");
+    (name, mb, tx, child)
 }
 
 /// A child (this test binary running `test`) takes the next message of
@@ -320,44 +339,31 @@ fn a_message_put_back_is_counted_before_another_receiver_can_take_it() {
         return child(&spec);
     }
     let test = "a_message_put_back_is_counted_before_another_receiver_can_take_it";
-    let (name, mb) = mailbox("redeliver-counted", Capacity::Bounded(8));
-    let mut tx = mb.sender().unwrap();
-    for m in [b"m0", b"m1"] {
-        tx.send(m).unwrap();
-    }
-    // The other receiver, attached now, receives only once told.
-    let (go, wait_go) = std::sync::mpsc::channel::<()>();
-    let (took, seen_took) = std::sync::mpsc::channel();
+    let (name, mb, tx, child) =
+        first_held_by_a_killed_child("redeliver-counted", test, &[b"m0", b"m1"]);
+    // The other receiver takes m0 while the repair (in this thread) stands
+    // at the point, and lets the repair go on once it has: bounded, since
+    // the message is free to take by then (after the fix, too).
+    let (arm, gate) = pause_gate("repair: claims recovered");
     let mb2 = Mailbox::open(name.as_str()).unwrap();
     let mut rx = mb2.receiver().unwrap();
     rx.redeliver_if_killed().unwrap();
     let other = std::thread::spawn(move || {
-        wait_go.recv_timeout(PATIENCE).unwrap();
+        gate.reached("the repair of the dead child");
+        let mut taken = None;
         rx.recv_batch_indexed_until(Deadline::after(PATIENCE), 1, |i, m| {
-            let _ = took.send((i, m.to_vec(), mb2.redeliveries().count));
+            taken = Some((i, m.to_vec(), mb2.redeliveries().count));
         })
         .expect("a message");
+        gate.open();
+        taken
     });
-    let (line, child) = killed_holding_next(&name, test, "redeliver");
-    assert_eq!(line, "holding 0 m0");
-    let (report, reported) = std::sync::mpsc::channel();
-    let mut go = Some(go);
-    ipc_core::pause::set(move |p| {
-        if p == "repair: claims recovered" {
-            if let Some(go) = go.take() {
-                go.send(()).unwrap();
-                // Bounded: the other receiver takes m0 at once, before
-                // the repair goes on (after the fix, too).
-                let _ = report.send(seen_took.recv_timeout(PATIENCE).ok());
-            }
-        }
-    });
+    arm.arm();
     let settled = mb
         .settle_redeliveries(&[child], Deadline::after(PATIENCE))
         .unwrap();
     ipc_core::pause::clear();
-    other.join().unwrap();
-    let taken = reported.recv_timeout(PATIENCE).unwrap();
+    let taken = other.join().unwrap();
     let (i, m, count_in_callback) = taken.expect("the other receiver took m0");
     assert_eq!((i, m.as_slice()), (0, &b"m0"[..]), "the message put back");
     assert_eq!(
@@ -386,33 +392,18 @@ fn settling_waits_for_a_repair_another_reaper_has_begun() {
         return child(&spec);
     }
     let test = "settling_waits_for_a_repair_another_reaper_has_begun";
-    let (name, mb) = mailbox("redeliver-settle", Capacity::Bounded(8));
-    let mut tx = mb.sender().unwrap();
-    tx.send(b"m0").unwrap();
-    let (line, child) = killed_holding_next(&name, test, "redeliver");
-    assert_eq!(line, "holding 0 m0");
-    let (at_pause, seen_pause) = std::sync::mpsc::channel();
-    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (name, mb, tx, child) = first_held_by_a_killed_child("redeliver-settle", test, &[b"m0"]);
+    let (arm, gate) = pause_gate("reap: entry taken");
     let mb2 = Mailbox::open(name.as_str()).unwrap();
     let reaper = std::thread::spawn(move || {
-        let mut once = Some((at_pause, wait_go));
-        ipc_core::pause::set(move |p| {
-            if p == "reap: entry taken" {
-                if let Some((at_pause, wait_go)) = once.take() {
-                    at_pause.send(()).unwrap();
-                    let _ = wait_go.recv_timeout(PATIENCE);
-                }
-            }
-        });
+        arm.arm();
         let r = mb2.settle_redeliveries(&[], Deadline::Now);
         ipc_core::pause::clear();
         r
     });
-    seen_pause
-        .recv_timeout(PATIENCE)
-        .expect("the other reaper took the dead child's entry");
+    gate.reached("the other reaper took the dead child's entry");
     let meanwhile = mb.settle_redeliveries(&[child], Deadline::after(Duration::from_millis(300)));
-    go.send(()).unwrap();
+    gate.open();
     reaper.join().unwrap();
     assert_eq!(meanwhile, None, "answered while the repair had not run");
     let settled = mb

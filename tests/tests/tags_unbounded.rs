@@ -11,7 +11,7 @@
 
 use ipc_core::mailbox::Mailbox;
 use ipc_core::{Deadline, RecvError};
-use ipc_tests::{unbounded_mailbox, ShmName, PATIENCE};
+use ipc_tests::{pause_gate, unbounded_mailbox, ShmName, PATIENCE};
 
 /// Set in a child run of this test binary: `NAME|TAG|POINT|FILL`.
 const CHILD: &str = "IPC_TESTS_TAGS_UNBOUNDED_CHILD";
@@ -173,18 +173,9 @@ fn end_of_stream_over_a_marked_block_waits_for_a_sender_that_came_meanwhile() {
     // is marked, and no sender is left.
     kill_child_at(&name, 9, "chain tag: marked", FILL);
     let mut rx = mb.receiver().unwrap();
-    let (at_end, seen_end) = std::sync::mpsc::channel();
-    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (arm, gate) = pause_gate("end of stream: drained");
     let reader = std::thread::spawn(move || {
-        let mut once = Some((at_end, wait_go));
-        ipc_core::pause::set(move |p| {
-            if p == "end of stream: drained" {
-                if let Some((at_end, wait_go)) = once.take() {
-                    at_end.send(()).unwrap();
-                    wait_go.recv_timeout(PATIENCE).unwrap();
-                }
-            }
-        });
+        arm.arm();
         let mut got = Vec::new();
         let end = loop {
             match rx.recv_timeout(PATIENCE) {
@@ -195,15 +186,13 @@ fn end_of_stream_over_a_marked_block_waits_for_a_sender_that_came_meanwhile() {
         ipc_core::pause::clear();
         (got, end)
     });
-    seen_end
-        .recv_timeout(PATIENCE)
-        .expect("the receiver drains the queue and comes to its end");
+    gate.reached("the receiver drains the queue and comes to its end");
     // A sender comes, and claims in the tail block, before the receiver
     // looks at that block.
     let mut tx = mb.sender().unwrap();
     let mut slot = tx.claim(Deadline::after(PATIENCE)).unwrap();
     slot.buf()[..4].copy_from_slice(b"late");
-    go.send(()).unwrap();
+    gate.open();
     slot.commit(4).unwrap();
     drop(tx);
     let (got, end) = reader.join().unwrap();

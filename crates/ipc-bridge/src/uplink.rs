@@ -420,10 +420,10 @@ pub fn forget_put_backs(paths: &[PathBuf], source: &Mailbox, max_message: usize)
         journal.set_source(source_id(source));
         journals.push(journal);
     }
-    let takers: Vec<u64> = journals.iter().filter_map(Journal::taker).collect();
     if journals.is_empty() {
         return Ok(());
     }
+    let takers: Vec<u64> = journals.iter().filter_map(Journal::taker).collect();
     let settled = source.settle_redeliveries(&takers, Deadline::after(SETTLE_REPAIRS));
     let name = source.name();
     for journal in &mut journals {
