@@ -266,7 +266,13 @@ impl Stream {
 /// duplicates.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    streams: HashMap<u32, Stream>,
+    /// Each producer's stream, in the order first seen.
+    streams: Vec<(u32, Stream)>,
+    /// Where each producer's stream is in `streams`.
+    index: HashMap<u32, usize>,
+    /// The stream of the last message checked: a run of messages from
+    /// one producer (the usual case) skips the hash lookup.
+    hot: Option<usize>,
     /// Messages checked.
     pub received: u64,
     /// Messages whose checksum failed (torn or corrupt).
@@ -290,17 +296,28 @@ impl Verifier {
             self.corrupt += 1;
             return;
         }
-        // One hash lookup per message; a new producer beyond the cap is
-        // refused before anything is stored.
-        let known = self.streams.len();
-        let s = match self.streams.entry(id) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(_) if known >= MAX_PRODUCERS => {
-                self.corrupt += 1;
-                return;
+        // At most one hash lookup per message, none while the producer is
+        // the last message's; a new producer beyond the cap is refused
+        // before anything is stored.
+        let at = match self.hot {
+            Some(at) if self.streams[at].0 == id => at,
+            _ => {
+                let known = self.streams.len();
+                match self.index.entry(id) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(_) if known >= MAX_PRODUCERS => {
+                        self.corrupt += 1;
+                        return;
+                    }
+                    Entry::Vacant(e) => {
+                        self.streams.push((id, Stream::default()));
+                        *e.insert(known)
+                    }
+                }
             }
-            Entry::Vacant(e) => e.insert(Stream::default()),
         };
+        self.hot = Some(at);
+        let s = &mut self.streams[at].1;
         match s.mark(seq) {
             Mark::Duplicate => self.duplicates += 1,
             Mark::Forgotten => self.out_of_order += 1,
@@ -374,10 +391,28 @@ mod tests {
     /// Largest bitmap any producer holds, in words.
     fn widest(v: &Verifier) -> usize {
         v.streams
-            .values()
-            .map(|s| s.window.len())
+            .iter()
+            .map(|(_, s)| s.window.len())
             .max()
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn interleaved_producers_are_tracked_apart() {
+        let mut v = Verifier::default();
+        for seq in 0..100 {
+            v.check(&msg(1, seq));
+            v.check(&msg(2, seq));
+            if seq % 10 == 0 {
+                v.check(&msg(1, seq));
+            }
+        }
+        v.check(&msg(2, 50));
+        v.check(&msg(3, 0));
+        v.check(&msg(2, 100));
+        v.check(&msg(1, 99));
+        assert_eq!(v.counts(), vec![(1, 100), (2, 101), (3, 1)]);
+        assert_eq!((v.duplicates, v.out_of_order, v.corrupt), (12, 0, 0));
     }
 
     #[test]
