@@ -1,6 +1,8 @@
 //! End-to-end stream benchmark: a file through the workspace's
 //! `producer | consumer` command-line tools against `cat file | cat`,
-//! both into /dev/null, interleaved.
+//! both into /dev/null, interleaved; and the tools' own synthetic load
+//! (`producer --count N --size 64` into `consumer --verify`), as a user
+//! would type it: default geometry, general (shared) buffer.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,6 +17,9 @@ pub const CAPACITY: u32 = 64;
 /// Largest message given to `producer` (bytes per chunk of the stream).
 pub const MAX_MESSAGE: u32 = 64 * 1024;
 
+/// Bytes of each synthetic message.
+pub const SYNTHETIC_SIZE: usize = 64;
+
 /// Timings of one stream benchmark.
 #[derive(Debug, Clone)]
 pub struct StreamResult {
@@ -24,6 +29,11 @@ pub struct StreamResult {
     pub cat: Vec<f64>,
     /// Seconds for each `producer | consumer` run.
     pub ipc: Vec<f64>,
+    /// Synthetic messages per run.
+    pub synthetic_count: u64,
+    /// Seconds for each synthetic run (from the producer's start to the
+    /// verifying consumer's exit).
+    pub synthetic: Vec<f64>,
 }
 
 /// A temporary file, removed on drop.
@@ -141,7 +151,18 @@ fn run_cat(file: &Path, deadline: Instant) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
+/// Runs `producer --segment NAME --create PRODUCER_ARGS` (fed `stdin`),
+/// then, once it has created the segment, `consumer --segment NAME
+/// CONSUMER_ARGS`; both must exit cleanly before `deadline`. Returns the
+/// seconds from the producer's start to both exits, and the consumer's
+/// summary (stderr). The segment is removed whatever happens.
+fn run_pair(
+    bin_dir: &Path,
+    producer_args: &[&str],
+    stdin: Stdio,
+    consumer_args: &[&str],
+    deadline: Instant,
+) -> Result<(f64, String)> {
     let name = crate::harness::unique("stream");
     struct Unlink(String);
     impl Drop for Unlink {
@@ -150,16 +171,12 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
         }
     }
     let _unlink = Unlink(name.clone());
-    let bytes = std::fs::metadata(file)?.len();
     let start = Instant::now();
     let mut producer = Proc::spawn(
         Command::new(bin_dir.join("producer"))
-            // One producer, one consumer: the single mode, whose
-            // producer reads stdin straight into the ring.
-            .args(["--segment", &name, "--create", "--single"])
-            .args(["--capacity", &CAPACITY.to_string()])
-            .args(["--max-message", &MAX_MESSAGE.to_string()])
-            .stdin(File::open(file)?)
+            .args(["--segment", &name, "--create"])
+            .args(producer_args)
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )?;
@@ -175,6 +192,7 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
     let mut consumer = Proc::spawn(
         Command::new(bin_dir.join("consumer"))
             .args(["--segment", &name])
+            .args(consumer_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -192,6 +210,17 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
     waited.with_context(|| {
         format!("producer said {producer_log:?}, consumer said {consumer_log:?}")
     })?;
+    Ok((secs, consumer_log))
+}
+
+fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
+    let bytes = std::fs::metadata(file)?.len();
+    let (capacity, max) = (CAPACITY.to_string(), MAX_MESSAGE.to_string());
+    // One producer, one consumer: the single mode, whose producer reads
+    // stdin straight into the ring.
+    let producer = ["--single", "--capacity", &capacity, "--max-message", &max];
+    let stdin = Stdio::from(File::open(file)?);
+    let (secs, consumer_log) = run_pair(bin_dir, &producer, stdin, &[], deadline)?;
     // The consumer's summary ("N messages, B bytes in ...") proves the
     // whole file went through, not just that both exited cleanly.
     let got = consumer_log
@@ -200,6 +229,22 @@ fn run_ipc(bin_dir: &Path, file: &Path, deadline: Instant) -> Result<f64> {
         .and_then(|b| b.parse::<u64>().ok());
     if got != Some(bytes) {
         bail!("consumer received {got:?} bytes of {bytes}: it said {consumer_log:?}");
+    }
+    Ok(secs)
+}
+
+/// `count` self-checking messages of [`SYNTHETIC_SIZE`] bytes from
+/// `producer --count` into `consumer --verify`, which must report every
+/// one received and nothing corrupt, reordered or duplicated.
+fn run_synthetic(bin_dir: &Path, count: u64, deadline: Instant) -> Result<f64> {
+    let (count, size) = (count.to_string(), SYNTHETIC_SIZE.to_string());
+    let producer = ["--count", &count, "--size", &size];
+    let consumer = ["--verify", "--count", &count];
+    let (secs, consumer_log) = run_pair(bin_dir, &producer, Stdio::null(), &consumer, deadline)?;
+    // The verifier's summary proves every message arrived intact.
+    let clean = format!("received={count} corrupt=0 out_of_order=0 duplicate=0 producers=1");
+    if !consumer_log.contains(&clean) {
+        bail!("the verifying consumer did not report {clean:?}: it said {consumer_log:?}");
     }
     Ok(secs)
 }
@@ -225,15 +270,23 @@ pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
             "--max-message",
         ],
     )?;
-    check_tool(&bin_dir.join("consumer"), &["--segment"])?;
+    check_tool(&bin_dir.join("producer"), &["--count", "--size"])?;
+    check_tool(
+        &bin_dir.join("consumer"),
+        &["--segment", "--verify", "--count"],
+    )?;
     let file = make_file(bytes)?;
     let timeout = Duration::from_secs(30) + Duration::from_secs(bytes >> 27);
     // Page the file in once.
     run_cat(&file.0, Instant::now() + timeout)?;
+    // About as many messages as the file has 128-byte pieces.
+    let synthetic_count = (bytes >> 7).max(100_000);
     let mut r = StreamResult {
         bytes,
         cat: Vec::new(),
         ipc: Vec::new(),
+        synthetic_count,
+        synthetic: Vec::new(),
     };
     for round in 0..rounds {
         let order = if round % 2 == 0 {
@@ -249,11 +302,15 @@ pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
                 r.cat.push(run_cat(&file.0, deadline)?);
             }
         }
+        let deadline = Instant::now() + timeout;
+        r.synthetic
+            .push(run_synthetic(bin_dir, synthetic_count, deadline)?);
         log::info!(
-            "stream round {}: cat {:.3} s, ipc {:.3} s",
+            "stream round {}: cat {:.3} s, ipc {:.3} s, synthetic {:.3} s",
             round + 1,
             r.cat[round as usize],
-            r.ipc[round as usize]
+            r.ipc[round as usize],
+            r.synthetic[round as usize]
         );
     }
     Ok(r)
