@@ -499,6 +499,20 @@ pub fn depth_for(size: usize) -> u32 {
     ((16 << 20) / size.max(1)).clamp(4, 256) as u32
 }
 
+/// Messages of `size` bytes that ipc-core's buffer of [`depth_for`]`(size)`
+/// holds in the library's default budget (room for the depth, at most
+/// 4 MiB): the benchmark's ipc-core rings, and the memcpy ceiling's
+/// "ring-sized" buffers.
+pub fn default_ring_messages(size: usize) -> usize {
+    let depth = depth_for(size);
+    let ring = ipc_core::Geometry::packed(ipc_core::Kind::Buffer, depth, size as u32, 0)
+        .map_or(0, |g| g.ring_bytes);
+    // A record: an 8-byte header and the payload rounded up to 8.
+    let per = 8 + size.div_ceil(8) as u64 * 8;
+    // The ring keeps room for one record's padding at the wrap.
+    ((ring.saturating_sub(8) / per).saturating_sub(1) as usize).clamp(1, depth as usize)
+}
+
 /// Queue depth used for round trips (only one message is ever in flight).
 pub const ROUND_TRIP_DEPTH: u32 = 4;
 

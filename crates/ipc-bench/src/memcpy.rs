@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use crate::harness::depth_for;
+use crate::harness::default_ring_messages;
 
 /// `memcpy` bandwidth at one size.
 #[derive(Debug, Clone, Copy)]
@@ -14,8 +14,9 @@ pub struct Memcpy {
     /// Bytes/s copying one buffer to another again and again (cache hot).
     pub hot: f64,
     /// Bytes/s copying one source buffer into as many destination buffers
-    /// as an ipc-core ring of that message size holds (`depth_for(size)`
-    /// slots), round robin: what a producer's copy into the ring costs.
+    /// as the benchmark's ipc-core ring of that message size holds
+    /// (`default_ring_messages`), round robin: what a producer's copy into
+    /// the ring costs.
     pub ring: f64,
 }
 
@@ -41,10 +42,10 @@ fn copy_rate(size: usize, buffers: usize, time: Duration) -> f64 {
 /// Measures both figures at `size`, spending about `time` on each.
 pub fn measure(size: usize, time: Duration) -> Memcpy {
     // Touch everything once before timing.
-    copy_rate(size, depth_for(size) as usize, time / 10);
+    copy_rate(size, default_ring_messages(size), time / 10);
     Memcpy {
         size,
         hot: copy_rate(size, 1, time),
-        ring: copy_rate(size, depth_for(size) as usize, time),
+        ring: copy_rate(size, default_ring_messages(size), time),
     }
 }

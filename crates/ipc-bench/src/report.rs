@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::contenders::ipc::{deep_budget, DEEP_FROM};
 use crate::contenders::{
-    CACHE_LINE, FUTEX, IOX, IPC, IPC_4X4, IPC_MPMC, MB_BOUNDED, MB_UNBOUNDED, MB_ZERO, MQ, PIPE,
-    UDS,
+    CACHE_LINE, FUTEX, IOX, IPC, IPC_4X4, IPC_DEEP, IPC_MPMC, MB_BOUNDED, MB_UNBOUNDED, MB_ZERO,
+    MQ, PIPE, UDS,
 };
-use crate::harness::{new_histogram, Measure, Mode, Rate};
+use crate::harness::{default_ring_messages, depth_for, new_histogram, Measure, Mode, Rate};
 use crate::memcpy::Memcpy;
 use crate::stream::StreamResult;
 
@@ -285,6 +286,7 @@ impl Results {
     fn throughput_tables(&self, out: &mut String, mode: Mode) {
         let cols = self.present(&[
             IPC,
+            IPC_DEEP,
             IPC_MPMC,
             IPC_4X4,
             MB_BOUNDED,
@@ -311,7 +313,7 @@ impl Results {
         // Ratios: the SPSC buffer (the 1→1 fast path) against the others,
         // then 4×4 against both 1→1 buffers.
         let mut pairs: Vec<(&str, &str)> = self
-            .present(&[IPC_MPMC, MB_BOUNDED, PIPE, UDS, MQ, IOX])
+            .present(&[IPC_DEEP, IPC_MPMC, MB_BOUNDED, PIPE, UDS, MQ, IOX])
             .into_iter()
             .map(|o| (IPC, o))
             .collect();
@@ -344,6 +346,7 @@ impl Results {
         let probe = Self::probe(mode);
         let cols = self.present(&[
             IPC,
+            IPC_DEEP,
             IPC_MPMC,
             MB_BOUNDED,
             MB_ZERO,
@@ -369,7 +372,9 @@ impl Results {
                 None => self.na(cols[i], Measure::RoundTrip, mode, size),
             },
         );
-        let others = self.present(&[IPC_MPMC, MB_BOUNDED, MB_ZERO, PIPE, UDS, MQ, IOX, probe]);
+        let others = self.present(&[
+            IPC_DEEP, IPC_MPMC, MB_BOUNDED, MB_ZERO, PIPE, UDS, MQ, IOX, probe,
+        ]);
         if !self.has(IPC) || others.is_empty() {
             return;
         }
@@ -672,14 +677,30 @@ impl Results {
         let _ = writeln!(
             out,
             "- Every contender copies each message in and out (ipc-core: `send` + `recv_into`). \
-             Queue depth for throughput: 256 messages up to 64 KiB, 16 MiB worth above (ipc-core rings, \
-             bounded mailbox, POSIX mq if the system allows, else 10; iceoryx2 subscriber buffer); pipe \
+             Queue depth for throughput: 256 messages up to 64 KiB, 16 MiB worth above (the capacity of \
+             ipc-core's rings and mailboxes, POSIX mq if the system allows, else 10; iceoryx2 subscriber \
+             buffer). ipc-core's bounded rings take it in the library's default budget, as a user who \
+             gives none gets: room for that many of the largest messages, but at most 4 MiB (it holds at least {held}); \
+             {IPC_DEEP} is {IPC} in a ring that holds the whole depth ({deep}). Pipe \
              and socket keep their default kernel buffers; the zero mailbox holds nothing (each send waits \
              for the receiver); the unbounded one grows by chained segments (its benchmark sender pauses \
              only above 512 MiB queued, so that /dev/shm cannot fill). Round trips use depth 4. Probes \
              carry 8 bytes whatever the row.\n\
              - Ratios and targets use {IPC} (`SharedBuffer::create_single`, the 1→1 fast path); \
-             {IPC_MPMC} is the general buffer (`SharedBuffer::create`), which {IPC_4X4} uses."
+             {IPC_MPMC} is the general buffer (`SharedBuffer::create`), which {IPC_4X4} uses.",
+            held = self
+                .sizes
+                .iter()
+                .map(|&s| format!("{} at {}", default_ring_messages(s), size_label(s)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            deep = self
+                .sizes
+                .iter()
+                .filter(|&&s| s >= DEEP_FROM)
+                .map(|&s| format!("{} MiB at {}", deep_budget(s, depth_for(s)) >> 20, size_label(s)))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         for mode in Mode::ALL {
             self.throughput_tables(&mut out, mode);

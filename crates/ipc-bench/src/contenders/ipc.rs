@@ -32,17 +32,17 @@ pub struct BufferLink {
 
 impl BufferLink {
     /// A general (MPMC) buffer, or with `single` one for one producer and
-    /// one consumer at a time (`create_single`).
-    fn create(size: usize, depth: u32, single: bool) -> Result<BufferLink> {
+    /// one consumer at a time (`create_single`), of at most `depth`
+    /// messages in the library's default budget (as a user who gives none
+    /// gets: room for `depth` of them, at most 4 MiB), or with `deep` in
+    /// room for all `depth` (see [`deep_budget`]).
+    fn create(size: usize, depth: u32, single: bool, deep: bool) -> Result<BufferLink> {
         let name = crate::harness::unique("buf");
         let config = BufferConfig {
             capacity: depth,
             max_message: size as u32,
             mode: 0o600,
-            // The packed ring gets the bytes the slot ring would hold.
-            budget: (depth as u64 * (size as u64 + 16))
-                .next_power_of_two()
-                .max(4096),
+            budget: if deep { deep_budget(size, depth) } else { 0 },
         };
         let buf = if single {
             SharedBuffer::create_single(&name, &config)
@@ -68,6 +68,19 @@ impl Drop for BufferLink {
     }
 }
 
+/// A budget that holds `depth` messages of `size` bytes wherever the
+/// wrap falls: what the "deep" row asks for, above the default's 4 MiB
+/// at 64 KiB and 1 MiB (32 MiB for the throughput depths there).
+pub fn deep_budget(size: usize, depth: u32) -> u64 {
+    ((depth as u64 + 1) * (size as u64 + 16))
+        .next_power_of_two()
+        .max(4096)
+}
+
+/// Smallest message the "deep" row is measured at: below it the default
+/// budget already holds the whole depth.
+pub const DEEP_FROM: usize = 64 << 10;
+
 /// ipc-core's bounded buffer, one producer and one consumer, copying in
 /// (`send`) and out (`recv_into`) like the kernel channels do.
 #[derive(Debug, Default)]
@@ -75,6 +88,10 @@ pub struct IpcBuffer {
     /// The single-producer/single-consumer flavor (`create_single`)
     /// rather than the general one (`create`).
     pub single: bool,
+    /// A ring that holds the whole depth of the largest messages
+    /// ([`deep_budget`]) rather than the default budget; measured from
+    /// [`DEEP_FROM`] on only.
+    pub deep: bool,
 }
 
 /// Producer end (a buffer's producer or a mailbox's sender: one type).
@@ -104,8 +121,12 @@ impl Transport for IpcBuffer {
     type Tx = IpcTx;
     type Rx = IpcRx;
 
+    fn applies(&self, _measure: Measure, size: usize, _mode: Mode) -> bool {
+        !self.deep || size >= DEEP_FROM
+    }
+
     fn link(&self, size: usize, depth: u32, _mode: Mode) -> Result<BufferLink> {
-        BufferLink::create(size, depth, self.single)
+        BufferLink::create(size, depth, self.single, self.deep)
     }
 
     fn tx(&self, link: &mut BufferLink, mode: Mode) -> Result<IpcTx> {
@@ -143,7 +164,7 @@ impl Contender for IpcMany {
     }
 
     fn throughput(&self, size: usize, count: u64, mode: Mode, timeout: Duration) -> Result<Rate> {
-        let link = BufferLink::create(size, depth_for(size), false)?;
+        let link = BufferLink::create(size, depth_for(size), false, false)?;
         let hs = Handshake::new()?;
         set_deadline(timeout);
         let per_producer = count.div_ceil(self.producers as u64);

@@ -20,6 +20,9 @@ use mailbox::{IpcMailbox, MailboxKind};
 /// (`SharedBuffer::create_single`), one to one: the product's 1→1 fast
 /// path, the one the ratios and targets are about.
 pub const IPC: &str = "ipc-core spsc";
+/// Row label of the same, in a ring that holds the whole queue depth of the
+/// largest messages (64 KiB and up only; see `ipc::deep_budget`).
+pub const IPC_DEEP: &str = "ipc-core spsc deep";
 /// Row label of ipc-core's general (MPMC) buffer (`SharedBuffer::create`),
 /// one to one.
 pub const IPC_MPMC: &str = "ipc-core mpmc";
@@ -49,11 +52,24 @@ pub fn all() -> Vec<Box<dyn Contender>> {
     let mut v: Vec<Box<dyn Contender>> = vec![
         Box::new(OneToOne {
             name: IPC,
-            transport: ipc::IpcBuffer { single: true },
+            transport: ipc::IpcBuffer {
+                single: true,
+                deep: false,
+            },
+        }),
+        Box::new(OneToOne {
+            name: IPC_DEEP,
+            transport: ipc::IpcBuffer {
+                single: true,
+                deep: true,
+            },
         }),
         Box::new(OneToOne {
             name: IPC_MPMC,
-            transport: ipc::IpcBuffer { single: false },
+            transport: ipc::IpcBuffer {
+                single: false,
+                deep: false,
+            },
         }),
         Box::new(ipc::IpcMany {
             name: IPC_4X4,
