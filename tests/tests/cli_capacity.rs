@@ -46,6 +46,30 @@ fn synthetic_producer(name: &ShmName, count: u32, extra: &[&str]) -> Command {
     c
 }
 
+/// Review of 18bc2f5 (synthetic messages sent in batches): the summary a
+/// producer prints after a failure counts the messages of the batch that
+/// went in before it (it said 0 where 10 were queued).
+#[test]
+fn a_producer_that_times_out_counts_what_went_in() {
+    let name = ShmName::new("partial");
+    create(&name, 10);
+    let out = run(
+        synthetic_producer(&name, 100, &["--timeout", "0.3"]),
+        PATIENCE,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a full buffer must end it:\n{stderr}"
+    );
+    assert_eq!(status_field(&name, "queued"), "10");
+    assert!(
+        stderr.contains("producer: 10 messages, 320 bytes"),
+        "10 messages went in, and the summary must say so:\n{stderr}"
+    );
+}
+
 #[test]
 fn producer_without_consumer_fills_capacity_then_times_out() {
     // 4 is a power of two (4 slots); 5 and 1 are not ring sizes (8 and 2

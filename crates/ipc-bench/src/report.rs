@@ -681,7 +681,7 @@ impl Results {
              ipc-core's rings and mailboxes, POSIX mq if the system allows, else 10; iceoryx2 subscriber \
              buffer). ipc-core's bounded rings take it in the library's default budget, as a user who \
              gives none gets: room for that many of the largest messages, but at most 4 MiB (it holds at least {held}); \
-             {IPC_DEEP} is {IPC} in a ring that holds the whole depth ({deep}). Pipe \
+             {IPC_DEEP} is {IPC} in a ring that holds the whole depth (throughput only: {deep}). Pipe \
              and socket keep their default kernel buffers; the zero mailbox holds nothing (each send waits \
              for the receiver); the unbounded one grows by chained segments (its benchmark sender pauses \
              only above 512 MiB queued, so that /dev/shm cannot fill). Round trips use depth 4. Probes \

@@ -331,19 +331,20 @@ impl Sending {
     }
 }
 
-/// Fails once a send has found no room for longer than `--timeout`.
 impl Sending {
     /// Sends each `size`-byte piece of `pieces` as a message, in order:
     /// to a queue as batches (one publication and at most one wake-up per
-    /// batch), to a port one by one. Returns how many went (fewer only if
-    /// a signal asked us to stop).
-    fn send_pieces(&mut self, pieces: &[u8], size: usize) -> Result<usize> {
+    /// batch), to a port one by one. Each message is counted in `meter`
+    /// once it went in, also those before a failure. Returns how many
+    /// went (fewer only if a signal asked us to stop).
+    fn send_pieces(&mut self, pieces: &[u8], size: usize, meter: &mut Meter) -> Result<usize> {
         let total = pieces.len() / size;
         let Sink::Queue(tx) = &mut self.sink else {
             for (done, msg) in pieces.chunks_exact(size).enumerate() {
                 if !self.send(msg)? {
                     return Ok(done);
                 }
+                meter.add(size);
             }
             return Ok(total);
         };
@@ -357,17 +358,21 @@ impl Sending {
             // the timeout counts from the last progress.
             let deadline = started.map_or(Deadline::Now, |_| Deadline::after(POLL));
             let rest = pieces[done * size..].chunks_exact(size);
-            match tx.send_batch_until(rest, deadline) {
-                Ok(n) => done += n,
-                Err(e) => {
-                    done += e.sent;
-                    match e.error {
-                        SendError::Full(_) | SendError::Timeout(_) => match started {
-                            Some(s) if e.sent == 0 => give_up_if_full(s, self.timeout, &self.what)?,
-                            _ => started = Some(std::time::Instant::now()),
-                        },
-                        other => bail!("{}: {other}", self.what),
-                    }
+            let (sent, failed) = match tx.send_batch_until(rest, deadline) {
+                Ok(n) => (n, None),
+                Err(e) => (e.sent, Some(e.error)),
+            };
+            done += sent;
+            for _ in 0..sent {
+                meter.add(size);
+            }
+            if let Some(error) = failed {
+                match error {
+                    SendError::Full(_) | SendError::Timeout(_) => match started {
+                        Some(s) if sent == 0 => give_up_if_full(s, self.timeout, &self.what)?,
+                        _ => started = Some(std::time::Instant::now()),
+                    },
+                    other => bail!("{}: {other}", self.what),
                 }
             }
         }
@@ -375,6 +380,7 @@ impl Sending {
     }
 }
 
+/// Fails once a send has found no room for longer than `--timeout`.
 fn give_up_if_full(started: std::time::Instant, timeout: Option<f64>, what: &str) -> Result<()> {
     match timeout {
         Some(t) if started.elapsed().as_secs_f64() >= t => {
@@ -403,11 +409,7 @@ fn synthetic_stream(
         for (i, msg) in pieces.chunks_exact_mut(size).enumerate() {
             synthetic::encode(msg, id, seq + i as u64);
         }
-        let sent = sender.send_pieces(pieces, size)?;
-        for _ in 0..sent {
-            meter.add(size);
-        }
-        if sent < n as usize {
+        if sender.send_pieces(pieces, size, meter)? < n as usize {
             break;
         }
         seq += n;

@@ -90,7 +90,7 @@ pub struct IpcBuffer {
     pub single: bool,
     /// A ring that holds the whole depth of the largest messages
     /// ([`deep_budget`]) rather than the default budget; measured from
-    /// [`DEEP_FROM`] on only.
+    /// [`DEEP_FROM`] on, in throughput only.
     pub deep: bool,
 }
 
@@ -121,8 +121,10 @@ impl Transport for IpcBuffer {
     type Tx = IpcTx;
     type Rx = IpcRx;
 
-    fn applies(&self, _measure: Measure, size: usize, _mode: Mode) -> bool {
-        !self.deep || size >= DEEP_FROM
+    fn applies(&self, measure: Measure, size: usize, _mode: Mode) -> bool {
+        // Round trips keep one message in flight at depth 4, where the
+        // default budget already holds the depth at 64 KiB.
+        !self.deep || (size >= DEEP_FROM && measure == Measure::Throughput)
     }
 
     fn link(&self, size: usize, depth: u32, _mode: Mode) -> Result<BufferLink> {

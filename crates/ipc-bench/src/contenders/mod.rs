@@ -21,7 +21,7 @@ use mailbox::{IpcMailbox, MailboxKind};
 /// path, the one the ratios and targets are about.
 pub const IPC: &str = "ipc-core spsc";
 /// Row label of the same, in a ring that holds the whole queue depth of the
-/// largest messages (64 KiB and up only; see `ipc::deep_budget`).
+/// largest messages (throughput, 64 KiB and up; see `ipc::deep_budget`).
 pub const IPC_DEEP: &str = "ipc-core spsc deep";
 /// Row label of ipc-core's general (MPMC) buffer (`SharedBuffer::create`),
 /// one to one.
