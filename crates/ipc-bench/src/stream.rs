@@ -268,9 +268,10 @@ pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
             "--single",
             "--capacity",
             "--max-message",
+            "--count",
+            "--size",
         ],
     )?;
-    check_tool(&bin_dir.join("producer"), &["--count", "--size"])?;
     check_tool(
         &bin_dir.join("consumer"),
         &["--segment", "--verify", "--count"],

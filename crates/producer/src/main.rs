@@ -146,14 +146,29 @@ enum Sink {
 }
 
 impl Sink {
-    fn send_until<'m>(
+    /// Sends each `size`-byte piece of `pieces` as a message, in order,
+    /// before `deadline`: to a queue as one batch (one publication and at
+    /// most one wake-up), to a port one by one. How many went, and why the
+    /// next did not.
+    fn send_pieces_until<'m>(
         &mut self,
-        msg: &'m [u8],
+        pieces: &'m [u8],
+        size: usize,
         deadline: Deadline,
-    ) -> Result<(), SendError<&'m [u8]>> {
+    ) -> (usize, Option<SendError<&'m [u8]>>) {
         match self {
-            Sink::Queue(tx) => tx.send_until(msg, deadline),
-            Sink::Port { out, to } => out.send_to_until(to, msg, deadline),
+            Sink::Queue(tx) => match tx.send_batch_until(pieces.chunks_exact(size), deadline) {
+                Ok(n) => (n, None),
+                Err(e) => (e.sent, Some(e.error)),
+            },
+            Sink::Port { out, to } => {
+                for (done, msg) in pieces.chunks_exact(size).enumerate() {
+                    if let Err(e) = out.send_to_until(to, msg, deadline) {
+                        return (done, Some(e));
+                    }
+                }
+                (pieces.len() / size, None)
+            }
         }
     }
 }
@@ -309,71 +324,36 @@ struct Sending {
 }
 
 impl Sending {
-    /// Sends `msg`; `Ok(false)` if a signal asked us to stop.
-    fn send(&mut self, msg: &[u8]) -> Result<bool> {
-        let mut started = None;
-        loop {
-            if stop_requested() {
-                return Ok(false);
-            }
-            // First without a deadline (no clock read when there is room,
-            // the common case), then in slices of POLL.
-            let deadline = started.map_or(Deadline::Now, |_| Deadline::after(POLL));
-            match self.sink.send_until(msg, deadline) {
-                Ok(()) => return Ok(true),
-                Err(SendError::Full(_) | SendError::Timeout(_)) => match started {
-                    None => started = Some(std::time::Instant::now()),
-                    Some(s) => give_up_if_full(s, self.timeout, &self.what)?,
-                },
-                Err(e) => bail!("{}: {e}", self.what),
-            }
-        }
-    }
-}
-
-impl Sending {
-    /// Sends each `size`-byte piece of `pieces` as a message, in order:
-    /// to a queue as batches (one publication and at most one wake-up per
-    /// batch), to a port one by one. Each message is counted in `meter`
-    /// once it went in, also those before a failure. Returns how many
-    /// went (fewer only if a signal asked us to stop).
+    /// Sends each `size`-byte piece of `pieces` (at least one byte each)
+    /// as a message, in order, counting each in `meter` once it went in,
+    /// also those before a failure. Returns how many went: fewer only if
+    /// a signal asked us to stop.
     fn send_pieces(&mut self, pieces: &[u8], size: usize, meter: &mut Meter) -> Result<usize> {
         let total = pieces.len() / size;
-        let Sink::Queue(tx) = &mut self.sink else {
-            for (done, msg) in pieces.chunks_exact(size).enumerate() {
-                if !self.send(msg)? {
-                    return Ok(done);
-                }
-                meter.add(size);
-            }
-            return Ok(total);
-        };
         let mut done = 0;
         let mut started = None;
         while done < total {
             if stop_requested() {
                 break;
             }
-            // As `send`: first without a deadline, then in slices of POLL;
-            // the timeout counts from the last progress.
+            // First without a deadline (no clock read when there is room,
+            // the common case), then in slices of POLL; the timeout counts
+            // from the last progress.
             let deadline = started.map_or(Deadline::Now, |_| Deadline::after(POLL));
-            let rest = pieces[done * size..].chunks_exact(size);
-            let (sent, failed) = match tx.send_batch_until(rest, deadline) {
-                Ok(n) => (n, None),
-                Err(e) => (e.sent, Some(e.error)),
-            };
+            let (sent, failed) =
+                self.sink
+                    .send_pieces_until(&pieces[done * size..], size, deadline);
             done += sent;
             for _ in 0..sent {
                 meter.add(size);
             }
-            if let Some(error) = failed {
-                match error {
-                    SendError::Full(_) | SendError::Timeout(_) => match started {
-                        Some(s) if sent == 0 => give_up_if_full(s, self.timeout, &self.what)?,
-                        _ => started = Some(std::time::Instant::now()),
-                    },
-                    other => bail!("{}: {other}", self.what),
-                }
+            match failed {
+                None => {}
+                Some(SendError::Full(_) | SendError::Timeout(_)) => match started {
+                    Some(s) if sent == 0 => give_up_if_full(s, self.timeout, &self.what)?,
+                    _ => started = Some(std::time::Instant::now()),
+                },
+                Some(e) => bail!("{}: {e}", self.what),
             }
         }
         Ok(done)
@@ -426,10 +406,9 @@ fn stdin_stream(sender: &mut Sending, max: usize, meter: &mut Meter) -> Result<(
     let mut buf = vec![0u8; max];
     loop {
         let n = read_some(&mut stdin, &mut buf)?;
-        if n == 0 || !sender.send(&buf[..n])? {
+        if n == 0 || sender.send_pieces(&buf[..n], n, meter)? == 0 {
             return Ok(());
         }
-        meter.add(n);
     }
 }
 
