@@ -212,21 +212,36 @@ impl Tx {
 
     /// [`Tx::send`], with a commit tag (0: none; see
     /// [`Tx::send_tagged_batch`]).
+    #[inline]
     fn send_tagged<M: AsRef<[u8]>>(
         &mut self,
         tag: u64,
         msg: M,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
+        // A send with room at once goes in here; claiming, waiting and the
+        // rest are out of line, so that this path stays short.
         let (msg, len) = self.fits(msg)?;
         match self.send_now(tag, msg.as_ref()) {
             Ok(true) => {
                 self.main().wake_receivers();
-                return Ok(());
+                Ok(())
             }
-            Ok(false) => {}
-            Err(fail) => return Err(fail.into_send_error(msg)),
+            Ok(false) => self.send_tagged_slow(tag, msg, len, deadline),
+            Err(fail) => Err(fail.into_send_error(msg)),
         }
+    }
+
+    /// [`Tx::send_tagged`] of `msg` (`len` bytes, checked against the
+    /// maximum) that the one-step send could not take.
+    #[inline(never)]
+    fn send_tagged_slow<M: AsRef<[u8]>>(
+        &mut self,
+        tag: u64,
+        msg: M,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<(), SendError<M>> {
         if let Err(stop) = self.settle_mark_before_tagging(tag, deadline) {
             return Err(stop_to_send(stop, deadline, msg));
         }
@@ -877,42 +892,70 @@ impl Rx {
 
     /// Receives one message into `out` before `deadline`; its length.
     /// A bounded ring's plain message that fits is taken in one step.
+    #[inline]
     pub(crate) fn recv_into(
         &mut self,
         out: &mut [u8],
         deadline: Deadline,
     ) -> Result<usize, RecvError> {
+        // The message a receiver that keeps up finds waiting is taken
+        // here; polling, waiting and the general path are out of line, so
+        // that this path stays a few instructions long.
+        if self.one_step() {
+            if let Some(len) = self.take_now(out)? {
+                return Ok(len);
+            }
+        }
+        self.recv_into_slow(out, deadline)
+    }
+
+    /// True if this receiver may take a bounded ring's messages in one
+    /// step ([`Rx::take_now`]).
+    #[inline(always)]
+    fn one_step(&self) -> bool {
+        self.ep.q.flavor() == Flavor::Bounded && !self.ep.inherited()
+    }
+
+    /// The plain message at the head, taken in one step into `out` (see
+    /// [`PackedRing::try_recv_now`](crate::ring::PackedRing::try_recv_now)):
+    /// its length, or `None` having done nothing.
+    #[inline(always)]
+    fn take_now(&self, out: &mut [u8]) -> Result<Option<usize>, RecvError> {
         let q = &self.ep.q;
-        if q.flavor() == Flavor::Bounded && !self.ep.inherited() {
+        match q.ring().try_recv_now(self.ep.me, out, self.mode.redeliver) {
+            Ok(Some((len, index))) => {
+                if let Some(cell) = &self.mode.index {
+                    cell.store(index, Ordering::Relaxed);
+                }
+                q.wake_senders();
+                Ok(Some(len))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                q.count_revoked();
+                Err(RecvError::Corrupt(e))
+            }
+        }
+    }
+
+    /// [`Rx::recv_into`] once its first look found nothing to take in one
+    /// step.
+    #[inline(never)]
+    fn recv_into_slow(&mut self, out: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
+        if self.one_step() && deadline != Deadline::Now && !self.ep.policy.spin.is_zero() {
             // A receiver that keeps up finds the next message a moment
-            // away: a few polls here meet it on this path (the general
-            // one's delivery costs several times more), unless the
-            // policy says not to spin at all.
-            let polls = if deadline == Deadline::Now || self.ep.policy.spin.is_zero() {
-                1
-            } else {
-                FAST_POLLS
-            };
-            for poll in 0..polls {
-                match q.ring().try_recv_now(self.ep.me, out, self.mode.redeliver) {
-                    Ok(Some((len, index))) => {
-                        if let Some(cell) = &self.mode.index {
-                            cell.store(index, Ordering::Relaxed);
-                        }
-                        q.wake_senders();
-                        return Ok(len);
-                    }
-                    // Only an empty head is worth polling again: what is
-                    // there but not for this path (padding, a message too
-                    // long, a withdrawn one) is the general path's.
-                    Ok(None) if poll + 1 < polls && !q.ring().head_committed() => {
-                        crate::atomic::spin_hint()
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        q.count_revoked();
-                        return Err(RecvError::Corrupt(e));
-                    }
+            // away: a few more polls meet it on the one-step path (the
+            // general one's delivery costs several times more). Only an
+            // empty head is worth polling again: what is there but not
+            // for this path (padding, a message too long, a withdrawn
+            // one) is the general path's.
+            for _ in 1..FAST_POLLS {
+                if self.ep.q.ring().head_committed() {
+                    break;
+                }
+                crate::atomic::spin_hint();
+                if let Some(len) = self.take_now(out)? {
+                    return Ok(len);
                 }
             }
         }
