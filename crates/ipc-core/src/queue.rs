@@ -1514,6 +1514,21 @@ impl Endpoint {
         }
     }
 
+    /// A wait that spun in vain (its budget then `policy.spin >> scale`)
+    /// and slept, begun at `started`, has ended: if it ended within the
+    /// policy's full budget, spinning that long would have met the peer,
+    /// so the budget grows back (one step below `scale`) instead of
+    /// staying halved. Without this, one long wait would halve the budget
+    /// below a peer's usual answer time, and every wait after it would
+    /// spin in vain and sleep, each paying a wake-up.
+    fn settle_spin_after_sleep(&self, slept_from: Option<(Instant, u32)>) {
+        if let Some((started, scale)) = slept_from {
+            if started.elapsed() <= self.policy.spin {
+                self.spin_scale.set(scale.saturating_sub(1));
+            }
+        }
+    }
+
     /// Runs `attempt` until it is ready or fails, spinning, yielding, then
     /// sleeping on `ev` until `deadline`. `attempt(thorough)` is called with
     /// `thorough = true` when it may afford slow checks (peer scans). Dead
@@ -1524,11 +1539,15 @@ impl Endpoint {
         deadline: Deadline,
         mut attempt: impl FnMut(bool) -> Step<T, E>,
     ) -> Result<T, Stop<E>> {
+        // When the wait began, and the spin budget's scale then: set if it
+        // spun in vain and went to sleep (see `settle_spin_after_sleep`).
+        let mut slept_from = None;
         if deadline != Deadline::Now {
             // Spin for a budget that halves each time spinning ends in
             // sleep and doubles back when it pays off (1/64 to 1 of the
             // policy's), so a peer that answers fast is met spinning and a
             // slow one does not cost a core.
+            let started = Instant::now();
             let scale = self.spin_scale.get();
             let mut done = None;
             spin_for(self.policy.spin / (1 << scale), || match attempt(false) {
@@ -1554,7 +1573,10 @@ impl Endpoint {
                     return Ok(v);
                 }
                 Some(Step::Fail(e)) => return Err(Stop::Fail(e)),
-                _ => self.spin_scale.set((scale + 1).min(MAX_SPIN_SCALE)),
+                _ => {
+                    self.spin_scale.set((scale + 1).min(MAX_SPIN_SCALE));
+                    slept_from = Some((started, scale));
+                }
             }
         }
         let ev = ev(self.q.header());
@@ -1567,7 +1589,10 @@ impl Endpoint {
             // every CPU (see `EventCount::prepare`), worth paying only when
             // we are really about to sleep.
             match attempt(true) {
-                Step::Ready(v) => return Ok(v),
+                Step::Ready(v) => {
+                    self.settle_spin_after_sleep(slept_from);
+                    return Ok(v);
+                }
                 Step::Fail(e) => return Err(Stop::Fail(e)),
                 Step::Wait if deadline.passed() => return Err(Stop::Timeout),
                 Step::Wait => {}
@@ -1576,6 +1601,7 @@ impl Endpoint {
             match attempt(true) {
                 Step::Ready(v) => {
                     ev.cancel();
+                    self.settle_spin_after_sleep(slept_from);
                     return Ok(v);
                 }
                 Step::Fail(e) => {
