@@ -1515,17 +1515,24 @@ impl Endpoint {
     }
 
     /// A wait that spun in vain (its budget then `policy.spin >> scale`)
-    /// and slept, begun at `started`, has ended: if it ended within the
-    /// policy's full budget, spinning that long would have met the peer,
-    /// so the budget grows back (one step below `scale`) instead of
-    /// staying halved. Without this, one long wait would halve the budget
-    /// below a peer's usual answer time, and every wait after it would
-    /// spin in vain and sleep, each paying a wake-up.
-    fn settle_spin_after_sleep(&self, slept_from: Option<(Instant, u32)>) {
-        if let Some((started, scale)) = slept_from {
-            if started.elapsed() <= self.policy.spin {
-                self.spin_scale.set(scale.saturating_sub(1));
-            }
+    /// and slept on the futex, begun at `started`, has ended: if it ended
+    /// within the policy's full budget, spinning that long would have met
+    /// the peer, so the budget grows back (one step below `scale`) instead
+    /// of staying halved. Without this, one long wait would halve the
+    /// budget below a peer's usual answer time, and every wait after it
+    /// would spin in vain and sleep, each paying a wake-up. The caller
+    /// calls this only when the look that spinning makes (`attempt(false)`)
+    /// succeeded on waking: what the thorough looks find (a sender's exact
+    /// view of the room, where spinning sees only what the reader
+    /// published lazily) says nothing of what spinning would have met.
+    /// The time includes the wake-up, so with a budget below a
+    /// wake-up's cost (`SpinPolicy::DEFAULT`'s 20 µs here) this rarely
+    /// applies; and a peer that could run only once this waiter slept
+    /// (both on one CPU, a policy without yields) passes for one met in
+    /// time, so such a waiter's budget swings between its top two steps.
+    fn settle_spin_after_sleep(&self, (started, scale): (Instant, u32)) {
+        if started.elapsed() <= self.policy.spin {
+            self.spin_scale.set(scale.saturating_sub(1));
         }
     }
 
@@ -1540,7 +1547,9 @@ impl Endpoint {
         mut attempt: impl FnMut(bool) -> Step<T, E>,
     ) -> Result<T, Stop<E>> {
         // When the wait began, and the spin budget's scale then: set if it
-        // spun in vain and went to sleep (see `settle_spin_after_sleep`).
+        // spun in vain (`spun_from`), and once it then slept on the futex
+        // (`slept_from`; see `settle_spin_after_sleep`).
+        let mut spun_from = None;
         let mut slept_from = None;
         if deadline != Deadline::Now {
             // Spin for a budget that halves each time spinning ends in
@@ -1575,7 +1584,7 @@ impl Endpoint {
                 Some(Step::Fail(e)) => return Err(Stop::Fail(e)),
                 _ => {
                     self.spin_scale.set((scale + 1).min(MAX_SPIN_SCALE));
-                    slept_from = Some((started, scale));
+                    spun_from = Some((started, scale));
                 }
             }
         }
@@ -1585,14 +1594,23 @@ impl Endpoint {
             // mapping, whichever call gets here: so even callers that poll
             // with short timeouts or `try_` calls notice a dead peer.
             self.q.reap_if_due();
+            // Woken after spinning in vain: first the look that spinning
+            // makes, which tells whether spinning longer would have done.
+            if let Some(spun) = slept_from.take() {
+                match attempt(false) {
+                    Step::Ready(v) => {
+                        self.settle_spin_after_sleep(spun);
+                        return Ok(v);
+                    }
+                    Step::Fail(e) => return Err(Stop::Fail(e)),
+                    Step::Wait => {}
+                }
+            }
             // A thorough look before arming: arming costs a barrier on
             // every CPU (see `EventCount::prepare`), worth paying only when
             // we are really about to sleep.
             match attempt(true) {
-                Step::Ready(v) => {
-                    self.settle_spin_after_sleep(slept_from);
-                    return Ok(v);
-                }
+                Step::Ready(v) => return Ok(v),
                 Step::Fail(e) => return Err(Stop::Fail(e)),
                 Step::Wait if deadline.passed() => return Err(Stop::Timeout),
                 Step::Wait => {}
@@ -1601,7 +1619,6 @@ impl Endpoint {
             match attempt(true) {
                 Step::Ready(v) => {
                     ev.cancel();
-                    self.settle_spin_after_sleep(slept_from);
                     return Ok(v);
                 }
                 Step::Fail(e) => {
@@ -1624,6 +1641,7 @@ impl Endpoint {
                 slice = slice.min(BARRIERLESS_SLEEP);
             }
             ev.wait(ticket, Some(slice));
+            slept_from = spun_from;
         }
     }
 }
