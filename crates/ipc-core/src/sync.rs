@@ -170,7 +170,7 @@ impl Ticket {
 pub struct SpinPolicy {
     /// Longest busy-wait (`spin_loop`) before yielding. Callers spin less
     /// while spinning keeps failing (down to 1/64 of this), more when it
-    /// pays off.
+    /// pays off or a sleep ended within this budget.
     pub spin: Duration,
     /// `sched_yield` calls before sleeping on the futex.
     pub yields: u32,
