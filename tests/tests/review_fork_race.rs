@@ -76,14 +76,23 @@ fn a_fork_while_another_thread_opens_a_segment_shares_the_parents_liveness_descr
             kept
         })
     };
+    // Each child says, by a byte on this pipe, that `fork` has returned in
+    // it: its fork handler has renewed every descriptor it will renew.
+    // Looked at earlier, a child still renewing (descheduled part-way on a
+    // loaded machine) shows the descriptors it has not reached yet.
+    let mut ready = [0; 2];
+    // SAFETY: pipe fills the two-element array.
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
     let mut children = vec![];
     for _ in 0..100 {
         // SAFETY: the child only calls async-signal-safe functions.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: async-signal-safe in the child of a threaded parent.
+            // SAFETY: async-signal-safe in the child of a threaded parent;
+            // one byte from a live buffer.
             unsafe {
+                libc::write(ready[1], [1u8].as_ptr().cast(), 1);
                 libc::pause();
                 libc::_exit(0);
             }
@@ -93,6 +102,25 @@ fn a_fork_while_another_thread_opens_a_segment_shares_the_parents_liveness_descr
     }
     stop.store(true, Ordering::Relaxed);
     let kept = opener.join().unwrap();
+    let mut told = 0;
+    while told < children.len() {
+        let mut p = libc::pollfd {
+            fd: ready[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; then a read into a live buffer.
+        let n = unsafe {
+            assert!(
+                libc::poll(&mut p, 1, 30_000) > 0,
+                "children never said ready"
+            );
+            let mut buf = [0u8; 128];
+            libc::read(ready[0], buf.as_mut_ptr().cast(), buf.len())
+        };
+        assert!(n > 0, "reading the children's bytes");
+        told += n as usize;
+    }
     let parent_fds = shm_fds(me, name.as_str());
     let mut shared = vec![];
     for &c in &children {
@@ -111,10 +139,15 @@ fn a_fork_while_another_thread_opens_a_segment_shares_the_parents_liveness_descr
         }
     }
     drop(kept);
+    // SAFETY: closing the pipe this test made.
+    unsafe {
+        libc::close(ready[0]);
+        libc::close(ready[1]);
+    }
     assert!(
         shared.is_empty(),
-        "{} of {} forked children hold one of the parent's liveness descriptions \
-         (child pid, child fd, parent fd): {:?}",
+        "{} descriptors of {} forked children are one of the parent's liveness \
+         descriptions (child pid, child fd, parent fd): {:?}",
         shared.len(),
         children.len(),
         &shared[..shared.len().min(5)]
