@@ -153,3 +153,50 @@ fn an_unbounded_queue_with_the_longest_name_grows() {
         assert_eq!(rx.recv().unwrap(), i.to_le_bytes());
     }
 }
+
+/// Defect (found by `hostile::scribbled_bytes_anywhere`, whose peers
+/// call `status` every few operations): a tail index scribbled to just
+/// inside the plausibility bound (twice the blocks /dev/shm could hold:
+/// millions for small blocks) passed validation, and `status` then
+/// opened every index of the span, four times over, missing block by
+/// missing block: minutes for one call. It now looks only at the blocks
+/// that exist.
+#[test]
+fn status_over_a_scribbled_but_plausible_chain_span_visits_only_real_blocks() {
+    let name = ShmName::new("hc-span");
+    let buf = SharedBuffer::create_unbounded(
+        name.as_str(),
+        &BufferConfig {
+            capacity: 8,
+            max_message: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut tx = buf.producer().unwrap();
+    for i in 0..20u32 {
+        tx.send(i.to_le_bytes()).unwrap();
+    }
+    let real = buf.status().chain_blocks;
+    assert!(real >= 1, "the chain grew past its first segment");
+    // The library's bound on a chain's span (see `max_chain_for`), less
+    // one: the largest span it takes for plausible.
+    let block = buf.geometry().total_size.max(1);
+    let room = ipc_core::sys::total_bytes(ipc_core::segment::SHM_DIR)
+        .or_else(ipc_core::sys::memory_bytes)
+        .unwrap_or(u64::MAX);
+    let span = (room / block).saturating_mul(2).clamp(1024, 1 << 24) - 1;
+    eprintln!("chain span scribbled to {span} blocks (blocks of {block} bytes)");
+    let tail = offset_of!(Header, chain) + offset_of!(Chain, tail_block);
+    let head = offset_of!(Header, chain) + offset_of!(Chain, head_block);
+    let file = OpenOptions::new().read(true).open(name.path()).unwrap();
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, head as u64).unwrap();
+    write_u64(&name, tail, u64::from_le_bytes(word) + span);
+    let status = within(LIMIT, "status", {
+        let buf = buf.clone();
+        move || buf.status()
+    });
+    assert_eq!(status.chain_blocks, real, "the blocks that exist, counted");
+    drop(tx);
+}

@@ -45,6 +45,10 @@ const CREATE_ATTEMPTS: u32 = 16;
 /// How long `open` waits for a creator to publish the header.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Chain indices a walk over blocks looks at when the segment directory
+/// cannot be listed (see `Queue::existing_blocks`).
+const UNLISTED_WALK: usize = 4096;
+
 /// Most blocks an unbounded chain may span (a sanity bound on indices read
 /// from shared memory, not a capacity limit in practice).
 pub const MAX_CHAIN: u64 = 1 << 24;
@@ -782,7 +786,7 @@ impl Queue {
     /// still use, and the index stays reserved meanwhile.
     unsafe fn repair_chain(&self, index: u32) {
         if let Some((head, tail)) = self.chain_span() {
-            for k in head.max(1)..=tail {
+            for k in self.existing_blocks(head, tail) {
                 match self.open_block(k) {
                     // SAFETY: the caller's promise; blocks carry the main
                     // segment's owner indices.
@@ -794,6 +798,37 @@ impl Queue {
                 }
             }
         }
+    }
+
+    /// Indices of this segment's chain blocks from `head` to `tail` (block
+    /// 0, the segment itself, not included) that exist now, in order,
+    /// found by one listing of the segment directory. Walking the index
+    /// range instead costs a system call per index, and plausible indices
+    /// scribbled apart can span millions of missing blocks (twice what
+    /// /dev/shm could hold, for small blocks): minutes for one status. If
+    /// the directory cannot be listed, the first [`UNLISTED_WALK`] indices.
+    fn existing_blocks(&self, head: u64, tail: u64) -> Vec<u64> {
+        let first = head.max(1);
+        let Ok(dir) = std::fs::read_dir(crate::segment::SHM_DIR) else {
+            return (first..=tail).take(UNLISTED_WALK).collect();
+        };
+        let prefix = format!("{}.b", self.name());
+        let mut found: Vec<u64> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let digits = name.to_str()?.strip_prefix(prefix.as_str())?;
+                // Indices are written without leading zeros: `b0<j>` is a
+                // spare, not a block of the chain.
+                if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let k = digits.parse::<u64>().ok()?;
+                (first..=tail).contains(&k).then_some(k)
+            })
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// (head, tail) block indices of an unbounded chain, if this segment
@@ -1277,7 +1312,10 @@ impl Queue {
         let Some((head, tail)) = self.chain_span() else {
             return each(self.ring());
         };
-        (head..=tail)
+        (head == 0)
+            .then_some(0)
+            .into_iter()
+            .chain(self.existing_blocks(head, tail))
             .map(|k| match k {
                 0 => each(self.ring()),
                 k => match self.open_block(k) {
@@ -1336,9 +1374,7 @@ impl Queue {
             // Only blocks that exist: at end of stream the indices stay on
             // the last block, which is removed.
             chain_blocks: self.chain_span().map_or(0, |(head, tail)| {
-                (head.max(1)..=tail)
-                    .filter(|&k| Segment::exists(&self.block_name(k)))
-                    .count() as u64
+                self.existing_blocks(head, tail).len() as u64
             }),
             block_index: self.block_index,
             single: self.is_single(),
