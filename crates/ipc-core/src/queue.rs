@@ -45,9 +45,10 @@ const CREATE_ATTEMPTS: u32 = 16;
 /// How long `open` waits for a creator to publish the header.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Chain indices a walk over blocks looks at when the segment directory
-/// cannot be listed (see `Queue::existing_blocks`).
-const UNLISTED_WALK: usize = 4096;
+/// Chain spans up to this many blocks are looked at index by index, a
+/// `stat` each, rather than by listing the segment directory (see
+/// `Queue::existing_blocks`).
+const SHORT_SPAN: u64 = 64;
 
 /// Most blocks an unbounded chain may span (a sanity bound on indices read
 /// from shared memory, not a capacity limit in practice).
@@ -801,16 +802,25 @@ impl Queue {
     }
 
     /// Indices of this segment's chain blocks from `head` to `tail` (block
-    /// 0, the segment itself, not included) that exist now, in order,
-    /// found by one listing of the segment directory. Walking the index
-    /// range instead costs a system call per index, and plausible indices
-    /// scribbled apart can span millions of missing blocks (twice what
-    /// /dev/shm could hold, for small blocks): minutes for one status. If
-    /// the directory cannot be listed, the first [`UNLISTED_WALK`] indices.
+    /// 0, the segment itself, not included) that exist now, in order. A
+    /// short span is looked at index by index; a longer one by one listing
+    /// of the segment directory, since plausible indices scribbled apart
+    /// can span millions of missing blocks (twice what /dev/shm could
+    /// hold, for small blocks), a system call each: minutes for one
+    /// status. If the directory cannot be listed, index by index after all
+    /// (the span is validated, so bounded; a repair must reach the tail).
     fn existing_blocks(&self, head: u64, tail: u64) -> Vec<u64> {
         let first = head.max(1);
+        let each_index = || {
+            (first..=tail)
+                .filter(|&k| Segment::exists(&self.block_name(k)))
+                .collect()
+        };
+        if tail < first.saturating_add(SHORT_SPAN) {
+            return each_index();
+        }
         let Ok(dir) = std::fs::read_dir(crate::segment::SHM_DIR) else {
-            return (first..=tail).take(UNLISTED_WALK).collect();
+            return each_index();
         };
         let prefix = format!("{}.b", self.name());
         let mut found: Vec<u64> = dir
