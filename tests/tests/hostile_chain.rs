@@ -164,6 +164,9 @@ fn an_unbounded_queue_with_the_longest_name_grows() {
 #[test]
 fn status_over_a_scribbled_but_plausible_chain_span_visits_only_real_blocks() {
     let name = ShmName::new("hc-span");
+    // Small blocks (8 KiB, where `unbounded_mailbox` makes 136 KiB ones):
+    // the plausible span grows as blocks shrink, and only a span of
+    // millions made the old walk outlast the limit.
     let buf = SharedBuffer::create_unbounded(
         name.as_str(),
         &BufferConfig {

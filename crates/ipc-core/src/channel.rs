@@ -221,27 +221,27 @@ impl Tx {
     ) -> Result<(), SendError<M>> {
         // A send with room at once goes in here; claiming, waiting and the
         // rest are out of line, so that this path stays short.
-        let (msg, len) = self.fits(msg)?;
+        let (msg, _) = self.fits(msg)?;
         match self.send_now(tag, msg.as_ref()) {
             Ok(true) => {
                 self.main().wake_receivers();
                 Ok(())
             }
-            Ok(false) => self.send_tagged_slow(tag, msg, len, deadline),
+            Ok(false) => self.send_tagged_slow(tag, msg, deadline),
             Err(fail) => Err(fail.into_send_error(msg)),
         }
     }
 
-    /// [`Tx::send_tagged`] of `msg` (`len` bytes, checked against the
-    /// maximum) that the one-step send could not take.
+    /// [`Tx::send_tagged`] of `msg` (checked against the maximum) that the
+    /// one-step send could not take.
     #[inline(never)]
     fn send_tagged_slow<M: AsRef<[u8]>>(
         &mut self,
         tag: u64,
         msg: M,
-        len: usize,
         deadline: Deadline,
     ) -> Result<(), SendError<M>> {
+        let len = msg.as_ref().len();
         if let Err(stop) = self.settle_mark_before_tagging(tag, deadline) {
             return Err(stop_to_send(stop, deadline, msg));
         }

@@ -1593,10 +1593,8 @@ impl Endpoint {
         mut attempt: impl FnMut(bool) -> Step<T, E>,
     ) -> Result<T, Stop<E>> {
         // When the wait began, and the spin budget's scale then: set if it
-        // spun in vain (`spun_from`), and once it then slept on the futex
-        // (`slept_from`; see `settle_spin_after_sleep`).
+        // spun in vain and so may sleep (see `settle_spin_after_sleep`).
         let mut spun_from = None;
-        let mut slept_from = None;
         if deadline != Deadline::Now {
             // Spin for a budget that halves each time spinning ends in
             // sleep and doubles back when it pays off (1/64 to 1 of the
@@ -1640,18 +1638,6 @@ impl Endpoint {
             // mapping, whichever call gets here: so even callers that poll
             // with short timeouts or `try_` calls notice a dead peer.
             self.q.reap_if_due();
-            // Woken after spinning in vain: first the look that spinning
-            // makes, which tells whether spinning longer would have done.
-            if let Some(spun) = slept_from.take() {
-                match attempt(false) {
-                    Step::Ready(v) => {
-                        self.settle_spin_after_sleep(spun);
-                        return Ok(v);
-                    }
-                    Step::Fail(e) => return Err(Stop::Fail(e)),
-                    Step::Wait => {}
-                }
-            }
             // A thorough look before arming: arming costs a barrier on
             // every CPU (see `EventCount::prepare`), worth paying only when
             // we are really about to sleep.
@@ -1687,7 +1673,18 @@ impl Endpoint {
                 slice = slice.min(BARRIERLESS_SLEEP);
             }
             ev.wait(ticket, Some(slice));
-            slept_from = spun_from;
+            // Woken after spinning in vain: first the look that spinning
+            // makes, which tells whether spinning longer would have done.
+            if let Some(spun) = spun_from {
+                match attempt(false) {
+                    Step::Ready(v) => {
+                        self.settle_spin_after_sleep(spun);
+                        return Ok(v);
+                    }
+                    Step::Fail(e) => return Err(Stop::Fail(e)),
+                    Step::Wait => {}
+                }
+            }
         }
     }
 }
