@@ -467,7 +467,23 @@ impl<'a> PackedRing<'a> {
     /// Gives `side`'s lock back if `token` still holds it, waking those
     /// who wait for it; true if someone was marked waiting (and woken
     /// through this ring's event, if it has one).
+    #[inline(always)]
     fn unlock(&self, side: Side, token: u64) -> bool {
+        // Nobody marked waiting, the common case: one exchange.
+        let lock = &self.cursor(side).lock;
+        if lock
+            .compare_exchange(token, token & !HOLDER, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return false;
+        }
+        self.unlock_marked(side, token)
+    }
+
+    /// [`PackedRing::unlock`] once the word was not exactly `token`: a
+    /// waiter's mark on it, or no longer ours.
+    #[inline(never)]
+    fn unlock_marked(&self, side: Side, token: u64) -> bool {
         let lock = &self.cursor(side).lock;
         let mut w = lock.load(Ordering::Relaxed);
         loop {
@@ -493,7 +509,29 @@ impl<'a> PackedRing<'a> {
     /// Takes `side`'s lock (shared rings), taking back one we leaked: a
     /// claim of ours forgotten without commit or release is repaired as a
     /// dead holder's would be. `Ok(None)`: another holds it.
+    #[inline(always)]
     fn take(&self, side: Side, owner: u32) -> Result<Option<u64>, CorruptError> {
+        // A free lock, nobody marked waiting, the common case: one
+        // exchange, as `lock` would make it. (Owners are attachment
+        // indices, far below the holder field's width.)
+        debug_assert!(owner < HOLDER as u32);
+        let lock = &self.cursor(side).lock;
+        let w = lock.load(Ordering::Relaxed);
+        if w & (TURN - 1) == 0 {
+            let next = w.wrapping_add(TURN) | (owner as u64 + 1);
+            if lock
+                .compare_exchange(w, next, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Some(next));
+            }
+        }
+        self.take_contended(side, owner)
+    }
+
+    /// [`PackedRing::take`] once the lock was not simply free.
+    #[inline(never)]
+    fn take_contended(&self, side: Side, owner: u32) -> Result<Option<u64>, CorruptError> {
         match self.lock(side, owner)? {
             Locked::Got(token) => Ok(Some(token)),
             Locked::Busy => Ok(None),
@@ -1469,7 +1507,7 @@ impl<'a> PackedRing<'a> {
     /// (shared rings; 0 unshared): the read cursor moves past it, and the
     /// writer is told lazily (a quarter of the ring at a time). True if
     /// another reader waited for the readers' turn.
-    #[inline]
+    #[inline(always)]
     fn release_at(&self, pos: u64, token: u64, len: usize) -> Result<bool, CorruptError> {
         if self.head.pos.load(Ordering::Relaxed) != pos | READING || !self.holds(Side::Read, token) {
             return Err(revoked("read", pos));
@@ -2878,6 +2916,53 @@ mod tests {
         assert_eq!(p.try_retract(32, 9).unwrap(), Some(true));
         assert_eq!(p.head_pos(), 256, "one padding record passed, then stopped");
         assert!(r.try_claim_read(1, 64).is_err(), "the scribble is reported");
+    }
+
+    /// `take` and `unlock` try one exchange first: for every lock word,
+    /// they must leave the word, and answer, as their general paths do.
+    #[test]
+    fn the_one_exchange_lock_paths_agree_with_the_general_ones() {
+        let words = [
+            0,
+            TURN,
+            5 * TURN,
+            // The last turn before the count wraps.
+            !(TURN - 1),
+            WAITED,
+            (7 * TURN) | WAITED,
+            (3 * TURN) | 1,
+            (3 * TURN) | 6,
+            (3 * TURN) | 64,
+            (3 * TURN) | 6 | WAITED,
+            (3 * TURN) | 1 | WAITED,
+            (3 * TURN) | HOLDER,
+            1 << 17,
+            (3 * TURN) | (1 << 20) | 2,
+            0x1234_5678,
+        ];
+        let owners = [0u32, 5, 63];
+        let fast = HeapPackedRing::new(256, 100, 40);
+        let general = HeapPackedRing::new(256, 100, 40);
+        let (Ring::Packed(f), Ring::Packed(g)) = (fast.shared_ring(), general.shared_ring());
+        let answer = |r: Result<Option<u64>, CorruptError>| r.map_err(|e| e.0);
+        for &w in &words {
+            for &owner in &owners {
+                f.tail.lock.store(w, Ordering::Relaxed);
+                g.tail.lock.store(w, Ordering::Relaxed);
+                let (a, b) = (f.take(Side::Write, owner), g.take_contended(Side::Write, owner));
+                assert_eq!(answer(a), answer(b), "take of {w:#x} by {owner}");
+                let (fw, gw) = (f.tail.lock.load(Ordering::Relaxed), g.tail.lock.load(Ordering::Relaxed));
+                assert_eq!(fw, gw, "word after take of {w:#x} by {owner}");
+                for token in [w & !WAITED, (3 * TURN) | (owner as u64 + 1), 0] {
+                    f.tail.lock.store(w, Ordering::Relaxed);
+                    g.tail.lock.store(w, Ordering::Relaxed);
+                    let (a, b) = (f.unlock(Side::Write, token), g.unlock_marked(Side::Write, token));
+                    assert_eq!(a, b, "unlock of {w:#x} with {token:#x}");
+                    let (fw, gw) = (f.tail.lock.load(Ordering::Relaxed), g.tail.lock.load(Ordering::Relaxed));
+                    assert_eq!(fw, gw, "word after unlock of {w:#x} with {token:#x}");
+                }
+            }
+        }
     }
 
     #[test]
