@@ -429,6 +429,7 @@ impl Receiver {
 
     /// Receives into `buf` without allocating; returns the length.
     /// `BufferTooSmall` leaves the message queued.
+    #[inline]
     pub fn recv_into(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
         self.rx.recv_into(buf, deadline)
     }
