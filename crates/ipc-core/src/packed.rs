@@ -3300,13 +3300,20 @@ mod tests {
                 assert_eq!(r.try_recv_now(1, &mut out, false).unwrap().map(|(n, _)| n), Some(if i == 1 { 2 } else { 1 }));
             }
             // Fill the count bound; then a scribbled `freed` ahead of the
-            // writer is not taken as room.
+            // writer, by count or by position, is not taken as room. (In
+            // shared mode `room_seen` already refuses it, before the lock.)
             while r.try_send_now(0, b"x", &mut cache).unwrap() {}
             let (pos, count) = p.tail_raw();
-            p.freed.count.store(count + 1, Ordering::Relaxed);
-            assert!(!r.try_send_now(0, b"y", &mut cache).unwrap());
-            assert!(r.try_claim_write(0, 1, &mut cache).is_err(), "the general path reports it");
-            assert_eq!(p.tail_raw(), (pos & !WRITING, count));
+            let (freed_pos, freed_count) = (p.freed.pos.load(Ordering::Relaxed), p.freed.count.load(Ordering::Relaxed));
+            for (scribbled_pos, scribbled_count) in [(freed_pos, count + 1), (pos + 8, count)] {
+                p.freed.pos.store(scribbled_pos, Ordering::Relaxed);
+                p.freed.count.store(scribbled_count, Ordering::Relaxed);
+                assert!(!r.try_send_now(0, b"y", &mut cache).unwrap());
+                assert!(r.try_claim_write(0, 1, &mut cache).is_err(), "the general path reports it");
+                assert_eq!(p.tail_raw(), (pos & !WRITING, count));
+            }
+            p.freed.pos.store(freed_pos, Ordering::Relaxed);
+            p.freed.count.store(freed_count, Ordering::Relaxed);
         }
     }
 
