@@ -27,6 +27,13 @@ fn write_u64(name: &ShmName, offset: usize, value: u64) {
         .unwrap();
 }
 
+fn read_u64(name: &ShmName, offset: usize) -> u64 {
+    let file = OpenOptions::new().read(true).open(name.path()).unwrap();
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, offset as u64).unwrap();
+    u64::from_le_bytes(word)
+}
+
 #[test]
 fn a_scribbled_tail_block_index_is_refused_not_walked() {
     let name = ShmName::new("hc-tail");
@@ -182,20 +189,14 @@ fn status_over_a_scribbled_but_plausible_chain_span_visits_only_real_blocks() {
     }
     let real = buf.status().chain_blocks;
     assert!(real >= 1, "the chain grew past its first segment");
-    // The library's bound on a chain's span (see `max_chain_for`), less
-    // one: the largest span it takes for plausible.
-    let block = buf.geometry().total_size.max(1);
-    let room = ipc_core::sys::total_bytes(ipc_core::segment::SHM_DIR)
-        .or_else(ipc_core::sys::memory_bytes)
-        .unwrap_or(u64::MAX);
-    let span = (room / block).saturating_mul(2).clamp(1024, 1 << 24) - 1;
+    // The library's bound on a chain's span, less one: the largest span
+    // it takes for plausible.
+    let block = buf.geometry().total_size;
+    let span = ipc_core::max_chain_for(block) - 1;
     eprintln!("chain span scribbled to {span} blocks (blocks of {block} bytes)");
     let tail = offset_of!(Header, chain) + offset_of!(Chain, tail_block);
     let head = offset_of!(Header, chain) + offset_of!(Chain, head_block);
-    let file = OpenOptions::new().read(true).open(name.path()).unwrap();
-    let mut word = [0u8; 8];
-    file.read_exact_at(&mut word, head as u64).unwrap();
-    write_u64(&name, tail, u64::from_le_bytes(word) + span);
+    write_u64(&name, tail, read_u64(&name, head) + span);
     let status = within(LIMIT, "status", {
         let buf = buf.clone();
         move || buf.status()

@@ -64,5 +64,10 @@ pub use error::{
 };
 pub use layout::{Flavor, Geometry, Kind, MAX_CAPACITY, MAX_MESSAGE, MAX_SEGMENT, PEER_SLOTS};
 pub use peers::{PeerInfo, Role};
+/// The bound on an unbounded chain's span for blocks of a given size (for
+/// this project's own tests).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use queue::max_chain_for;
 pub use queue::{Redeliveries, Status};
 pub use sync::Deadline;

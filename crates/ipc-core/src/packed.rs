@@ -865,15 +865,18 @@ impl<'a> PackedRing<'a> {
             return false;
         }
         let (_, need) = self.need_at(pos, want);
-        self.fits(pos, need, count, cache) || self.fits_as_freed(pos, need, count, cache)
+        self.fits_or_freed(pos, need, count, cache)
     }
 
-    /// True if `need` bytes at `pos` (after `count` messages) fit once
-    /// `cache` learns what the reader published in `freed`. A published
-    /// position the writer cannot have reached is ignored: the general
-    /// path reports it.
+    /// True if `need` bytes at `pos` (after `count` messages) fit by the
+    /// writer's copy `cache`, or else once it learns what the reader
+    /// published in `freed`. A published position the writer cannot have
+    /// reached is ignored: the general path reports it.
     #[inline]
-    fn fits_as_freed(&self, pos: u64, need: u64, count: u64, cache: &mut HeadCache) -> bool {
+    fn fits_or_freed(&self, pos: u64, need: u64, count: u64, cache: &mut HeadCache) -> bool {
+        if self.fits(pos, need, count, cache) {
+            return true;
+        }
         let freed = (
             self.freed.pos.load(Ordering::Acquire),
             self.freed.count.load(Ordering::Acquire),
@@ -1124,8 +1127,7 @@ impl<'a> PackedRing<'a> {
         // few messages.
         if count >= COUNT_LIMIT
             || self.offset(pos) as u64 + rec > self.size
-            || !(self.fits(pos, rec + RECORD_HEADER, count, cache)
-                || self.fits_as_freed(pos, rec + RECORD_HEADER, count, cache))
+            || !self.fits_or_freed(pos, rec + RECORD_HEADER, count, cache)
         {
             return Ok(false);
         }

@@ -28,7 +28,7 @@ const BARRIERLESS_SLEEP: Duration = Duration::from_millis(1);
 /// 1024. Only a bound on loops over chain indices read from shared memory
 /// (a scribbled index cannot make us walk millions of missing blocks); a
 /// real chain never comes near it.
-fn max_chain_for(block_size: u64) -> u64 {
+pub fn max_chain_for(block_size: u64) -> u64 {
     let room = crate::sys::total_bytes(crate::segment::SHM_DIR)
         .or_else(crate::sys::memory_bytes)
         .unwrap_or(u64::MAX);
