@@ -29,6 +29,10 @@ pub struct StreamResult {
     pub cat: Vec<f64>,
     /// Seconds for each `producer | consumer` run.
     pub ipc: Vec<f64>,
+    /// Seconds for each pass of one process `read()`ing the file into a
+    /// buffer the size of the producer's ring: the one copy any tool that
+    /// reads its input must make, so the floor of `producer | consumer`.
+    pub read_floor: Vec<f64>,
     /// Synthetic messages per run.
     pub synthetic_count: u64,
     /// Seconds for each synthetic run (from the producer's start to the
@@ -132,6 +136,32 @@ fn make_file(bytes: u64) -> Result<TempFile> {
     }
     f.sync_all().ok();
     Ok(file)
+}
+
+/// One pass of `read()`s of [`MAX_MESSAGE`] bytes over `file`, into a
+/// buffer of [`CAPACITY`] such pieces taken in turn, as the producer's
+/// ring is: the copy from the page cache that `producer` cannot avoid
+/// (it reads stdin straight into the ring), with nothing else.
+fn run_read_floor(file: &Path) -> Result<f64> {
+    let piece = MAX_MESSAGE as usize;
+    let mut ring = vec![0u8; piece * CAPACITY as usize];
+    let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let start = Instant::now();
+    let mut total = 0u64;
+    for at in (0..CAPACITY as usize).cycle() {
+        let n = std::io::Read::read(&mut f, &mut ring[at * piece..][..piece])
+            .with_context(|| format!("reading {}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let expected = std::fs::metadata(file)?.len();
+    if total != expected {
+        bail!("read {total} bytes of {}'s {expected}", file.display());
+    }
+    Ok(secs)
 }
 
 fn run_cat(file: &Path, deadline: Instant) -> Result<f64> {
@@ -286,6 +316,7 @@ pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
         bytes,
         cat: Vec::new(),
         ipc: Vec::new(),
+        read_floor: Vec::new(),
         synthetic_count,
         synthetic: Vec::new(),
     };
@@ -303,14 +334,16 @@ pub fn run(bin_dir: &Path, bytes: u64, rounds: u32) -> Result<StreamResult> {
                 r.cat.push(run_cat(&file.0, deadline)?);
             }
         }
+        r.read_floor.push(run_read_floor(&file.0)?);
         let deadline = Instant::now() + timeout;
         r.synthetic
             .push(run_synthetic(bin_dir, synthetic_count, deadline)?);
         log::info!(
-            "stream round {}: cat {:.3} s, ipc {:.3} s, synthetic {:.3} s",
+            "stream round {}: cat {:.3} s, ipc {:.3} s, read floor {:.3} s, synthetic {:.3} s",
             round + 1,
             r.cat[round as usize],
             r.ipc[round as usize],
+            r.read_floor[round as usize],
             r.synthetic[round as usize]
         );
     }
