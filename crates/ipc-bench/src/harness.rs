@@ -415,6 +415,15 @@ pub trait Rx {
     /// returns its length.
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize>;
 
+    /// Receives one message and hands it to `look` where it lies, in the
+    /// transport's own memory, copying nothing out (zero copy); the
+    /// message is released when `look` returns. Only the contenders that
+    /// lend their memory have it (see [`OneToOne::in_place`]).
+    fn recv_in_place(&mut self, look: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let _ = look;
+        bail!("this contender has no in-place receive")
+    }
+
     /// As [`Tx::connect`].
     fn connect(&mut self) -> Result<()> {
         Ok(())
@@ -491,7 +500,48 @@ pub struct OneToOne<T> {
     pub name: &'static str,
     /// The channel kind.
     pub transport: T,
+    /// Receive in place ([`Rx::recv_in_place`]: the consumer looks at each
+    /// message where it lies and copies nothing out; the echo of a round
+    /// trip sends straight from it) rather than into a buffer of our own,
+    /// from [`IN_PLACE_FROM`] on: zero copy as a user of large messages
+    /// would use it. The sender copies the message in either way.
+    pub in_place: bool,
 }
+
+impl<T> OneToOne<T> {
+    /// A contender that copies each message in and out.
+    pub fn new(name: &'static str, transport: T) -> OneToOne<T> {
+        OneToOne {
+            name,
+            transport,
+            in_place: false,
+        }
+    }
+
+    /// The same, receiving in place (see [`OneToOne::in_place`]).
+    pub fn in_place(name: &'static str, transport: T) -> OneToOne<T> {
+        OneToOne {
+            in_place: true,
+            ..OneToOne::new(name, transport)
+        }
+    }
+
+    /// One receive into `buf` (or, in place, a look at the message where
+    /// it lies), its stamp checked against `seq`.
+    fn recv_checked(&self, rx: &mut impl Rx, buf: &mut [u8], seq: u64) -> Result<()> {
+        let size = buf.len();
+        if self.in_place {
+            rx.recv_in_place(&mut |m| check_stamp(m, m.len(), size, seq))
+        } else {
+            let n = rx.recv(buf)?;
+            check_stamp(buf, n, size, seq)
+        }
+    }
+}
+
+/// Smallest message the in-place rows are measured at: zero copy is for
+/// large messages, where the copy out costs more than the hand-over.
+pub const IN_PLACE_FROM: usize = 64 << 10;
 
 /// Queue depth used for throughput: about 16 MiB in flight at most, 256
 /// messages for small sizes.
@@ -554,7 +604,7 @@ impl<T: Transport> Contender for OneToOne<T> {
     }
 
     fn applies(&self, measure: Measure, size: usize, mode: Mode) -> bool {
-        self.transport.applies(measure, size, mode)
+        (!self.in_place || size >= IN_PLACE_FROM) && self.transport.applies(measure, size, mode)
     }
 
     fn throughput(&self, size: usize, count: u64, mode: Mode, timeout: Duration) -> Result<Rate> {
@@ -585,14 +635,12 @@ impl<T: Transport> Contender for OneToOne<T> {
         gate.start(1)?;
         let mut buf = vec![0u8; size];
         for seq in 0..warmup {
-            let n = rx.recv(&mut buf)?;
-            check_stamp(&buf, n, size, seq)?;
+            self.recv_checked(&mut rx, &mut buf, seq)?;
         }
         let start = Instant::now();
         let mut got = 0;
         for seq in warmup..warmup + count {
-            let n = rx.recv(&mut buf)?;
-            check_stamp(&buf, n, size, seq)?;
+            self.recv_checked(&mut rx, &mut buf, seq)?;
             got += 1;
             // A clock read is cheap next to a message of a page or more:
             // large messages look every time, so a slow contender cannot
@@ -638,8 +686,14 @@ impl<T: Transport> Contender for OneToOne<T> {
             gate.wait_start()?;
             let mut buf = vec![0u8; size];
             for _ in 0..warmup + count {
-                let n = rx.recv(&mut buf)?;
-                tx.send(&buf[..n])?;
+                if self.in_place {
+                    // Forwarded from where it lies: one copy, into the
+                    // pong channel.
+                    rx.recv_in_place(&mut |m| tx.send(m))?;
+                } else {
+                    let n = rx.recv(&mut buf)?;
+                    tx.send(&buf[..n])?;
+                }
             }
             Ok(())
         })?;
@@ -667,9 +721,9 @@ impl<T: Transport> Contender for OneToOne<T> {
             stamp(&mut msg, seq);
             let start = Instant::now();
             tx.send(&msg)?;
-            let n = rx.recv(&mut buf)?;
+            let checked = self.recv_checked(&mut rx, &mut buf, seq);
             let ns = start.elapsed().as_nanos() as u64;
-            check_stamp(&buf, n, size, seq)?;
+            checked?;
             if seq >= warmup {
                 hist.record(ns.max(1))?;
             }

@@ -4,7 +4,8 @@
 //! The publisher loans a sample, copies the message in and sends it
 //! (`RetryUntilDelivered`, no overflow: a full subscriber buffer makes the
 //! publisher wait, as a bounded buffer does); the subscriber copies the
-//! payload out. Spinning mode polls `receive`; sleeping mode pairs the
+//! payload out (or, as "iceoryx2 in place", looks at it where it lies).
+//! Spinning mode polls `receive`; sleeping mode pairs the
 //! service with an event service and waits in `Listener::timed_wait`,
 //! the way iceoryx2 applications sleep.
 
@@ -233,21 +234,33 @@ impl Rx for IoxRx {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let mut take = |sub: &Subscriber<Svc, [u8], ()>| -> Result<Option<usize>> {
+        self.recv_sample(&mut |p| {
+            buf[..p.len()].copy_from_slice(p);
+            Ok(p.len())
+        })
+    }
+
+    fn recv_in_place(&mut self, look: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.recv_sample(look)
+    }
+}
+
+impl IoxRx {
+    /// Waits for the next sample (polling, or on the listener when
+    /// sleeping) and hands its payload to `f` where it lies; the sample
+    /// goes back to the publisher when `f` returns.
+    fn recv_sample<R>(&mut self, f: &mut dyn FnMut(&[u8]) -> Result<R>) -> Result<R> {
+        let mut take = |sub: &Subscriber<Svc, [u8], ()>| -> Result<Option<R>> {
             match sub.receive().map_err(|e| err("receive")(&e))? {
-                Some(sample) => {
-                    let p = sample.payload();
-                    buf[..p.len()].copy_from_slice(p);
-                    Ok(Some(p.len()))
-                }
+                Some(sample) => f(sample.payload()).map(Some),
                 None => Ok(None),
             }
         };
         match &self.listener {
             None => spin_until(|| take(&self.subscriber)),
             Some(listener) => loop {
-                if let Some(n) = take(&self.subscriber)? {
-                    return Ok(n);
+                if let Some(r) = take(&self.subscriber)? {
+                    return Ok(r);
                 }
                 listener
                     .timed_wait(|_| {}, Duration::from_millis(100))

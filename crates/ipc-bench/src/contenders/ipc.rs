@@ -114,6 +114,13 @@ impl Rx for IpcRx {
             .recv_into(buf, Deadline::Never)
             .map_err(|e| anyhow!("recv: {e}"))
     }
+
+    /// `recv_with`: the message is looked at in the ring, then released.
+    fn recv_in_place(&mut self, look: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.0
+            .recv_with_until(Deadline::Never, |m| look(m))
+            .map_err(|e| anyhow!("recv_with: {e}"))?
+    }
 }
 
 impl Transport for IpcBuffer {

@@ -42,6 +42,12 @@ pub const UDS: &str = "unix socket";
 pub const MQ: &str = "POSIX mq";
 /// Row label of iceoryx2.
 pub const IOX: &str = "iceoryx2";
+/// Row label of ipc-core spsc receiving in place (`recv_with`, zero copy),
+/// 64 KiB and up.
+pub const IPC_IN_PLACE: &str = "ipc-core spsc in place";
+/// Row label of iceoryx2 receiving in place (the sample's payload looked
+/// at where it lies), 64 KiB and up.
+pub const IOX_IN_PLACE: &str = "iceoryx2 in place";
 /// Row label of the cache-line probe.
 pub const CACHE_LINE: &str = "cache-line probe";
 /// Row label of the futex probe.
@@ -50,69 +56,54 @@ pub const FUTEX: &str = "futex probe";
 /// Every contender this build has, in report order.
 pub fn all() -> Vec<Box<dyn Contender>> {
     let mut v: Vec<Box<dyn Contender>> = vec![
-        Box::new(OneToOne {
-            name: IPC,
-            transport: ipc::IpcBuffer {
+        Box::new(OneToOne::new(
+            IPC,
+            ipc::IpcBuffer {
                 single: true,
                 deep: false,
             },
-        }),
-        Box::new(OneToOne {
-            name: IPC_DEEP,
-            transport: ipc::IpcBuffer {
+        )),
+        Box::new(OneToOne::in_place(
+            IPC_IN_PLACE,
+            ipc::IpcBuffer {
+                single: true,
+                deep: false,
+            },
+        )),
+        Box::new(OneToOne::new(
+            IPC_DEEP,
+            ipc::IpcBuffer {
                 single: true,
                 deep: true,
             },
-        }),
-        Box::new(OneToOne {
-            name: IPC_MPMC,
-            transport: ipc::IpcBuffer {
+        )),
+        Box::new(OneToOne::new(
+            IPC_MPMC,
+            ipc::IpcBuffer {
                 single: false,
                 deep: false,
             },
-        }),
+        )),
         Box::new(ipc::IpcMany {
             name: IPC_4X4,
             producers: 4,
             consumers: 4,
         }),
-        Box::new(OneToOne {
-            name: MB_BOUNDED,
-            transport: IpcMailbox(MailboxKind::Bounded),
-        }),
-        Box::new(OneToOne {
-            name: MB_ZERO,
-            transport: IpcMailbox(MailboxKind::Zero),
-        }),
-        Box::new(OneToOne {
-            name: MB_UNBOUNDED,
-            transport: IpcMailbox(MailboxKind::Unbounded),
-        }),
-        Box::new(OneToOne {
-            name: PIPE,
-            transport: fd::Pipe,
-        }),
-        Box::new(OneToOne {
-            name: UDS,
-            transport: fd::UnixStream,
-        }),
-        Box::new(OneToOne {
-            name: MQ,
-            transport: mq::PosixMq,
-        }),
+        Box::new(OneToOne::new(MB_BOUNDED, IpcMailbox(MailboxKind::Bounded))),
+        Box::new(OneToOne::new(MB_ZERO, IpcMailbox(MailboxKind::Zero))),
+        Box::new(OneToOne::new(
+            MB_UNBOUNDED,
+            IpcMailbox(MailboxKind::Unbounded),
+        )),
+        Box::new(OneToOne::new(PIPE, fd::Pipe)),
+        Box::new(OneToOne::new(UDS, fd::UnixStream)),
+        Box::new(OneToOne::new(MQ, mq::PosixMq)),
     ];
     #[cfg(feature = "iceoryx2")]
-    v.push(Box::new(OneToOne {
-        name: IOX,
-        transport: iox::Iceoryx2,
-    }));
-    v.push(Box::new(OneToOne {
-        name: CACHE_LINE,
-        transport: probe::CacheLine,
-    }));
-    v.push(Box::new(OneToOne {
-        name: FUTEX,
-        transport: probe::Futex,
-    }));
+    v.push(Box::new(OneToOne::new(IOX, iox::Iceoryx2)));
+    #[cfg(feature = "iceoryx2")]
+    v.push(Box::new(OneToOne::in_place(IOX_IN_PLACE, iox::Iceoryx2)));
+    v.push(Box::new(OneToOne::new(CACHE_LINE, probe::CacheLine)));
+    v.push(Box::new(OneToOne::new(FUTEX, probe::Futex)));
     v
 }
